@@ -1,0 +1,241 @@
+//! `coffer backup`: every source → one stream each → manifest last.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::os::unix::fs::DirBuilderExt;
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::{Instant, SystemTime};
+
+use anyhow::{Context, anyhow};
+use chrono::Utc;
+
+use super::{human_bytes, load_config};
+use crate::cli::BackupArgs;
+use crate::config::{Config, SourceKind};
+use crate::pipeline::{EncodeError, EncodeOptions, encode_stream};
+use crate::progress::Progress;
+use crate::snapshot::{self, FORMAT_NAME, FORMAT_VERSION, Manifest, SnapshotId, SourceRecord};
+use crate::source::{DirectorySource, Excludes, Warning};
+use crate::store::{self, Store};
+
+/// What a finished backup did.
+#[derive(Debug)]
+pub struct BackupReport {
+    pub manifest: Manifest,
+    /// Per source, the paths that had problems (not in the manifest, which names no file).
+    pub warnings: Vec<(String, Warning)>,
+    pub seconds: f64,
+    /// Unfinished snapshots of earlier runs removed after this one.
+    pub swept: Vec<String>,
+}
+
+/// Holds the state folder's lock so two backups never run at once on one host.
+pub struct RunLock(#[allow(dead_code)] File);
+
+/// Takes the backup lock in `state_dir`.
+///
+/// # Errors
+/// When the folder cannot be created or another process holds the lock.
+pub fn lock_state(state_dir: &Path) -> anyhow::Result<RunLock> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(state_dir)
+        .with_context(|| format!("creating state folder {}", state_dir.display()))?;
+    let path = state_dir.join("backup.lock");
+    let file = File::create(&path).with_context(|| format!("opening lock {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(RunLock(file)),
+        Err(fs::TryLockError::WouldBlock) => Err(anyhow!(
+            "another coffer backup is running (it holds {}); wait for it to finish",
+            path.display()
+        )),
+        Err(fs::TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("locking {}", path.display()))
+        }
+    }
+}
+
+/// Backs up every configured source into one new snapshot of `store`.
+///
+/// # Errors
+/// Any source or store failure; then no manifest is written, so no snapshot exists, and the
+/// parts already stored are removed (or swept by a later run if even that fails).
+pub fn backup(
+    config: &Config,
+    store: &dyn Store,
+    progress: &(dyn Fn(u64) + Sync),
+) -> anyhow::Result<BackupReport> {
+    let _lock = lock_state(&config.state_dir)?;
+    let started = Instant::now();
+    let created = Utc::now();
+    let id = SnapshotId::new(created);
+    let prefix = id.prefix();
+    let opts = EncodeOptions {
+        part_size: config.store.part_size,
+        compress: config.compression,
+    };
+    let mut sources = Vec::new();
+    let mut warnings = Vec::new();
+    for source in &config.sources {
+        let stream = source.stream_name();
+        let result = match &source.kind {
+            SourceKind::Directory { path, exclude } => {
+                let dir = DirectorySource::new(path, Excludes::new(exclude)?);
+                encode_stream(
+                    store,
+                    &prefix,
+                    &stream,
+                    &config.encryption.recipients,
+                    &opts,
+                    progress,
+                    |w| dir.write_tar(w),
+                )
+            }
+        };
+        let (encoded, walk) = match result {
+            Ok(done) => done,
+            Err(e) => {
+                let cause = match e {
+                    EncodeError::Source(e) => anyhow!(e),
+                    sink @ EncodeError::Sink { .. } => anyhow!(sink),
+                };
+                discard(store, &prefix);
+                return Err(cause.context(format!(
+                    "backup of source '{}' failed; no snapshot was written",
+                    source.name
+                )));
+            }
+        };
+        let mut counts: BTreeMap<String, u64> = BTreeMap::new();
+        for w in &walk.warnings {
+            *counts.entry(w.kind.as_str().to_string()).or_default() += 1;
+            warnings.push((source.name.clone(), w.clone()));
+        }
+        sources.push(SourceRecord {
+            name: source.name.clone(),
+            kind: source.kind_name().to_string(),
+            stream,
+            plaintext_bytes: encoded.plaintext_bytes,
+            compressed_bytes: encoded.compressed_bytes,
+            encrypted_bytes: encoded.encrypted_bytes,
+            sha256: encoded.sha256,
+            parts: encoded.parts,
+            entries: Some(walk.counts),
+            warnings: counts,
+        });
+    }
+    let manifest = Manifest {
+        format: FORMAT_NAME.to_string(),
+        format_version: FORMAT_VERSION,
+        id: id.clone(),
+        created,
+        finished: Utc::now(),
+        host: gethostname::gethostname().to_string_lossy().into_owned(),
+        coffer_version: env!("CARGO_PKG_VERSION").to_string(),
+        recipients: config
+            .encryption
+            .recipients
+            .iter()
+            .map(ToString::to_string)
+            .collect(),
+        sources,
+    };
+    if let Err(e) = snapshot::write_manifest(store, &manifest) {
+        discard(store, &prefix);
+        return Err(anyhow!(e).context(format!(
+            "writing the manifest of snapshot {id} failed; no snapshot was written"
+        )));
+    }
+    let swept = snapshot::sweep_orphans(store, config.store.orphan_grace, SystemTime::now())
+        .unwrap_or_else(|e| {
+            tracing::warn!("could not sweep unfinished snapshots: {e}");
+            Vec::new()
+        });
+    Ok(BackupReport {
+        manifest,
+        warnings,
+        seconds: started.elapsed().as_secs_f64(),
+        swept,
+    })
+}
+
+/// Best-effort removal of a failed backup's parts; the sweep catches what this misses.
+fn discard(store: &dyn Store, prefix: &str) {
+    let Ok(objects) = store.list(prefix) else {
+        return;
+    };
+    for o in objects {
+        if let Err(e) = store.delete(&o.key) {
+            tracing::warn!("could not remove {} of the failed backup: {e}", o.key);
+        }
+    }
+}
+
+pub fn run(config_path: &Path, args: &BackupArgs) -> anyhow::Result<ExitCode> {
+    let config = load_config(config_path)?;
+    let store = store::from_config(&config.store);
+    let bar = Progress::bytes("backup", None);
+    let report = backup(&config, store.as_ref(), &|n| bar.inc(n))?;
+    bar.finish();
+    let m = &report.manifest;
+    let (plain, stored) = (m.plaintext_bytes(), m.stored_bytes());
+    let ratio = plain as f64 / stored.max(1) as f64;
+    if args.json {
+        let warnings: Vec<_> = report
+            .warnings
+            .iter()
+            .map(|(source, w)| {
+                serde_json::json!({
+                    "source": source,
+                    "kind": w.kind.as_str(),
+                    "path": w.path.to_string_lossy(),
+                    "detail": w.detail,
+                })
+            })
+            .collect();
+        let out = serde_json::json!({
+            "id": m.id,
+            "plaintext_bytes": plain,
+            "stored_bytes": stored,
+            "ratio": ratio,
+            "seconds": report.seconds,
+            "warnings": warnings,
+            "swept": report.swept,
+            "manifest": m,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        for (source, w) in &report.warnings {
+            eprintln!(
+                "warning: {source}: {} {}: {}",
+                w.path.display(),
+                w.kind.as_str(),
+                w.detail
+            );
+        }
+        println!(
+            "snapshot {}: {} sources, {} in, {} stored (ratio {ratio:.2}), {:.1} s ({}/s){}",
+            m.id,
+            m.sources.len(),
+            human_bytes(plain),
+            human_bytes(stored),
+            report.seconds,
+            human_bytes((plain as f64 / report.seconds.max(1e-3)) as u64),
+            if report.warnings.is_empty() {
+                String::new()
+            } else {
+                format!(", {} warnings", report.warnings.len())
+            }
+        );
+        if !report.swept.is_empty() {
+            println!(
+                "removed {} unfinished snapshot(s): {}",
+                report.swept.len(),
+                report.swept.join(", ")
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,47 @@
+//! One module per subcommand: each loads what it needs, does the work through the library and
+//! prints the result (text, or JSON with `--json`).
+
+pub mod backup;
+pub mod keygen;
+pub mod list;
+pub mod restore;
+pub mod verify;
+
+use std::path::Path;
+
+use anyhow::Context;
+
+use crate::config::Config;
+
+/// Loads the config named on the command line.
+pub(crate) fn load_config(path: &Path) -> anyhow::Result<Config> {
+    Config::load(path).context("loading the configuration (--config or COFFER_CONFIG)")
+}
+
+/// `1.5 GiB`-style sizes for people.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
+/// Identities for restore / deep verify: `--identity` or the configured file.
+pub(crate) fn load_identities(
+    config: &Config,
+    flag: Option<&Path>,
+) -> anyhow::Result<(Vec<Box<dyn age::Identity + Send + Sync>>, String)> {
+    let path = flag
+        .or(config.encryption.identity_file.as_deref())
+        .ok_or(crate::keys::KeyError::NotConfigured)?;
+    let ids = crate::keys::load_identities(path)?;
+    Ok((ids, path.display().to_string()))
+}

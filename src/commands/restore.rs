@@ -1,0 +1,212 @@
+//! `coffer restore ID|latest --to DIR [--source NAME] [--force]`.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{Context, anyhow, bail};
+
+use super::{human_bytes, load_config, load_identities};
+use crate::cli::RestoreArgs;
+use crate::pipeline::{find_part_problem, open_stream};
+use crate::progress::Progress;
+use crate::restore::{self, TarSummary};
+use crate::snapshot::{self, Manifest, SourceRecord};
+use crate::store::{self, Store};
+use crate::verify::verify_snapshot;
+
+/// Fails unless `dir` is missing or empty (or `force`); creates it if missing.
+fn prepare_target(dir: &Path, force: bool) -> anyhow::Result<()> {
+    match fs::read_dir(dir) {
+        Ok(mut entries) => {
+            if entries.next().is_some() && !force {
+                bail!(
+                    "restore target {} is not empty; restore into an empty folder, or pass \
+                     --force to write over what is there",
+                    dir.display()
+                );
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => fs::create_dir_all(dir)
+            .with_context(|| format!("creating restore target {}", dir.display())),
+        Err(e) => Err(e).with_context(|| format!("reading restore target {}", dir.display())),
+    }
+}
+
+/// Checks up front, from a listing, that every part exists with its recorded size, so a
+/// missing part is named before anything is written.
+fn precheck(store: &dyn Store, m: &Manifest, source: &SourceRecord) -> anyhow::Result<()> {
+    let prefix = m.id.prefix();
+    let listed = store.list(&prefix)?;
+    let mut problems = Vec::new();
+    for part in &source.parts {
+        match listed.iter().find(|o| o.key == format!("{prefix}{}", part.name)) {
+            None => problems.push(format!("part {} is missing from the store", part.name)),
+            Some(o) if o.size != part.size => problems.push(format!(
+                "part {} has {} bytes, the manifest says {}",
+                part.name, o.size, part.size
+            )),
+            Some(_) => {}
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        bail!(
+            "snapshot {} cannot be restored: {}; nothing was written. Restore an older snapshot \
+             ('coffer list')",
+            m.id,
+            problems.join("; ")
+        )
+    }
+}
+
+pub fn run(config_path: &Path, args: &RestoreArgs) -> anyhow::Result<ExitCode> {
+    let config = load_config(config_path)?;
+    let store = store::from_config(&config.store);
+    let (identities, identity_file) = load_identities(&config, args.identity.as_deref())?;
+    let m = snapshot::resolve(store.as_ref(), &args.snapshot)?;
+    let sources: Vec<&SourceRecord> = match &args.source {
+        Some(name) => vec![m.source(name)?],
+        None => m.sources.iter().collect(),
+    };
+    for s in &sources {
+        if s.kind != "directory" {
+            bail!(
+                "source '{}' of snapshot {} is a {} stream, which this build cannot restore",
+                s.name,
+                m.id,
+                s.kind
+            );
+        }
+        precheck(store.as_ref(), &m, s)?;
+    }
+    // One source restores into DIR itself; several go into DIR/<source>.
+    let targets: Vec<(&SourceRecord, PathBuf)> = sources
+        .iter()
+        .map(|s| {
+            let dir = if sources.len() == 1 {
+                args.to.clone()
+            } else {
+                args.to.join(&s.name)
+            };
+            (*s, dir)
+        })
+        .collect();
+    for (_, dir) in &targets {
+        prepare_target(dir, args.force)?;
+    }
+    let started = Instant::now();
+    let mut results = Vec::new();
+    for (s, dir) in &targets {
+        let summary = restore_one(store.as_ref(), &m, s, dir, &identities, &identity_file)?;
+        results.push((*s, dir, summary));
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    if args.json {
+        let rows: Vec<_> = results
+            .iter()
+            .map(|(s, dir, sum)| {
+                serde_json::json!({
+                    "source": s.name,
+                    "target": dir,
+                    "files": sum.counts.files,
+                    "directories": sum.counts.directories,
+                    "symlinks": sum.counts.symlinks,
+                    "file_bytes": sum.file_bytes,
+                })
+            })
+            .collect();
+        let out = serde_json::json!({"id": m.id, "seconds": seconds, "sources": rows});
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        for (s, dir, sum) in &results {
+            println!(
+                "restored {} '{}' to {}: {} files, {} directories, {} symlinks, {} in {seconds:.1} s",
+                m.id,
+                s.name,
+                dir.display(),
+                sum.counts.files,
+                sum.counts.directories,
+                sum.counts.symlinks,
+                human_bytes(sum.file_bytes)
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn restore_one(
+    store: &dyn Store,
+    m: &Manifest,
+    s: &SourceRecord,
+    dir: &Path,
+    identities: &[Box<dyn age::Identity + Send + Sync>],
+    identity_file: &str,
+) -> anyhow::Result<TarSummary> {
+    let prefix = m.id.prefix();
+    let stream = open_stream(store, &prefix, s, &m.recipients, identities, identity_file)?;
+    let bar = Progress::bytes(&format!("restore {}", s.name), Some(s.plaintext_bytes));
+    let counted = CountingRead {
+        inner: stream,
+        bar: &bar,
+    };
+    let result = restore::extract(counted, dir);
+    bar.finish();
+    let summary = match result {
+        Ok(summary) => summary,
+        Err(e) => {
+            let named = find_part_problem(&e).is_some();
+            let mut err = anyhow!(e);
+            if !named {
+                // Decryption or decompression failed without naming a part: find it by hash.
+                if let Ok(reports) = verify_snapshot(store, m, None, &|_| {}) {
+                    let bad: Vec<String> = reports
+                        .iter()
+                        .filter(|r| r.stream == s.stream)
+                        .flat_map(|r| r.problems.iter().map(ToString::to_string))
+                        .collect();
+                    if !bad.is_empty() {
+                        err = err.context(bad.join("; "));
+                    }
+                }
+            }
+            return Err(err.context(format!(
+                "restore of '{}' from snapshot {} failed; {} holds a partial restore",
+                s.name,
+                m.id,
+                dir.display()
+            )));
+        }
+    };
+    if let Some(expected) = s.entries
+        && expected != summary.counts
+    {
+        bail!(
+            "restored {} files, {} directories, {} symlinks of '{}', but the manifest records {}, {} and {}",
+            summary.counts.files,
+            summary.counts.directories,
+            summary.counts.symlinks,
+            s.name,
+            expected.files,
+            expected.directories,
+            expected.symlinks
+        );
+    }
+    Ok(summary)
+}
+
+struct CountingRead<'a, R> {
+    inner: R,
+    bar: &'a Progress,
+}
+
+impl<R: std::io::Read> std::io::Read for CountingRead<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.bar.inc(n as u64);
+        Ok(n)
+    }
+}

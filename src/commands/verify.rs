@@ -1,0 +1,117 @@
+//! `coffer verify [ID|latest|--all] [--deep]`.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use super::{human_bytes, load_config, load_identities};
+use crate::cli::VerifyArgs;
+use crate::progress::Progress;
+use crate::snapshot::{self, Manifest};
+use crate::store;
+use crate::verify::{DeepKeys, StreamReport, verify_snapshot};
+
+pub fn run(config_path: &Path, args: &VerifyArgs) -> anyhow::Result<ExitCode> {
+    let config = load_config(config_path)?;
+    let store = store::from_config(&config.store);
+    let keys = if args.deep {
+        Some(load_identities(&config, args.identity.as_deref())?)
+    } else {
+        None
+    };
+    let deep = keys.as_ref().map(|(identities, file)| DeepKeys {
+        identities,
+        identity_file: file,
+    });
+    let manifests: Vec<Manifest> = if args.all {
+        let (good, bad) = snapshot::list(store.as_ref())?;
+        for e in &bad {
+            eprintln!("BAD  {e}");
+        }
+        if !bad.is_empty() && good.is_empty() {
+            anyhow::bail!("no snapshot in {store} has a readable manifest");
+        }
+        good
+    } else {
+        vec![snapshot::resolve(store.as_ref(), &args.snapshot)?]
+    };
+    let mut failed = 0usize;
+    let mut json = Vec::new();
+    for m in &manifests {
+        let bar = Progress::bytes(&format!("verify {}", m.id), Some(m.stored_bytes()));
+        let reports = verify_snapshot(store.as_ref(), m, deep.as_ref(), &|n| bar.inc(n))?;
+        bar.finish();
+        if reports.iter().any(|r| !r.ok()) {
+            failed += 1;
+        }
+        if args.json {
+            json.push(serde_json::json!({
+                "id": m.id,
+                "ok": reports.iter().all(StreamReport::ok),
+                "streams": reports.iter().map(report_json).collect::<Vec<_>>(),
+            }));
+        } else {
+            print_reports(m, &reports);
+        }
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&json)?);
+    }
+    if failed > 0 {
+        anyhow::bail!(
+            "{failed} of {} snapshot(s) failed verification; the bad parts are named above. \
+             Back up again now, and restore from an older snapshot if you need this one's data",
+            manifests.len()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_reports(m: &Manifest, reports: &[StreamReport]) {
+    for r in reports {
+        let status = if r.ok() { "ok " } else { "BAD" };
+        let deep = match &r.deep {
+            Some(Ok(s)) => format!(
+                ", deep: {} files, {} directories, {} symlinks read",
+                s.counts.files, s.counts.directories, s.counts.symlinks
+            ),
+            _ => String::new(),
+        };
+        println!(
+            "{status}  {} {}: {} parts, {}{deep}",
+            m.id,
+            r.stream,
+            r.parts_checked,
+            human_bytes(r.bytes_checked)
+        );
+        for p in &r.problems {
+            println!("     {}: {p}", r.stream);
+        }
+        if let Some(Err(e)) = &r.deep {
+            println!("     {}: deep check failed: {e}", r.stream);
+        }
+        for extra in &r.extra_objects {
+            println!("     note: {extra} is stored but not listed in the manifest");
+        }
+    }
+}
+
+fn report_json(r: &StreamReport) -> serde_json::Value {
+    serde_json::json!({
+        "source": r.source,
+        "stream": r.stream,
+        "ok": r.ok(),
+        "parts_checked": r.parts_checked,
+        "bytes_checked": r.bytes_checked,
+        "problems": r.problems.iter().map(|p| serde_json::json!({
+            "part": p.part(),
+            "message": p.to_string(),
+        })).collect::<Vec<_>>(),
+        "extra_objects": r.extra_objects,
+        "deep": r.deep.as_ref().map(|d| match d {
+            Ok(s) => serde_json::json!({"ok": true, "files": s.counts.files,
+                "directories": s.counts.directories, "symlinks": s.counts.symlinks,
+                "file_bytes": s.file_bytes}),
+            Err(e) => serde_json::json!({"ok": false, "error": e}),
+        }),
+    })
+}

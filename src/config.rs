@@ -1,0 +1,432 @@
+//! The configuration: TOML → raw serde structs (unknown keys rejected) → a validated `Config`.
+//! Validation reports every problem at once; relative paths resolve against the config file's
+//! folder.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::pipeline::CompressOptions;
+
+/// Default size of one stored part.
+pub const DEFAULT_PART_SIZE: u64 = 64 * 1024 * 1024;
+/// Default age of an unfinished snapshot before a later run removes its parts.
+pub const DEFAULT_ORPHAN_GRACE: Duration = Duration::from_secs(24 * 3600);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config {path} is not valid TOML for coffer: {why}")]
+    Parse { path: PathBuf, why: String },
+    #[error("config {path} has {} problem(s):\n  - {}", problems.len(), problems.join("\n  - "))]
+    Invalid {
+        path: PathBuf,
+        problems: Vec<String>,
+    },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    state_dir: Option<PathBuf>,
+    timezone: Option<String>,
+    encryption: Option<RawEncryption>,
+    store: Option<RawStore>,
+    compression: Option<RawCompression>,
+    #[serde(default)]
+    source: Vec<RawSource>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEncryption {
+    #[serde(default)]
+    recipients: Vec<String>,
+    identity_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStore {
+    #[serde(rename = "type")]
+    kind: String,
+    path: Option<PathBuf>,
+    part_size: Option<String>,
+    orphan_grace: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCompression {
+    level: Option<u32>,
+    threads: Option<usize>,
+    skip_incompressible: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSource {
+    name: String,
+    #[serde(rename = "type")]
+    kind: String,
+    path: Option<PathBuf>,
+    #[serde(default)]
+    exclude: Vec<String>,
+}
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it came from.
+    pub path: PathBuf,
+    pub state_dir: PathBuf,
+    pub timezone: Option<String>,
+    pub encryption: EncryptionConfig,
+    pub store: StoreConfig,
+    pub compression: CompressOptions,
+    pub sources: Vec<SourceConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct EncryptionConfig {
+    pub recipients: Vec<age::x25519::Recipient>,
+    /// Only restore and `verify --deep` read it.
+    pub identity_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    pub kind: StoreKind,
+    pub part_size: u64,
+    pub orphan_grace: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub enum StoreKind {
+    Local { path: PathBuf },
+}
+
+#[derive(Debug, Clone)]
+pub struct SourceConfig {
+    pub name: String,
+    pub kind: SourceKind,
+}
+
+#[derive(Debug, Clone)]
+pub enum SourceKind {
+    Directory { path: PathBuf, exclude: Vec<String> },
+}
+
+impl SourceConfig {
+    /// The type name used in configs and manifests.
+    pub fn kind_name(&self) -> &'static str {
+        match self.kind {
+            SourceKind::Directory { .. } => "directory",
+        }
+    }
+
+    /// The stream name of this source, e.g. `files.tar.gz.age`.
+    pub fn stream_name(&self) -> String {
+        match self.kind {
+            SourceKind::Directory { .. } => format!("{}.tar.gz.age", self.name),
+        }
+    }
+}
+
+impl Config {
+    /// Reads and validates the config at `path`.
+    ///
+    /// # Errors
+    /// `Read`, `Parse`, or `Invalid` listing every problem found.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Validates config text as if it were read from `path`.
+    ///
+    /// # Errors
+    /// `Parse` or `Invalid`.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            why: e.to_string(),
+        })?;
+        let base = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+            .to_path_buf();
+        let resolve = |p: &Path| if p.is_absolute() { p.to_path_buf() } else { base.join(p) };
+        let mut problems = Vec::new();
+
+        let encryption = match raw.encryption {
+            None => {
+                problems.push("[encryption] is missing: give at least one recipient (coffer keygen prints one)".into());
+                EncryptionConfig {
+                    recipients: Vec::new(),
+                    identity_file: None,
+                }
+            }
+            Some(e) => {
+                let mut recipients = Vec::new();
+                if e.recipients.is_empty() {
+                    problems.push("encryption.recipients is empty: give at least one age public key (age1…); 'coffer keygen' makes one".into());
+                }
+                for r in &e.recipients {
+                    match r.trim().parse::<age::x25519::Recipient>() {
+                        Ok(rec) => recipients.push(rec),
+                        Err(why) => problems.push(format!(
+                            "encryption.recipients: '{r}' is not an age X25519 recipient ({why}); expected age1…"
+                        )),
+                    }
+                }
+                EncryptionConfig {
+                    recipients,
+                    identity_file: e.identity_file.as_deref().map(resolve),
+                }
+            }
+        };
+
+        let mut part_size = DEFAULT_PART_SIZE;
+        let mut orphan_grace = DEFAULT_ORPHAN_GRACE;
+        let kind = match raw.store {
+            None => {
+                problems.push("[store] is missing: set type = \"local\" and path".into());
+                StoreKind::Local {
+                    path: PathBuf::new(),
+                }
+            }
+            Some(s) => {
+                if let Some(ps) = &s.part_size {
+                    match parse_size(ps) {
+                        Ok(n) if n >= 1024 => part_size = n,
+                        Ok(_) => problems.push(format!("store.part_size '{ps}' is below the minimum of 1KiB")),
+                        Err(why) => problems.push(format!("store.part_size: {why}")),
+                    }
+                }
+                if let Some(g) = &s.orphan_grace {
+                    match parse_duration(g) {
+                        Ok(d) => orphan_grace = d,
+                        Err(why) => problems.push(format!("store.orphan_grace: {why}")),
+                    }
+                }
+                match (s.kind.as_str(), s.path) {
+                    ("local", Some(p)) => StoreKind::Local { path: resolve(&p) },
+                    ("local", None) => {
+                        problems.push("store.path is required for a local store".into());
+                        StoreKind::Local {
+                            path: PathBuf::new(),
+                        }
+                    }
+                    (other, _) => {
+                        problems.push(format!(
+                            "store.type '{other}' is not supported by this build (supported: local)"
+                        ));
+                        StoreKind::Local {
+                            path: PathBuf::new(),
+                        }
+                    }
+                }
+            }
+        };
+
+        let mut compression = CompressOptions::default();
+        if let Some(c) = raw.compression {
+            if let Some(level) = c.level {
+                if level > 9 {
+                    problems.push(format!("compression.level {level} is out of range (0–9)"));
+                }
+                compression.level = level.min(9);
+            }
+            if let Some(t) = c.threads {
+                if t == 0 {
+                    problems.push("compression.threads must be at least 1".into());
+                }
+                compression.threads = t.max(1);
+            }
+            if let Some(s) = c.skip_incompressible {
+                compression.skip_incompressible = s;
+            }
+        }
+
+        let mut sources = Vec::new();
+        if raw.source.is_empty() {
+            problems.push("no [[source]] is configured: nothing to back up".into());
+        }
+        for s in raw.source {
+            if s.name.is_empty()
+                || !s
+                    .name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
+                problems.push(format!(
+                    "source name '{}' must be non-empty letters, digits, '-' or '_' (it names the stream)",
+                    s.name
+                ));
+            }
+            if sources.iter().any(|o: &SourceConfig| o.name == s.name) {
+                problems.push(format!("source name '{}' is used twice", s.name));
+            }
+            let kind = match s.kind.as_str() {
+                "directory" => match s.path {
+                    Some(p) => {
+                        if let Err(e) = crate::source::Excludes::new(&s.exclude) {
+                            problems.push(format!("source '{}': {e}", s.name));
+                        }
+                        SourceKind::Directory {
+                            path: resolve(&p),
+                            exclude: s.exclude,
+                        }
+                    }
+                    None => {
+                        problems.push(format!("source '{}': path is required for a directory", s.name));
+                        continue;
+                    }
+                },
+                other => {
+                    problems.push(format!(
+                        "source '{}': type '{other}' is not supported by this build (supported: directory)",
+                        s.name
+                    ));
+                    continue;
+                }
+            };
+            sources.push(SourceConfig { name: s.name, kind });
+        }
+
+        if !problems.is_empty() {
+            return Err(ConfigError::Invalid {
+                path: path.to_path_buf(),
+                problems,
+            });
+        }
+        Ok(Config {
+            path: path.to_path_buf(),
+            state_dir: raw
+                .state_dir
+                .as_deref()
+                .map_or_else(|| PathBuf::from("/var/lib/coffer"), resolve),
+            timezone: raw.timezone,
+            encryption,
+            store: StoreConfig {
+                kind,
+                part_size,
+                orphan_grace,
+            },
+            compression,
+            sources,
+        })
+    }
+}
+
+/// Parses `64MiB`, `1 GiB`, `512KiB`, `1000000`, `10MB`.
+///
+/// # Errors
+/// A message naming the value and the accepted units.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("'{s}' is not a size such as 64MiB"))?;
+    let mult: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "TiB" => 1 << 40,
+        "KB" | "kB" => 1000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        "TB" => 1_000_000_000_000,
+        other => {
+            return Err(format!(
+                "'{s}': unknown unit '{other}' (use B, KiB, MiB, GiB, TiB, KB, MB, GB or TB)"
+            ));
+        }
+    };
+    n.checked_mul(mult).ok_or_else(|| format!("'{s}' is too large"))
+}
+
+/// Parses `90s`, `30m`, `26h`, `7d`.
+///
+/// # Errors
+/// A message naming the value and the accepted units.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("'{s}' is not a duration such as 26h"))?;
+    let secs = match unit.trim() {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
+        other => return Err(format!("'{s}': unknown unit '{other}' (use s, m, h or d)")),
+    };
+    Ok(Duration::from_secs(n.saturating_mul(secs)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RECIPIENT: &str = "age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p";
+
+    #[test]
+    fn sizes_and_durations_parse() {
+        assert_eq!(parse_size("64MiB").unwrap(), 64 << 20);
+        assert_eq!(parse_size("1 GiB").unwrap(), 1 << 30);
+        assert_eq!(parse_size("4096").unwrap(), 4096);
+        assert!(parse_size("64Mb").unwrap_err().contains("unknown unit"));
+        assert!(parse_size("lots").is_err());
+        assert_eq!(parse_duration("26h").unwrap(), Duration::from_secs(26 * 3600));
+        assert!(parse_duration("1w").is_err());
+    }
+
+    #[test]
+    fn relative_paths_resolve_against_the_config_folder() {
+        let text = format!(
+            "state_dir = \"state\"\n[encryption]\nrecipients = [\"{RECIPIENT}\"]\n\
+             [store]\ntype = \"local\"\npath = \"store\"\npart_size = \"1MiB\"\n\
+             [[source]]\nname = \"files\"\ntype = \"directory\"\npath = \"/srv/site\"\n"
+        );
+        let c = Config::parse(&text, Path::new("/etc/coffer/coffer.toml")).unwrap();
+        assert_eq!(c.state_dir, Path::new("/etc/coffer/state"));
+        let StoreKind::Local { path } = &c.store.kind;
+        assert_eq!(path, Path::new("/etc/coffer/store"));
+        assert_eq!(c.store.part_size, 1 << 20);
+        assert_eq!(c.sources[0].stream_name(), "files.tar.gz.age");
+    }
+
+    #[test]
+    fn reports_every_problem_at_once() {
+        let text = "[encryption]\nrecipients = [\"age1bogus\"]\n[store]\ntype = \"s3\"\n\
+                    [compression]\nlevel = 12\n[[source]]\nname = \"a b\"\ntype = \"directory\"\n";
+        let err = Config::parse(text, Path::new("c.toml")).unwrap_err();
+        let ConfigError::Invalid { problems, .. } = err else {
+            panic!("{err}")
+        };
+        assert_eq!(problems.len(), 5, "{problems:#?}");
+    }
+
+    #[test]
+    fn rejects_unknown_keys() {
+        let err = Config::parse("stat_dir = \"x\"\n", Path::new("c.toml")).unwrap_err();
+        assert!(err.to_string().contains("unknown field"), "{err}");
+    }
+}

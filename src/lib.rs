@@ -1,0 +1,18 @@
+//! coffer: encrypted backups of a business server's database and files, to a store that the
+//! backup host cannot read back, restorable with coffer or with stock `age` and `tar`.
+//!
+//! Data flow: `source` → `pipeline` (gzip, age, parts, sha256) → `store`; `snapshot` writes
+//! the manifest last. Recovery: `verify`, `restore`. `commands` holds one module per
+//! subcommand; `cli` only the argument definitions.
+
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod keys;
+pub mod pipeline;
+pub mod progress;
+pub mod restore;
+pub mod snapshot;
+pub mod source;
+pub mod store;
+pub mod verify;

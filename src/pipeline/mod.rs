@@ -1,0 +1,12 @@
+//! The byte pipeline: compress → encrypt → split → hash on the way to the store, and the
+//! reverse on the way back. Plain `std::io` on plain threads; see `encode` and `decode`.
+
+mod compress;
+mod decode;
+mod encode;
+mod parts;
+
+pub use compress::{BLOCK_SIZE, BlockCompressor, CompressOptions};
+pub use decode::{DecodeError, DecodedStream, open_stream};
+pub use encode::{BlockWriter, EncodeError, EncodeOptions, EncodedStream, encode_stream};
+pub use parts::{PartCursor, PartProblem, PartsReader, find_part_problem, part_name};

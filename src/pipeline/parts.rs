@@ -1,0 +1,364 @@
+//! Splitting the encrypted stream into parts on the way out, and reading them back verified.
+
+use std::io::{self, Read, Write};
+use std::sync::{Arc, Mutex};
+
+use sha2::{Digest, Sha256};
+
+use crate::snapshot::PartRecord;
+use crate::store::{ObjectWriter, Store, StoreError};
+
+/// The name of part `index` (1-based) of `stream`.
+pub fn part_name(stream: &str, index: usize) -> String {
+    format!("{stream}.{index:05}")
+}
+
+/// The last `Write` of the backup chain: cuts the age stream into parts of `part_size` bytes,
+/// hashing each part and the whole stream, and stores each part as it fills.
+pub struct PartSplitter<'a> {
+    store: &'a dyn Store,
+    prefix: String,
+    stream: String,
+    part_size: u64,
+    current: Option<(Box<dyn ObjectWriter>, Sha256, u64)>,
+    parts: Vec<PartRecord>,
+    whole: Sha256,
+}
+
+/// What a finished splitter stored.
+#[derive(Debug)]
+pub struct SplitOutcome {
+    pub parts: Vec<PartRecord>,
+    pub sha256: String,
+    pub bytes: u64,
+}
+
+impl<'a> PartSplitter<'a> {
+    /// Parts go to `<prefix><stream>.<NNNNN>`.
+    pub fn new(store: &'a dyn Store, prefix: &str, stream: &str, part_size: u64) -> Self {
+        assert!(part_size > 0);
+        PartSplitter {
+            store,
+            prefix: prefix.to_string(),
+            stream: stream.to_string(),
+            part_size,
+            current: None,
+            parts: Vec::new(),
+            whole: Sha256::new(),
+        }
+    }
+
+    fn close_part(&mut self) -> Result<(), StoreError> {
+        let Some((writer, hasher, written)) = self.current.take() else {
+            return Ok(());
+        };
+        let name = part_name(&self.stream, self.parts.len() + 1);
+        let sha256 = hex::encode(hasher.finalize());
+        let meta = writer.finish()?;
+        // Trust but verify: the store must report what we sent.
+        let mismatch = if meta.size != written {
+            Some(format!("{} bytes, but {written} were sent", meta.size))
+        } else {
+            match &meta.sha256 {
+                Some(theirs) if !theirs.eq_ignore_ascii_case(&sha256) => {
+                    Some(format!("sha256 {theirs}, but {sha256} was sent"))
+                }
+                _ => None,
+            }
+        };
+        if let Some(m) = mismatch {
+            return Err(StoreError::Io {
+                store: self.store.to_string(),
+                op: "verifying the upload of",
+                key: meta.key,
+                retryable: false,
+                source: io::Error::other(format!("the store reports {m}")),
+            });
+        }
+        self.parts.push(PartRecord {
+            name,
+            size: written,
+            sha256,
+        });
+        Ok(())
+    }
+
+    /// Stores the last part and reports every part.
+    ///
+    /// # Errors
+    /// Store errors of the last part.
+    pub fn finish(mut self) -> Result<SplitOutcome, StoreError> {
+        self.close_part()?;
+        Ok(SplitOutcome {
+            bytes: self.parts.iter().map(|p| p.size).sum(),
+            parts: std::mem::take(&mut self.parts),
+            sha256: hex::encode(std::mem::take(&mut self.whole).finalize()),
+        })
+    }
+}
+
+impl Write for PartSplitter<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        if self.current.is_none() {
+            let key = format!("{}{}", self.prefix, part_name(&self.stream, self.parts.len() + 1));
+            let writer = self.store.put(&key).map_err(io::Error::other)?;
+            self.current = Some((writer, Sha256::new(), 0));
+        }
+        let (writer, hasher, written) = self.current.as_mut().expect("opened above");
+        let room = (self.part_size - *written).min(buf.len() as u64) as usize;
+        let n = writer.write(&buf[..room])?;
+        hasher.update(&buf[..n]);
+        self.whole.update(&buf[..n]);
+        *written += n as u64;
+        if *written == self.part_size {
+            self.close_part().map_err(io::Error::other)?;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match &mut self.current {
+            Some((w, _, _)) => w.flush(),
+            None => Ok(()),
+        }
+    }
+}
+
+/// A problem with one stored part, found while reading it back.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PartProblem {
+    #[error("part {part} is missing from the store")]
+    Missing { part: String },
+    #[error("part {part} is truncated: {got} of {expected} bytes")]
+    Truncated {
+        part: String,
+        got: u64,
+        expected: u64,
+    },
+    #[error("part {part} is longer than the manifest says ({expected} bytes)")]
+    TooLong { part: String, expected: u64 },
+    #[error("part {part} is corrupted: its sha256 is {got}, the manifest says {expected}")]
+    Corrupted {
+        part: String,
+        got: String,
+        expected: String,
+    },
+    #[error("part {part} holds the content of part {holds}: parts were renamed or reordered")]
+    Misplaced { part: String, holds: String },
+    #[error("the stream's sha256 is {got}, the manifest says {expected}")]
+    StreamCorrupted { got: String, expected: String },
+    #[error("part {part} could not be read: {why}")]
+    Unreadable { part: String, why: String },
+}
+
+impl PartProblem {
+    /// The part this problem is about, if it is about one part.
+    pub fn part(&self) -> Option<&str> {
+        match self {
+            PartProblem::Missing { part }
+            | PartProblem::Truncated { part, .. }
+            | PartProblem::TooLong { part, .. }
+            | PartProblem::Corrupted { part, .. }
+            | PartProblem::Misplaced { part, .. }
+            | PartProblem::Unreadable { part, .. } => Some(part),
+            PartProblem::StreamCorrupted { .. } => None,
+        }
+    }
+}
+
+/// Where a `PartsReader` is; shared so an error further down the chain can name the part.
+#[derive(Debug, Default, Clone)]
+pub struct PartCursor(Arc<Mutex<CursorState>>);
+
+#[derive(Debug, Default)]
+struct CursorState {
+    current: Option<String>,
+    done: bool,
+}
+
+impl PartCursor {
+    /// The part being read, if any.
+    pub fn current(&self) -> Option<String> {
+        self.0.lock().expect("cursor lock").current.clone()
+    }
+
+    /// Whether every part was read and verified.
+    pub fn done(&self) -> bool {
+        self.0.lock().expect("cursor lock").done
+    }
+}
+
+/// Reads a stream's parts in order as one byte stream, checking each part's size and sha256 the
+/// moment its last byte is read, and the whole stream's sha256 after the last part. Any
+/// mismatch is an `io::Error` wrapping a `PartProblem` that names the part.
+pub struct PartsReader<'a> {
+    store: &'a dyn Store,
+    prefix: String,
+    parts: &'a [PartRecord],
+    stream_sha256: &'a str,
+    index: usize,
+    current: Option<Box<dyn Read + Send>>,
+    hasher: Sha256,
+    read_in_part: u64,
+    whole: Sha256,
+    cursor: PartCursor,
+}
+
+impl<'a> PartsReader<'a> {
+    pub fn new(
+        store: &'a dyn Store,
+        prefix: &str,
+        parts: &'a [PartRecord],
+        stream_sha256: &'a str,
+    ) -> Self {
+        PartsReader {
+            store,
+            prefix: prefix.to_string(),
+            parts,
+            stream_sha256,
+            index: 0,
+            current: None,
+            hasher: Sha256::new(),
+            read_in_part: 0,
+            whole: Sha256::new(),
+            cursor: PartCursor::default(),
+        }
+    }
+
+    pub fn cursor(&self) -> PartCursor {
+        self.cursor.clone()
+    }
+
+    fn fail(problem: PartProblem) -> io::Error {
+        io::Error::new(io::ErrorKind::InvalidData, problem)
+    }
+
+    fn open(&mut self) -> io::Result<()> {
+        let part = &self.parts[self.index];
+        self.cursor.0.lock().expect("cursor lock").current = Some(part.name.clone());
+        let key = format!("{}{}", self.prefix, part.name);
+        match self.store.get(&key) {
+            Ok(r) => {
+                self.current = Some(r);
+                self.hasher = Sha256::new();
+                self.read_in_part = 0;
+                Ok(())
+            }
+            Err(e) if e.is_not_found() => Err(Self::fail(PartProblem::Missing {
+                part: part.name.clone(),
+            })),
+            Err(e) => Err(Self::fail(PartProblem::Unreadable {
+                part: part.name.clone(),
+                why: e.to_string(),
+            })),
+        }
+    }
+
+    /// Checks the part just read completely and moves to the next.
+    fn close(&mut self) -> io::Result<()> {
+        let part = &self.parts[self.index];
+        let got = hex::encode(std::mem::take(&mut self.hasher).finalize());
+        if got != part.sha256 {
+            return Err(Self::fail(PartProblem::Corrupted {
+                part: part.name.clone(),
+                got,
+                expected: part.sha256.clone(),
+            }));
+        }
+        // The part must end exactly here.
+        let mut probe = [0u8; 1];
+        let reader = self.current.as_mut().expect("a part is open");
+        if read_retrying(reader, &mut probe)? != 0 {
+            return Err(Self::fail(PartProblem::TooLong {
+                part: part.name.clone(),
+                expected: part.size,
+            }));
+        }
+        self.current = None;
+        self.index += 1;
+        if self.index == self.parts.len() {
+            let got = hex::encode(std::mem::take(&mut self.whole).finalize());
+            if got != self.stream_sha256 {
+                return Err(Self::fail(PartProblem::StreamCorrupted {
+                    got,
+                    expected: self.stream_sha256.to_string(),
+                }));
+            }
+            let mut state = self.cursor.0.lock().expect("cursor lock");
+            state.done = true;
+            state.current = None;
+        }
+        Ok(())
+    }
+}
+
+fn read_retrying(r: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        match r.read(buf) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            other => return other,
+        }
+    }
+}
+
+impl Read for PartsReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            if self.index == self.parts.len() || buf.is_empty() {
+                return Ok(0);
+            }
+            if self.current.is_none() {
+                self.open()?;
+            }
+            let part = &self.parts[self.index];
+            let left = part.size - self.read_in_part;
+            if left == 0 {
+                self.close()?;
+                continue;
+            }
+            let want = (buf.len() as u64).min(left) as usize;
+            let reader = self.current.as_mut().expect("a part is open");
+            let n = read_retrying(reader, &mut buf[..want]).map_err(|e| {
+                Self::fail(PartProblem::Unreadable {
+                    part: part.name.clone(),
+                    why: e.to_string(),
+                })
+            })?;
+            if n == 0 {
+                return Err(Self::fail(PartProblem::Truncated {
+                    part: part.name.clone(),
+                    got: self.read_in_part,
+                    expected: part.size,
+                }));
+            }
+            self.hasher.update(&buf[..n]);
+            self.whole.update(&buf[..n]);
+            self.read_in_part += n as u64;
+            if self.read_in_part == part.size {
+                self.close()?;
+            }
+            return Ok(n);
+        }
+    }
+}
+
+/// The `PartProblem` inside an error of the read chain, if there is one.
+pub fn find_part_problem<'e>(err: &'e (dyn std::error::Error + 'static)) -> Option<&'e PartProblem> {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = cur {
+        if let Some(p) = e.downcast_ref::<PartProblem>() {
+            return Some(p);
+        }
+        if let Some(io) = e.downcast_ref::<io::Error>()
+            && let Some(inner) = io.get_ref()
+            && let Some(p) = inner.downcast_ref::<PartProblem>()
+        {
+            return Some(p);
+        }
+        cur = e.source();
+    }
+    None
+}

@@ -1,0 +1,223 @@
+//! Extracting a directory stream into a target folder, safely.
+//!
+//! Every entry is checked before anything is written: an absolute path, a `..` component, or a
+//! path whose existing parent is a symlink (writing through a link) stops the restore with an
+//! error naming the entry. Anyone holding a recipient's public key can craft a valid age
+//! stream, so the archive is treated as untrusted input. Directory permissions and mtimes are
+//! applied last, deepest first, so a read-only directory does not block its own contents.
+
+use std::ffi::OsStr;
+use std::fs;
+use std::io::{self, Read};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Component, Path, PathBuf};
+
+use tar::EntryType;
+
+use crate::snapshot::EntryCounts;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    #[error("refusing archive entry '{entry}': {why}; nothing outside {target} was written")]
+    Unsafe {
+        entry: String,
+        why: &'static str,
+        target: PathBuf,
+    },
+    #[error("restoring '{entry}' to {path}: {source}")]
+    Write {
+        entry: String,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("reading the archive: {0}")]
+    Read(#[source] io::Error),
+}
+
+/// What a restore or a deep read found in a tar stream.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct TarSummary {
+    pub counts: EntryCounts,
+    /// Bytes of file content.
+    pub file_bytes: u64,
+}
+
+/// Checks an entry path and returns it relative, or why it is refused.
+fn safe_relative(raw: &[u8]) -> Result<Option<PathBuf>, &'static str> {
+    let path = Path::new(OsStr::from_bytes(raw));
+    let mut rel = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::Normal(n) => rel.push(n),
+            Component::CurDir => {}
+            Component::ParentDir => return Err("its path contains '..'"),
+            Component::RootDir | Component::Prefix(_) => return Err("its path is absolute"),
+        }
+    }
+    Ok((!rel.as_os_str().is_empty()).then_some(rel))
+}
+
+/// Fails if any existing ancestor of `rel` below `target` is not a real directory.
+fn check_parents(target: &Path, rel: &Path) -> Result<(), &'static str> {
+    let mut at = target.to_path_buf();
+    let parents: Vec<_> = rel.components().collect();
+    for c in &parents[..parents.len().saturating_sub(1)] {
+        at.push(c);
+        match fs::symlink_metadata(&at) {
+            Ok(m) if m.file_type().is_symlink() => {
+                return Err("it would be written through a symlink");
+            }
+            Ok(m) if !m.is_dir() => return Err("a parent of it is not a directory"),
+            Ok(_) => {}
+            Err(_) => break, // the rest does not exist yet; it will be created as directories
+        }
+    }
+    Ok(())
+}
+
+/// Extracts the tar stream `reader` into `target` (which must exist), then reads the stream to
+/// its end so every part is verified.
+///
+/// # Errors
+/// `Unsafe` for an entry that would land outside `target`; `Write` for a local I/O error;
+/// `Read` when the stream fails (a bad part is named inside).
+pub fn extract(reader: impl Read, target: &Path) -> Result<TarSummary, RestoreError> {
+    let mut archive = tar::Archive::new(reader);
+    archive.set_preserve_permissions(true);
+    archive.set_preserve_mtime(true);
+    archive.set_unpack_xattrs(false);
+    archive.set_overwrite(true);
+    let mut summary = TarSummary::default();
+    let mut dirs: Vec<(PathBuf, u32, u64)> = Vec::new();
+    for entry in archive.entries().map_err(RestoreError::Read)? {
+        let mut entry = entry.map_err(RestoreError::Read)?;
+        let raw = entry.path_bytes().into_owned();
+        let name = String::from_utf8_lossy(&raw).into_owned();
+        let unsafe_entry = |why| RestoreError::Unsafe {
+            entry: name.clone(),
+            why,
+            target: target.to_path_buf(),
+        };
+        let kind = entry.header().entry_type();
+        if matches!(kind, EntryType::XGlobalHeader | EntryType::XHeader) {
+            continue;
+        }
+        let Some(rel) = safe_relative(&raw).map_err(unsafe_entry)? else {
+            continue; // "./" itself
+        };
+        check_parents(target, &rel).map_err(unsafe_entry)?;
+        let dest = target.join(&rel);
+        let write_err = |source| RestoreError::Write {
+            entry: name.clone(),
+            path: dest.clone(),
+            source,
+        };
+        if let Some(parent) = dest.parent() {
+            fs::create_dir_all(parent).map_err(write_err)?;
+        }
+        match kind {
+            EntryType::Directory => {
+                match fs::symlink_metadata(&dest) {
+                    Ok(m) if m.is_dir() => {}
+                    Ok(_) => fs::remove_file(&dest).map_err(write_err)?,
+                    Err(_) => {}
+                }
+                fs::create_dir_all(&dest).map_err(write_err)?;
+                let mode = entry.header().mode().map_err(RestoreError::Read)?;
+                let mtime = entry.header().mtime().map_err(RestoreError::Read)?;
+                dirs.push((dest, mode, mtime));
+                summary.counts.directories += 1;
+            }
+            EntryType::Regular | EntryType::Continuous | EntryType::Symlink => {
+                if let Ok(m) = fs::symlink_metadata(&dest)
+                    && m.is_dir()
+                {
+                    return Err(write_err(io::Error::other(
+                        "a directory is in the way of a file",
+                    )));
+                }
+                if kind == EntryType::Symlink {
+                    // Replace whatever is there; tar would refuse an existing link.
+                    let _ = fs::remove_file(&dest);
+                    summary.counts.symlinks += 1;
+                } else {
+                    summary.counts.files += 1;
+                    summary.file_bytes += entry.size();
+                }
+                entry.unpack(&dest).map_err(write_err)?;
+                if kind == EntryType::Symlink {
+                    let mtime = entry.header().mtime().map_err(RestoreError::Read)?;
+                    let t = filetime::FileTime::from_unix_time(mtime as i64, 0);
+                    filetime::set_symlink_file_times(&dest, t, t).map_err(write_err)?;
+                }
+            }
+            EntryType::Link => {
+                let link = entry.link_name_bytes().map(|l| l.into_owned()).unwrap_or_default();
+                let Some(link_rel) = safe_relative(&link).map_err(unsafe_entry)? else {
+                    return Err(unsafe_entry("its hard link target is empty"));
+                };
+                check_parents(target, &link_rel).map_err(unsafe_entry)?;
+                let _ = fs::remove_file(&dest);
+                fs::hard_link(target.join(link_rel), &dest).map_err(write_err)?;
+                summary.counts.files += 1;
+            }
+            other => {
+                tracing::warn!(entry = %name, kind = ?other, "skipping an entry of a kind coffer does not restore");
+            }
+        }
+    }
+    // Read to the end: the trailing blocks belong to the last part, which must verify too.
+    io::copy(&mut archive.into_inner(), &mut io::sink()).map_err(RestoreError::Read)?;
+    dirs.sort_by(|a, b| b.0.as_os_str().len().cmp(&a.0.as_os_str().len()));
+    for (dir, mode, mtime) in dirs {
+        let err = |source| RestoreError::Write {
+            entry: dir.display().to_string(),
+            path: dir.clone(),
+            source,
+        };
+        fs::set_permissions(&dir, fs::Permissions::from_mode(mode & 0o7777)).map_err(err)?;
+        let t = filetime::FileTime::from_unix_time(mtime as i64, 0);
+        filetime::set_file_mtime(&dir, t).map_err(err)?;
+    }
+    Ok(summary)
+}
+
+/// Reads a tar stream to its end without writing anything (`verify --deep`).
+///
+/// # Errors
+/// `Read` when the stream fails.
+pub fn scan(reader: impl Read) -> Result<TarSummary, RestoreError> {
+    let mut archive = tar::Archive::new(reader);
+    let mut summary = TarSummary::default();
+    for entry in archive.entries().map_err(RestoreError::Read)? {
+        let mut entry = entry.map_err(RestoreError::Read)?;
+        match entry.header().entry_type() {
+            EntryType::Directory => summary.counts.directories += 1,
+            EntryType::Symlink => summary.counts.symlinks += 1,
+            EntryType::Regular | EntryType::Continuous | EntryType::Link => {
+                summary.counts.files += 1;
+            }
+            _ => {}
+        }
+        summary.file_bytes += io::copy(&mut entry, &mut io::sink()).map_err(RestoreError::Read)?;
+    }
+    io::copy(&mut archive.into_inner(), &mut io::sink()).map_err(RestoreError::Read)?;
+    Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_paths_are_checked() {
+        assert_eq!(safe_relative(b"a/b").unwrap().unwrap(), Path::new("a/b"));
+        assert_eq!(safe_relative(b"./a/").unwrap().unwrap(), Path::new("a"));
+        assert_eq!(safe_relative(b"./").unwrap(), None);
+        assert!(safe_relative(b"../x").is_err());
+        assert!(safe_relative(b"a/../../x").is_err());
+        assert!(safe_relative(b"/etc/passwd").is_err());
+    }
+}

@@ -1,0 +1,374 @@
+//! Snapshots on a store: ids, the manifest (the commit marker and only index), listing, and the
+//! sweep of unfinished snapshots.
+//!
+//! Layout (docs/FORMAT.md is the contract):
+//! `snapshots/<id>/manifest.json` and `snapshots/<id>/<stream>.<NNNNN>`.
+//! A snapshot exists once its manifest exists; the manifest is written last.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::str::FromStr;
+use std::time::{Duration, SystemTime};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::store::{self, Store, StoreError};
+
+/// The on-store format this build writes, and the newest it reads.
+pub const FORMAT_VERSION: u32 = 1;
+/// The `format` field of every manifest.
+pub const FORMAT_NAME: &str = "coffer-snapshot";
+/// Folder of all snapshots in a store.
+pub const SNAPSHOTS_PREFIX: &str = "snapshots/";
+const MANIFEST_NAME: &str = "manifest.json";
+
+/// A snapshot id: `YYYYMMDDTHHMMSSZ-xxxxxx` (UTC time, 6 random hex digits); ids sort by time.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct SnapshotId(String);
+
+impl SnapshotId {
+    /// A fresh id for a snapshot started at `now`.
+    pub fn new(now: DateTime<Utc>) -> Self {
+        SnapshotId(format!(
+            "{}-{:06x}",
+            now.format("%Y%m%dT%H%M%SZ"),
+            rand::random::<u32>() & 0xff_ffff
+        ))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The key prefix of this snapshot's objects, ending in `/`.
+    pub fn prefix(&self) -> String {
+        format!("{SNAPSHOTS_PREFIX}{}/", self.0)
+    }
+
+    /// The key of one object of this snapshot.
+    pub fn key(&self, name: &str) -> String {
+        format!("{SNAPSHOTS_PREFIX}{}/{name}", self.0)
+    }
+
+    fn manifest_key(&self) -> String {
+        self.key(MANIFEST_NAME)
+    }
+}
+
+impl fmt::Display for SnapshotId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(&self.0)
+    }
+}
+
+impl FromStr for SnapshotId {
+    type Err = SnapshotError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let b = s.as_bytes();
+        let ok = b.len() == 23
+            && b[..8].iter().all(u8::is_ascii_digit)
+            && b[8] == b'T'
+            && b[9..15].iter().all(u8::is_ascii_digit)
+            && b[15] == b'Z'
+            && b[16] == b'-'
+            && b[17..].iter().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(c));
+        if ok {
+            Ok(SnapshotId(s.to_string()))
+        } else {
+            Err(SnapshotError::BadId(s.to_string()))
+        }
+    }
+}
+
+impl TryFrom<String> for SnapshotId {
+    type Error = SnapshotError;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
+impl From<SnapshotId> for String {
+    fn from(id: SnapshotId) -> String {
+        id.0
+    }
+}
+
+/// The manifest of one snapshot. Plaintext: it never names a file or holds data.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format: String,
+    pub format_version: u32,
+    pub id: SnapshotId,
+    pub created: DateTime<Utc>,
+    pub finished: DateTime<Utc>,
+    pub host: String,
+    pub coffer_version: String,
+    /// age recipients (public keys) every stream is encrypted to.
+    pub recipients: Vec<String>,
+    pub sources: Vec<SourceRecord>,
+}
+
+/// One source's stream in a snapshot.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SourceRecord {
+    pub name: String,
+    /// Source type: `directory`, later `postgres`, `mysql`, `sqlite`.
+    pub kind: String,
+    /// Stream name, e.g. `files.tar.gz.age`; parts are `<stream>.00001`, ….
+    pub stream: String,
+    /// Bytes of the uncompressed stream (the tar or the dump).
+    pub plaintext_bytes: u64,
+    /// Bytes of the gzip stream.
+    pub compressed_bytes: u64,
+    /// Bytes of the age stream: the sum of the part sizes.
+    pub encrypted_bytes: u64,
+    /// Hex sha256 of the whole age stream (all parts concatenated).
+    pub sha256: String,
+    pub parts: Vec<PartRecord>,
+    /// Entry counts of a directory stream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entries: Option<EntryCounts>,
+    /// Counts of non-fatal problems met while reading the source, by kind (`changed`,
+    /// `vanished`, `unreadable`, `special`); the paths go to the backup's log, not here.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub warnings: BTreeMap<String, u64>,
+}
+
+/// One stored part of a stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartRecord {
+    pub name: String,
+    pub size: u64,
+    pub sha256: String,
+}
+
+/// Entries in a directory stream's tar.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EntryCounts {
+    pub files: u64,
+    pub directories: u64,
+    pub symlinks: u64,
+}
+
+impl Manifest {
+    /// Stored bytes of the whole snapshot (parts only).
+    pub fn stored_bytes(&self) -> u64 {
+        self.sources.iter().map(|s| s.encrypted_bytes).sum()
+    }
+
+    /// Bytes read from the sources.
+    pub fn plaintext_bytes(&self) -> u64 {
+        self.sources.iter().map(|s| s.plaintext_bytes).sum()
+    }
+
+    /// The source called `name`.
+    ///
+    /// # Errors
+    /// `SnapshotError::NoSuchSource` listing the sources the snapshot has.
+    pub fn source(&self, name: &str) -> Result<&SourceRecord, SnapshotError> {
+        self.sources
+            .iter()
+            .find(|s| s.name == name)
+            .ok_or_else(|| SnapshotError::NoSuchSource {
+                id: self.id.to_string(),
+                name: name.to_string(),
+                have: self.sources.iter().map(|s| s.name.clone()).collect(),
+            })
+    }
+
+    fn check(&self) -> Result<(), String> {
+        if self.format != FORMAT_NAME {
+            return Err(format!("format is '{}', not '{FORMAT_NAME}'", self.format));
+        }
+        if self.format_version > FORMAT_VERSION {
+            return Err(format!(
+                "format version {} is newer than this coffer reads ({FORMAT_VERSION}): upgrade coffer",
+                self.format_version
+            ));
+        }
+        for s in &self.sources {
+            let sum: u64 = s.parts.iter().map(|p| p.size).sum();
+            if sum != s.encrypted_bytes || s.parts.is_empty() {
+                return Err(format!(
+                    "source '{}': parts add up to {sum} bytes, not {}",
+                    s.name, s.encrypted_bytes
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("'{0}' is not a snapshot id (expected YYYYMMDDTHHMMSSZ-xxxxxx, or 'latest')")]
+    BadId(String),
+    #[error("snapshot {id} not found in {store} (run 'coffer list' to see the snapshots)")]
+    NotFound { store: String, id: String },
+    #[error("{store} holds no snapshot yet")]
+    Empty { store: String },
+    #[error("manifest of snapshot {id} is unreadable: {why}")]
+    BadManifest { id: String, why: String },
+    #[error("snapshot {id} has no source '{name}' (it has: {})", have.join(", "))]
+    NoSuchSource {
+        id: String,
+        name: String,
+        have: Vec<String>,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Commits a snapshot by writing its manifest. Call only after every part is stored.
+///
+/// # Errors
+/// Store errors; the snapshot then does not exist.
+pub fn write_manifest(store: &dyn Store, manifest: &Manifest) -> Result<(), SnapshotError> {
+    let mut json = serde_json::to_vec_pretty(manifest).expect("a manifest always serialises");
+    json.push(b'\n');
+    store::put_bytes(store, &manifest.id.manifest_key(), &json)?;
+    Ok(())
+}
+
+/// Reads and checks one snapshot's manifest.
+///
+/// # Errors
+/// `NotFound` when the snapshot has no manifest, `BadManifest` when it does not parse or is
+/// inconsistent.
+pub fn read_manifest(store: &dyn Store, id: &SnapshotId) -> Result<Manifest, SnapshotError> {
+    let bytes = match store::get_bytes(store, &id.manifest_key()) {
+        Err(e) if e.is_not_found() => {
+            return Err(SnapshotError::NotFound {
+                store: store.to_string(),
+                id: id.to_string(),
+            });
+        }
+        other => other?,
+    };
+    let bad = |why: String| SnapshotError::BadManifest {
+        id: id.to_string(),
+        why,
+    };
+    let manifest: Manifest = serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
+    if &manifest.id != id {
+        return Err(bad(format!("it names itself {}", manifest.id)));
+    }
+    manifest.check().map_err(bad)?;
+    Ok(manifest)
+}
+
+/// Every committed snapshot, newest first, with the manifests that could not be read.
+///
+/// # Errors
+/// Only a failure to list the store; unreadable manifests are returned, not raised.
+pub fn list(store: &dyn Store) -> Result<(Vec<Manifest>, Vec<SnapshotError>), SnapshotError> {
+    let mut good = Vec::new();
+    let mut bad = Vec::new();
+    for id in committed_ids(store)? {
+        match read_manifest(store, &id) {
+            Ok(m) => good.push(m),
+            Err(e) => bad.push(e),
+        }
+    }
+    good.sort_by(|a, b| b.id.cmp(&a.id));
+    Ok((good, bad))
+}
+
+fn committed_ids(store: &dyn Store) -> Result<BTreeSet<SnapshotId>, SnapshotError> {
+    Ok(store
+        .list(SNAPSHOTS_PREFIX)?
+        .iter()
+        .filter_map(|o| split_key(&o.key))
+        .filter(|(_, name)| *name == MANIFEST_NAME)
+        .filter_map(|(id, _)| id.parse().ok())
+        .collect())
+}
+
+/// `snapshots/<id>/<name>` → (id, name).
+fn split_key(key: &str) -> Option<(&str, &str)> {
+    key.strip_prefix(SNAPSHOTS_PREFIX)?.split_once('/')
+}
+
+/// Resolves `latest` or an id to a manifest.
+///
+/// # Errors
+/// `Empty` when `latest` is asked of an empty store, `BadId`, `NotFound`, `BadManifest`.
+pub fn resolve(store: &dyn Store, which: &str) -> Result<Manifest, SnapshotError> {
+    if which == "latest" {
+        let (good, _) = list(store)?;
+        return good.into_iter().next().ok_or_else(|| SnapshotError::Empty {
+            store: store.to_string(),
+        });
+    }
+    read_manifest(store, &which.parse()?)
+}
+
+/// Deletes the objects of snapshots that never got a manifest (a backup that failed or was
+/// killed) once their newest object is older than `grace`, so a backup still running elsewhere
+/// is left alone. Returns the ids swept.
+///
+/// # Errors
+/// Store errors while listing or deleting.
+pub fn sweep_orphans(
+    store: &dyn Store,
+    grace: Duration,
+    now: SystemTime,
+) -> Result<Vec<String>, SnapshotError> {
+    let mut dirs: BTreeMap<String, (bool, Option<SystemTime>, Vec<String>)> = BTreeMap::new();
+    for obj in store.list(SNAPSHOTS_PREFIX)? {
+        let Some((id, name)) = split_key(&obj.key) else {
+            continue;
+        };
+        let entry = dirs.entry(id.to_string()).or_default();
+        entry.0 |= name == MANIFEST_NAME;
+        entry.1 = entry.1.max(obj.modified);
+        entry.2.push(obj.key.clone());
+    }
+    let mut swept = Vec::new();
+    for (id, (committed, newest, keys)) in dirs {
+        let old_enough = newest.is_some_and(|t| now.duration_since(t).unwrap_or_default() >= grace);
+        if committed || !old_enough {
+            continue;
+        }
+        for key in keys {
+            store.delete(&key)?;
+        }
+        swept.push(id);
+    }
+    Ok(swept)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::LocalStore;
+
+    #[test]
+    fn ids_round_trip_and_sort_by_time() {
+        let a = SnapshotId::new("2026-11-23T02:00:00Z".parse().unwrap());
+        let b = SnapshotId::new("2026-11-23T02:00:01Z".parse().unwrap());
+        assert!(a.as_str().starts_with("20261123T020000Z-"));
+        assert_eq!(a.as_str().parse::<SnapshotId>().unwrap(), a);
+        assert!(a < b);
+        for bad in ["latest", "20261123T020000Z", "20261123T020000Z-ABCDEF", "../../x"] {
+            assert!(bad.parse::<SnapshotId>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn sweep_removes_only_old_unfinished_snapshots() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(dir.path());
+        store::put_bytes(&store, "snapshots/20261123T020000Z-000001/x.00001", b"p").unwrap();
+        store::put_bytes(&store, "snapshots/20261123T020000Z-000002/x.00001", b"p").unwrap();
+        store::put_bytes(&store, "snapshots/20261123T020000Z-000002/manifest.json", b"{}").unwrap();
+        let now = SystemTime::now();
+        let hour = Duration::from_secs(3600);
+        assert!(sweep_orphans(&store, hour, now).unwrap().is_empty(), "too young");
+        let swept = sweep_orphans(&store, hour, now + 2 * hour).unwrap();
+        assert_eq!(swept, ["20261123T020000Z-000001"]);
+        assert_eq!(store.list("").unwrap().len(), 2);
+    }
+}

@@ -1,0 +1,447 @@
+//! A `directory` source: walks a folder and writes it as a pax tar.
+//!
+//! Entries are written in a stable order (depth first, names sorted by bytes), paths relative
+//! to the source folder. Regular files, directories (empty ones too) and symlinks (as links,
+//! never followed) keep their permission bits and mtimes (whole seconds); names that do not fit
+//! a ustar header (long or non-UTF-8) and sizes of 8 GiB or more get pax extended headers, so
+//! stock GNU tar and bsdtar extract the stream.
+//!
+//! A file that vanishes, changes or cannot be read while the backup runs is a warning, not a
+//! failure: the entry keeps the size announced in its header (short reads are padded with zero
+//! bytes) and the warning names the path.
+
+use std::ffi::OsStr;
+use std::fs::{self, File, Metadata};
+use std::io::{self, Read, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
+use tar::{EntryType, Header};
+
+use crate::snapshot::EntryCounts;
+
+/// Largest size a ustar header field holds in octal.
+const USTAR_MAX_SIZE: u64 = 0o77_777_777_777;
+
+/// Why a directory could not be backed up at all.
+#[derive(Debug, thiserror::Error)]
+pub enum DirectoryError {
+    #[error("source folder {path}: {source}")]
+    Root {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("source folder {0} is not a directory")]
+    NotADirectory(PathBuf),
+    #[error("invalid exclude pattern '{pattern}': {why}")]
+    BadExclude { pattern: String, why: String },
+    #[error("writing the archive: {0}")]
+    Write(#[from] io::Error),
+}
+
+/// What kind of trouble a warning reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum WarningKind {
+    /// Deleted between the listing and the read.
+    Vanished,
+    /// Size or mtime changed while it was read.
+    Changed,
+    /// Permission denied or an I/O error.
+    Unreadable,
+    /// A socket, FIFO or device node: not backed up.
+    Special,
+}
+
+impl WarningKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WarningKind::Vanished => "vanished",
+            WarningKind::Changed => "changed",
+            WarningKind::Unreadable => "unreadable",
+            WarningKind::Special => "special",
+        }
+    }
+}
+
+/// A non-fatal problem with one path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Warning {
+    pub kind: WarningKind,
+    /// Path relative to the source folder.
+    pub path: PathBuf,
+    pub detail: String,
+}
+
+/// What a walk wrote.
+#[derive(Debug, Default, Clone)]
+pub struct WalkOutcome {
+    pub counts: EntryCounts,
+    pub warnings: Vec<Warning>,
+}
+
+/// Glob patterns of paths to leave out. A pattern with a `/` matches the path relative to the
+/// source folder (`private/backups/**`); one without matches the name at any depth (`*.pyc`).
+/// `*` never crosses a `/`; `**` does.
+#[derive(Debug, Clone)]
+pub struct Excludes {
+    by_path: GlobSet,
+    by_name: GlobSet,
+}
+
+impl Excludes {
+    /// # Errors
+    /// `DirectoryError::BadExclude` naming the first invalid pattern.
+    pub fn new(patterns: &[String]) -> Result<Self, DirectoryError> {
+        let mut by_path = GlobSetBuilder::new();
+        let mut by_name = GlobSetBuilder::new();
+        for p in patterns {
+            let glob = GlobBuilder::new(p.trim_start_matches('/'))
+                .literal_separator(true)
+                .backslash_escape(true)
+                .build()
+                .map_err(|e| DirectoryError::BadExclude {
+                    pattern: p.clone(),
+                    why: e.kind().to_string(),
+                })?;
+            if p.contains('/') {
+                by_path.add(glob);
+            } else {
+                by_name.add(glob);
+            }
+        }
+        let build = |b: GlobSetBuilder| {
+            b.build().map_err(|e| DirectoryError::BadExclude {
+                pattern: patterns.join(" "),
+                why: e.to_string(),
+            })
+        };
+        Ok(Excludes {
+            by_path: build(by_path)?,
+            by_name: build(by_name)?,
+        })
+    }
+
+    fn excludes(&self, rel: &Path) -> bool {
+        self.by_path.is_match(rel) || rel.file_name().is_some_and(|n| self.by_name.is_match(n))
+    }
+}
+
+/// A folder to back up.
+#[derive(Debug, Clone)]
+pub struct DirectorySource {
+    root: PathBuf,
+    excludes: Excludes,
+}
+
+impl DirectorySource {
+    pub fn new(root: impl Into<PathBuf>, excludes: Excludes) -> Self {
+        DirectorySource {
+            root: root.into(),
+            excludes,
+        }
+    }
+
+    /// Walks the folder and writes it to `out` as a tar archive.
+    ///
+    /// # Errors
+    /// `Root`/`NotADirectory` when the folder itself cannot be read; `Write` when `out` fails.
+    /// Problems with single entries are warnings in the outcome.
+    pub fn write_tar(&self, out: &mut dyn Write) -> Result<WalkOutcome, DirectoryError> {
+        let meta = fs::metadata(&self.root).map_err(|source| DirectoryError::Root {
+            path: self.root.clone(),
+            source,
+        })?;
+        if !meta.is_dir() {
+            return Err(DirectoryError::NotADirectory(self.root.clone()));
+        }
+        let mut walk = Walk {
+            builder: tar::Builder::new(out),
+            outcome: WalkOutcome::default(),
+            buf: vec![0u8; 256 * 1024],
+        };
+        // Pending entries, last first, so names come out in sorted order.
+        let mut stack: Vec<PathBuf> = Vec::new();
+        walk.push_children(&self.root, Path::new(""), &mut stack);
+        while let Some(rel) = stack.pop() {
+            if self.excludes.excludes(&rel) {
+                continue;
+            }
+            let abs = self.root.join(&rel);
+            let meta = match fs::symlink_metadata(&abs) {
+                Ok(m) => m,
+                Err(e) => {
+                    walk.warn_io(&rel, &e);
+                    continue;
+                }
+            };
+            let ft = meta.file_type();
+            if ft.is_dir() {
+                walk.append_dir(&rel, &meta)?;
+                walk.push_children(&abs, &rel, &mut stack);
+            } else if ft.is_file() {
+                walk.append_file(&abs, &rel)?;
+            } else if ft.is_symlink() {
+                walk.append_symlink(&abs, &rel, &meta)?;
+            } else {
+                walk.warn(&rel, WarningKind::Special, "not a file, directory or symlink");
+            }
+        }
+        walk.builder.finish()?;
+        Ok(walk.outcome)
+    }
+}
+
+struct Walk<'w> {
+    builder: tar::Builder<&'w mut dyn Write>,
+    outcome: WalkOutcome,
+    buf: Vec<u8>,
+}
+
+impl Walk<'_> {
+    fn warn(&mut self, rel: &Path, kind: WarningKind, detail: impl Into<String>) {
+        let detail = detail.into();
+        tracing::warn!(path = %rel.display(), kind = kind.as_str(), "{detail}");
+        self.outcome.warnings.push(Warning {
+            kind,
+            path: rel.to_path_buf(),
+            detail,
+        });
+    }
+
+    fn warn_io(&mut self, rel: &Path, e: &io::Error) {
+        let kind = if e.kind() == io::ErrorKind::NotFound {
+            WarningKind::Vanished
+        } else {
+            WarningKind::Unreadable
+        };
+        self.warn(rel, kind, e.to_string());
+    }
+
+    fn push_children(&mut self, abs: &Path, rel: &Path, stack: &mut Vec<PathBuf>) {
+        let entries = match fs::read_dir(abs) {
+            Ok(rd) => rd.map(|e| e.map(|e| e.file_name())).collect::<io::Result<Vec<_>>>(),
+            Err(e) => Err(e),
+        };
+        match entries {
+            Ok(mut names) => {
+                names.sort_by(|a, b| b.as_bytes().cmp(a.as_bytes()));
+                stack.extend(names.into_iter().map(|n| rel.join(n)));
+            }
+            Err(e) => self.warn_io(rel, &e),
+        }
+    }
+
+    /// Appends pax records (if any) and the header for `rel`.
+    fn append_header(
+        &mut self,
+        mut header: Header,
+        rel: &Path,
+        link: Option<&Path>,
+    ) -> io::Result<()> {
+        let mut pax: Vec<(&str, Vec<u8>)> = Vec::new();
+        let mut name = rel.as_os_str().as_bytes().to_vec();
+        if header.entry_type() == EntryType::Directory {
+            name.push(b'/');
+        }
+        if header.set_path(OsStr::from_bytes(&name)).is_err() || !name.is_ascii() {
+            // ustar cannot hold it (too long) or should not (not ASCII): pax carries the name.
+            let old = header.as_old_mut();
+            let cut = name.len().min(old.name.len());
+            old.name = [0; 100];
+            old.name[..cut].copy_from_slice(&name[..cut]);
+            header.as_ustar_mut().expect("ustar header").prefix = [0; 155];
+            pax.push(("path", name));
+        }
+        if let Some(target) = link {
+            let target = target.as_os_str().as_bytes();
+            if header.set_link_name_literal(target).is_err() || !target.is_ascii() {
+                pax.push(("linkpath", target.to_vec()));
+            }
+        }
+        let size = header.entry_size()?;
+        if size > USTAR_MAX_SIZE {
+            pax.push(("size", size.to_string().into_bytes()));
+        }
+        if !pax.is_empty() {
+            self.builder
+                .append_pax_extensions(pax.iter().map(|(k, v)| (*k, v.as_slice())))?;
+        }
+        header.set_cksum();
+        self.builder.append(&header, io::empty())
+    }
+
+    fn append_dir(&mut self, rel: &Path, meta: &Metadata) -> io::Result<()> {
+        let header = base_header(EntryType::Directory, meta, 0);
+        self.append_header(header, rel, None)?;
+        self.outcome.counts.directories += 1;
+        Ok(())
+    }
+
+    fn append_symlink(&mut self, abs: &Path, rel: &Path, meta: &Metadata) -> io::Result<()> {
+        let target = match fs::read_link(abs) {
+            Ok(t) => t,
+            Err(e) => {
+                self.warn_io(rel, &e);
+                return Ok(());
+            }
+        };
+        let header = base_header(EntryType::Symlink, meta, 0);
+        self.append_header(header, rel, Some(&target))?;
+        self.outcome.counts.symlinks += 1;
+        Ok(())
+    }
+
+    fn append_file(&mut self, abs: &Path, rel: &Path) -> io::Result<()> {
+        let file = match File::open(abs) {
+            Ok(f) => f,
+            Err(e) => {
+                self.warn_io(rel, &e);
+                return Ok(());
+            }
+        };
+        let before = match file.metadata() {
+            Ok(m) => m,
+            Err(e) => {
+                self.warn_io(rel, &e);
+                return Ok(());
+            }
+        };
+        let size = before.len();
+        let header = base_header(EntryType::Regular, &before, size);
+        // The header goes out first, then exactly `size` bytes whatever the file does meanwhile.
+        self.append_header(header, rel, None)?;
+        let mut exact = ExactReader {
+            file,
+            left: size,
+            short: false,
+            error: None,
+        };
+        let mut written = 0u64;
+        loop {
+            let n = exact.read(&mut self.buf)?;
+            if n == 0 {
+                break;
+            }
+            self.builder.get_mut().write_all(&self.buf[..n])?;
+            written += n as u64;
+        }
+        debug_assert_eq!(written, size);
+        let pad = (512 - size % 512) % 512;
+        self.builder.get_mut().write_all(&[0u8; 512][..pad as usize])?;
+        self.outcome.counts.files += 1;
+        if let Some(e) = exact.error {
+            self.warn(
+                rel,
+                WarningKind::Unreadable,
+                format!("read failed ({e}); the rest of the file is stored as zero bytes"),
+            );
+        } else if exact.short {
+            self.warn(
+                rel,
+                WarningKind::Changed,
+                "shrank while being read; stored padded with zero bytes",
+            );
+        } else {
+            match exact.file.metadata() {
+                Ok(after) if after.len() != size || after.mtime() != before.mtime() || after.mtime_nsec() != before.mtime_nsec() => {
+                    self.warn(rel, WarningKind::Changed, "modified while being read");
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A ustar header with the metadata coffer keeps.
+fn base_header(kind: EntryType, meta: &Metadata, size: u64) -> Header {
+    let mut h = Header::new_ustar();
+    h.set_entry_type(kind);
+    h.set_mode(meta.mode() & 0o7777);
+    h.set_mtime(u64::try_from(meta.mtime()).unwrap_or(0));
+    h.set_uid(u64::from(meta.uid()));
+    h.set_gid(u64::from(meta.gid()));
+    h.set_size(size);
+    h
+}
+
+/// Reads exactly `left` bytes: a file that shrinks is padded with zeros, one that grows is cut,
+/// and a read error turns the rest into zeros (all reported by the caller).
+struct ExactReader {
+    file: File,
+    left: u64,
+    short: bool,
+    error: Option<io::Error>,
+}
+
+impl Read for ExactReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.left == 0 {
+            return Ok(0);
+        }
+        let want = (buf.len() as u64).min(self.left) as usize;
+        let n = if self.short || self.error.is_some() {
+            0
+        } else {
+            loop {
+                match self.file.read(&mut buf[..want]) {
+                    Ok(n) => break n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => {
+                        self.error = Some(e);
+                        break 0;
+                    }
+                }
+            }
+        };
+        let n = if n == 0 {
+            self.short |= self.error.is_none();
+            buf[..want].fill(0);
+            want
+        } else {
+            n
+        };
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn excludes(p: &[&str]) -> Excludes {
+        Excludes::new(&p.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap()
+    }
+
+    #[test]
+    fn exclude_patterns_match_paths_or_names() {
+        let ex = excludes(&["private/backups/**", "*.pyc"]);
+        assert!(ex.excludes(Path::new("private/backups/x.sql.gz")));
+        assert!(ex.excludes(Path::new("private/backups/deep/x")));
+        assert!(!ex.excludes(Path::new("private/files/x")));
+        assert!(ex.excludes(Path::new("a/b/c.pyc")));
+        assert!(!ex.excludes(Path::new("a/b/c.py")));
+        assert!(Excludes::new(&["a[".to_string()]).is_err());
+    }
+
+    #[test]
+    fn exact_reader_pads_a_file_that_shrank() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        fs::write(&p, b"abc").unwrap();
+        let mut r = ExactReader {
+            file: File::open(&p).unwrap(),
+            left: 6,
+            short: false,
+            error: None,
+        };
+        let mut out = Vec::new();
+        r.read_to_end(&mut out).unwrap();
+        assert_eq!(out, b"abc\0\0\0");
+        assert!(r.short);
+    }
+}

@@ -1,0 +1,164 @@
+//! Where snapshot objects live. A `Store` is a flat namespace of named objects ("keys" such as
+//! `snapshots/<id>/files.tar.gz.age.00001`) with streaming put and get, list by prefix, and
+//! delete. It is the last stage of the backup pipeline and the first of restore; nothing outside
+//! this module knows which backend it talks to.
+//!
+//! The trait is synchronous on purpose: the data path is a chain of `std::io::Write` adapters
+//! (tar, gzip, age) running on plain threads, and the store's writer is the last link of that
+//! chain. Network backends bridge to their async clients inside their own implementation.
+
+mod local;
+
+use std::fmt;
+use std::io::{Read, Write};
+use std::time::SystemTime;
+
+pub use local::LocalStore;
+
+/// One stored object as the store reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectMeta {
+    /// The object's key, `/`-separated.
+    pub key: String,
+    /// Size in bytes as the store reports it.
+    pub size: u64,
+    /// Last modification time, where the backend knows it.
+    pub modified: Option<SystemTime>,
+    /// Hex sha256 of the content, where the backend computes one itself (Drive does).
+    pub sha256: Option<String>,
+}
+
+/// Errors of a store operation. `retryable` tells a retry wrapper whether trying again can help.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("object '{key}' not found in {store}")]
+    NotFound { store: String, key: String },
+    #[error("{op} '{key}' in {store}: {source}")]
+    Io {
+        store: String,
+        op: &'static str,
+        key: String,
+        retryable: bool,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid object key '{key}': {why}")]
+    InvalidKey { key: String, why: &'static str },
+}
+
+impl StoreError {
+    /// Whether the same call may succeed if repeated (network faults, throttling).
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, StoreError::Io { retryable: true, .. })
+    }
+
+    /// Whether the object does not exist.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, StoreError::NotFound { .. })
+    }
+}
+
+/// A streaming upload of one object. Bytes written are not visible under the key until
+/// `finish` returns; dropping the writer without `finish` abandons the upload.
+pub trait ObjectWriter: Write + Send {
+    /// Commits the object and returns what the store reports about it.
+    ///
+    /// # Errors
+    /// Fails when the backend cannot make the object durable; the object then does not exist.
+    fn finish(self: Box<Self>) -> Result<ObjectMeta, StoreError>;
+}
+
+/// A backend holding snapshot objects.
+pub trait Store: Send + Sync + fmt::Display {
+    /// Starts writing the object `key`, replacing any object of that name once finished.
+    ///
+    /// # Errors
+    /// Fails on an invalid key or when the backend cannot start the upload.
+    fn put(&self, key: &str) -> Result<Box<dyn ObjectWriter>, StoreError>;
+
+    /// Opens the object `key` as a stream.
+    ///
+    /// # Errors
+    /// `StoreError::NotFound` when there is no such object.
+    fn get(&self, key: &str) -> Result<Box<dyn Read + Send>, StoreError>;
+
+    /// Every object whose key starts with `prefix`, sorted by key.
+    ///
+    /// # Errors
+    /// Fails when the backend cannot be listed.
+    fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError>;
+
+    /// Deletes the object `key`; deleting a missing object is not an error.
+    ///
+    /// # Errors
+    /// Fails when the backend refuses the deletion.
+    fn delete(&self, key: &str) -> Result<(), StoreError>;
+}
+
+/// Writes a small object in one go (manifests).
+///
+/// # Errors
+/// As `Store::put` and `ObjectWriter::finish`.
+pub fn put_bytes(store: &dyn Store, key: &str, bytes: &[u8]) -> Result<ObjectMeta, StoreError> {
+    let mut writer = store.put(key)?;
+    writer.write_all(bytes).map_err(|source| StoreError::Io {
+        store: store.to_string(),
+        op: "writing",
+        key: key.to_string(),
+        retryable: false,
+        source,
+    })?;
+    writer.finish()
+}
+
+/// Reads a small object whole (manifests).
+///
+/// # Errors
+/// As `Store::get`, and I/O errors while reading.
+pub fn get_bytes(store: &dyn Store, key: &str) -> Result<Vec<u8>, StoreError> {
+    let mut out = Vec::new();
+    store
+        .get(key)?
+        .read_to_end(&mut out)
+        .map_err(|source| StoreError::Io {
+            store: store.to_string(),
+            op: "reading",
+            key: key.to_string(),
+            retryable: true,
+            source,
+        })?;
+    Ok(out)
+}
+
+/// Checks that a key is a relative, `/`-separated name without empty, `.` or `..` segments.
+///
+/// # Errors
+/// `StoreError::InvalidKey` naming the problem.
+pub fn validate_key(key: &str) -> Result<(), StoreError> {
+    let bad = |why| {
+        Err(StoreError::InvalidKey {
+            key: key.to_string(),
+            why,
+        })
+    };
+    if key.is_empty() {
+        return bad("it is empty");
+    }
+    if key.starts_with('/') {
+        return bad("it is absolute");
+    }
+    if key.split('/').any(|s| s.is_empty() || s == "." || s == "..") {
+        return bad("it has an empty, '.' or '..' segment");
+    }
+    if key.contains('\0') {
+        return bad("it contains a NUL byte");
+    }
+    Ok(())
+}
+
+/// The store a config describes.
+pub fn from_config(cfg: &crate::config::StoreConfig) -> Box<dyn Store> {
+    match &cfg.kind {
+        crate::config::StoreKind::Local { path } => Box::new(LocalStore::new(path)),
+    }
+}

@@ -1,0 +1,198 @@
+//! Checking stored snapshots: every part's size and sha256 against the manifest (no key
+//! needed), and with `deep` a full decrypt, gunzip and tar read of every stream.
+
+use std::io::Read;
+
+use sha2::{Digest, Sha256};
+
+use crate::pipeline::{PartProblem, open_stream};
+use crate::restore;
+use crate::snapshot::{Manifest, SourceRecord};
+use crate::store::Store;
+
+/// The verdict on one stream.
+#[derive(Debug, Default)]
+pub struct StreamReport {
+    pub source: String,
+    pub stream: String,
+    pub parts_checked: usize,
+    pub bytes_checked: u64,
+    pub problems: Vec<PartProblem>,
+    /// Objects in the snapshot folder that the manifest does not list.
+    pub extra_objects: Vec<String>,
+    /// With `deep`: what reading the whole stream found (`Err` holds the failure).
+    pub deep: Option<Result<restore::TarSummary, String>>,
+}
+
+impl StreamReport {
+    pub fn ok(&self) -> bool {
+        self.problems.is_empty() && !matches!(self.deep, Some(Err(_)))
+    }
+}
+
+/// Identities for a deep check.
+pub struct DeepKeys<'a> {
+    pub identities: &'a [Box<dyn age::Identity + Send + Sync>],
+    pub identity_file: &'a str,
+}
+
+/// Verifies every stream of `manifest`. `progress` gets the count of bytes read.
+///
+/// # Errors
+/// Only a failure to list the snapshot's folder; part problems are in the reports.
+pub fn verify_snapshot(
+    store: &dyn Store,
+    manifest: &Manifest,
+    deep: Option<&DeepKeys<'_>>,
+    progress: &dyn Fn(u64),
+) -> Result<Vec<StreamReport>, crate::store::StoreError> {
+    let prefix = manifest.id.prefix();
+    let listed = store.list(&prefix)?;
+    let mut reports = Vec::new();
+    for source in &manifest.sources {
+        let mut report = check_parts(store, &prefix, source, progress);
+        report.extra_objects = listed
+            .iter()
+            .filter_map(|o| o.key.strip_prefix(&prefix))
+            .filter(|name| {
+                name.starts_with(&format!("{}.", source.stream))
+                    && !source.parts.iter().any(|p| p.name == *name)
+            })
+            .map(str::to_string)
+            .collect();
+        if let Some(keys) = deep
+            && report.problems.is_empty()
+        {
+            report.deep = Some(deep_check(store, manifest, &prefix, source, keys));
+        }
+        reports.push(report);
+    }
+    Ok(reports)
+}
+
+fn check_parts(
+    store: &dyn Store,
+    prefix: &str,
+    source: &SourceRecord,
+    progress: &dyn Fn(u64),
+) -> StreamReport {
+    let mut report = StreamReport {
+        source: source.name.clone(),
+        stream: source.stream.clone(),
+        ..StreamReport::default()
+    };
+    let mut whole = Sha256::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    for part in &source.parts {
+        report.parts_checked += 1;
+        let mut reader = match store.get(&format!("{prefix}{}", part.name)) {
+            Ok(r) => r,
+            Err(e) if e.is_not_found() => {
+                report.problems.push(PartProblem::Missing {
+                    part: part.name.clone(),
+                });
+                continue;
+            }
+            Err(e) => {
+                report.problems.push(PartProblem::Unreadable {
+                    part: part.name.clone(),
+                    why: e.to_string(),
+                });
+                continue;
+            }
+        };
+        let mut hasher = Sha256::new();
+        let mut size = 0u64;
+        let read = loop {
+            match reader.read(&mut buf) {
+                Ok(0) => break Ok(()),
+                Ok(n) => {
+                    hasher.update(&buf[..n]);
+                    whole.update(&buf[..n]);
+                    size += n as u64;
+                    progress(n as u64);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => break Err(e),
+            }
+        };
+        report.bytes_checked += size;
+        if let Err(e) = read {
+            report.problems.push(PartProblem::Unreadable {
+                part: part.name.clone(),
+                why: e.to_string(),
+            });
+            continue;
+        }
+        let got = hex::encode(hasher.finalize());
+        let problem = if got == part.sha256 && size == part.size {
+            continue;
+        } else if let Some(other) = source.parts.iter().find(|p| p.sha256 == got) {
+            PartProblem::Misplaced {
+                part: part.name.clone(),
+                holds: other.name.clone(),
+            }
+        } else if size < part.size {
+            PartProblem::Truncated {
+                part: part.name.clone(),
+                got: size,
+                expected: part.size,
+            }
+        } else if size > part.size {
+            PartProblem::TooLong {
+                part: part.name.clone(),
+                expected: part.size,
+            }
+        } else {
+            PartProblem::Corrupted {
+                part: part.name.clone(),
+                got,
+                expected: part.sha256.clone(),
+            }
+        };
+        report.problems.push(problem);
+    }
+    if report.problems.is_empty() {
+        let got = hex::encode(whole.finalize());
+        if got != source.sha256 {
+            report.problems.push(PartProblem::StreamCorrupted {
+                got,
+                expected: source.sha256.clone(),
+            });
+        }
+    }
+    report
+}
+
+fn deep_check(
+    store: &dyn Store,
+    manifest: &Manifest,
+    prefix: &str,
+    source: &SourceRecord,
+    keys: &DeepKeys<'_>,
+) -> Result<restore::TarSummary, String> {
+    let stream = open_stream(
+        store,
+        prefix,
+        source,
+        &manifest.recipients,
+        keys.identities,
+        keys.identity_file,
+    )
+    .map_err(|e| e.to_string())?;
+    let summary = restore::scan(stream).map_err(|e| format!("{:#}", anyhow::Error::from(e)))?;
+    if let Some(expected) = source.entries
+        && expected != summary.counts
+    {
+        return Err(format!(
+            "the archive holds {} files, {} directories and {} symlinks; the manifest says {}, {} and {}",
+            summary.counts.files,
+            summary.counts.directories,
+            summary.counts.symlinks,
+            expected.files,
+            expected.directories,
+            expected.symlinks
+        ));
+    }
+    Ok(summary)
+}
