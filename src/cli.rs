@@ -8,7 +8,12 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 #[command(name = "coffer", version, about = "Encrypted backups that restore", long_about = None)]
 pub struct Cli {
     /// Config file.
-    #[arg(long, global = true, env = "COFFER_CONFIG", default_value = "/etc/coffer/coffer.toml")]
+    #[arg(
+        long,
+        global = true,
+        env = "COFFER_CONFIG",
+        default_value = "/etc/coffer/coffer.toml"
+    )]
     pub config: PathBuf,
 
     /// Log format on stderr.

@@ -166,7 +166,13 @@ impl Config {
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or(Path::new("."))
             .to_path_buf();
-        let resolve = |p: &Path| if p.is_absolute() { p.to_path_buf() } else { base.join(p) };
+        let resolve = |p: &Path| {
+            if p.is_absolute() {
+                p.to_path_buf()
+            } else {
+                base.join(p)
+            }
+        };
         let mut problems = Vec::new();
 
         let encryption = match raw.encryption {
@@ -210,7 +216,9 @@ impl Config {
                 if let Some(ps) = &s.part_size {
                     match parse_size(ps) {
                         Ok(n) if n >= 1024 => part_size = n,
-                        Ok(_) => problems.push(format!("store.part_size '{ps}' is below the minimum of 1KiB")),
+                        Ok(_) => problems.push(format!(
+                            "store.part_size '{ps}' is below the minimum of 1KiB"
+                        )),
                         Err(why) => problems.push(format!("store.part_size: {why}")),
                     }
                 }
@@ -290,7 +298,10 @@ impl Config {
                         }
                     }
                     None => {
-                        problems.push(format!("source '{}': path is required for a directory", s.name));
+                        problems.push(format!(
+                            "source '{}': path is required for a directory",
+                            s.name
+                        ));
                         continue;
                     }
                 },
@@ -357,7 +368,8 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
             ));
         }
     };
-    n.checked_mul(mult).ok_or_else(|| format!("'{s}' is too large"))
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("'{s}' is too large"))
 }
 
 /// Parses `90s`, `30m`, `26h`, `7d`.
@@ -394,7 +406,10 @@ mod tests {
         assert_eq!(parse_size("4096").unwrap(), 4096);
         assert!(parse_size("64Mb").unwrap_err().contains("unknown unit"));
         assert!(parse_size("lots").is_err());
-        assert_eq!(parse_duration("26h").unwrap(), Duration::from_secs(26 * 3600));
+        assert_eq!(
+            parse_duration("26h").unwrap(),
+            Duration::from_secs(26 * 3600)
+        );
         assert!(parse_duration("1w").is_err());
     }
 

@@ -13,7 +13,9 @@ use secrecy::ExposeSecret;
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
-    #[error("{0} already exists; coffer never overwrites an identity file (choose another path or move the old one away)")]
+    #[error(
+        "{0} already exists; coffer never overwrites an identity file (choose another path or move the old one away)"
+    )]
     Exists(PathBuf),
     #[error("writing identity file {path}: {source}")]
     Write {
@@ -64,7 +66,9 @@ pub fn generate(path: &Path) -> Result<age::x25519::Recipient, KeyError> {
         chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ"),
         identity.to_string().expose_secret()
     );
-    let written = file.write_all(text.as_bytes()).and_then(|()| file.sync_all());
+    let written = file
+        .write_all(text.as_bytes())
+        .and_then(|()| file.sync_all());
     if let Err(source) = written {
         let _ = std::fs::remove_file(path);
         return Err(KeyError::Write {
@@ -94,12 +98,13 @@ pub fn load_identities(path: &Path) -> Result<Vec<Box<dyn age::Identity + Send +
         path: path.to_path_buf(),
         why,
     };
-    let file = age::IdentityFile::from_file(path.to_string_lossy().into_owned()).map_err(
-        |source| KeyError::Read {
-            path: path.to_path_buf(),
-            source,
-        },
-    )?;
+    let file =
+        age::IdentityFile::from_file(path.to_string_lossy().into_owned()).map_err(|source| {
+            KeyError::Read {
+                path: path.to_path_buf(),
+                source,
+            }
+        })?;
     let ids = file.into_identities().map_err(|e| invalid(e.to_string()))?;
     if ids.is_empty() {
         return Err(invalid("the file is empty".into()));

@@ -154,7 +154,10 @@ pub fn extract(reader: impl Read, target: &Path) -> Result<TarSummary, RestoreEr
                 }
             }
             EntryType::Link => {
-                let link = entry.link_name_bytes().map(|l| l.into_owned()).unwrap_or_default();
+                let link = entry
+                    .link_name_bytes()
+                    .map(|l| l.into_owned())
+                    .unwrap_or_default();
                 let Some(link_rel) = safe_relative(&link).map_err(unsafe_entry)? else {
                     return Err(unsafe_entry("its hard link target is empty"));
                 };
@@ -170,7 +173,7 @@ pub fn extract(reader: impl Read, target: &Path) -> Result<TarSummary, RestoreEr
     }
     // Read to the end: the trailing blocks belong to the last part, which must verify too.
     io::copy(&mut archive.into_inner(), &mut io::sink()).map_err(RestoreError::Read)?;
-    dirs.sort_by(|a, b| b.0.as_os_str().len().cmp(&a.0.as_os_str().len()));
+    dirs.sort_by_key(|d| std::cmp::Reverse(d.0.as_os_str().len()));
     for (dir, mode, mtime) in dirs {
         let err = |source| RestoreError::Write {
             entry: dir.display().to_string(),

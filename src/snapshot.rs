@@ -73,7 +73,9 @@ impl FromStr for SnapshotId {
             && b[9..15].iter().all(u8::is_ascii_digit)
             && b[15] == b'Z'
             && b[16] == b'-'
-            && b[17..].iter().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(c));
+            && b[17..]
+                .iter()
+                .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(c));
         if ok {
             Ok(SnapshotId(s.to_string()))
         } else {
@@ -352,7 +354,12 @@ mod tests {
         assert!(a.as_str().starts_with("20261123T020000Z-"));
         assert_eq!(a.as_str().parse::<SnapshotId>().unwrap(), a);
         assert!(a < b);
-        for bad in ["latest", "20261123T020000Z", "20261123T020000Z-ABCDEF", "../../x"] {
+        for bad in [
+            "latest",
+            "20261123T020000Z",
+            "20261123T020000Z-ABCDEF",
+            "../../x",
+        ] {
             assert!(bad.parse::<SnapshotId>().is_err(), "{bad}");
         }
     }
@@ -363,10 +370,18 @@ mod tests {
         let store = LocalStore::new(dir.path());
         store::put_bytes(&store, "snapshots/20261123T020000Z-000001/x.00001", b"p").unwrap();
         store::put_bytes(&store, "snapshots/20261123T020000Z-000002/x.00001", b"p").unwrap();
-        store::put_bytes(&store, "snapshots/20261123T020000Z-000002/manifest.json", b"{}").unwrap();
+        store::put_bytes(
+            &store,
+            "snapshots/20261123T020000Z-000002/manifest.json",
+            b"{}",
+        )
+        .unwrap();
         let now = SystemTime::now();
         let hour = Duration::from_secs(3600);
-        assert!(sweep_orphans(&store, hour, now).unwrap().is_empty(), "too young");
+        assert!(
+            sweep_orphans(&store, hour, now).unwrap().is_empty(),
+            "too young"
+        );
         let swept = sweep_orphans(&store, hour, now + 2 * hour).unwrap();
         assert_eq!(swept, ["20261123T020000Z-000001"]);
         assert_eq!(store.list("").unwrap().len(), 2);

@@ -37,7 +37,10 @@ pub fn run(config_path: &Path, args: &ListArgs) -> anyhow::Result<ExitCode> {
         println!("no snapshots in {store}");
         return Ok(ExitCode::SUCCESS);
     }
-    println!("{:<24} {:<20} {:>10}  SOURCES", "ID", "CREATED (UTC)", "STORED");
+    println!(
+        "{:<24} {:<20} {:>10}  SOURCES",
+        "ID", "CREATED (UTC)", "STORED"
+    );
     for m in &snapshots {
         println!(
             "{:<24} {:<20} {:>10}  {}",

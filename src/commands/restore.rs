@@ -42,7 +42,10 @@ fn precheck(store: &dyn Store, m: &Manifest, source: &SourceRecord) -> anyhow::R
     let listed = store.list(&prefix)?;
     let mut problems = Vec::new();
     for part in &source.parts {
-        match listed.iter().find(|o| o.key == format!("{prefix}{}", part.name)) {
+        match listed
+            .iter()
+            .find(|o| o.key == format!("{prefix}{}", part.name))
+        {
             None => problems.push(format!("part {} is missing from the store", part.name)),
             Some(o) if o.size != part.size => problems.push(format!(
                 "part {} has {} bytes, the manifest says {}",

@@ -230,7 +230,11 @@ mod tests {
         let noise = (0..BLOCK_SIZE / SLICE).filter(|i| i % 3 == 0).count() * SLICE;
         let text = block.len() - noise;
         // Noise slices cost their size plus framing; the text shrinks several-fold.
-        assert!(out.len() > noise && out.len() < noise + text / 4, "{}", out.len());
+        assert!(
+            out.len() > noise && out.len() < noise + text / 4,
+            "{}",
+            out.len()
+        );
         assert!(is_incompressible(&block[..SLICE]));
         assert!(!is_incompressible(&block[SLICE..2 * SLICE]));
     }

@@ -60,10 +60,10 @@ impl Read for DecodedStream<'_> {
                 return e;
             }
             // Name the part where decryption or decompression gave up.
-            let at = self
-                .cursor
-                .current()
-                .map_or_else(|| "after the last part".to_string(), |p| format!("in part {p}"));
+            let at = self.cursor.current().map_or_else(
+                || "after the last part".to_string(),
+                |p| format!("in part {p}"),
+            );
             io::Error::new(e.kind(), format!("stream {} {at}: {e}", self.stream))
         })?;
         self.read += n as u64;

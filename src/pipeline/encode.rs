@@ -151,7 +151,8 @@ where
             });
         }
 
-        let collector = scope.spawn(move || collect(store, prefix, stream, recipients, opts, order_rx));
+        let collector =
+            scope.spawn(move || collect(store, prefix, stream, recipients, opts, order_rx));
 
         let mut writer = BlockWriter {
             buf: Vec::with_capacity(BLOCK_SIZE),
@@ -171,7 +172,9 @@ where
             Err(e) => Err(Some(e)),
         };
         drop((jobs, order));
-        let collected = collector.join().expect("the collector thread does not panic");
+        let collected = collector
+            .join()
+            .expect("the collector thread does not panic");
         match (produced, collected) {
             (Ok(t), Ok(Some((split, compressed_bytes)))) => Ok((
                 EncodedStream {

@@ -9,4 +9,6 @@ mod parts;
 pub use compress::{BLOCK_SIZE, BlockCompressor, CompressOptions};
 pub use decode::{DecodeError, DecodedStream, open_stream};
 pub use encode::{BlockWriter, EncodeError, EncodeOptions, EncodedStream, encode_stream};
-pub use parts::{PartCursor, PartProblem, PartsReader, find_part_problem, part_name};
+pub use parts::{
+    PartCursor, PartProblem, PartSplitter, PartsReader, SplitOutcome, find_part_problem, part_name,
+};

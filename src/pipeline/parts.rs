@@ -103,7 +103,11 @@ impl Write for PartSplitter<'_> {
             return Ok(0);
         }
         if self.current.is_none() {
-            let key = format!("{}{}", self.prefix, part_name(&self.stream, self.parts.len() + 1));
+            let key = format!(
+                "{}{}",
+                self.prefix,
+                part_name(&self.stream, self.parts.len() + 1)
+            );
             let writer = self.store.put(&key).map_err(io::Error::other)?;
             self.current = Some((writer, Sha256::new(), 0));
         }
@@ -280,17 +284,23 @@ impl<'a> PartsReader<'a> {
         self.current = None;
         self.index += 1;
         if self.index == self.parts.len() {
-            let got = hex::encode(std::mem::take(&mut self.whole).finalize());
-            if got != self.stream_sha256 {
-                return Err(Self::fail(PartProblem::StreamCorrupted {
-                    got,
-                    expected: self.stream_sha256.to_string(),
-                }));
-            }
-            let mut state = self.cursor.0.lock().expect("cursor lock");
-            state.done = true;
-            state.current = None;
+            self.finish_stream()?;
         }
+        Ok(())
+    }
+
+    /// After the last part: checks the whole stream's sha256 and marks the cursor done.
+    fn finish_stream(&mut self) -> io::Result<()> {
+        let got = hex::encode(std::mem::take(&mut self.whole).finalize());
+        if got != self.stream_sha256 {
+            return Err(Self::fail(PartProblem::StreamCorrupted {
+                got,
+                expected: self.stream_sha256.to_string(),
+            }));
+        }
+        let mut state = self.cursor.0.lock().expect("cursor lock");
+        state.done = true;
+        state.current = None;
         Ok(())
     }
 }
@@ -307,7 +317,13 @@ fn read_retrying(r: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
 impl Read for PartsReader<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         loop {
-            if self.index == self.parts.len() || buf.is_empty() {
+            if self.index == self.parts.len() {
+                if self.parts.is_empty() && !self.cursor.done() {
+                    self.finish_stream()?;
+                }
+                return Ok(0);
+            }
+            if buf.is_empty() {
                 return Ok(0);
             }
             if self.current.is_none() {
@@ -346,7 +362,9 @@ impl Read for PartsReader<'_> {
 }
 
 /// The `PartProblem` inside an error of the read chain, if there is one.
-pub fn find_part_problem<'e>(err: &'e (dyn std::error::Error + 'static)) -> Option<&'e PartProblem> {
+pub fn find_part_problem<'e>(
+    err: &'e (dyn std::error::Error + 'static),
+) -> Option<&'e PartProblem> {
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
     while let Some(e) = cur {
         if let Some(p) = e.downcast_ref::<PartProblem>() {
@@ -361,4 +379,65 @@ pub fn find_part_problem<'e>(err: &'e (dyn std::error::Error + 'static)) -> Opti
         cur = e.source();
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::LocalStore;
+
+    fn split(data: &[u8], part_size: u64) -> (LocalStore, tempfile::TempDir, SplitOutcome) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(dir.path());
+        let mut s = PartSplitter::new(&store, "p/", "s.age", part_size);
+        // Odd write sizes, as age's chunks would not line up with parts either.
+        for chunk in data.chunks(7) {
+            s.write_all(chunk).unwrap();
+        }
+        let out = s.finish().unwrap();
+        (store, dir, out)
+    }
+
+    fn read_back(store: &LocalStore, out: &SplitOutcome) -> io::Result<Vec<u8>> {
+        let mut r = PartsReader::new(store, "p/", &out.parts, &out.sha256);
+        let mut v = Vec::new();
+        r.read_to_end(&mut v)?;
+        assert!(r.cursor().done());
+        Ok(v)
+    }
+
+    #[test]
+    fn rotates_at_part_size_edges() {
+        for (len, part_size, sizes) in [
+            (100usize, 100u64, vec![100u64]),
+            (101, 100, vec![100, 1]),
+            (99, 100, vec![99]),
+            (1000, 100, vec![100; 10]),
+            (0, 100, vec![]),
+        ] {
+            let data: Vec<u8> = (0..len).map(|i| (i * 31 % 251) as u8).collect();
+            let (store, _dir, out) = split(&data, part_size);
+            assert_eq!(out.parts.iter().map(|p| p.size).collect::<Vec<_>>(), sizes);
+            assert_eq!(out.bytes, len as u64);
+            assert_eq!(out.sha256, hex::encode(Sha256::digest(&data)));
+            assert_eq!(read_back(&store, &out).unwrap(), data);
+            if let Some(first) = out.parts.first() {
+                assert_eq!(first.name, "s.age.00001");
+            }
+        }
+    }
+
+    #[test]
+    fn reader_names_a_part_that_is_too_long() {
+        let data = vec![7u8; 250];
+        let (store, dir, out) = split(&data, 100);
+        let p2 = dir.path().join("p/s.age.00002");
+        let mut bytes = std::fs::read(&p2).unwrap();
+        bytes.push(0);
+        std::fs::write(&p2, bytes).unwrap();
+        let err = read_back(&store, &out).unwrap_err();
+        let problem = find_part_problem(&err).unwrap();
+        assert_eq!(problem.part(), Some("s.age.00002"));
+        assert!(matches!(problem, PartProblem::TooLong { .. }));
+    }
 }

@@ -186,7 +186,11 @@ impl DirectorySource {
             } else if ft.is_symlink() {
                 walk.append_symlink(&abs, &rel, &meta)?;
             } else {
-                walk.warn(&rel, WarningKind::Special, "not a file, directory or symlink");
+                walk.warn(
+                    &rel,
+                    WarningKind::Special,
+                    "not a file, directory or symlink",
+                );
             }
         }
         walk.builder.finish()?;
@@ -222,7 +226,9 @@ impl Walk<'_> {
 
     fn push_children(&mut self, abs: &Path, rel: &Path, stack: &mut Vec<PathBuf>) {
         let entries = match fs::read_dir(abs) {
-            Ok(rd) => rd.map(|e| e.map(|e| e.file_name())).collect::<io::Result<Vec<_>>>(),
+            Ok(rd) => rd
+                .map(|e| e.map(|e| e.file_name()))
+                .collect::<io::Result<Vec<_>>>(),
             Err(e) => Err(e),
         };
         match entries {
@@ -330,7 +336,9 @@ impl Walk<'_> {
         }
         debug_assert_eq!(written, size);
         let pad = (512 - size % 512) % 512;
-        self.builder.get_mut().write_all(&[0u8; 512][..pad as usize])?;
+        self.builder
+            .get_mut()
+            .write_all(&[0u8; 512][..pad as usize])?;
         self.outcome.counts.files += 1;
         if let Some(e) = exact.error {
             self.warn(
@@ -346,7 +354,11 @@ impl Walk<'_> {
             );
         } else {
             match exact.file.metadata() {
-                Ok(after) if after.len() != size || after.mtime() != before.mtime() || after.mtime_nsec() != before.mtime_nsec() => {
+                Ok(after)
+                    if after.len() != size
+                        || after.mtime() != before.mtime()
+                        || after.mtime_nsec() != before.mtime_nsec() =>
+                {
                     self.warn(rel, WarningKind::Changed, "modified while being read");
                 }
                 _ => {}

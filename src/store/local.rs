@@ -119,7 +119,10 @@ impl Store for LocalStore {
         let dst = self.path_of(key)?;
         let dir = dst.parent().expect("a key has a parent below the root");
         fs::create_dir_all(dir).map_err(|e| self.io_err("creating the folder for", key, e))?;
-        let name = dst.file_name().expect("a key has a file name").to_string_lossy();
+        let name = dst
+            .file_name()
+            .expect("a key has a file name")
+            .to_string_lossy();
         let tmp = dir.join(format!(".{name}.tmp-{:08x}", rand::random::<u32>()));
         let file = OpenOptions::new()
             .write(true)
@@ -176,7 +179,9 @@ impl Store for LocalStore {
                 let Ok(rel) = path.strip_prefix(&self.root) else {
                     continue;
                 };
-                let Some(key) = rel.to_str().map(|s| s.replace(std::path::MAIN_SEPARATOR, "/"))
+                let Some(key) = rel
+                    .to_str()
+                    .map(|s| s.replace(std::path::MAIN_SEPARATOR, "/"))
                 else {
                     continue; // not a name coffer writes
                 };
@@ -224,11 +229,20 @@ mod tests {
         let store = LocalStore::new(dir.path());
         let mut w = store.put("snapshots/a/x.00001").unwrap();
         w.write_all(b"hello").unwrap();
-        assert!(store.get("snapshots/a/x.00001").is_err_and(|e| e.is_not_found()));
+        assert!(
+            store
+                .get("snapshots/a/x.00001")
+                .is_err_and(|e| e.is_not_found())
+        );
         let meta = w.finish().unwrap();
         assert_eq!(meta.size, 5);
         assert_eq!(get_bytes(&store, "snapshots/a/x.00001").unwrap(), b"hello");
-        let keys: Vec<_> = store.list("snapshots/").unwrap().into_iter().map(|m| m.key).collect();
+        let keys: Vec<_> = store
+            .list("snapshots/")
+            .unwrap()
+            .into_iter()
+            .map(|m| m.key)
+            .collect();
         assert_eq!(keys, ["snapshots/a/x.00001"]);
     }
 
@@ -256,7 +270,10 @@ mod tests {
     fn rejects_escaping_keys() {
         let store = LocalStore::new("/nonexistent");
         for key in ["../x", "/etc/passwd", "a//b", "a/./b", ""] {
-            assert!(matches!(store.get(key), Err(StoreError::InvalidKey { .. })), "{key}");
+            assert!(
+                matches!(store.get(key), Err(StoreError::InvalidKey { .. })),
+                "{key}"
+            );
         }
     }
 }

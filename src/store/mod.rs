@@ -49,7 +49,13 @@ pub enum StoreError {
 impl StoreError {
     /// Whether the same call may succeed if repeated (network faults, throttling).
     pub fn is_retryable(&self) -> bool {
-        matches!(self, StoreError::Io { retryable: true, .. })
+        matches!(
+            self,
+            StoreError::Io {
+                retryable: true,
+                ..
+            }
+        )
     }
 
     /// Whether the object does not exist.
@@ -147,7 +153,10 @@ pub fn validate_key(key: &str) -> Result<(), StoreError> {
     if key.starts_with('/') {
         return bad("it is absolute");
     }
-    if key.split('/').any(|s| s.is_empty() || s == "." || s == "..") {
+    if key
+        .split('/')
+        .any(|s| s.is_empty() || s == "." || s == "..")
+    {
         return bad("it has an empty, '.' or '..' segment");
     }
     if key.contains('\0') {

@@ -1,1 +1,9 @@
-fn main(){}
+//! Integration tests: one binary (links once), the real `coffer` executable for CLI behaviour,
+//! the library where a test must craft what coffer would never write.
+
+mod support;
+
+mod config_examples;
+mod faults;
+mod interop;
+mod roundtrip;

@@ -1,0 +1,54 @@
+//! Promise 2: parts concatenated in order are one standard age file of a gzip'd pax tar, so
+//! stock `age -d` and `tar -xz` restore a snapshot without coffer.
+
+use std::fs;
+use std::process::{Command, Stdio};
+
+use crate::support::{Env, assert_same_tree, rich_site};
+
+fn have(tool: &str) -> bool {
+    let found = Command::new(tool).arg("--version").output().is_ok();
+    if !found && std::env::var_os("CI").is_some() {
+        panic!("{tool} is not installed; .ci/run installs it (apt-get install age)");
+    }
+    found
+}
+
+#[test]
+fn stock_age_and_tar_restore_a_multi_part_snapshot() {
+    if !have("age") {
+        eprintln!("skipping: stock age is not installed (apt-get install age)");
+        return;
+    }
+    let env = Env::new();
+    let site = env.path("site");
+    rich_site(&site);
+    let config = env.config(&site, "64KiB", "");
+    let id = env.backup(&config);
+    let parts = env.parts(&id);
+    assert!(parts.len() > 1);
+    let target = env.path("by-hand");
+    fs::create_dir(&target).unwrap();
+    // cat parts* | age -d -i key | tar -xz -C target
+    let script = format!(
+        "cat {} | age -d -i {} | tar -xzp -C {}",
+        parts
+            .iter()
+            .map(|p| format!("'{}'", p.display()))
+            .collect::<Vec<_>>()
+            .join(" "),
+        env.identity.display(),
+        target.display()
+    );
+    let out = Command::new("bash")
+        .args(["-o", "pipefail", "-c", &script])
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_same_tree(&site, &target);
+}

@@ -1,0 +1,237 @@
+//! Shared helpers: sites on disk, configs, running the real binary, comparing trees.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use assert_cmd::Command;
+use rand::{Rng, SeedableRng};
+use sha2::{Digest, Sha256};
+
+/// A scratch area with a store, a state folder and keys.
+pub struct Env {
+    pub dir: tempfile::TempDir,
+    pub identity: PathBuf,
+    pub recipient: String,
+}
+
+impl Env {
+    pub fn new() -> Env {
+        let dir = tempfile::tempdir().unwrap();
+        let identity = dir.path().join("identity.txt");
+        let recipient = coffer::keys::generate(&identity).unwrap().to_string();
+        Env {
+            dir,
+            identity,
+            recipient,
+        }
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    pub fn store(&self) -> PathBuf {
+        self.path("store")
+    }
+
+    /// Writes a config backing up `site` as source `files` and returns its path.
+    pub fn config(&self, site: &Path, part_size: &str, extra: &str) -> PathBuf {
+        self.config_with(
+            site,
+            part_size,
+            std::slice::from_ref(&self.recipient),
+            extra,
+        )
+    }
+
+    pub fn config_with(
+        &self,
+        site: &Path,
+        part_size: &str,
+        recipients: &[String],
+        extra: &str,
+    ) -> PathBuf {
+        let path = self.path("coffer.toml");
+        let recipients: Vec<String> = recipients.iter().map(|r| format!("\"{r}\"")).collect();
+        fs::write(
+            &path,
+            format!(
+                "state_dir = \"state\"\n\
+                 [encryption]\nrecipients = [{}]\nidentity_file = \"{}\"\n\
+                 [store]\ntype = \"local\"\npath = \"store\"\npart_size = \"{part_size}\"\n{extra}\n\
+                 [[source]]\nname = \"files\"\ntype = \"directory\"\npath = \"{}\"\n",
+                recipients.join(", "),
+                self.identity.display(),
+                site.display()
+            ),
+        )
+        .unwrap();
+        path
+    }
+
+    /// Runs `coffer --config CONFIG args…`.
+    pub fn run(&self, config: &Path, args: &[&str]) -> Output {
+        Command::cargo_bin("coffer")
+            .unwrap()
+            .arg("--config")
+            .arg(config)
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    /// Runs a command that must succeed and returns its stdout.
+    pub fn ok(&self, config: &Path, args: &[&str]) -> String {
+        let out = self.run(config, args);
+        assert!(
+            out.status.success(),
+            "coffer {args:?} failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Runs a command that must fail and returns its stdout+stderr.
+    pub fn fails(&self, config: &Path, args: &[&str]) -> String {
+        let out = self.run(config, args);
+        assert!(!out.status.success(), "coffer {args:?} should have failed");
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    }
+
+    /// Backs up and returns the new snapshot id.
+    pub fn backup(&self, config: &Path) -> String {
+        let out = self.ok(config, &["backup", "--json"]);
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        v["id"].as_str().unwrap().to_string()
+    }
+
+    /// The part files of a snapshot's `files` stream, in order.
+    pub fn parts(&self, id: &str) -> Vec<PathBuf> {
+        let dir = self.store().join("snapshots").join(id);
+        let mut parts: Vec<PathBuf> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| {
+                p.file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .starts_with("files.tar.gz.age.")
+            })
+            .collect();
+        parts.sort();
+        parts
+    }
+}
+
+/// Deterministic pseudo-random bytes.
+pub fn noise(seed: u64, len: usize) -> Vec<u8> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut v = vec![0u8; len];
+    rng.fill(&mut v[..]);
+    v
+}
+
+/// A site with every kind of entry coffer must keep: nested and empty directories, an empty
+/// file, text, noise, a symlink (relative and dangling), odd permissions, a long name, a
+/// non-UTF-8 name, and old mtimes.
+pub fn rich_site(root: &Path) {
+    fs::create_dir_all(root.join("public/files")).unwrap();
+    fs::create_dir_all(root.join("private/files/deep/er")).unwrap();
+    fs::create_dir_all(root.join("empty/inner-empty")).unwrap();
+    fs::write(root.join("empty-file"), b"").unwrap();
+    fs::write(root.join("site_config.json"), b"{\"db_name\": \"x\"}\n").unwrap();
+    let csv: String = (0..5000)
+        .map(|i| format!("{i},name {i},{}\n", i * 7 % 13))
+        .collect();
+    fs::write(root.join("private/files/data.csv"), csv).unwrap();
+    fs::write(root.join("public/files/photo.jpg"), noise(1, 300_000)).unwrap();
+    let long = "l".repeat(180);
+    fs::write(root.join("private/files/deep/er").join(&long), b"long name").unwrap();
+    let odd = std::ffi::OsStr::from_bytes(b"caf\xe9-latin1.txt");
+    fs::write(root.join("public").join(odd), b"not utf-8 name").unwrap();
+    fs::write(root.join("Счёт №1.txt"), "unicode name").unwrap();
+    symlink("files/photo.jpg", root.join("public/link-to-photo")).unwrap();
+    symlink("/nonexistent/target", root.join("dangling")).unwrap();
+    let script = root.join("private/run.sh");
+    fs::write(&script, b"#!/bin/sh\necho hi\n").unwrap();
+    fs::set_permissions(&script, fs::Permissions::from_mode(0o750)).unwrap();
+    let secret = root.join("private/secret.txt");
+    fs::write(&secret, b"secret").unwrap();
+    fs::set_permissions(&secret, fs::Permissions::from_mode(0o600)).unwrap();
+    fs::set_permissions(root.join("empty"), fs::Permissions::from_mode(0o700)).unwrap();
+    // Old, distinct mtimes, directories last (writing into a directory changes its mtime).
+    let mut t = 1_600_000_000i64;
+    for entry in walk(root).into_iter().rev() {
+        t += 3600;
+        let ft = filetime::FileTime::from_unix_time(t, 0);
+        filetime::set_symlink_file_times(root.join(&entry), ft, ft).unwrap();
+    }
+}
+
+/// Relative paths of everything below `root`, sorted, parents before children.
+pub fn walk(root: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![PathBuf::new()];
+    while let Some(rel) = stack.pop() {
+        let abs = root.join(&rel);
+        if !rel.as_os_str().is_empty() {
+            out.push(rel.clone());
+        }
+        if fs::symlink_metadata(&abs).unwrap().is_dir() {
+            for e in fs::read_dir(&abs).unwrap() {
+                stack.push(rel.join(e.unwrap().file_name()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Everything that must survive a round trip: kind, permissions, mtime, content or target.
+pub fn tree(root: &Path) -> BTreeMap<PathBuf, String> {
+    walk(root)
+        .into_iter()
+        .map(|rel| {
+            let abs = root.join(&rel);
+            let m = fs::symlink_metadata(&abs).unwrap();
+            let what = if m.file_type().is_symlink() {
+                format!("link -> {}", fs::read_link(&abs).unwrap().display())
+            } else if m.is_dir() {
+                "dir".to_string()
+            } else {
+                format!(
+                    "file {}",
+                    hex::encode(Sha256::digest(fs::read(&abs).unwrap()))
+                )
+            };
+            let mode = if m.file_type().is_symlink() {
+                0
+            } else {
+                m.mode() & 0o7777
+            };
+            (rel, format!("{what} mode {mode:o} mtime {}", m.mtime()))
+        })
+        .collect()
+}
+
+/// Asserts two trees hold the same entries with the same metadata and bytes.
+pub fn assert_same_tree(expected: &Path, actual: &Path) {
+    let (a, b) = (tree(expected), tree(actual));
+    for (path, want) in &a {
+        assert_eq!(b.get(path), Some(want), "entry {}", path.display());
+    }
+    assert_eq!(
+        a.len(),
+        b.len(),
+        "extra entries: {:?}",
+        b.keys().filter(|k| !a.contains_key(*k)).collect::<Vec<_>>()
+    );
+}
