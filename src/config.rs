@@ -224,6 +224,10 @@ impl Config {
                 }
                 if let Some(g) = &s.orphan_grace {
                     match parse_duration(g) {
+                        Ok(d) if d < crate::snapshot::MIN_ORPHAN_GRACE => problems.push(format!(
+                            "store.orphan_grace '{g}' is below 1h: a shorter grace could remove \
+                             a backup still running on another host"
+                        )),
                         Ok(d) => orphan_grace = d,
                         Err(why) => problems.push(format!("store.orphan_grace: {why}")),
                     }
@@ -272,14 +276,9 @@ impl Config {
             problems.push("no [[source]] is configured: nothing to back up".into());
         }
         for s in raw.source {
-            if s.name.is_empty()
-                || !s
-                    .name
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-            {
+            if !crate::snapshot::is_valid_source_name(&s.name) {
                 problems.push(format!(
-                    "source name '{}' must be non-empty letters, digits, '-' or '_' (it names the stream)",
+                    "source name '{}' must be 1–64 ASCII letters, digits, '-' or '_' (it names the stream)",
                     s.name
                 ));
             }

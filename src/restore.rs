@@ -89,8 +89,14 @@ pub fn extract(reader: impl Read, target: &Path) -> Result<TarSummary, RestoreEr
     archive.set_preserve_mtime(true);
     archive.set_unpack_xattrs(false);
     archive.set_overwrite(true);
+    // As root, restore owners too (as GNU tar does); otherwise never create setuid/setgid
+    // files from an archive, which anyone holding a public key could have written.
+    let as_root = rustix::process::geteuid().is_root();
+    archive.set_preserve_ownerships(as_root);
+    let mode_mask = if as_root { 0o7777 } else { 0o1777 };
+    archive.set_mask(0o7777 & !mode_mask);
     let mut summary = TarSummary::default();
-    let mut dirs: Vec<(PathBuf, u32, u64)> = Vec::new();
+    let mut dirs: Vec<(PathBuf, u32, u64, u64, u64)> = Vec::new();
     for entry in archive.entries().map_err(RestoreError::Read)? {
         let mut entry = entry.map_err(RestoreError::Read)?;
         let raw = entry.path_bytes().into_owned();
@@ -109,10 +115,17 @@ pub fn extract(reader: impl Read, target: &Path) -> Result<TarSummary, RestoreEr
         };
         check_parents(target, &rel).map_err(unsafe_entry)?;
         let dest = target.join(&rel);
-        let write_err = |source| RestoreError::Write {
-            entry: name.clone(),
-            path: dest.clone(),
-            source,
+        let write_err = |source: io::Error| {
+            // A damaged stream surfaces while a file is written: it is a read failure.
+            if crate::pipeline::is_stream_error(&source) {
+                RestoreError::Read(source)
+            } else {
+                RestoreError::Write {
+                    entry: name.clone(),
+                    path: dest.clone(),
+                    source,
+                }
+            }
         };
         if let Some(parent) = dest.parent() {
             fs::create_dir_all(parent).map_err(write_err)?;
@@ -125,9 +138,11 @@ pub fn extract(reader: impl Read, target: &Path) -> Result<TarSummary, RestoreEr
                     Err(_) => {}
                 }
                 fs::create_dir_all(&dest).map_err(write_err)?;
-                let mode = entry.header().mode().map_err(RestoreError::Read)?;
-                let mtime = entry.header().mtime().map_err(RestoreError::Read)?;
-                dirs.push((dest, mode, mtime));
+                let h = entry.header();
+                let mode = h.mode().map_err(RestoreError::Read)?;
+                let mtime = h.mtime().map_err(RestoreError::Read)?;
+                let (uid, gid) = (h.uid().unwrap_or(0), h.gid().unwrap_or(0));
+                dirs.push((dest, mode, mtime, uid, gid));
                 summary.counts.directories += 1;
             }
             EntryType::Regular | EntryType::Continuous | EntryType::Symlink => {
@@ -174,13 +189,21 @@ pub fn extract(reader: impl Read, target: &Path) -> Result<TarSummary, RestoreEr
     // Read to the end: the trailing blocks belong to the last part, which must verify too.
     io::copy(&mut archive.into_inner(), &mut io::sink()).map_err(RestoreError::Read)?;
     dirs.sort_by_key(|d| std::cmp::Reverse(d.0.as_os_str().len()));
-    for (dir, mode, mtime) in dirs {
+    for (dir, mode, mtime, uid, gid) in dirs {
         let err = |source| RestoreError::Write {
             entry: dir.display().to_string(),
             path: dir.clone(),
             source,
         };
-        fs::set_permissions(&dir, fs::Permissions::from_mode(mode & 0o7777)).map_err(err)?;
+        // Never chmod or chown through a symlink swapped in during the restore.
+        if !fs::symlink_metadata(&dir).map_err(err)?.is_dir() {
+            continue;
+        }
+        if as_root {
+            let owner = |id: u64| u32::try_from(id).ok();
+            std::os::unix::fs::lchown(&dir, owner(uid), owner(gid)).map_err(err)?;
+        }
+        fs::set_permissions(&dir, fs::Permissions::from_mode(mode & mode_mask)).map_err(err)?;
         let t = filetime::FileTime::from_unix_time(mtime as i64, 0);
         filetime::set_file_mtime(&dir, t).map_err(err)?;
     }

@@ -29,12 +29,17 @@ const MANIFEST_NAME: &str = "manifest.json";
 pub struct SnapshotId(String);
 
 impl SnapshotId {
-    /// A fresh id for a snapshot started at `now`.
+    /// A fresh id for a snapshot started at `now`. The first three hex digits encode the
+    /// fraction of the second (in 1/4096 s), the last three are random, so ids sort by start
+    /// time even within one second.
     pub fn new(now: DateTime<Utc>) -> Self {
+        let fraction = u64::from(now.timestamp_subsec_nanos()) * 4096 / 1_000_000_000;
+        let random = u64::from(rand::random::<u16>() & 0xfff);
         SnapshotId(format!(
-            "{}-{:06x}",
+            "{}-{:03x}{:03x}",
             now.format("%Y%m%dT%H%M%SZ"),
-            rand::random::<u32>() & 0xff_ffff
+            fraction,
+            random
         ))
     }
 
@@ -52,8 +57,16 @@ impl SnapshotId {
         format!("{SNAPSHOTS_PREFIX}{}/{name}", self.0)
     }
 
-    fn manifest_key(&self) -> String {
+    /// The key of this snapshot's manifest.
+    pub fn manifest_key(&self) -> String {
         self.key(MANIFEST_NAME)
+    }
+
+    /// The start time encoded in the id.
+    pub fn started(&self) -> Option<SystemTime> {
+        chrono::NaiveDateTime::parse_from_str(&self.0[..16], "%Y%m%dT%H%M%SZ")
+            .ok()
+            .map(|t| t.and_utc().into())
     }
 }
 
@@ -190,7 +203,36 @@ impl Manifest {
                 self.format_version
             ));
         }
-        for s in &self.sources {
+        // The manifest is not authenticated: names from it become paths and keys, so they must
+        // be exactly what coffer writes.
+        for (i, s) in self.sources.iter().enumerate() {
+            if !is_valid_source_name(&s.name) {
+                return Err(format!("source name '{}' is not a valid name", s.name));
+            }
+            if self.sources[..i].iter().any(|o| o.name == s.name) {
+                return Err(format!("source name '{}' appears twice", s.name));
+            }
+            let stream_ok = s
+                .stream
+                .strip_prefix(&format!("{}.", s.name))
+                .and_then(|rest| rest.strip_suffix(".age"))
+                .is_some_and(|ext| ext == "tar.gz" || ext == "sql.gz");
+            if !stream_ok {
+                return Err(format!(
+                    "source '{}' has an invalid stream name '{}'",
+                    s.name, s.stream
+                ));
+            }
+            for (n, part) in s.parts.iter().enumerate() {
+                if part.name != crate::pipeline::part_name(&s.stream, n + 1) {
+                    return Err(format!(
+                        "source '{}': part {} is named '{}'",
+                        s.name,
+                        n + 1,
+                        part.name
+                    ));
+                }
+            }
             let sum: u64 = s.parts.iter().map(|p| p.size).sum();
             if sum != s.encrypted_bytes || s.parts.is_empty() {
                 return Err(format!(
@@ -201,6 +243,15 @@ impl Manifest {
         }
         Ok(())
     }
+}
+
+/// Whether `name` can name a source (and so a stream): ASCII letters, digits, `-`, `_`.
+pub fn is_valid_source_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -299,17 +350,27 @@ fn split_key(key: &str) -> Option<(&str, &str)> {
 /// `Empty` when `latest` is asked of an empty store, `BadId`, `NotFound`, `BadManifest`.
 pub fn resolve(store: &dyn Store, which: &str) -> Result<Manifest, SnapshotError> {
     if which == "latest" {
-        let (good, _) = list(store)?;
-        return good.into_iter().next().ok_or_else(|| SnapshotError::Empty {
-            store: store.to_string(),
-        });
+        // The newest committed snapshot, even if its manifest is bad: silently falling back to
+        // an older one would restore or verify the wrong data.
+        let newest = committed_ids(store)?
+            .into_iter()
+            .next_back()
+            .ok_or_else(|| SnapshotError::Empty {
+                store: store.to_string(),
+            })?;
+        return read_manifest(store, &newest);
     }
     read_manifest(store, &which.parse()?)
 }
 
+/// The shortest grace `sweep_orphans` accepts: anything shorter could remove the parts of a
+/// backup still running on another host that shares the store.
+pub const MIN_ORPHAN_GRACE: Duration = Duration::from_secs(3600);
+
 /// Deletes the objects of snapshots that never got a manifest (a backup that failed or was
-/// killed) once their newest object is older than `grace`, so a backup still running elsewhere
-/// is left alone. Returns the ids swept.
+/// killed) once both their start time (from the id) and their newest object are older than
+/// `grace` (at least `MIN_ORPHAN_GRACE`), so a backup still running elsewhere is left alone.
+/// The manifest's absence is checked again right before deleting. Returns the ids swept.
 ///
 /// # Errors
 /// Store errors while listing or deleting.
@@ -318,6 +379,7 @@ pub fn sweep_orphans(
     grace: Duration,
     now: SystemTime,
 ) -> Result<Vec<String>, SnapshotError> {
+    let grace = grace.max(MIN_ORPHAN_GRACE);
     let mut dirs: BTreeMap<String, (bool, Option<SystemTime>, Vec<String>)> = BTreeMap::new();
     for obj in store.list(SNAPSHOTS_PREFIX)? {
         let Some((id, name)) = split_key(&obj.key) else {
@@ -328,11 +390,19 @@ pub fn sweep_orphans(
         entry.1 = entry.1.max(obj.modified);
         entry.2.push(obj.key.clone());
     }
+    let old = |t: SystemTime| now.duration_since(t).unwrap_or_default() >= grace;
     let mut swept = Vec::new();
     for (id, (committed, newest, keys)) in dirs {
-        let old_enough = newest.is_some_and(|t| now.duration_since(t).unwrap_or_default() >= grace);
-        if committed || !old_enough {
+        // Folders that are not coffer ids are not ours to judge.
+        let Ok(parsed) = id.parse::<SnapshotId>() else {
             continue;
+        };
+        if committed || !newest.is_some_and(old) || !parsed.started().is_some_and(old) {
+            continue;
+        }
+        match store.get(&parsed.manifest_key()) {
+            Err(e) if e.is_not_found() => {}
+            _ => continue, // committed meanwhile, or unsure: leave it
         }
         for key in keys {
             store.delete(&key)?;
@@ -350,7 +420,9 @@ mod tests {
     #[test]
     fn ids_round_trip_and_sort_by_time() {
         let a = SnapshotId::new("2026-11-23T02:00:00Z".parse().unwrap());
-        let b = SnapshotId::new("2026-11-23T02:00:01Z".parse().unwrap());
+        let b = SnapshotId::new("2026-11-23T02:00:00.001Z".parse().unwrap());
+        let c = SnapshotId::new("2026-11-23T02:00:00.999Z".parse().unwrap());
+        assert!(b < c, "ids sort within a second");
         assert!(a.as_str().starts_with("20261123T020000Z-"));
         assert_eq!(a.as_str().parse::<SnapshotId>().unwrap(), a);
         assert!(a < b);
@@ -368,22 +440,72 @@ mod tests {
     fn sweep_removes_only_old_unfinished_snapshots() {
         let dir = tempfile::tempdir().unwrap();
         let store = LocalStore::new(dir.path());
-        store::put_bytes(&store, "snapshots/20261123T020000Z-000001/x.00001", b"p").unwrap();
-        store::put_bytes(&store, "snapshots/20261123T020000Z-000002/x.00001", b"p").unwrap();
-        store::put_bytes(
-            &store,
-            "snapshots/20261123T020000Z-000002/manifest.json",
-            b"{}",
-        )
-        .unwrap();
         let now = SystemTime::now();
         let hour = Duration::from_secs(3600);
+        let old = SnapshotId::new((now - 3 * hour).into());
+        let young = SnapshotId::new((now + hour + hour / 2).into());
+        let done = SnapshotId::new((now - 3 * hour).into());
+        for id in [&old, &young, &done] {
+            store::put_bytes(&store, &id.key("x.00001"), b"p").unwrap();
+        }
+        store::put_bytes(&store, &done.manifest_key(), b"{}").unwrap();
         assert!(
             sweep_orphans(&store, hour, now).unwrap().is_empty(),
-            "too young"
+            "parts too young"
         );
-        let swept = sweep_orphans(&store, hour, now + 2 * hour).unwrap();
-        assert_eq!(swept, ["20261123T020000Z-000001"]);
-        assert_eq!(store.list("").unwrap().len(), 2);
+        // Two hours on: the parts are old enough, but `young` started less than a grace ago.
+        let swept = sweep_orphans(&store, Duration::ZERO, now + 2 * hour).unwrap();
+        assert_eq!(swept, [old.to_string()]);
+        assert_eq!(store.list("").unwrap().len(), 3);
+    }
+
+    #[test]
+    fn manifests_with_hostile_names_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(dir.path());
+        let id = SnapshotId::new(Utc::now());
+        let part = PartRecord {
+            name: "files.tar.gz.age.00001".into(),
+            size: 1,
+            sha256: "00".into(),
+        };
+        let good = SourceRecord {
+            name: "files".into(),
+            kind: "directory".into(),
+            stream: "files.tar.gz.age".into(),
+            plaintext_bytes: 1,
+            compressed_bytes: 1,
+            encrypted_bytes: 1,
+            sha256: "00".into(),
+            parts: vec![part],
+            entries: None,
+            warnings: BTreeMap::new(),
+        };
+        let manifest = |source: SourceRecord| Manifest {
+            format: FORMAT_NAME.into(),
+            format_version: FORMAT_VERSION,
+            id: id.clone(),
+            created: Utc::now(),
+            finished: Utc::now(),
+            host: "h".into(),
+            coffer_version: "0".into(),
+            recipients: vec![],
+            sources: vec![source],
+        };
+        write_manifest(&store, &manifest(good.clone())).unwrap();
+        read_manifest(&store, &id).unwrap();
+        let mut by_name = good.clone();
+        by_name.name = "../../etc".into();
+        let mut by_stream = good.clone();
+        by_stream.stream = "../x.tar.gz.age".into();
+        let mut by_part = good;
+        by_part.parts[0].name = "../../x".into();
+        for bad in [by_name, by_stream, by_part] {
+            write_manifest(&store, &manifest(bad)).unwrap();
+            assert!(matches!(
+                read_manifest(&store, &id),
+                Err(SnapshotError::BadManifest { .. })
+            ));
+        }
     }
 }

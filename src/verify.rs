@@ -50,7 +50,7 @@ pub fn verify_snapshot(
     let listed = store.list(&prefix)?;
     let mut reports = Vec::new();
     for source in &manifest.sources {
-        let mut report = check_parts(store, &prefix, source, progress);
+        let mut report = check_stream(store, &prefix, source, progress);
         report.extra_objects = listed
             .iter()
             .filter_map(|o| o.key.strip_prefix(&prefix))
@@ -70,7 +70,8 @@ pub fn verify_snapshot(
     Ok(reports)
 }
 
-fn check_parts(
+/// Checks every part of one stream (size and sha256) and the whole stream's sha256.
+pub fn check_stream(
     store: &dyn Store,
     prefix: &str,
     source: &SourceRecord,

@@ -101,7 +101,7 @@ pub fn backup(
                     EncodeError::Source(e) => anyhow!(e),
                     sink @ EncodeError::Sink { .. } => anyhow!(sink),
                 };
-                discard(store, &prefix);
+                discard(store, &id)?;
                 return Err(cause.context(format!(
                     "backup of source '{}' failed; no snapshot was written",
                     source.name
@@ -142,8 +142,14 @@ pub fn backup(
             .collect(),
         sources,
     };
+    // Commit only what is really there (a store that lost a part, or a sweep from another
+    // host, must not produce a manifest naming missing parts).
+    if let Err(e) = confirm_parts(store, &prefix, &manifest.sources) {
+        discard(store, &id)?;
+        return Err(e.context(format!("no snapshot was written ({id})")));
+    }
     if let Err(e) = snapshot::write_manifest(store, &manifest) {
-        discard(store, &prefix);
+        discard(store, &id)?;
         return Err(anyhow!(e).context(format!(
             "writing the manifest of snapshot {id} failed; no snapshot was written"
         )));
@@ -161,16 +167,47 @@ pub fn backup(
     })
 }
 
-/// Best-effort removal of a failed backup's parts; the sweep catches what this misses.
-fn discard(store: &dyn Store, prefix: &str) {
-    let Ok(objects) = store.list(prefix) else {
-        return;
+/// Checks by listing that every part of every stream is stored with its recorded size.
+fn confirm_parts(store: &dyn Store, prefix: &str, sources: &[SourceRecord]) -> anyhow::Result<()> {
+    let listed = store.list(prefix)?;
+    for s in sources {
+        for p in &s.parts {
+            let key = format!("{prefix}{}", p.name);
+            match listed.iter().find(|o| o.key == key) {
+                Some(o) if o.size == p.size => {}
+                Some(o) => anyhow::bail!(
+                    "{store} holds {} bytes for {key} just after it stored {}",
+                    o.size,
+                    p.size
+                ),
+                None => anyhow::bail!("{store} lost {key} just after storing it"),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Removes a failed backup's objects, the manifest first, so a half-removed snapshot is never
+/// visible. Parts that cannot be removed are left to the sweep.
+///
+/// # Errors
+/// Only when the manifest may exist and could not be removed: then the snapshot may be visible.
+fn discard(store: &dyn Store, id: &SnapshotId) -> anyhow::Result<()> {
+    store.delete(&id.manifest_key()).with_context(|| {
+        format!(
+            "snapshot {id} may be visible but incomplete and could not be removed; \
+             run 'coffer verify {id}' and delete snapshots/{id}/ by hand if it fails"
+        )
+    })?;
+    let Ok(objects) = store.list(&id.prefix()) else {
+        return Ok(());
     };
     for o in objects {
         if let Err(e) = store.delete(&o.key) {
             tracing::warn!("could not remove {} of the failed backup: {e}", o.key);
         }
     }
+    Ok(())
 }
 
 pub fn run(config_path: &Path, args: &BackupArgs) -> anyhow::Result<ExitCode> {

@@ -14,7 +14,7 @@ use crate::progress::Progress;
 use crate::restore::{self, TarSummary};
 use crate::snapshot::{self, Manifest, SourceRecord};
 use crate::store::{self, Store};
-use crate::verify::verify_snapshot;
+use crate::verify::check_stream;
 
 /// Fails unless `dir` is missing or empty (or `force`); creates it if missing.
 fn prepare_target(dir: &Path, force: bool) -> anyhow::Result<()> {
@@ -150,7 +150,24 @@ fn restore_one(
     identity_file: &str,
 ) -> anyhow::Result<TarSummary> {
     let prefix = m.id.prefix();
-    let stream = open_stream(store, &prefix, s, &m.recipients, identities, identity_file)?;
+    let stream = match open_stream(store, &prefix, s, &m.recipients, identities, identity_file) {
+        Ok(stream) => stream,
+        Err(e) => {
+            // A damaged first part can look like a wrong key (the recipient stanzas are in
+            // it): rule that out before blaming the key.
+            let mut first = s.clone();
+            first.parts.truncate(1);
+            let report = check_stream(store, &prefix, &first, &|_| {});
+            if let Some(p) = report.problems.iter().find(|p| p.part().is_some()) {
+                bail!(
+                    "snapshot {} cannot be restored: {p}; nothing was written. Restore an older \
+                     snapshot ('coffer list')",
+                    m.id
+                );
+            }
+            return Err(e.into());
+        }
+    };
     let bar = Progress::bytes(&format!("restore {}", s.name), Some(s.plaintext_bytes));
     let counted = CountingRead {
         inner: stream,
@@ -161,23 +178,25 @@ fn restore_one(
     let summary = match result {
         Ok(summary) => summary,
         Err(e) => {
+            let stream_damaged = matches!(e, restore::RestoreError::Read(_));
             let named = find_part_problem(&e).is_some();
             let mut err = anyhow!(e);
-            if !named {
+            if stream_damaged && !named {
                 // Decryption or decompression failed without naming a part: find it by hash.
-                if let Ok(reports) = verify_snapshot(store, m, None, &|_| {}) {
-                    let bad: Vec<String> = reports
-                        .iter()
-                        .filter(|r| r.stream == s.stream)
-                        .flat_map(|r| r.problems.iter().map(ToString::to_string))
-                        .collect();
-                    if !bad.is_empty() {
-                        err = err.context(bad.join("; "));
-                    }
+                let report = check_stream(store, &prefix, s, &|_| {});
+                if !report.problems.is_empty() {
+                    let bad: Vec<String> =
+                        report.problems.iter().map(ToString::to_string).collect();
+                    err = err.context(bad.join("; "));
                 }
             }
+            let next = if stream_damaged {
+                "restore an older snapshot ('coffer list') and back up again soon"
+            } else {
+                "fix the problem with the target folder and restore again"
+            };
             return Err(err.context(format!(
-                "restore of '{}' from snapshot {} failed; {} holds a partial restore",
+                "restore of '{}' from snapshot {} failed; {} holds a partial restore: {next}",
                 s.name,
                 m.id,
                 dir.display()

@@ -61,7 +61,7 @@ impl BlockCompressor {
 
     /// Appends `block` to `out` as one or more complete gzip members.
     pub fn compress(&mut self, block: &[u8], out: &mut Vec<u8>) {
-        if self.opts.level == 0 {
+        if self.opts.level == 0 || block.is_empty() {
             return write_stored_member(block, out);
         }
         if !self.opts.skip_incompressible {
@@ -214,6 +214,9 @@ mod tests {
                 c.compress(&block, &mut out);
                 c.compress(b"tail", &mut out);
                 c.compress(b"", &mut out);
+                let mut empty = Vec::new();
+                c.compress(b"", &mut empty);
+                assert_eq!(gunzip(&empty), b"", "an empty block is a valid member");
                 let mut expected = block.clone();
                 expected.extend_from_slice(b"tail");
                 assert_eq!(gunzip(&out), expected, "level {level} skip {skip}");

@@ -31,6 +31,19 @@ pub enum DecodeError {
     NotAge { stream: String, why: String },
 }
 
+/// A failure of the stored stream itself (decryption, decompression, size): the data is bad,
+/// not the local disk.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct StreamError(pub String);
+
+/// Whether an error came from reading the stored stream (a damaged part, failed decryption or
+/// decompression) rather than from writing locally.
+pub fn is_stream_error(err: &(dyn std::error::Error + 'static)) -> bool {
+    super::parts::find_in_chain::<super::parts::PartProblem>(err).is_some()
+        || super::parts::find_in_chain::<StreamError>(err).is_some()
+}
+
 /// The plaintext of one stream. At its end it checks that every part was read and verified
 /// and that the plaintext has the size the manifest records.
 pub struct DecodedStream<'a> {
@@ -64,27 +77,30 @@ impl Read for DecodedStream<'_> {
                 || "after the last part".to_string(),
                 |p| format!("in part {p}"),
             );
-            io::Error::new(e.kind(), format!("stream {} {at}: {e}", self.stream))
+            io::Error::new(
+                e.kind(),
+                StreamError(format!("stream {} {at}: {e}", self.stream)),
+            )
         })?;
         self.read += n as u64;
         if n == 0 && !buf.is_empty() {
             if !self.cursor.done() {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidData,
-                    format!(
+                    StreamError(format!(
                         "stream {}: the data ended before its last part (part {} not fully read)",
                         self.stream,
                         self.cursor.current().unwrap_or_default()
-                    ),
+                    )),
                 ));
             }
             if self.read != self.expected_plaintext {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidData,
-                    format!(
+                    StreamError(format!(
                         "stream {} decodes to {} bytes, the manifest says {}",
                         self.stream, self.read, self.expected_plaintext
-                    ),
+                    )),
                 ));
             }
         }

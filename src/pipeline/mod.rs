@@ -7,8 +7,9 @@ mod encode;
 mod parts;
 
 pub use compress::{BLOCK_SIZE, BlockCompressor, CompressOptions};
-pub use decode::{DecodeError, DecodedStream, open_stream};
+pub use decode::{DecodeError, DecodedStream, StreamError, is_stream_error, open_stream};
 pub use encode::{BlockWriter, EncodeError, EncodeOptions, EncodedStream, encode_stream};
 pub use parts::{
-    PartCursor, PartProblem, PartSplitter, PartsReader, SplitOutcome, find_part_problem, part_name,
+    PartCursor, PartProblem, PartSplitter, PartsReader, SplitOutcome, find_in_chain,
+    find_part_problem, part_name,
 };

@@ -361,24 +361,32 @@ impl Read for PartsReader<'_> {
     }
 }
 
-/// The `PartProblem` inside an error of the read chain, if there is one.
-pub fn find_part_problem<'e>(
+/// The first error of type `T` in `err`'s chain, looking inside `io::Error` wrappers too.
+pub fn find_in_chain<'e, T: std::error::Error + 'static>(
     err: &'e (dyn std::error::Error + 'static),
-) -> Option<&'e PartProblem> {
+) -> Option<&'e T> {
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
     while let Some(e) = cur {
-        if let Some(p) = e.downcast_ref::<PartProblem>() {
-            return Some(p);
+        if let Some(t) = e.downcast_ref::<T>() {
+            return Some(t);
         }
+        // io::Error::source() skips its own payload: step into the payload itself.
         if let Some(io) = e.downcast_ref::<io::Error>()
             && let Some(inner) = io.get_ref()
-            && let Some(p) = inner.downcast_ref::<PartProblem>()
         {
-            return Some(p);
+            cur = Some(inner);
+            continue;
         }
         cur = e.source();
     }
     None
+}
+
+/// The `PartProblem` inside an error of the read chain, if there is one.
+pub fn find_part_problem<'e>(
+    err: &'e (dyn std::error::Error + 'static),
+) -> Option<&'e PartProblem> {
+    find_in_chain(err)
 }
 
 #[cfg(test)]

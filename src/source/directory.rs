@@ -14,7 +14,7 @@ use std::ffi::OsStr;
 use std::fs::{self, File, Metadata};
 use std::io::{self, Read, Write};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
@@ -162,9 +162,15 @@ impl DirectorySource {
             outcome: WalkOutcome::default(),
             buf: vec![0u8; 256 * 1024],
         };
-        // Pending entries, last first, so names come out in sorted order.
+        // Pending entries, last first, so names come out in sorted order. A root that cannot
+        // be listed is a failure, not an empty backup.
         let mut stack: Vec<PathBuf> = Vec::new();
-        walk.push_children(&self.root, Path::new(""), &mut stack);
+        let mut names = read_names(&self.root).map_err(|source| DirectoryError::Root {
+            path: self.root.clone(),
+            source,
+        })?;
+        names.sort_by(|a, b| b.as_bytes().cmp(a.as_bytes()));
+        stack.extend(names.into_iter().map(PathBuf::from));
         while let Some(rel) = stack.pop() {
             if self.excludes.excludes(&rel) {
                 continue;
@@ -182,7 +188,7 @@ impl DirectorySource {
                 walk.append_dir(&rel, &meta)?;
                 walk.push_children(&abs, &rel, &mut stack);
             } else if ft.is_file() {
-                walk.append_file(&abs, &rel)?;
+                walk.append_file(&abs, &rel, &meta)?;
             } else if ft.is_symlink() {
                 walk.append_symlink(&abs, &rel, &meta)?;
             } else {
@@ -225,19 +231,21 @@ impl Walk<'_> {
     }
 
     fn push_children(&mut self, abs: &Path, rel: &Path, stack: &mut Vec<PathBuf>) {
-        let entries = match fs::read_dir(abs) {
-            Ok(rd) => rd
-                .map(|e| e.map(|e| e.file_name()))
-                .collect::<io::Result<Vec<_>>>(),
-            Err(e) => Err(e),
-        };
-        match entries {
-            Ok(mut names) => {
-                names.sort_by(|a, b| b.as_bytes().cmp(a.as_bytes()));
-                stack.extend(names.into_iter().map(|n| rel.join(n)));
+        let mut names = Vec::new();
+        match fs::read_dir(abs) {
+            Ok(rd) => {
+                for entry in rd {
+                    match entry {
+                        Ok(e) => names.push(e.file_name()),
+                        // Keep what was listed; warn about the rest.
+                        Err(e) => self.warn_io(rel, &e),
+                    }
+                }
             }
             Err(e) => self.warn_io(rel, &e),
         }
+        names.sort_by(|a, b| b.as_bytes().cmp(a.as_bytes()));
+        stack.extend(names.into_iter().map(|n| rel.join(n)));
     }
 
     /// Appends pax records (if any) and the header for `rel`.
@@ -300,9 +308,24 @@ impl Walk<'_> {
         Ok(())
     }
 
-    fn append_file(&mut self, abs: &Path, rel: &Path) -> io::Result<()> {
-        let file = match File::open(abs) {
+    fn append_file(&mut self, abs: &Path, rel: &Path, listed: &Metadata) -> io::Result<()> {
+        // Never follow a symlink or block on a FIFO swapped in since the listing, and store
+        // only the very file that was listed (same device and inode).
+        let flags = rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK;
+        let file = match fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(flags.bits() as i32)
+            .open(abs)
+        {
             Ok(f) => f,
+            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) => {
+                self.warn(
+                    rel,
+                    WarningKind::Changed,
+                    "replaced by a symlink while being read",
+                );
+                return Ok(());
+            }
             Err(e) => {
                 self.warn_io(rel, &e);
                 return Ok(());
@@ -315,6 +338,14 @@ impl Walk<'_> {
                 return Ok(());
             }
         };
+        if !before.is_file() || before.dev() != listed.dev() || before.ino() != listed.ino() {
+            self.warn(
+                rel,
+                WarningKind::Changed,
+                "replaced by another file while being read",
+            );
+            return Ok(());
+        }
         let size = before.len();
         let header = base_header(EntryType::Regular, &before, size);
         // The header goes out first, then exactly `size` bytes whatever the file does meanwhile.
@@ -366,6 +397,12 @@ impl Walk<'_> {
         }
         Ok(())
     }
+}
+
+fn read_names(dir: &Path) -> io::Result<Vec<std::ffi::OsString>> {
+    fs::read_dir(dir)?
+        .map(|e| e.map(|e| e.file_name()))
+        .collect()
 }
 
 /// A ustar header with the metadata coffer keeps.

@@ -114,11 +114,29 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// `create_dir_all` that also fsyncs the parent of every folder it creates, so a new snapshot
+/// folder survives a power loss together with the parts renamed into it.
+fn create_dirs_durably(dir: &Path) -> io::Result<()> {
+    if dir.as_os_str().is_empty() || dir.is_dir() {
+        return Ok(());
+    }
+    let parent = match dir.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    create_dirs_durably(parent)?;
+    match fs::create_dir(dir) {
+        Ok(()) => sync_dir(parent),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 impl Store for LocalStore {
     fn put(&self, key: &str) -> Result<Box<dyn ObjectWriter>, StoreError> {
         let dst = self.path_of(key)?;
         let dir = dst.parent().expect("a key has a parent below the root");
-        fs::create_dir_all(dir).map_err(|e| self.io_err("creating the folder for", key, e))?;
+        create_dirs_durably(dir).map_err(|e| self.io_err("creating the folder for", key, e))?;
         let name = dst
             .file_name()
             .expect("a key has a file name")

@@ -159,7 +159,7 @@ fn killed_backup_leaves_no_snapshot_and_is_swept_later() {
     let site = env.path("site");
     fs::create_dir(&site).unwrap();
     fs::write(site.join("small"), b"first snapshot").unwrap();
-    let config = env.config(&site, "1MiB", "orphan_grace = \"0s\"");
+    let config = env.config(&site, "1MiB", "orphan_grace = \"1h\"");
     let first = env.backup(&config);
     let listing = env.ok(&config, &["list", "--json"]);
 
@@ -210,17 +210,27 @@ fn killed_backup_leaves_no_snapshot_and_is_swept_later() {
     assert_eq!(orphans.len(), 1);
     env.ok(&config, &["verify", &first]);
 
-    // The next backup (grace 0s here) removes the unfinished one and leaves the good ones.
+    // A backup right away leaves the unfinished snapshot alone: it may still be running.
     for i in 0..8 {
         fs::remove_file(site.join(format!("big{i}"))).unwrap();
     }
     let second = env.backup(&config);
+    assert!(snapshots.join(&orphans[0]).exists());
+    // Two hours later (simulated: an older id, older files) the next backup sweeps it.
+    let earlier = chrono::Utc::now() - chrono::Duration::hours(2);
+    let aged = SnapshotId::new(earlier).to_string();
+    fs::rename(snapshots.join(&orphans[0]), snapshots.join(&aged)).unwrap();
+    let then = filetime::FileTime::from_unix_time(earlier.timestamp(), 0);
+    for e in fs::read_dir(snapshots.join(&aged)).unwrap() {
+        filetime::set_file_mtime(e.unwrap().path(), then).unwrap();
+    }
+    let third = env.backup(&config);
     let mut left: Vec<_> = fs::read_dir(&snapshots)
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
     left.sort();
-    assert_eq!(left, [first, second]);
+    assert_eq!(left, [first, second, third]);
 }
 
 /// Stores a snapshot whose single directory stream is the tar bytes `tar`, through the real
@@ -276,6 +286,9 @@ fn raw_entry(out: &mut Vec<u8>, name: &[u8], kind: tar::EntryType, link: &[u8], 
     h.as_old_mut().linkname[..link.len()].copy_from_slice(link);
     h.set_entry_type(kind);
     h.set_mode(0o644);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(0);
     h.set_size(data.len() as u64);
     h.set_cksum();
     out.extend_from_slice(h.as_bytes());

@@ -185,3 +185,57 @@ fn restore_refuses_a_non_empty_target_unless_forced() {
         fs::read(site.join("site_config.json")).unwrap()
     );
 }
+
+#[test]
+fn special_files_are_a_warning_not_a_failure() {
+    let env = Env::new();
+    let site = env.path("site");
+    fs::create_dir(&site).unwrap();
+    fs::write(site.join("a.txt"), b"a").unwrap();
+    let fifo = std::process::Command::new("mkfifo")
+        .arg(site.join("pipe"))
+        .status()
+        .unwrap();
+    assert!(fifo.success());
+    let config = env.config(&site, "64MiB", "");
+    let out = env.ok(&config, &["backup", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["warnings"][0]["kind"], "special");
+    assert_eq!(v["warnings"][0]["path"], "pipe");
+    assert_eq!(v["manifest"]["sources"][0]["warnings"]["special"], 1);
+    assert_eq!(v["manifest"]["sources"][0]["entries"]["files"], 1);
+}
+
+#[test]
+fn latest_never_falls_back_past_a_bad_newest_manifest() {
+    let env = Env::new();
+    let site = env.path("site");
+    rich_site(&site);
+    let config = env.config(&site, "64MiB", "");
+    let _older = env.backup(&config);
+    let newest = env.backup(&config);
+    let manifest = env
+        .store()
+        .join("snapshots")
+        .join(&newest)
+        .join("manifest.json");
+    let text = fs::read_to_string(&manifest).unwrap();
+    fs::write(
+        &manifest,
+        text.replace("\"format_version\": 1", "\"format_version\": 99"),
+    )
+    .unwrap();
+    let out = env.fails(&config, &["verify"]);
+    assert!(
+        out.contains(&newest) && out.contains("upgrade coffer"),
+        "{out}"
+    );
+    let out = env.fails(&config, &["verify", "--all"]);
+    assert!(out.contains(&newest), "{out}");
+    let target = env.path("t");
+    let out = env.fails(
+        &config,
+        &["restore", "latest", "--to", target.to_str().unwrap()],
+    );
+    assert!(out.contains(&newest), "{out}");
+}
