@@ -181,7 +181,9 @@ fn deep_check(
         keys.identity_file,
     )
     .map_err(|e| e.to_string())?;
-    let summary = restore::scan(stream).map_err(|e| format!("{:#}", anyhow::Error::from(e)))?;
+    let summary =
+        std::thread::scope(|scope| restore::scan(crate::pipeline::read_ahead(scope, stream)))
+            .map_err(|e| format!("{:#}", anyhow::Error::from(e)))?;
     if let Some(expected) = source.entries
         && expected != summary.counts
     {

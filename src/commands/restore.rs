@@ -9,7 +9,7 @@ use anyhow::{Context, anyhow, bail};
 
 use super::{human_bytes, load_config, load_identities};
 use crate::cli::RestoreArgs;
-use crate::pipeline::{find_part_problem, open_stream};
+use crate::pipeline::{find_part_problem, open_stream, read_ahead};
 use crate::progress::Progress;
 use crate::restore::{self, TarSummary};
 use crate::snapshot::{self, Manifest, SourceRecord};
@@ -173,7 +173,8 @@ fn restore_one(
         inner: stream,
         bar: &bar,
     };
-    let result = restore::extract(counted, dir);
+    // Two cores: fetch + verify + decrypt + gunzip on one thread, extract on this one.
+    let result = std::thread::scope(|scope| restore::extract(read_ahead(scope, counted), dir));
     bar.finish();
     let summary = match result {
         Ok(summary) => summary,

@@ -121,7 +121,7 @@ pub fn open_stream<'a>(
     identities: &[Box<dyn age::Identity + Send + Sync>],
     identity_file: &str,
 ) -> Result<DecodedStream<'a>, DecodeError> {
-    let parts = PartsReader::new(store, prefix, &record.parts, &record.sha256);
+    let parts = PartsReader::new(store, prefix, &record.parts);
     let cursor = parts.cursor();
     let decryptor = age::Decryptor::new_buffered(BufReader::with_capacity(256 * 1024, parts))
         .map_err(|e| match e {

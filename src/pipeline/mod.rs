@@ -5,6 +5,7 @@ mod compress;
 mod decode;
 mod encode;
 mod parts;
+mod readahead;
 
 pub use compress::{BLOCK_SIZE, BlockCompressor, CompressOptions};
 pub use decode::{DecodeError, DecodedStream, StreamError, is_stream_error, open_stream};
@@ -13,3 +14,4 @@ pub use parts::{
     PartCursor, PartProblem, PartSplitter, PartsReader, SplitOutcome, find_in_chain,
     find_part_problem, part_name,
 };
+pub use readahead::{ReadAhead, read_ahead};

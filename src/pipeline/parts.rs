@@ -196,38 +196,30 @@ impl PartCursor {
 }
 
 /// Reads a stream's parts in order as one byte stream, checking each part's size and sha256 the
-/// moment its last byte is read, and the whole stream's sha256 after the last part. Any
-/// mismatch is an `io::Error` wrapping a `PartProblem` that names the part.
+/// moment its last byte is read. Any mismatch is an `io::Error` wrapping a `PartProblem` that
+/// names the part. (When every part matches, so does the whole stream: its separate sha256 is
+/// for `verify` and for tools outside coffer, and is not hashed a second time here.)
 pub struct PartsReader<'a> {
     store: &'a dyn Store,
     prefix: String,
     parts: &'a [PartRecord],
-    stream_sha256: &'a str,
     index: usize,
     current: Option<Box<dyn Read + Send>>,
     hasher: Sha256,
     read_in_part: u64,
-    whole: Sha256,
     cursor: PartCursor,
 }
 
 impl<'a> PartsReader<'a> {
-    pub fn new(
-        store: &'a dyn Store,
-        prefix: &str,
-        parts: &'a [PartRecord],
-        stream_sha256: &'a str,
-    ) -> Self {
+    pub fn new(store: &'a dyn Store, prefix: &str, parts: &'a [PartRecord]) -> Self {
         PartsReader {
             store,
             prefix: prefix.to_string(),
             parts,
-            stream_sha256,
             index: 0,
             current: None,
             hasher: Sha256::new(),
             read_in_part: 0,
-            whole: Sha256::new(),
             cursor: PartCursor::default(),
         }
     }
@@ -289,15 +281,8 @@ impl<'a> PartsReader<'a> {
         Ok(())
     }
 
-    /// After the last part: checks the whole stream's sha256 and marks the cursor done.
+    /// After the last part: marks the cursor done.
     fn finish_stream(&mut self) -> io::Result<()> {
-        let got = hex::encode(std::mem::take(&mut self.whole).finalize());
-        if got != self.stream_sha256 {
-            return Err(Self::fail(PartProblem::StreamCorrupted {
-                got,
-                expected: self.stream_sha256.to_string(),
-            }));
-        }
         let mut state = self.cursor.0.lock().expect("cursor lock");
         state.done = true;
         state.current = None;
@@ -351,7 +336,6 @@ impl Read for PartsReader<'_> {
                 }));
             }
             self.hasher.update(&buf[..n]);
-            self.whole.update(&buf[..n]);
             self.read_in_part += n as u64;
             if self.read_in_part == part.size {
                 self.close()?;
@@ -407,7 +391,7 @@ mod tests {
     }
 
     fn read_back(store: &LocalStore, out: &SplitOutcome) -> io::Result<Vec<u8>> {
-        let mut r = PartsReader::new(store, "p/", &out.parts, &out.sha256);
+        let mut r = PartsReader::new(store, "p/", &out.parts);
         let mut v = Vec::new();
         r.read_to_end(&mut v)?;
         assert!(r.cursor().done());
