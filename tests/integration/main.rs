@@ -5,5 +5,6 @@ mod support;
 
 mod config_examples;
 mod faults;
+mod golden;
 mod interop;
 mod roundtrip;
