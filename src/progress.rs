@@ -6,12 +6,17 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+/// Whether progress is shown at all (stderr is a terminal).
+pub fn is_interactive() -> bool {
+    std::io::stderr().is_terminal()
+}
+
 /// A byte counter shown as a bar (known total) or a spinner with throughput.
 pub struct Progress(ProgressBar);
 
 impl Progress {
     pub fn bytes(label: &str, total: Option<u64>) -> Self {
-        let target = if std::io::stderr().is_terminal() {
+        let target = if is_interactive() {
             ProgressDrawTarget::stderr_with_hz(4)
         } else {
             ProgressDrawTarget::hidden()

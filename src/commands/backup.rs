@@ -213,7 +213,18 @@ fn discard(store: &dyn Store, id: &SnapshotId) -> anyhow::Result<()> {
 pub fn run(config_path: &Path, args: &BackupArgs) -> anyhow::Result<ExitCode> {
     let config = load_config(config_path)?;
     let store = store::from_config(&config.store);
-    let bar = Progress::bytes("backup", None);
+    // On a terminal, a metadata-only walk first gives the bar a total and an ETA.
+    let total = crate::progress::is_interactive().then(|| {
+        config
+            .sources
+            .iter()
+            .map(|s| match &s.kind {
+                SourceKind::Directory { path, exclude } => Excludes::new(exclude)
+                    .map_or(0, |ex| DirectorySource::new(path, ex).estimate_tar_size()),
+            })
+            .sum()
+    });
+    let bar = Progress::bytes("backup", total);
     let report = backup(&config, store.as_ref(), &|n| bar.inc(n))?;
     bar.finish();
     let m = &report.manifest;
