@@ -81,7 +81,8 @@ pub struct VerifyArgs {
 pub struct RestoreArgs {
     /// Snapshot id, or "latest".
     pub snapshot: String,
-    /// Folder to restore into (created if missing; must be empty unless --force).
+    /// Folder to restore into (created if missing; must be empty unless --force). With several
+    /// sources, each goes into DIR/<source>.
     #[arg(long, value_name = "DIR")]
     pub to: PathBuf,
     /// Restore only this source.

@@ -13,7 +13,7 @@ use chrono::Utc;
 use super::{human_bytes, load_config};
 use crate::cli::BackupArgs;
 use crate::config::{Config, SourceKind};
-use crate::pipeline::{EncodeError, EncodeOptions, encode_stream};
+use crate::pipeline::{EncodeOptions, encode_stream};
 use crate::progress::Progress;
 use crate::snapshot::{self, FORMAT_NAME, FORMAT_VERSION, Manifest, SnapshotId, SourceRecord};
 use crate::source::{DirectorySource, Excludes, Warning};
@@ -97,12 +97,8 @@ pub fn backup(
         let (encoded, walk) = match result {
             Ok(done) => done,
             Err(e) => {
-                let cause = match e {
-                    EncodeError::Source(e) => anyhow!(e),
-                    sink @ EncodeError::Sink { .. } => anyhow!(sink),
-                };
                 discard(store, &id)?;
-                return Err(cause.context(format!(
+                return Err(anyhow::Error::from(e).context(format!(
                     "backup of source '{}' failed; no snapshot was written",
                     source.name
                 )));
@@ -264,9 +260,13 @@ pub fn run(config_path: &Path, args: &BackupArgs) -> anyhow::Result<ExitCode> {
             );
         }
         println!(
-            "snapshot {}: {} sources, {} in, {} stored (ratio {ratio:.2}), {:.1} s ({}/s){}",
+            "snapshot {}: {}; {} in, {} stored (ratio {ratio:.2}), {:.1} s ({}/s){}",
             m.id,
-            m.sources.len(),
+            m.sources
+                .iter()
+                .map(|s| s.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
             human_bytes(plain),
             human_bytes(stored),
             report.seconds,
