@@ -340,18 +340,22 @@ impl Config {
     }
 }
 
+/// Splits `64MiB` / `26 h` into the number and the unit.
+fn number_and_unit<'s>(s: &'s str, what: &str) -> Result<(u64, &'s str), String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n = num.parse().map_err(|_| format!("'{s}' is not {what}"))?;
+    Ok((n, unit.trim()))
+}
+
 /// Parses `64MiB`, `1 GiB`, `512KiB`, `1000000`, `10MB`.
 ///
 /// # Errors
 /// A message naming the value and the accepted units.
 pub fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("'{s}' is not a size such as 64MiB"))?;
-    let mult: u64 = match unit.trim() {
+    let (n, unit) = number_and_unit(s, "a size such as 64MiB")?;
+    let mult: u64 = match unit {
         "" | "B" => 1,
         "KiB" => 1 << 10,
         "MiB" => 1 << 20,
@@ -376,13 +380,8 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 /// # Errors
 /// A message naming the value and the accepted units.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("'{s}' is not a duration such as 26h"))?;
-    let secs = match unit.trim() {
+    let (n, unit) = number_and_unit(s, "a duration such as 26h")?;
+    let secs = match unit {
         "s" => 1,
         "m" => 60,
         "h" => 3600,

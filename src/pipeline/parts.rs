@@ -98,29 +98,33 @@ impl<'a> PartSplitter<'a> {
 }
 
 impl Write for PartSplitter<'_> {
+    /// Always takes the whole buffer, crossing part boundaries as needed: age's header writer
+    /// does not tolerate short writes.
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        if buf.is_empty() {
-            return Ok(0);
+        let mut rest = buf;
+        while !rest.is_empty() {
+            if self.current.is_none() {
+                let key = format!(
+                    "{}{}",
+                    self.prefix,
+                    part_name(&self.stream, self.parts.len() + 1)
+                );
+                let writer = self.store.put(&key).map_err(io::Error::other)?;
+                self.current = Some((writer, Sha256::new(), 0));
+            }
+            let (writer, hasher, written) = self.current.as_mut().expect("opened above");
+            let room = (self.part_size - *written).min(rest.len() as u64) as usize;
+            let (now, later) = rest.split_at(room);
+            writer.write_all(now)?;
+            hasher.update(now);
+            self.whole.update(now);
+            *written += room as u64;
+            if *written == self.part_size {
+                self.close_part().map_err(io::Error::other)?;
+            }
+            rest = later;
         }
-        if self.current.is_none() {
-            let key = format!(
-                "{}{}",
-                self.prefix,
-                part_name(&self.stream, self.parts.len() + 1)
-            );
-            let writer = self.store.put(&key).map_err(io::Error::other)?;
-            self.current = Some((writer, Sha256::new(), 0));
-        }
-        let (writer, hasher, written) = self.current.as_mut().expect("opened above");
-        let room = (self.part_size - *written).min(buf.len() as u64) as usize;
-        let n = writer.write(&buf[..room])?;
-        hasher.update(&buf[..n]);
-        self.whole.update(&buf[..n]);
-        *written += n as u64;
-        if *written == self.part_size {
-            self.close_part().map_err(io::Error::other)?;
-        }
-        Ok(n)
+        Ok(buf.len())
     }
 
     fn flush(&mut self) -> io::Result<()> {

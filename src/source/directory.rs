@@ -239,7 +239,8 @@ struct Walk<'w> {
 impl Walk<'_> {
     fn warn(&mut self, rel: &Path, kind: WarningKind, detail: impl Into<String>) {
         let detail = detail.into();
-        tracing::warn!(path = %rel.display(), kind = kind.as_str(), "{detail}");
+        // The caller reports warnings (the CLI prints them, a daemon logs them): debug only here.
+        tracing::debug!(path = %rel.display(), kind = kind.as_str(), "{detail}");
         self.outcome.warnings.push(Warning {
             kind,
             path: rel.to_path_buf(),

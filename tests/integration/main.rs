@@ -8,3 +8,4 @@ mod faults;
 mod golden;
 mod interop;
 mod roundtrip;
+mod store_faults;

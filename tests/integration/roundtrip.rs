@@ -239,3 +239,23 @@ fn latest_never_falls_back_past_a_bad_newest_manifest() {
     );
     assert!(out.contains(&newest), "{out}");
 }
+
+#[test]
+fn age_header_larger_than_a_part() {
+    // Twelve recipients make the age header longer than a 1 KiB part.
+    let env = Env::new();
+    let site = env.path("site");
+    rich_site(&site);
+    let mut recipients = vec![env.recipient.clone()];
+    recipients.extend((0..11).map(|_| age::x25519::Identity::generate().to_public().to_string()));
+    let config = env.config_with(&site, "1KiB", &recipients, "");
+    let id = env.backup(&config);
+    let first = fs::read(&env.parts(&id)[0]).unwrap();
+    assert!(
+        !first.windows(4).any(|w| w == b"\n---"),
+        "the header spans parts"
+    );
+    let target = env.path("restored");
+    env.ok(&config, &["restore", &id, "--to", target.to_str().unwrap()]);
+    assert_same_tree(&site, &target);
+}
