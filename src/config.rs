@@ -224,11 +224,16 @@ impl Config {
                 }
                 if let Some(g) = &s.orphan_grace {
                     match parse_duration(g) {
-                        Ok(d) if d < crate::snapshot::MIN_ORPHAN_GRACE => problems.push(format!(
-                            "store.orphan_grace '{g}' is below 1h: a shorter grace could remove \
-                             a backup still running on another host"
-                        )),
-                        Ok(d) => orphan_grace = d,
+                        Ok(d) => {
+                            if d < crate::snapshot::MIN_ORPHAN_GRACE {
+                                // Not an error: a config must never lock anyone out of restore.
+                                tracing::warn!(
+                                    "store.orphan_grace '{g}' is below 1h; using 1h (a shorter \
+                                     grace could remove a backup still running on another host)"
+                                );
+                            }
+                            orphan_grace = d.max(crate::snapshot::MIN_ORPHAN_GRACE);
+                        }
                         Err(why) => problems.push(format!("store.orphan_grace: {why}")),
                     }
                 }

@@ -42,6 +42,8 @@ pub struct TarSummary {
     pub counts: EntryCounts,
     /// Bytes of file content.
     pub file_bytes: u64,
+    /// Entries whose owner could not be set (restoring as root onto a target that refuses).
+    pub owners_not_restored: u64,
 }
 
 /// Checks an entry path and returns it relative, or why it is refused.
@@ -89,14 +91,16 @@ pub fn extract(reader: impl Read, target: &Path) -> Result<TarSummary, RestoreEr
     archive.set_preserve_mtime(true);
     archive.set_unpack_xattrs(false);
     archive.set_overwrite(true);
-    // As root, restore owners too (as GNU tar does); otherwise never create setuid/setgid
-    // files from an archive, which anyone holding a public key could have written.
-    let as_root = rustix::process::geteuid().is_root();
-    archive.set_preserve_ownerships(as_root);
-    let mode_mask = if as_root { 0o7777 } else { 0o1777 };
-    archive.set_mask(0o7777 & !mode_mask);
+    // Never create setuid/setgid files from an archive, which anyone holding a public key
+    // could have written (a site has no use for them). Directories keep setgid (group
+    // inheritance). As root, owners are restored too, as GNU tar does, where the target allows.
+    archive.set_mask(0o6000);
+    let mut owners = Owners {
+        enabled: rustix::process::geteuid().is_root(),
+        failed: 0,
+    };
     let mut summary = TarSummary::default();
-    let mut dirs: Vec<(PathBuf, u32, u64, u64, u64)> = Vec::new();
+    let mut dirs: Vec<(PathBuf, u32, u64, tar::Header)> = Vec::new();
     for entry in archive.entries().map_err(RestoreError::Read)? {
         let mut entry = entry.map_err(RestoreError::Read)?;
         let raw = entry.path_bytes().into_owned();
@@ -141,8 +145,7 @@ pub fn extract(reader: impl Read, target: &Path) -> Result<TarSummary, RestoreEr
                 let h = entry.header();
                 let mode = h.mode().map_err(RestoreError::Read)?;
                 let mtime = h.mtime().map_err(RestoreError::Read)?;
-                let (uid, gid) = (h.uid().unwrap_or(0), h.gid().unwrap_or(0));
-                dirs.push((dest, mode, mtime, uid, gid));
+                dirs.push((dest, mode, mtime, h.clone()));
                 summary.counts.directories += 1;
             }
             EntryType::Regular | EntryType::Continuous | EntryType::Symlink => {
@@ -162,6 +165,7 @@ pub fn extract(reader: impl Read, target: &Path) -> Result<TarSummary, RestoreEr
                     summary.file_bytes += entry.size();
                 }
                 entry.unpack(&dest).map_err(write_err)?;
+                owners.apply(&dest, entry.header());
                 if kind == EntryType::Symlink {
                     let mtime = entry.header().mtime().map_err(RestoreError::Read)?;
                     let t = filetime::FileTime::from_unix_time(mtime as i64, 0);
@@ -189,7 +193,7 @@ pub fn extract(reader: impl Read, target: &Path) -> Result<TarSummary, RestoreEr
     // Read to the end: the trailing blocks belong to the last part, which must verify too.
     io::copy(&mut archive.into_inner(), &mut io::sink()).map_err(RestoreError::Read)?;
     dirs.sort_by_key(|d| std::cmp::Reverse(d.0.as_os_str().len()));
-    for (dir, mode, mtime, uid, gid) in dirs {
+    for (dir, mode, mtime, header) in dirs {
         let err = |source| RestoreError::Write {
             entry: dir.display().to_string(),
             path: dir.clone(),
@@ -199,15 +203,38 @@ pub fn extract(reader: impl Read, target: &Path) -> Result<TarSummary, RestoreEr
         if !fs::symlink_metadata(&dir).map_err(err)?.is_dir() {
             continue;
         }
-        if as_root {
-            let owner = |id: u64| u32::try_from(id).ok();
-            std::os::unix::fs::lchown(&dir, owner(uid), owner(gid)).map_err(err)?;
-        }
-        fs::set_permissions(&dir, fs::Permissions::from_mode(mode & mode_mask)).map_err(err)?;
+        owners.apply(&dir, &header);
+        fs::set_permissions(&dir, fs::Permissions::from_mode(mode & 0o3777)).map_err(err)?;
         let t = filetime::FileTime::from_unix_time(mtime as i64, 0);
         filetime::set_file_mtime(&dir, t).map_err(err)?;
     }
+    summary.owners_not_restored = owners.failed;
     Ok(summary)
+}
+
+/// Restores owners as root; where the target refuses (NFS root squash, FAT, a user
+/// namespace), it warns once and goes on, as GNU tar does.
+struct Owners {
+    enabled: bool,
+    failed: u64,
+}
+
+impl Owners {
+    fn apply(&mut self, path: &Path, header: &tar::Header) {
+        if !self.enabled {
+            return;
+        }
+        let id = |v: io::Result<u64>| v.ok().and_then(|v| u32::try_from(v).ok());
+        if let Err(e) = std::os::unix::fs::lchown(path, id(header.uid()), id(header.gid())) {
+            if self.failed == 0 {
+                tracing::warn!(
+                    path = %path.display(),
+                    "cannot restore owners ({e}); the files keep the restoring user's"
+                );
+            }
+            self.failed += 1;
+        }
+    }
 }
 
 /// Reads a tar stream to its end without writing anything (`verify --deep`).

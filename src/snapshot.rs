@@ -206,7 +206,7 @@ impl Manifest {
         // The manifest is not authenticated: names from it become paths and keys, so they must
         // be exactly what coffer writes.
         for (i, s) in self.sources.iter().enumerate() {
-            if !is_valid_source_name(&s.name) {
+            if !is_safe_name(&s.name) {
                 return Err(format!("source name '{}' is not a valid name", s.name));
             }
             if self.sources[..i].iter().any(|o| o.name == s.name) {
@@ -245,10 +245,16 @@ impl Manifest {
     }
 }
 
-/// Whether `name` can name a source (and so a stream): ASCII letters, digits, `-`, `_`.
+/// Whether `name` can name a new source (and so a stream): 1–64 ASCII letters, digits, `-`,
+/// `_`.
 pub fn is_valid_source_name(name: &str) -> bool {
+    name.len() <= 64 && is_safe_name(name)
+}
+
+/// Whether a name read from a manifest is safe to use in paths and keys (no length limit, so
+/// older snapshots stay readable if the limit for new names ever changes).
+fn is_safe_name(name: &str) -> bool {
     !name.is_empty()
-        && name.len() <= 64
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')

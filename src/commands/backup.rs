@@ -70,7 +70,12 @@ pub fn backup(
     let _lock = lock_state(&config.state_dir)?;
     let started = Instant::now();
     let created = Utc::now();
-    let id = SnapshotId::new(created);
+    // Another host sharing the store could (rarely) draw the same id: never write into a
+    // folder that already holds anything.
+    let mut id = SnapshotId::new(created);
+    while !store.list(&id.prefix())?.is_empty() {
+        id = SnapshotId::new(Utc::now());
+    }
     let prefix = id.prefix();
     let opts = EncodeOptions {
         part_size: config.store.part_size,
@@ -97,11 +102,11 @@ pub fn backup(
         let (encoded, walk) = match result {
             Ok(done) => done,
             Err(e) => {
-                discard(store, &id)?;
-                return Err(anyhow::Error::from(e).context(format!(
+                let err = anyhow::Error::from(e).context(format!(
                     "backup of source '{}' failed; no snapshot was written",
                     source.name
-                )));
+                ));
+                return Err(discard(store, &id, err));
             }
         };
         let mut counts: BTreeMap<String, u64> = BTreeMap::new();
@@ -141,14 +146,14 @@ pub fn backup(
     // Commit only what is really there (a store that lost a part, or a sweep from another
     // host, must not produce a manifest naming missing parts).
     if let Err(e) = confirm_parts(store, &prefix, &manifest.sources) {
-        discard(store, &id)?;
-        return Err(e.context(format!("no snapshot was written ({id})")));
+        let err = e.context(format!("no snapshot was written ({id})"));
+        return Err(discard(store, &id, err));
     }
     if let Err(e) = snapshot::write_manifest(store, &manifest) {
-        discard(store, &id)?;
-        return Err(anyhow!(e).context(format!(
+        let err = anyhow!(e).context(format!(
             "writing the manifest of snapshot {id} failed; no snapshot was written"
-        )));
+        ));
+        return Err(discard(store, &id, err));
     }
     let swept = snapshot::sweep_orphans(store, config.store.orphan_grace, SystemTime::now())
         .unwrap_or_else(|e| {
@@ -184,26 +189,27 @@ fn confirm_parts(store: &dyn Store, prefix: &str, sources: &[SourceRecord]) -> a
 }
 
 /// Removes a failed backup's objects, the manifest first, so a half-removed snapshot is never
-/// visible. Parts that cannot be removed are left to the sweep.
-///
-/// # Errors
-/// Only when the manifest may exist and could not be removed: then the snapshot may be visible.
-fn discard(store: &dyn Store, id: &SnapshotId) -> anyhow::Result<()> {
-    store.delete(&id.manifest_key()).with_context(|| {
-        format!(
-            "snapshot {id} may be visible but incomplete and could not be removed; \
-             run 'coffer verify {id}' and delete snapshots/{id}/ by hand if it fails"
-        )
-    })?;
-    let Ok(objects) = store.list(&id.prefix()) else {
-        return Ok(());
-    };
-    for o in objects {
-        if let Err(e) = store.delete(&o.key) {
-            tracing::warn!("could not remove {} of the failed backup: {e}", o.key);
+/// visible, and returns `err` (the cause) — with a warning attached only if a manifest is
+/// still there afterwards. Parts that cannot be removed are left to the sweep.
+fn discard(store: &dyn Store, id: &SnapshotId, err: anyhow::Error) -> anyhow::Error {
+    let manifest = id.manifest_key();
+    if let Err(e) = store.delete(&manifest) {
+        tracing::warn!("could not remove {manifest} of the failed backup: {e}");
+        if store.get(&manifest).is_ok() {
+            return err.context(format!(
+                "snapshot {id} may be visible but incomplete and could not be removed; run \
+                 'coffer verify {id}' and delete snapshots/{id}/ by hand if it fails"
+            ));
         }
     }
-    Ok(())
+    if let Ok(objects) = store.list(&id.prefix()) {
+        for o in objects {
+            if let Err(e) = store.delete(&o.key) {
+                tracing::warn!("could not remove {} of the failed backup: {e}", o.key);
+            }
+        }
+    }
+    err
 }
 
 pub fn run(config_path: &Path, args: &BackupArgs) -> anyhow::Result<ExitCode> {

@@ -119,6 +119,7 @@ pub fn run(config_path: &Path, args: &RestoreArgs) -> anyhow::Result<ExitCode> {
                     "directories": sum.counts.directories,
                     "symlinks": sum.counts.symlinks,
                     "file_bytes": sum.file_bytes,
+                    "owners_not_restored": sum.owners_not_restored,
                 })
             })
             .collect();
@@ -136,6 +137,13 @@ pub fn run(config_path: &Path, args: &RestoreArgs) -> anyhow::Result<ExitCode> {
                 sum.counts.symlinks,
                 human_bytes(sum.file_bytes)
             );
+            if sum.owners_not_restored > 0 {
+                println!(
+                    "note: the target refused to take the original owners of {} entries; \
+                     they belong to the restoring user",
+                    sum.owners_not_restored
+                );
+            }
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -158,6 +166,13 @@ fn restore_one(
             let mut first = s.clone();
             first.parts.truncate(1);
             let report = check_stream(store, &prefix, &first, &|_| {});
+            if let Some(p) = report.problems.iter().find(|p| !p.is_damage()) {
+                bail!(
+                    "snapshot {} cannot be read from the store: {p}; nothing was written. Check \
+                     that the store is reachable and readable, then retry",
+                    m.id
+                );
+            }
             if let Some(p) = report.problems.iter().find(|p| p.part().is_some()) {
                 bail!(
                     "snapshot {} cannot be restored: {p}; nothing was written. Restore an older \
@@ -179,8 +194,10 @@ fn restore_one(
     let summary = match result {
         Ok(summary) => summary,
         Err(e) => {
-            let stream_damaged = matches!(e, restore::RestoreError::Read(_));
-            let named = find_part_problem(&e).is_some();
+            let problem = find_part_problem(&e).cloned();
+            let named = problem.is_some();
+            let store_access = problem.as_ref().is_some_and(|p| !p.is_damage());
+            let stream_damaged = matches!(e, restore::RestoreError::Read(_)) && !store_access;
             let mut err = anyhow!(e);
             if stream_damaged && !named {
                 // Decryption or decompression failed without naming a part: find it by hash.
@@ -191,7 +208,9 @@ fn restore_one(
                     err = err.context(bad.join("; "));
                 }
             }
-            let next = if stream_damaged {
+            let next = if store_access {
+                "check that the store is reachable and readable, then restore again"
+            } else if stream_damaged {
                 "restore an older snapshot ('coffer list') and back up again soon"
             } else {
                 "fix the problem with the target folder and restore again"

@@ -23,17 +23,26 @@ pub fn run(config_path: &Path, args: &VerifyArgs) -> anyhow::Result<ExitCode> {
         identity_file: file,
     });
     let mut failed = 0usize;
+    let mut json = Vec::new();
     let manifests: Vec<Manifest> = if args.all {
         let (good, bad) = snapshot::list(store.as_ref())?;
         for e in &bad {
-            println!("BAD  {e}");
+            if args.json {
+                let id = match e {
+                    snapshot::SnapshotError::BadManifest { id, .. } => Some(id.as_str()),
+                    _ => None,
+                };
+                json.push(serde_json::json!({"id": id, "ok": false, "error": e.to_string()}));
+            } else {
+                println!("BAD  {e}");
+            }
         }
         failed += bad.len();
         good
     } else {
         vec![snapshot::resolve(store.as_ref(), &args.snapshot)?]
     };
-    let mut json = Vec::new();
+
     for m in &manifests {
         let bar = Progress::bytes(&format!("verify {}", m.id), Some(m.stored_bytes()));
         let reports = verify_snapshot(store.as_ref(), m, deep.as_ref(), &|n| bar.inc(n))?;

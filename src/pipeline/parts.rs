@@ -163,6 +163,12 @@ pub enum PartProblem {
 }
 
 impl PartProblem {
+    /// Whether the stored data itself is bad (as opposed to the store being unreachable or
+    /// refusing access, which a retry or a fix of the store may cure).
+    pub fn is_damage(&self) -> bool {
+        !matches!(self, PartProblem::Unreadable { .. })
+    }
+
     /// The part this problem is about, if it is about one part.
     pub fn part(&self) -> Option<&str> {
         match self {

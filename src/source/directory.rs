@@ -338,12 +338,20 @@ impl Walk<'_> {
     fn append_file(&mut self, abs: &Path, rel: &Path, listed: &Metadata) -> io::Result<()> {
         // Never follow a symlink or block on a FIFO swapped in since the listing, and store
         // only the very file that was listed (same device and inode).
-        let flags = rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK;
-        let file = match fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(flags.bits() as i32)
-            .open(abs)
-        {
+        let open = |flags: rustix::fs::OFlags| {
+            fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(flags.bits() as i32)
+                .open(abs)
+        };
+        let nofollow = rustix::fs::OFlags::NOFOLLOW;
+        let opened = match open(nofollow | rustix::fs::OFlags::NONBLOCK) {
+            // A file under a lease (Samba oplock, NFS delegation) refuses a non-blocking open;
+            // a FIFO would not: wait for the lease like any reader.
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => open(nofollow),
+            other => other,
+        };
+        let file = match opened {
             Ok(f) => f,
             Err(e) if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) => {
                 self.warn(

@@ -232,6 +232,17 @@ fn latest_never_falls_back_past_a_bad_newest_manifest() {
     );
     let out = env.fails(&config, &["verify", "--all"]);
     assert!(out.contains(&newest), "{out}");
+    let out = env.run(&config, &["verify", "--all", "--json"]);
+    assert!(!out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("stdout is JSON");
+    let bad: Vec<_> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["ok"] == false)
+        .collect();
+    assert_eq!(bad.len(), 1);
+    assert_eq!(bad[0]["id"], newest.as_str());
     let target = env.path("t");
     let out = env.fails(
         &config,
@@ -258,4 +269,29 @@ fn age_header_larger_than_a_part() {
     let target = env.path("restored");
     env.ok(&config, &["restore", &id, "--to", target.to_str().unwrap()]);
     assert_same_tree(&site, &target);
+}
+
+#[test]
+fn setuid_and_setgid_bits_are_not_restored_on_files() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new();
+    let site = env.path("site");
+    fs::create_dir(&site).unwrap();
+    let tool = site.join("tool");
+    fs::write(&tool, b"#!/bin/sh\n").unwrap();
+    fs::set_permissions(&tool, fs::Permissions::from_mode(0o6755)).unwrap();
+    let shared = site.join("shared");
+    fs::create_dir(&shared).unwrap();
+    fs::set_permissions(&shared, fs::Permissions::from_mode(0o2775)).unwrap();
+    let config = env.config(&site, "64MiB", "");
+    let id = env.backup(&config);
+    let target = env.path("restored");
+    env.ok(&config, &["restore", &id, "--to", target.to_str().unwrap()]);
+    let mode = |p: &std::path::Path| fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode(&target.join("tool")), 0o755);
+    assert_eq!(
+        mode(&target.join("shared")),
+        0o2775,
+        "directories keep setgid"
+    );
 }

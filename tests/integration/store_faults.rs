@@ -17,6 +17,8 @@ struct FaultyStore {
     puts: AtomicUsize,
     fail_at: FailAt,
     mode: Mode,
+    /// Deletions fail too (a store gone read-only).
+    fail_deletes: bool,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -113,6 +115,9 @@ impl Store for FaultyStore {
         self.inner.list(prefix)
     }
     fn delete(&self, key: &str) -> Result<(), StoreError> {
+        if self.fail_deletes {
+            return Err(injected(key));
+        }
         self.inner.delete(key)
     }
 }
@@ -134,6 +139,7 @@ fn a_failing_store_never_leaves_a_snapshot() {
                 puts: AtomicUsize::new(0),
                 fail_at,
                 mode,
+                fail_deletes: false,
             };
             let err = coffer::commands::backup::backup(&config, &store, &|_| {}).unwrap_err();
             let msg = format!("{err:#}");
@@ -154,6 +160,28 @@ fn a_failing_store_never_leaves_a_snapshot() {
             );
         }
     }
+    // A store that also refuses deletions: the cause is still reported, no snapshot is
+    // visible, and the leftovers are the sweep's.
+    let store = FaultyStore {
+        inner: LocalStore::new(env.store()),
+        puts: AtomicUsize::new(0),
+        fail_at: FailAt::Put(3),
+        mode: Mode::Write,
+        fail_deletes: true,
+    };
+    let msg = format!(
+        "{:#}",
+        coffer::commands::backup::backup(&config, &store, &|_| {}).unwrap_err()
+    );
+    assert!(msg.contains("injected fault: no space left"), "{msg}");
+    assert!(!msg.contains("may be visible"), "{msg}");
+    assert!(snapshot::list(&store).unwrap().0.is_empty());
+    assert!(
+        !store.list("").unwrap().is_empty(),
+        "parts were left for the sweep"
+    );
+    fs::remove_dir_all(env.store()).unwrap();
+
     // The same store and config work when nothing fails.
     let store = LocalStore::new(env.store());
     let report = coffer::commands::backup::backup(&config, &store, &|_| {}).unwrap();
