@@ -198,6 +198,7 @@ fn restore_one(
             let named = problem.is_some();
             let store_access = problem.as_ref().is_some_and(|p| !p.is_damage());
             let stream_damaged = matches!(e, restore::RestoreError::Read(_)) && !store_access;
+            let hostile = matches!(e, restore::RestoreError::Unsafe { .. });
             let mut err = anyhow!(e);
             if stream_damaged && !named {
                 // Decryption or decompression failed without naming a part: find it by hash.
@@ -208,7 +209,10 @@ fn restore_one(
                     err = err.context(bad.join("; "));
                 }
             }
-            let next = if store_access {
+            let next = if hostile {
+                "coffer never writes such entries, so treat the store as tampered with and \
+                 restore an older snapshot"
+            } else if store_access {
                 "check that the store is reachable and readable, then restore again"
             } else if stream_damaged {
                 "restore an older snapshot ('coffer list') and back up again soon"
