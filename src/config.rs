@@ -78,6 +78,11 @@ struct RawSource {
     path: Option<PathBuf>,
     #[serde(default)]
     exclude: Vec<String>,
+    url: Option<String>,
+    password_file: Option<PathBuf>,
+    password_env: Option<String>,
+    no_owner: Option<bool>,
+    dump_tool: Option<PathBuf>,
 }
 
 /// A validated configuration.
@@ -120,7 +125,19 @@ pub struct SourceConfig {
 
 #[derive(Debug, Clone)]
 pub enum SourceKind {
-    Directory { path: PathBuf, exclude: Vec<String> },
+    Directory {
+        path: PathBuf,
+        exclude: Vec<String>,
+    },
+    /// A PostgreSQL database dumped with `pg_dump` (plain SQL).
+    Postgres {
+        /// `postgres://user@host:port/db`, without a password.
+        url: String,
+        password: Option<SecretRef>,
+        /// `pg_dump --no-owner` (default true: a restore into another role just works).
+        no_owner: bool,
+        dump_tool: PathBuf,
+    },
 }
 
 impl SourceConfig {
@@ -128,15 +145,61 @@ impl SourceConfig {
     pub fn kind_name(&self) -> &'static str {
         match self.kind {
             SourceKind::Directory { .. } => "directory",
+            SourceKind::Postgres { .. } => "postgres",
         }
     }
 
-    /// The stream name of this source, e.g. `files.tar.gz.age`.
+    /// The stream name of this source, e.g. `files.tar.gz.age` or `db.sql.gz.age`.
     pub fn stream_name(&self) -> String {
         match self.kind {
             SourceKind::Directory { .. } => format!("{}.tar.gz.age", self.name),
+            SourceKind::Postgres { .. } => format!("{}.sql.gz.age", self.name),
         }
     }
+}
+
+/// Where a secret comes from — a file (e.g. a systemd credential) or an environment
+/// variable — never the secret itself, so a config can be printed and debugged safely.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretRef {
+    File(PathBuf),
+    Env(String),
+}
+
+impl SecretRef {
+    /// Reads the secret (a file's trailing newline is dropped).
+    ///
+    /// # Errors
+    /// A message naming the file or variable, never the value.
+    pub fn load(&self) -> Result<secrecy::SecretString, String> {
+        match self {
+            SecretRef::File(path) => std::fs::read_to_string(path)
+                .map(|s| secrecy::SecretString::from(s.trim_end_matches(['\n', '\r']).to_string()))
+                .map_err(|e| format!("cannot read secret file {}: {e}", path.display())),
+            SecretRef::Env(var) => std::env::var(var)
+                .map(secrecy::SecretString::from)
+                .map_err(|_| format!("environment variable {var} (holding a secret) is not set")),
+        }
+    }
+}
+
+/// Checks a PostgreSQL URL: the scheme, and no password inside it.
+fn check_postgres_url(url: &str) -> Result<(), String> {
+    let rest = url
+        .strip_prefix("postgres://")
+        .or_else(|| url.strip_prefix("postgresql://"))
+        .ok_or_else(|| format!("url '{url}' must start with postgres://"))?;
+    let authority = rest.split(['/', '?']).next().unwrap_or("");
+    if let Some((userinfo, _)) = authority.rsplit_once('@')
+        && userinfo.contains(':')
+    {
+        return Err(
+            "the url holds a password: put it in password_file or password_env instead \
+             (a url is printed in logs and process lists)"
+                .into(),
+        );
+    }
+    Ok(())
 }
 
 impl Config {
@@ -290,9 +353,66 @@ impl Config {
             if sources.iter().any(|o: &SourceConfig| o.name == s.name) {
                 problems.push(format!("source name '{}' is used twice", s.name));
             }
+            let unused = |problems: &mut Vec<String>, keys: &[(&str, bool)]| {
+                for (key, set) in keys {
+                    if *set {
+                        problems.push(format!(
+                            "source '{}': key '{key}' does not apply to a {} source",
+                            s.name, s.kind
+                        ));
+                    }
+                }
+            };
             let kind = match s.kind.as_str() {
+                "postgres" => {
+                    unused(
+                        &mut problems,
+                        &[
+                            ("path", s.path.is_some()),
+                            ("exclude", !s.exclude.is_empty()),
+                        ],
+                    );
+                    let Some(url) = s.url else {
+                        problems.push(format!(
+                            "source '{}': url is required (postgres://user@host:5432/dbname)",
+                            s.name
+                        ));
+                        continue;
+                    };
+                    if let Err(why) = check_postgres_url(&url) {
+                        problems.push(format!("source '{}': {why}", s.name));
+                    }
+                    let password = match (s.password_file, s.password_env) {
+                        (Some(_), Some(_)) => {
+                            problems.push(format!(
+                                "source '{}': give password_file or password_env, not both",
+                                s.name
+                            ));
+                            None
+                        }
+                        (Some(f), None) => Some(SecretRef::File(resolve(&f))),
+                        (None, Some(v)) => Some(SecretRef::Env(v)),
+                        (None, None) => None,
+                    };
+                    SourceKind::Postgres {
+                        url,
+                        password,
+                        no_owner: s.no_owner.unwrap_or(true),
+                        dump_tool: s.dump_tool.unwrap_or_else(|| PathBuf::from("pg_dump")),
+                    }
+                }
                 "directory" => match s.path {
                     Some(p) => {
+                        unused(
+                            &mut problems,
+                            &[
+                                ("url", s.url.is_some()),
+                                ("password_file", s.password_file.is_some()),
+                                ("password_env", s.password_env.is_some()),
+                                ("no_owner", s.no_owner.is_some()),
+                                ("dump_tool", s.dump_tool.is_some()),
+                            ],
+                        );
                         if let Err(e) = crate::source::Excludes::new(&s.exclude) {
                             problems.push(format!("source '{}': {e}", s.name));
                         }
@@ -311,7 +431,7 @@ impl Config {
                 },
                 other => {
                     problems.push(format!(
-                        "source '{}': type '{other}' is not supported by this build (supported: directory)",
+                        "source '{}': type '{other}' is not supported by this build (supported: directory, postgres)",
                         s.name
                     ));
                     continue;

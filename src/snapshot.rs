@@ -149,6 +149,11 @@ pub struct SourceRecord {
     /// `vanished`, `unreadable`, `special`); the paths go to the backup's log, not here.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub warnings: BTreeMap<String, u64>,
+    /// Database streams: the dump tool and what its `--version` said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dump_tool: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dump_tool_version: Option<String>,
 }
 
 /// One stored part of a stream.
@@ -486,6 +491,8 @@ mod tests {
             parts: vec![part],
             entries: None,
             warnings: BTreeMap::new(),
+            dump_tool: None,
+            dump_tool_version: None,
         };
         let manifest = |source: SourceRecord| Manifest {
             format: FORMAT_NAME.into(),

@@ -181,6 +181,20 @@ fn deep_check(
         keys.identity_file,
     )
     .map_err(|e| e.to_string())?;
+    if source.kind != "directory" {
+        // A database dump: decrypt and decompress it to the end (its size is checked there).
+        let bytes = std::thread::scope(|scope| {
+            std::io::copy(
+                &mut crate::pipeline::read_ahead(scope, stream),
+                &mut std::io::sink(),
+            )
+        })
+        .map_err(|e| format!("{:#}", anyhow::Error::from(e)))?;
+        return Ok(restore::TarSummary {
+            file_bytes: bytes,
+            ..Default::default()
+        });
+    }
     let summary =
         std::thread::scope(|scope| restore::scan(crate::pipeline::read_ahead(scope, stream)))
             .map_err(|e| format!("{:#}", anyhow::Error::from(e)))?;

@@ -13,10 +13,10 @@ use chrono::Utc;
 use super::{human_bytes, load_config};
 use crate::cli::BackupArgs;
 use crate::config::{Config, SourceKind};
-use crate::pipeline::{EncodeOptions, encode_stream};
+use crate::pipeline::{EncodeError, EncodeOptions, encode_stream};
 use crate::progress::Progress;
 use crate::snapshot::{self, FORMAT_NAME, FORMAT_VERSION, Manifest, SnapshotId, SourceRecord};
-use crate::source::{DirectorySource, Excludes, Warning};
+use crate::source::{DirectorySource, Excludes, PostgresSource, Warning};
 use crate::store::{self, Store};
 
 /// What a finished backup did.
@@ -28,6 +28,32 @@ pub struct BackupReport {
     pub seconds: f64,
     /// Unfinished snapshots of earlier runs removed after this one.
     pub swept: Vec<String>,
+}
+
+/// What a source reports besides its bytes.
+struct SourceExtras {
+    entries: Option<crate::snapshot::EntryCounts>,
+    warnings: Vec<Warning>,
+    /// The dump tool and its version, for database sources.
+    tool: Option<(String, Option<String>)>,
+}
+
+/// An `anyhow::Error` as a `std::error::Error`, so any source can run in the pipeline.
+#[derive(Debug)]
+struct AnyError(anyhow::Error);
+
+impl std::fmt::Display for AnyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:#}", self.0)
+    }
+}
+
+impl std::error::Error for AnyError {}
+
+impl From<std::io::Error> for AnyError {
+    fn from(e: std::io::Error) -> Self {
+        AnyError(e.into())
+    }
 }
 
 /// Holds the state folder's lock so two backups never run at once on one host.
@@ -85,24 +111,65 @@ pub fn backup(
     let mut warnings = Vec::new();
     for source in &config.sources {
         let stream = source.stream_name();
+        let encode = |produce: &mut dyn FnMut(
+            &mut crate::pipeline::BlockWriter<'_>,
+        ) -> anyhow::Result<SourceExtras>| {
+            encode_stream(
+                store,
+                &prefix,
+                &stream,
+                &config.encryption.recipients,
+                &opts,
+                progress,
+                |w| produce(w).map_err(AnyError),
+            )
+        };
         let result = match &source.kind {
             SourceKind::Directory { path, exclude } => {
                 let dir = DirectorySource::new(path, Excludes::new(exclude)?);
-                encode_stream(
-                    store,
-                    &prefix,
-                    &stream,
-                    &config.encryption.recipients,
-                    &opts,
-                    progress,
-                    |w| dir.write_tar(w),
-                )
+                encode(&mut |w| {
+                    let walk = dir.write_tar(w)?;
+                    Ok(SourceExtras {
+                        entries: Some(walk.counts),
+                        warnings: walk.warnings,
+                        tool: None,
+                    })
+                })
+            }
+            SourceKind::Postgres {
+                url,
+                password,
+                no_owner,
+                dump_tool,
+            } => {
+                let pg = PostgresSource {
+                    url: url.clone(),
+                    password: password.clone(),
+                    no_owner: *no_owner,
+                    dump_tool: dump_tool.clone(),
+                };
+                let version = pg.tool_version();
+                encode(&mut |w| {
+                    let done = pg.write_dump(w)?;
+                    if !done.stderr.is_empty() {
+                        tracing::warn!(source = %source.name, "pg_dump said: {}", done.stderr);
+                    }
+                    Ok(SourceExtras {
+                        entries: None,
+                        warnings: Vec::new(),
+                        tool: Some(("pg_dump".to_string(), version.clone())),
+                    })
+                })
             }
         };
-        let (encoded, walk) = match result {
+        let (encoded, extras) = match result {
             Ok(done) => done,
             Err(e) => {
-                let err = anyhow::Error::from(e).context(format!(
+                let err = match e {
+                    EncodeError::Source(AnyError(e)) => e,
+                    sink @ EncodeError::Sink { .. } => anyhow!(sink),
+                }
+                .context(format!(
                     "backup of source '{}' failed; no snapshot was written",
                     source.name
                 ));
@@ -110,10 +177,14 @@ pub fn backup(
             }
         };
         let mut counts: BTreeMap<String, u64> = BTreeMap::new();
-        for w in &walk.warnings {
+        for w in &extras.warnings {
             *counts.entry(w.kind.as_str().to_string()).or_default() += 1;
             warnings.push((source.name.clone(), w.clone()));
         }
+        let (dump_tool, dump_tool_version) = match extras.tool {
+            Some((tool, version)) => (Some(tool), version),
+            None => (None, None),
+        };
         sources.push(SourceRecord {
             name: source.name.clone(),
             kind: source.kind_name().to_string(),
@@ -123,8 +194,10 @@ pub fn backup(
             encrypted_bytes: encoded.encrypted_bytes,
             sha256: encoded.sha256,
             parts: encoded.parts,
-            entries: Some(walk.counts),
+            entries: extras.entries,
             warnings: counts,
+            dump_tool,
+            dump_tool_version,
         });
     }
     let manifest = Manifest {
@@ -216,16 +289,21 @@ pub fn run(config_path: &Path, args: &BackupArgs) -> anyhow::Result<ExitCode> {
     let config = load_config(config_path)?;
     let store = store::from_config(&config.store);
     // On a terminal, a metadata-only walk first gives the bar a total and an ETA.
-    let total = crate::progress::is_interactive().then(|| {
+    let total = if crate::progress::is_interactive() {
         config
             .sources
             .iter()
             .map(|s| match &s.kind {
                 SourceKind::Directory { path, exclude } => Excludes::new(exclude)
-                    .map_or(0, |ex| DirectorySource::new(path, ex).estimate_tar_size()),
+                    .ok()
+                    .map(|ex| DirectorySource::new(path, ex).estimate_tar_size()),
+                // A dump's size is unknown until it ends: a spinner, not a bar.
+                SourceKind::Postgres { .. } => None,
             })
-            .sum()
-    });
+            .sum::<Option<u64>>()
+    } else {
+        None
+    };
     let bar = Progress::bytes("backup", total);
     let report = backup(&config, store.as_ref(), &|n| bar.inc(n))?;
     bar.finish();

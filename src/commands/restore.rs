@@ -76,21 +76,31 @@ pub fn run(config_path: &Path, args: &RestoreArgs) -> anyhow::Result<ExitCode> {
         None => m.sources.iter().collect(),
     };
     for s in &sources {
-        if s.kind != "directory" {
-            bail!(
-                "source '{}' of snapshot {} is a {} stream, which this build cannot restore",
-                s.name,
-                m.id,
-                s.kind
-            );
-        }
         precheck(store.as_ref(), &m, s)?;
     }
-    // One source restores into DIR itself; several go into DIR/<source>.
+    // Database dumps are written as DIR/<source>.sql files.
+    let (dumps, sources): (Vec<&SourceRecord>, Vec<&SourceRecord>) =
+        sources.into_iter().partition(|s| s.kind != "directory");
+    let mut dump_files = Vec::new();
+    for s in &dumps {
+        let file = args.to.join(format!("{}.sql", s.name));
+        if file.exists() && !args.force {
+            bail!(
+                "{} exists; choose another --to folder, or pass --force to replace it",
+                file.display()
+            );
+        }
+        dump_files.push((*s, file));
+    }
+    if !dumps.is_empty() {
+        fs::create_dir_all(&args.to)
+            .with_context(|| format!("creating restore folder {}", args.to.display()))?;
+    }
+    // A lone directory source restores into DIR itself; otherwise each goes to DIR/<source>.
     let targets: Vec<(&SourceRecord, PathBuf)> = sources
         .iter()
         .map(|s| {
-            let dir = if sources.len() == 1 {
+            let dir = if sources.len() == 1 && dumps.is_empty() {
                 args.to.clone()
             } else {
                 args.to.join(&s.name)
@@ -102,6 +112,11 @@ pub fn run(config_path: &Path, args: &RestoreArgs) -> anyhow::Result<ExitCode> {
         prepare_target(dir, args.force)?;
     }
     let started = Instant::now();
+    let mut dumped = Vec::new();
+    for (s, file) in &dump_files {
+        let bytes = restore_dump(store.as_ref(), &m, s, file, &identities, &identity_file)?;
+        dumped.push((*s, file, bytes));
+    }
     let mut results = Vec::new();
     for (s, dir) in &targets {
         let summary = restore_one(store.as_ref(), &m, s, dir, &identities, &identity_file)?;
@@ -123,9 +138,30 @@ pub fn run(config_path: &Path, args: &RestoreArgs) -> anyhow::Result<ExitCode> {
                 })
             })
             .collect();
-        let out = serde_json::json!({"id": m.id, "seconds": seconds, "sources": rows});
+        let dumps: Vec<_> = dumped
+            .iter()
+            .map(|(s, file, bytes)| {
+                serde_json::json!({"source": s.name, "kind": s.kind, "file": file, "bytes": bytes})
+            })
+            .collect();
+        let out = serde_json::json!({
+            "id": m.id,
+            "seconds": seconds,
+            "sources": rows,
+            "dumps": dumps,
+        });
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
+        for (s, file, bytes) in &dumped {
+            println!(
+                "restored {} '{}' ({} dump) to {}: {}",
+                m.id,
+                s.name,
+                s.kind,
+                file.display(),
+                human_bytes(*bytes)
+            );
+        }
         for (s, dir, sum) in &results {
             println!(
                 "restored {} '{}' to {}: {} files, {} directories, {} symlinks, {} in {seconds:.1} s",
@@ -149,14 +185,15 @@ pub fn run(config_path: &Path, args: &RestoreArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn restore_one(
-    store: &dyn Store,
-    m: &Manifest,
-    s: &SourceRecord,
-    dir: &Path,
+/// Opens a stream for reading; when that fails, rules out a damaged or unreadable first part
+/// (its recipient stanzas can make damage look like a wrong key) before blaming the key.
+fn open_checked<'a>(
+    store: &'a dyn Store,
+    m: &'a Manifest,
+    s: &'a SourceRecord,
     identities: &[Box<dyn age::Identity + Send + Sync>],
     identity_file: &str,
-) -> anyhow::Result<TarSummary> {
+) -> anyhow::Result<crate::pipeline::DecodedStream<'a>> {
     let prefix = m.id.prefix();
     let stream = match open_stream(store, &prefix, s, &m.recipients, identities, identity_file) {
         Ok(stream) => stream,
@@ -183,6 +220,64 @@ fn restore_one(
             return Err(e.into());
         }
     };
+    Ok(stream)
+}
+
+/// Writes a database stream's decrypted dump to `file` (0600), removing it if the stream fails.
+fn restore_dump(
+    store: &dyn Store,
+    m: &Manifest,
+    s: &SourceRecord,
+    file: &Path,
+    identities: &[Box<dyn age::Identity + Send + Sync>],
+    identity_file: &str,
+) -> anyhow::Result<u64> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let stream = open_checked(store, m, s, identities, identity_file)?;
+    let bar = Progress::bytes(&format!("restore {}", s.name), Some(s.plaintext_bytes));
+    let counted = CountingRead {
+        inner: stream,
+        bar: &bar,
+    };
+    let mut out = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(file)
+        .with_context(|| format!("creating {}", file.display()))?;
+    let copied = std::thread::scope(|scope| {
+        std::io::copy(&mut read_ahead(scope, counted), &mut out).and_then(|n| {
+            out.sync_all()?;
+            Ok(n)
+        })
+    });
+    bar.finish();
+    copied.map_err(|e| {
+        let _ = fs::remove_file(file);
+        let next = match find_part_problem(&e) {
+            Some(p) if !p.is_damage() => {
+                "check that the store is reachable and readable, then retry"
+            }
+            _ => "restore an older snapshot ('coffer list')",
+        };
+        anyhow!(e).context(format!(
+            "restore of '{}' from snapshot {} failed and the partial dump was removed: {next}",
+            s.name, m.id
+        ))
+    })
+}
+
+fn restore_one(
+    store: &dyn Store,
+    m: &Manifest,
+    s: &SourceRecord,
+    dir: &Path,
+    identities: &[Box<dyn age::Identity + Send + Sync>],
+    identity_file: &str,
+) -> anyhow::Result<TarSummary> {
+    let prefix = m.id.prefix();
+    let stream = open_checked(store, m, s, identities, identity_file)?;
     let bar = Progress::bytes(&format!("restore {}", s.name), Some(s.plaintext_bytes));
     let counted = CountingRead {
         inner: stream,

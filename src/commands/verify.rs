@@ -76,6 +76,9 @@ fn print_reports(m: &Manifest, reports: &[StreamReport]) {
     for r in reports {
         let status = if r.ok() { "ok " } else { "BAD" };
         let deep = match &r.deep {
+            Some(Ok(s)) if r.stream.ends_with(".sql.gz.age") => {
+                format!(", deep: {} of SQL decoded", human_bytes(s.file_bytes))
+            }
             Some(Ok(s)) => format!(
                 ", deep: {} files, {} directories, {} symlinks read",
                 s.counts.files, s.counts.directories, s.counts.symlinks

@@ -1,5 +1,9 @@
 //! Sources: what produces the plaintext bytes of one stream.
 
+mod command;
 mod directory;
+mod postgres;
 
+pub use command::{DumpCommand, DumpError, DumpOutcome};
 pub use directory::{DirectoryError, DirectorySource, Excludes, WalkOutcome, Warning, WarningKind};
+pub use postgres::PostgresSource;

@@ -273,6 +273,8 @@ fn plant_snapshot(env: &Env, tar: &[u8]) -> String {
             parts: encoded.parts,
             entries: None,
             warnings: Default::default(),
+            dump_tool: None,
+            dump_tool_version: None,
         }],
     };
     snapshot::write_manifest(&store, &manifest).unwrap();

@@ -7,5 +7,6 @@ mod config_examples;
 mod faults;
 mod golden;
 mod interop;
+mod postgres;
 mod roundtrip;
 mod store_faults;

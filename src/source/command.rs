@@ -1,0 +1,214 @@
+//! A dump tool run as a child process whose stdout is a source's byte stream (`pg_dump`,
+//! later `mariadb-dump`).
+//!
+//! Like ripgrep's CommandReader: stdout is copied as a stream, stderr is drained on its own
+//! thread (keeping its tail for the error message), and the exit status is checked at the end.
+//! A tool that exits non-zero or is killed fails the source even though bytes already flowed,
+//! so the backup writes no manifest. Secrets reach the child only through its environment,
+//! never its argument list (which every user can read in `ps`).
+
+use std::ffi::OsString;
+use std::io::{self, Read, Write};
+use std::os::unix::process::ExitStatusExt;
+use std::process::{Command, ExitStatus, Stdio};
+
+use secrecy::{ExposeSecret, SecretString};
+
+/// How much of the tool's stderr is kept for the error message.
+const STDERR_TAIL: usize = 4096;
+
+/// Why a dump tool failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DumpError {
+    #[error(
+        "cannot run {tool}: {source} (is it installed and on PATH? set its path in the config)"
+    )]
+    Spawn {
+        tool: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{tool} {status}; its last words: {stderr}")]
+    Failed {
+        tool: String,
+        status: String,
+        stderr: String,
+    },
+    #[error("writing {tool}'s output: {0}", tool = .1)]
+    Write(#[source] io::Error, String),
+    #[error("reading {tool}'s output: {0}", tool = .1)]
+    Read(#[source] io::Error, String),
+}
+
+impl From<io::Error> for DumpError {
+    fn from(e: io::Error) -> Self {
+        DumpError::Write(e, "the dump tool".into())
+    }
+}
+
+/// A dump tool invocation.
+pub struct DumpCommand {
+    /// The program (name on PATH or a path).
+    pub program: OsString,
+    pub args: Vec<OsString>,
+    /// Extra environment for the child; secret values stay wrapped until the spawn.
+    pub env: Vec<(String, SecretString)>,
+}
+
+/// What a finished dump produced.
+#[derive(Debug, Clone, Default)]
+pub struct DumpOutcome {
+    pub bytes: u64,
+    /// Non-empty stderr of a successful run (notices, warnings), trimmed.
+    pub stderr: String,
+}
+
+impl DumpCommand {
+    fn tool(&self) -> String {
+        self.program.to_string_lossy().into_owned()
+    }
+
+    /// Runs the tool, copying its stdout into `out`.
+    ///
+    /// # Errors
+    /// `Spawn` when it cannot start, `Failed` when it exits non-zero or is killed (with the
+    /// tail of its stderr), `Write`/`Read` when the stream fails (the child is killed).
+    pub fn run_into(&self, out: &mut dyn Write) -> Result<DumpOutcome, DumpError> {
+        let tool = self.tool();
+        let mut cmd = Command::new(&self.program);
+        cmd.args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in &self.env {
+            cmd.env(k, v.expose_secret());
+        }
+        let mut child = cmd.spawn().map_err(|source| DumpError::Spawn {
+            tool: tool.clone(),
+            source,
+        })?;
+        let mut stdout = child.stdout.take().expect("stdout is piped");
+        let mut stderr = child.stderr.take().expect("stderr is piped");
+        std::thread::scope(|scope| {
+            let tail = scope.spawn(move || {
+                let mut tail = Vec::new();
+                let mut buf = [0u8; 8192];
+                loop {
+                    match stderr.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            tail.extend_from_slice(&buf[..n]);
+                            if tail.len() > 2 * STDERR_TAIL {
+                                tail.drain(..tail.len() - STDERR_TAIL);
+                            }
+                        }
+                    }
+                }
+                let start = tail.len().saturating_sub(STDERR_TAIL);
+                String::from_utf8_lossy(&tail[start..]).trim().to_string()
+            });
+            let copied = copy(&mut stdout, out);
+            if copied.is_err() {
+                let _ = child.kill();
+            }
+            drop(stdout);
+            let status = child.wait();
+            let stderr = tail.join().unwrap_or_default();
+            let bytes = match copied {
+                Ok(n) => n,
+                Err(Side::Write(e)) => return Err(DumpError::Write(e, tool)),
+                Err(Side::Read(e)) => return Err(DumpError::Read(e, tool)),
+            };
+            let status = status.map_err(|e| DumpError::Read(e, tool.clone()))?;
+            if !status.success() {
+                return Err(DumpError::Failed {
+                    tool,
+                    status: describe(status),
+                    stderr: if stderr.is_empty() {
+                        "(nothing on stderr)".into()
+                    } else {
+                        stderr
+                    },
+                });
+            }
+            Ok(DumpOutcome { bytes, stderr })
+        })
+    }
+}
+
+enum Side {
+    Read(io::Error),
+    Write(io::Error),
+}
+
+fn copy(from: &mut dyn Read, to: &mut dyn Write) -> Result<u64, Side> {
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut total = 0u64;
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) => return Ok(total),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(Side::Read(e)),
+        };
+        to.write_all(&buf[..n]).map_err(Side::Write)?;
+        total += n as u64;
+    }
+}
+
+fn describe(status: ExitStatus) -> String {
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exited with status {code}"),
+        (None, Some(sig)) => format!("was killed by signal {sig}"),
+        _ => "failed".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sh(script: &str) -> DumpCommand {
+        DumpCommand {
+            program: "sh".into(),
+            args: vec!["-c".into(), script.into()],
+            env: vec![("SECRET_FOR_TEST".into(), SecretString::from("s3cr3t"))],
+        }
+    }
+
+    #[test]
+    fn streams_stdout_and_passes_secrets_by_environment() {
+        let mut out = Vec::new();
+        let done = sh("printf 'a%.0s' $(seq 1 100000); printf \"$SECRET_FOR_TEST\"; echo note >&2")
+            .run_into(&mut out)
+            .unwrap();
+        assert_eq!(done.bytes, 100_006);
+        assert!(out.ends_with(b"as3cr3t"));
+        assert_eq!(done.stderr, "note");
+    }
+
+    #[test]
+    fn a_failing_or_killed_tool_fails_with_its_stderr_tail() {
+        let mut out = Vec::new();
+        let err = sh("echo partial; echo 'FATAL: password authentication failed' >&2; exit 1")
+            .run_into(&mut out)
+            .unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("exited with status 1") && msg.contains("password authentication failed"),
+            "{msg}"
+        );
+        let err = sh("echo partial; kill -9 $$")
+            .run_into(&mut out)
+            .unwrap_err();
+        assert!(err.to_string().contains("killed by signal 9"), "{err}");
+        let err = DumpCommand {
+            program: "/nonexistent/pg_dump".into(),
+            args: vec![],
+            env: vec![],
+        }
+        .run_into(&mut out)
+        .unwrap_err();
+        assert!(matches!(err, DumpError::Spawn { .. }), "{err}");
+    }
+}

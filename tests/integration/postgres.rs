@@ -1,0 +1,304 @@
+//! PostgreSQL sources against the real server on this machine (127.0.0.1:5432, user postgres).
+//! Each test makes and drops its own uniquely named databases.
+
+use std::fs;
+use std::process::Command;
+
+use crate::support::Env;
+
+/// The server, or `None` (a skip) outside CI; under CI a missing server is a failure.
+fn server() -> Option<()> {
+    let ok = Command::new("psql")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-d",
+            "postgres",
+            "-tAc",
+            "select 1",
+        ])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok && std::env::var_os("CI").is_some() {
+        panic!("PostgreSQL is not reachable on 127.0.0.1:5432 (.ci/run starts it)");
+    }
+    if !ok {
+        eprintln!("skipping: PostgreSQL is not reachable on 127.0.0.1:5432");
+    }
+    ok.then_some(())
+}
+
+fn psql(db: &str, sql: &str) -> String {
+    let out = Command::new("psql")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-d",
+            db,
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-tAq",
+            "-c",
+            sql,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "psql {sql}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// A database that is dropped when the test ends.
+struct Db(String);
+
+impl Db {
+    fn new(tag: &str) -> Db {
+        let name = format!("coffer_{tag}_{:08x}", rand::random::<u32>());
+        psql("postgres", &format!("CREATE DATABASE {name}"));
+        Db(name)
+    }
+    fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:5432/{}", self.0)
+    }
+}
+
+impl Drop for Db {
+    fn drop(&mut self) {
+        let _ = Command::new("psql")
+            .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-qc"])
+            .arg(format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.0))
+            .output();
+    }
+}
+
+const SCHEMA: &str = r#"
+CREATE TABLE "tabSales Invoice" (
+    id bigserial PRIMARY KEY,
+    note text,
+    blob bytea,
+    amount numeric(18,6),
+    doc jsonb,
+    at timestamptz,
+    flag boolean
+);
+INSERT INTO "tabSales Invoice" (note, blob, amount, doc, at, flag)
+SELECT CASE WHEN i % 7 = 0 THEN NULL
+            ELSE 'it''s "row" ' || i || E'\nline two\ttab ✓ Ünïcødé ' || repeat('x', i % 50) END,
+       CASE WHEN i % 5 = 0 THEN NULL ELSE decode(md5(i::text), 'hex') || '\x00ff'::bytea END,
+       (i * 1.000001)::numeric(18,6),
+       jsonb_build_object('i', i, 'tags', jsonb_build_array('a', i % 3), 'q', 'quote"d'),
+       timestamptz '2026-01-01 00:00:00+03' + (i || ' minutes')::interval,
+       i % 2 = 0
+FROM generate_series(1, 50000) AS i;
+CREATE VIEW paid AS SELECT id, amount FROM "tabSales Invoice" WHERE flag;
+CREATE FUNCTION bump() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN NEW.amount := NEW.amount + 1; RETURN NEW; END $$;
+CREATE TRIGGER bump_amount BEFORE INSERT ON "tabSales Invoice" FOR EACH ROW EXECUTE FUNCTION bump();
+"#;
+
+/// An ordered checksum of a table's whole content.
+fn checksum(db: &str) -> String {
+    psql(
+        db,
+        r#"SELECT count(*) || ':' || md5(string_agg(t::text, '|' ORDER BY id)) FROM "tabSales Invoice" t"#,
+    )
+}
+
+fn pg_config(env: &Env, url: &str, extra: &str) -> std::path::PathBuf {
+    let path = env.path("pg.toml");
+    fs::write(
+        &path,
+        format!(
+            "state_dir = \"state\"\n[encryption]\nrecipients = [\"{}\"]\nidentity_file = \"{}\"\n\
+             [store]\ntype = \"local\"\npath = \"store\"\npart_size = \"256KiB\"\n\
+             [[source]]\nname = \"db\"\ntype = \"postgres\"\nurl = \"{url}\"\n{extra}\n",
+            env.recipient,
+            env.identity.display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+#[test]
+fn postgres_round_trip_restores_identical_content() {
+    let Some(()) = server() else { return };
+    let src = Db::new("src");
+    psql(&src.0, SCHEMA);
+    let before = checksum(&src.0);
+    assert!(before.starts_with("50000:"));
+
+    let env = Env::new();
+    let config = pg_config(&env, &src.url(), "");
+    let out = env.ok(&config, &["backup", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let source = &v["manifest"]["sources"][0];
+    assert_eq!(source["kind"], "postgres");
+    assert_eq!(source["stream"], "db.sql.gz.age");
+    assert!(
+        source["dump_tool_version"]
+            .as_str()
+            .unwrap()
+            .contains("pg_dump")
+    );
+    assert!(source["parts"].as_array().unwrap().len() > 1);
+    env.ok(&config, &["verify", "--deep"]);
+
+    let dir = env.path("restored");
+    env.ok(
+        &config,
+        &["restore", "latest", "--to", dir.to_str().unwrap()],
+    );
+    let dump = dir.join("db.sql");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        fs::metadata(&dump).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+
+    // Load the dump into a fresh database with stock psql and compare content.
+    let copy = Db::new("copy");
+    let load = Command::new("psql")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-d",
+            &copy.0,
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-q",
+            "-f",
+        ])
+        .arg(&dump)
+        .output()
+        .unwrap();
+    assert!(
+        load.status.success(),
+        "{}",
+        String::from_utf8_lossy(&load.stderr)
+    );
+    assert_eq!(checksum(&copy.0), before);
+    assert_eq!(psql(&copy.0, "SELECT count(*) FROM paid"), "25000");
+    // The trigger came along: an insert is bumped by one.
+    psql(
+        &copy.0,
+        r#"INSERT INTO "tabSales Invoice" (id, amount) VALUES (0, 1)"#,
+    );
+    assert_eq!(
+        psql(
+            &copy.0,
+            r#"SELECT amount FROM "tabSales Invoice" WHERE id = 0"#
+        ),
+        "2.000000"
+    );
+}
+
+#[test]
+fn a_failing_dump_leaves_no_snapshot_and_says_why() {
+    let Some(()) = server() else { return };
+    let env = Env::new();
+    // Unreachable server.
+    let config = pg_config(&env, "postgres://postgres@127.0.0.1:1/nothing", "");
+    let out = env.fails(&config, &["backup"]);
+    assert!(
+        out.contains("pg_dump exited with status 1") && out.contains("127.0.0.1"),
+        "{out}"
+    );
+    assert!(out.contains("no snapshot was written"), "{out}");
+    // A dump tool killed halfway, after output already flowed.
+    let tool = env.path("dying-pg_dump");
+    fs::write(
+        &tool,
+        "#!/bin/sh\nprintf 'CREATE TABLE t (i int);\\n'\nhead -c 300000 /dev/urandom\nkill -9 $$\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(&tool, fs::Permissions::from_mode(0o755)).unwrap();
+    let config = pg_config(
+        &env,
+        "postgres://postgres@127.0.0.1:5432/postgres",
+        &format!("dump_tool = \"{}\"", tool.display()),
+    );
+    let out = env.fails(&config, &["backup"]);
+    assert!(out.contains("killed by signal 9"), "{out}");
+    assert!(env.ok(&config, &["list", "--json"]).trim() == "[]");
+    assert!(
+        !env.store().join("snapshots").exists()
+            || fs::read_dir(env.store().join("snapshots")).unwrap().count() == 0
+    );
+}
+
+#[test]
+fn the_password_goes_by_environment_never_by_argument() {
+    let Some(()) = server() else { return };
+    let env = Env::new();
+    let secret = "Sup3r-s3cret-pw";
+    let pw_file = env.path("pg-password");
+    fs::write(&pw_file, format!("{secret}\n")).unwrap();
+    // A stand-in pg_dump that records what it was given, then dumps for real.
+    let record = env.path("record");
+    let tool = env.path("recording-pg_dump");
+    fs::write(
+        &tool,
+        format!(
+            "#!/bin/sh\nif [ \"$1\" = --version ]; then exec pg_dump --version; fi\n\
+             printf '%s\\n' \"$@\" > '{r}.args'\nprintf '%s' \"$PGPASSWORD\" > '{r}.env'\nexec pg_dump \"$@\"\n",
+            r = record.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(&tool, fs::Permissions::from_mode(0o755)).unwrap();
+    let db = Db::new("pw");
+    psql(&db.0, "CREATE TABLE t (i int); INSERT INTO t VALUES (1)");
+    let config = pg_config(
+        &env,
+        &db.url(),
+        &format!(
+            "password_file = \"{}\"\ndump_tool = \"{}\"",
+            pw_file.display(),
+            tool.display()
+        ),
+    );
+    let out = env.run(&config, &["backup"]);
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{all}");
+    assert!(
+        !all.contains(secret),
+        "the password leaked into the output: {all}"
+    );
+    let args = fs::read_to_string(format!("{}.args", record.display())).unwrap();
+    assert!(
+        !args.contains(secret),
+        "password on the command line: {args}"
+    );
+    assert!(args.contains("--no-password"));
+    assert_eq!(
+        fs::read_to_string(format!("{}.env", record.display())).unwrap(),
+        secret
+    );
+    // A url with a password inside is refused outright.
+    let bad = pg_config(
+        &env,
+        &format!("postgres://postgres:{secret}@127.0.0.1/x"),
+        "",
+    );
+    let out = env.fails(&bad, &["backup"]);
+    assert!(
+        out.contains("password_file") && !out.contains(secret),
+        "{out}"
+    );
+}
