@@ -129,6 +129,12 @@ pub enum SourceKind {
         path: PathBuf,
         exclude: Vec<String>,
     },
+    /// A MariaDB/MySQL database dumped with `mariadb-dump` / `mysqldump`.
+    Mysql {
+        url: DbUrl,
+        password: Option<SecretRef>,
+        dump_tool: Option<PathBuf>,
+    },
     /// A PostgreSQL database dumped with `pg_dump` (plain SQL).
     Postgres {
         /// `postgres://user@host:port/db`, without a password.
@@ -146,6 +152,7 @@ impl SourceConfig {
         match self.kind {
             SourceKind::Directory { .. } => "directory",
             SourceKind::Postgres { .. } => "postgres",
+            SourceKind::Mysql { .. } => "mysql",
         }
     }
 
@@ -153,7 +160,9 @@ impl SourceConfig {
     pub fn stream_name(&self) -> String {
         match self.kind {
             SourceKind::Directory { .. } => format!("{}.tar.gz.age", self.name),
-            SourceKind::Postgres { .. } => format!("{}.sql.gz.age", self.name),
+            SourceKind::Postgres { .. } | SourceKind::Mysql { .. } => {
+                format!("{}.sql.gz.age", self.name)
+            }
         }
     }
 }
@@ -180,6 +189,67 @@ impl SecretRef {
                 .map(secrecy::SecretString::from)
                 .map_err(|_| format!("environment variable {var} (holding a secret) is not set")),
         }
+    }
+}
+
+/// A database address `scheme://user@host:port/database` (no password: that is a secret).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DbUrl {
+    pub user: String,
+    pub host: String,
+    pub port: u16,
+    pub database: String,
+}
+
+impl DbUrl {
+    /// Parses `mysql://user@host[:port]/database`.
+    ///
+    /// # Errors
+    /// A message saying what is wrong with the url.
+    pub fn parse(url: &str, scheme: &str, default_port: u16) -> Result<DbUrl, String> {
+        let example = format!("{scheme}://user@host:{default_port}/dbname");
+        let rest = url
+            .strip_prefix(&format!("{scheme}://"))
+            .ok_or_else(|| format!("url '{url}' must look like {example}"))?;
+        let (authority, database) = rest
+            .split_once('/')
+            .ok_or_else(|| format!("url '{url}' names no database ({example})"))?;
+        let (user, hostport) = authority
+            .rsplit_once('@')
+            .ok_or_else(|| format!("url '{url}' names no user ({example})"))?;
+        if user.contains(':') {
+            return Err(
+                "the url holds a password: put it in password_file or password_env \
+                 instead (a url is printed in logs and process lists)"
+                    .into(),
+            );
+        }
+        let (host, port) = match hostport.rsplit_once(':') {
+            Some((h, p)) => (
+                h,
+                p.parse()
+                    .map_err(|_| format!("url '{url}': port '{p}' is not a number"))?,
+            ),
+            None => (hostport, default_port),
+        };
+        let safe = |s: &str| {
+            !s.is_empty()
+                && !s.starts_with('-')
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"_$-.".contains(&b))
+        };
+        if !safe(user) || !safe(host) || !safe(database) || database.contains('.') {
+            return Err(format!(
+                "url '{url}': user, host and database may hold only letters, digits, '_', '$', \
+                 '-' (and '.' in the host)"
+            ));
+        }
+        Ok(DbUrl {
+            user: user.into(),
+            host: host.into(),
+            port,
+            database: database.into(),
+        })
     }
 }
 
@@ -363,7 +433,48 @@ impl Config {
                     }
                 }
             };
+            let mut password = || match (s.password_file.clone(), s.password_env.clone()) {
+                (Some(_), Some(_)) => {
+                    problems.push(format!(
+                        "source '{}': give password_file or password_env, not both",
+                        s.name
+                    ));
+                    None
+                }
+                (Some(f), None) => Some(SecretRef::File(resolve(&f))),
+                (None, Some(v)) => Some(SecretRef::Env(v)),
+                (None, None) => None,
+            };
+            let password = password();
             let kind = match s.kind.as_str() {
+                "mysql" => {
+                    unused(
+                        &mut problems,
+                        &[
+                            ("path", s.path.is_some()),
+                            ("exclude", !s.exclude.is_empty()),
+                            ("no_owner", s.no_owner.is_some()),
+                        ],
+                    );
+                    let Some(url) = s.url else {
+                        problems.push(format!(
+                            "source '{}': url is required (mysql://user@host:3306/dbname)",
+                            s.name
+                        ));
+                        continue;
+                    };
+                    match DbUrl::parse(&url, "mysql", 3306) {
+                        Ok(url) => SourceKind::Mysql {
+                            url,
+                            password,
+                            dump_tool: s.dump_tool,
+                        },
+                        Err(why) => {
+                            problems.push(format!("source '{}': {why}", s.name));
+                            continue;
+                        }
+                    }
+                }
                 "postgres" => {
                     unused(
                         &mut problems,
@@ -382,18 +493,6 @@ impl Config {
                     if let Err(why) = check_postgres_url(&url) {
                         problems.push(format!("source '{}': {why}", s.name));
                     }
-                    let password = match (s.password_file, s.password_env) {
-                        (Some(_), Some(_)) => {
-                            problems.push(format!(
-                                "source '{}': give password_file or password_env, not both",
-                                s.name
-                            ));
-                            None
-                        }
-                        (Some(f), None) => Some(SecretRef::File(resolve(&f))),
-                        (None, Some(v)) => Some(SecretRef::Env(v)),
-                        (None, None) => None,
-                    };
                     SourceKind::Postgres {
                         url,
                         password,
@@ -431,7 +530,7 @@ impl Config {
                 },
                 other => {
                     problems.push(format!(
-                        "source '{}': type '{other}' is not supported by this build (supported: directory, postgres)",
+                        "source '{}': type '{other}' is not supported by this build (supported: directory, postgres, mysql)",
                         s.name
                     ));
                     continue;

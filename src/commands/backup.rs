@@ -16,7 +16,7 @@ use crate::config::{Config, SourceKind};
 use crate::pipeline::{EncodeError, EncodeOptions, encode_stream};
 use crate::progress::Progress;
 use crate::snapshot::{self, FORMAT_NAME, FORMAT_VERSION, Manifest, SnapshotId, SourceRecord};
-use crate::source::{DirectorySource, Excludes, PostgresSource, Warning};
+use crate::source::{DirectorySource, DumpOutcome, Excludes, MysqlSource, PostgresSource, Warning};
 use crate::store::{self, Store};
 
 /// What a finished backup did.
@@ -36,6 +36,23 @@ struct SourceExtras {
     warnings: Vec<Warning>,
     /// The dump tool and its version, for database sources.
     tool: Option<(String, Option<String>)>,
+}
+
+/// The extras of a finished database dump; the tool's stderr notices are logged.
+fn dumped(
+    source: &str,
+    tool: &str,
+    version: &Option<String>,
+    done: DumpOutcome,
+) -> anyhow::Result<SourceExtras> {
+    if !done.stderr.is_empty() {
+        tracing::warn!(source, "{tool} said: {}", done.stderr);
+    }
+    Ok(SourceExtras {
+        entries: None,
+        warnings: Vec::new(),
+        tool: Some((tool.to_string(), version.clone())),
+    })
 }
 
 /// An `anyhow::Error` as a `std::error::Error`, so any source can run in the pipeline.
@@ -149,17 +166,25 @@ pub fn backup(
                     dump_tool: dump_tool.clone(),
                 };
                 let version = pg.tool_version();
-                encode(&mut |w| {
-                    let done = pg.write_dump(w)?;
-                    if !done.stderr.is_empty() {
-                        tracing::warn!(source = %source.name, "pg_dump said: {}", done.stderr);
-                    }
-                    Ok(SourceExtras {
-                        entries: None,
-                        warnings: Vec::new(),
-                        tool: Some(("pg_dump".to_string(), version.clone())),
-                    })
-                })
+                encode(&mut |w| dumped(&source.name, "pg_dump", &version, pg.write_dump(w)?))
+            }
+            SourceKind::Mysql {
+                url,
+                password,
+                dump_tool,
+            } => {
+                let my = MysqlSource {
+                    url: url.clone(),
+                    password: password.clone(),
+                    dump_tool: dump_tool.clone(),
+                };
+                let version = my.tool_version();
+                let tool = my.tool();
+                let tool = tool.file_name().map_or_else(
+                    || tool.display().to_string(),
+                    |n| n.to_string_lossy().into_owned(),
+                );
+                encode(&mut |w| dumped(&source.name, &tool, &version, my.write_dump(w)?))
             }
         };
         let (encoded, extras) = match result {
@@ -298,7 +323,7 @@ pub fn run(config_path: &Path, args: &BackupArgs) -> anyhow::Result<ExitCode> {
                     .ok()
                     .map(|ex| DirectorySource::new(path, ex).estimate_tar_size()),
                 // A dump's size is unknown until it ends: a spinner, not a bar.
-                SourceKind::Postgres { .. } => None,
+                SourceKind::Postgres { .. } | SourceKind::Mysql { .. } => None,
             })
             .sum::<Option<u64>>()
     } else {

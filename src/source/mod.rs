@@ -2,8 +2,10 @@
 
 mod command;
 mod directory;
+mod mysql;
 mod postgres;
 
 pub use command::{DumpCommand, DumpError, DumpOutcome};
 pub use directory::{DirectoryError, DirectorySource, Excludes, WalkOutcome, Warning, WarningKind};
+pub use mysql::MysqlSource;
 pub use postgres::PostgresSource;

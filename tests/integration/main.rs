@@ -7,6 +7,7 @@ mod config_examples;
 mod faults;
 mod golden;
 mod interop;
+mod mysql;
 mod postgres;
 mod roundtrip;
 mod store_faults;

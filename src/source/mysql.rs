@@ -1,0 +1,123 @@
+//! A `mysql` source (MariaDB or MySQL): `mariadb-dump` (or `mysqldump`) streamed from the
+//! child's stdout, with `--single-transaction --quick --routines --triggers --events
+//! --hex-blob`.
+//!
+//! The password goes into a `[client]` option file, mode 0600, in a private temporary folder
+//! (0700) that is removed when the dump ends; the tool reads it through
+//! `--defaults-extra-file`. It never appears on the command line.
+
+use std::ffi::OsString;
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::PathBuf;
+use std::process::Command;
+
+use secrecy::ExposeSecret;
+
+use super::command::{DumpCommand, DumpError, DumpOutcome};
+use crate::config::{DbUrl, SecretRef};
+
+/// A MariaDB/MySQL database to dump.
+#[derive(Debug, Clone)]
+pub struct MysqlSource {
+    pub url: DbUrl,
+    pub password: Option<SecretRef>,
+    /// `None`: `mariadb-dump`, or `mysqldump` where that is missing.
+    pub dump_tool: Option<PathBuf>,
+}
+
+impl MysqlSource {
+    /// The dump tool to run.
+    pub fn tool(&self) -> PathBuf {
+        if let Some(t) = &self.dump_tool {
+            return t.clone();
+        }
+        let found = |name: &str| {
+            std::env::var_os("PATH").is_some_and(|path| {
+                std::env::split_paths(&path).any(|dir| dir.join(name).is_file())
+            })
+        };
+        PathBuf::from(if found("mariadb-dump") || !found("mysqldump") {
+            "mariadb-dump"
+        } else {
+            "mysqldump"
+        })
+    }
+
+    /// The tool's `--version` answer, for the manifest.
+    pub fn tool_version(&self) -> Option<String> {
+        let out = Command::new(self.tool()).arg("--version").output().ok()?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        out.status
+            .success()
+            .then(|| text.lines().next().unwrap_or("").trim().to_string())
+    }
+
+    /// Dumps the database into `out`.
+    ///
+    /// # Errors
+    /// When the password cannot be read or the option file written, and as
+    /// `DumpCommand::run_into`.
+    pub fn write_dump(&self, out: &mut dyn Write) -> Result<DumpOutcome, DumpError> {
+        let tool = self.tool();
+        let setup_err = |source: std::io::Error| DumpError::Spawn {
+            tool: tool.display().to_string(),
+            source,
+        };
+        // Private folder (0700) for the option file; removed on drop, whatever happens.
+        let private = tempfile::Builder::new()
+            .prefix("coffer-mysql-")
+            .tempdir()
+            .map_err(setup_err)?;
+        std::fs::set_permissions(private.path(), std::fs::Permissions::from_mode(0o700))
+            .map_err(setup_err)?;
+        let cnf = private.path().join("client.cnf");
+        let mut text = String::from("[client]\n");
+        if let Some(secret) = &self.password {
+            let password = secret
+                .load()
+                .map_err(|why| setup_err(std::io::Error::other(why)))?;
+            let escaped = password
+                .expose_secret()
+                .replace('\\', "\\\\")
+                .replace('"', "\\\"");
+            text.push_str(&format!("password=\"{escaped}\"\n"));
+        }
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&cnf)
+            .map_err(setup_err)?;
+        file.write_all(text.as_bytes()).map_err(setup_err)?;
+        drop(file);
+        // --defaults-extra-file must come first.
+        let mut args: Vec<OsString> =
+            vec![format!("--defaults-extra-file={}", cnf.display()).into()];
+        for a in [
+            "--single-transaction",
+            "--quick",
+            "--routines",
+            "--triggers",
+            "--events",
+            "--hex-blob",
+            "--protocol=TCP",
+        ] {
+            args.push(a.into());
+        }
+        args.push(format!("--host={}", self.url.host).into());
+        args.push(format!("--port={}", self.url.port).into());
+        args.push(format!("--user={}", self.url.user).into());
+        // DbUrl::parse allows only [A-Za-z0-9_$-] names not starting with '-'.
+        args.push(self.url.database.clone().into());
+        let result = DumpCommand {
+            program: tool.into_os_string(),
+            args,
+            env: Vec::new(),
+        }
+        .run_into(out);
+        drop(private);
+        result
+    }
+}

@@ -1,0 +1,262 @@
+//! MariaDB/MySQL sources against the real server on this machine (127.0.0.1:3306, root, no
+//! password). Each test makes and drops its own uniquely named databases and users.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::process::{Command, Stdio};
+
+use crate::support::Env;
+
+fn server() -> Option<()> {
+    let ok = Command::new("mariadb")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-P",
+            "3306",
+            "-u",
+            "root",
+            "-e",
+            "SELECT 1",
+        ])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok && std::env::var_os("CI").is_some() {
+        panic!("MariaDB is not reachable on 127.0.0.1:3306 (.ci/run starts it)");
+    }
+    if !ok {
+        eprintln!("skipping: MariaDB is not reachable on 127.0.0.1:3306");
+    }
+    ok.then_some(())
+}
+
+fn sql(db: &str, statements: &str) -> String {
+    let out = Command::new("mariadb")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-P",
+            "3306",
+            "-u",
+            "root",
+            "-N",
+            "-B",
+            "-D",
+            db,
+            "-e",
+            statements,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{statements}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+struct Db(String);
+
+impl Db {
+    fn new(tag: &str) -> Db {
+        let name = format!("coffer_{tag}_{:08x}", rand::random::<u32>());
+        sql(
+            "mysql",
+            &format!("CREATE DATABASE {name} CHARACTER SET utf8mb4"),
+        );
+        Db(name)
+    }
+    fn url(&self, user: &str) -> String {
+        format!("mysql://{user}@127.0.0.1:3306/{}", self.0)
+    }
+}
+
+impl Drop for Db {
+    fn drop(&mut self) {
+        let _ = Command::new("mariadb")
+            .args(["-h", "127.0.0.1", "-u", "root", "-e"])
+            .arg(format!("DROP DATABASE IF EXISTS {}", self.0))
+            .output();
+    }
+}
+
+const SCHEMA: &str = r#"
+SET SESSION max_recursive_iterations = 100000;
+CREATE TABLE `tabSales Invoice` (
+  id INT AUTO_INCREMENT PRIMARY KEY,
+  note TEXT,
+  bin LONGBLOB,
+  amount DECIMAL(18,6),
+  doc JSON,
+  at DATETIME(6),
+  ts TIMESTAMP NULL,
+  flag TINYINT
+) CHARACTER SET utf8mb4;
+INSERT INTO `tabSales Invoice` (note, bin, amount, doc, at, ts, flag)
+WITH RECURSIVE seq (n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM seq WHERE n < 50000)
+SELECT IF(n % 7 = 0, NULL, CONCAT('it''s "row" ', n, '\nline two\ttab ✓ Ünïcødé ', REPEAT('x', n % 50))),
+       IF(n % 5 = 0, NULL, CONCAT(UNHEX(MD5(n)), X'00FF')),
+       n * 1.000001,
+       JSON_OBJECT('i', n, 'q', 'quote"d'),
+       TIMESTAMP('2026-01-01 00:00:00') + INTERVAL n MINUTE + INTERVAL 123456 MICROSECOND,
+       IF(n % 3 = 0, NULL, FROM_UNIXTIME(1700000000 + n)),
+       n % 2
+FROM seq;
+CREATE VIEW paid AS SELECT id, amount FROM `tabSales Invoice` WHERE flag = 1;
+CREATE TRIGGER bump BEFORE INSERT ON `tabSales Invoice` FOR EACH ROW SET NEW.amount = NEW.amount + 1;
+"#;
+
+fn checksum(db: &str) -> String {
+    sql(
+        db,
+        "SET SESSION group_concat_max_len = 1073741824; \
+         SELECT CONCAT(COUNT(*), ':', MD5(GROUP_CONCAT(CONCAT_WS('#', id, IFNULL(note, 'N'), \
+         IFNULL(HEX(bin), 'N'), amount, doc, at, IFNULL(ts, 'N'), flag) ORDER BY id SEPARATOR '|'))) \
+         FROM `tabSales Invoice`",
+    )
+}
+
+fn my_config(env: &Env, url: &str, extra: &str) -> std::path::PathBuf {
+    let path = env.path("my.toml");
+    fs::write(
+        &path,
+        format!(
+            "state_dir = \"state\"\n[encryption]\nrecipients = [\"{}\"]\nidentity_file = \"{}\"\n\
+             [store]\ntype = \"local\"\npath = \"store\"\npart_size = \"256KiB\"\n\
+             [[source]]\nname = \"db\"\ntype = \"mysql\"\nurl = \"{url}\"\n{extra}\n",
+            env.recipient,
+            env.identity.display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+#[test]
+fn mariadb_round_trip_restores_identical_content() {
+    let Some(()) = server() else { return };
+    let src = Db::new("src");
+    sql(&src.0, SCHEMA);
+    let before = checksum(&src.0);
+    assert!(before.starts_with("50000:"), "{before}");
+
+    let env = Env::new();
+    let config = my_config(&env, &src.url("root"), "");
+    let out = env.ok(&config, &["backup", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let source = &v["manifest"]["sources"][0];
+    assert_eq!(source["kind"], "mysql");
+    assert_eq!(source["dump_tool"], "mariadb-dump");
+    env.ok(&config, &["verify", "--deep"]);
+    let dir = env.path("restored");
+    env.ok(
+        &config,
+        &["restore", "latest", "--to", dir.to_str().unwrap()],
+    );
+
+    let copy = Db::new("copy");
+    let load = Command::new("mariadb")
+        .args(["-h", "127.0.0.1", "-u", "root", "-D", &copy.0])
+        .stdin(Stdio::from(fs::File::open(dir.join("db.sql")).unwrap()))
+        .output()
+        .unwrap();
+    assert!(
+        load.status.success(),
+        "{}",
+        String::from_utf8_lossy(&load.stderr)
+    );
+    assert_eq!(checksum(&copy.0), before);
+    assert_eq!(sql(&copy.0, "SELECT COUNT(*) FROM paid"), "25000");
+    sql(
+        &copy.0,
+        "INSERT INTO `tabSales Invoice` (id, amount) VALUES (60000, 1)",
+    );
+    assert_eq!(
+        sql(
+            &copy.0,
+            "SELECT amount FROM `tabSales Invoice` WHERE id = 60000"
+        ),
+        "2.000000"
+    );
+}
+
+#[test]
+fn mariadb_password_goes_by_a_private_option_file_and_a_wrong_one_fails() {
+    let Some(()) = server() else { return };
+    let db = Db::new("pw");
+    sql(&db.0, "CREATE TABLE t (i INT); INSERT INTO t VALUES (1)");
+    let user = format!("coffer_u{:08x}", rand::random::<u32>());
+    let secret = "Pa\"ss\\w0rd-s3cret";
+    sql(
+        "mysql",
+        &format!(
+            "CREATE USER '{user}'@'%' IDENTIFIED BY '{}'; GRANT ALL ON {}.* TO '{user}'@'%'",
+            secret.replace('\\', "\\\\").replace('"', "\\\""),
+            db.0
+        ),
+    );
+    let env = Env::new();
+    let record = env.path("rec");
+    let tool = env.path("recording-mariadb-dump");
+    fs::write(
+        &tool,
+        format!(
+            "#!/bin/sh\nif [ \"$1\" = --version ]; then exec mariadb-dump --version; fi\n\
+             printf '%s\\n' \"$@\" > '{r}.args'\ncnf=\"${{1#--defaults-extra-file=}}\"\n\
+             cp \"$cnf\" '{r}.cnf'; stat -c %a \"$cnf\" > '{r}.mode'; stat -c %a \"$(dirname \"$cnf\")\" > '{r}.dirmode'\n\
+             exec mariadb-dump \"$@\"\n",
+            r = record.display()
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&tool, fs::Permissions::from_mode(0o755)).unwrap();
+    let pw_file = env.path("pw");
+    fs::write(&pw_file, secret).unwrap();
+    let config = my_config(
+        &env,
+        &db.url(&user),
+        &format!(
+            "password_file = \"{}\"\ndump_tool = \"{}\"",
+            pw_file.display(),
+            tool.display()
+        ),
+    );
+    let out = env.run(&config, &["backup"]);
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{all}");
+    assert!(!all.contains(secret));
+    let rec = |ext: &str| fs::read_to_string(format!("{}.{ext}", record.display())).unwrap();
+    let args = rec("args");
+    assert!(
+        !args.contains("s3cret"),
+        "password on the command line: {args}"
+    );
+    assert!(rec("cnf").contains("s3cret"));
+    assert_eq!(rec("mode").trim(), "600");
+    assert_eq!(rec("dirmode").trim(), "700");
+    let cnf_path = args
+        .lines()
+        .next()
+        .unwrap()
+        .trim_start_matches("--defaults-extra-file=");
+    assert!(
+        !std::path::Path::new(cnf_path).exists(),
+        "the option file was removed"
+    );
+
+    // A wrong password fails the backup clearly, with no snapshot.
+    fs::write(&pw_file, "wrong").unwrap();
+    let before = env.ok(&config, &["list", "--json"]);
+    let out = env.fails(&config, &["backup"]);
+    assert!(
+        out.contains("Access denied") && out.contains("no snapshot was written"),
+        "{out}"
+    );
+    assert_eq!(env.ok(&config, &["list", "--json"]), before);
+    sql("mysql", &format!("DROP USER '{user}'@'%'"));
+}
