@@ -135,6 +135,11 @@ pub enum SourceKind {
         password: Option<SecretRef>,
         dump_tool: Option<PathBuf>,
     },
+    /// A SQLite database file dumped with the `sqlite3` shell's `.dump`.
+    Sqlite {
+        path: PathBuf,
+        dump_tool: PathBuf,
+    },
     /// A PostgreSQL database dumped with `pg_dump` (plain SQL).
     Postgres {
         /// `postgres://user@host:port/db`, without a password.
@@ -153,6 +158,7 @@ impl SourceConfig {
             SourceKind::Directory { .. } => "directory",
             SourceKind::Postgres { .. } => "postgres",
             SourceKind::Mysql { .. } => "mysql",
+            SourceKind::Sqlite { .. } => "sqlite",
         }
     }
 
@@ -160,7 +166,7 @@ impl SourceConfig {
     pub fn stream_name(&self) -> String {
         match self.kind {
             SourceKind::Directory { .. } => format!("{}.tar.gz.age", self.name),
-            SourceKind::Postgres { .. } | SourceKind::Mysql { .. } => {
+            SourceKind::Postgres { .. } | SourceKind::Mysql { .. } | SourceKind::Sqlite { .. } => {
                 format!("{}.sql.gz.age", self.name)
             }
         }
@@ -447,6 +453,28 @@ impl Config {
             };
             let password = password();
             let kind = match s.kind.as_str() {
+                "sqlite" => {
+                    unused(
+                        &mut problems,
+                        &[
+                            ("url", s.url.is_some()),
+                            ("exclude", !s.exclude.is_empty()),
+                            ("no_owner", s.no_owner.is_some()),
+                            ("password_file", password.is_some()),
+                        ],
+                    );
+                    let Some(p) = s.path else {
+                        problems.push(format!(
+                            "source '{}': path (the database file) is required for sqlite",
+                            s.name
+                        ));
+                        continue;
+                    };
+                    SourceKind::Sqlite {
+                        path: resolve(&p),
+                        dump_tool: s.dump_tool.unwrap_or_else(|| PathBuf::from("sqlite3")),
+                    }
+                }
                 "mysql" => {
                     unused(
                         &mut problems,
@@ -530,7 +558,7 @@ impl Config {
                 },
                 other => {
                     problems.push(format!(
-                        "source '{}': type '{other}' is not supported by this build (supported: directory, postgres, mysql)",
+                        "source '{}': type '{other}' is not supported by this build (supported: directory, postgres, mysql, sqlite)",
                         s.name
                     ));
                     continue;

@@ -16,7 +16,9 @@ use crate::config::{Config, SourceKind};
 use crate::pipeline::{EncodeError, EncodeOptions, encode_stream};
 use crate::progress::Progress;
 use crate::snapshot::{self, FORMAT_NAME, FORMAT_VERSION, Manifest, SnapshotId, SourceRecord};
-use crate::source::{DirectorySource, DumpOutcome, Excludes, MysqlSource, PostgresSource, Warning};
+use crate::source::{
+    DirectorySource, DumpOutcome, Excludes, MysqlSource, PostgresSource, SqliteSource, Warning,
+};
 use crate::store::{self, Store};
 
 /// What a finished backup did.
@@ -167,6 +169,14 @@ pub fn backup(
                 };
                 let version = pg.tool_version();
                 encode(&mut |w| dumped(&source.name, "pg_dump", &version, pg.write_dump(w)?))
+            }
+            SourceKind::Sqlite { path, dump_tool } => {
+                let db = SqliteSource {
+                    path: path.clone(),
+                    dump_tool: dump_tool.clone(),
+                };
+                let version = db.tool_version();
+                encode(&mut |w| dumped(&source.name, "sqlite3", &version, db.write_dump(w)?))
             }
             SourceKind::Mysql {
                 url,
@@ -323,7 +333,9 @@ pub fn run(config_path: &Path, args: &BackupArgs) -> anyhow::Result<ExitCode> {
                     .ok()
                     .map(|ex| DirectorySource::new(path, ex).estimate_tar_size()),
                 // A dump's size is unknown until it ends: a spinner, not a bar.
-                SourceKind::Postgres { .. } | SourceKind::Mysql { .. } => None,
+                SourceKind::Postgres { .. }
+                | SourceKind::Mysql { .. }
+                | SourceKind::Sqlite { .. } => None,
             })
             .sum::<Option<u64>>()
     } else {

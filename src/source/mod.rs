@@ -4,8 +4,10 @@ mod command;
 mod directory;
 mod mysql;
 mod postgres;
+mod sqlite;
 
 pub use command::{DumpCommand, DumpError, DumpOutcome};
 pub use directory::{DirectoryError, DirectorySource, Excludes, WalkOutcome, Warning, WarningKind};
 pub use mysql::MysqlSource;
 pub use postgres::PostgresSource;
+pub use sqlite::SqliteSource;

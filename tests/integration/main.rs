@@ -10,4 +10,5 @@ mod interop;
 mod mysql;
 mod postgres;
 mod roundtrip;
+mod sqlite;
 mod store_faults;

@@ -1,0 +1,152 @@
+//! SQLite sources: a consistent dump while another process writes.
+
+use std::fs;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::support::Env;
+
+fn have_sqlite3() -> bool {
+    let ok = Command::new("sqlite3").arg("--version").output().is_ok();
+    if !ok && std::env::var_os("CI").is_some() {
+        panic!("sqlite3 is not installed (.ci/run installs it: apt-get install sqlite3)");
+    }
+    if !ok {
+        eprintln!("skipping: sqlite3 is not installed");
+    }
+    ok
+}
+
+fn sqlite(db: &std::path::Path, sql: &str) -> String {
+    let out = Command::new("sqlite3")
+        .args(["-bail", "-cmd", ".timeout 5000"])
+        .arg(db)
+        .arg(sql)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{sql}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+fn config(env: &Env, db: &std::path::Path) -> std::path::PathBuf {
+    let path = env.path("lite.toml");
+    fs::write(
+        &path,
+        format!(
+            "state_dir = \"state\"\n[encryption]\nrecipients = [\"{}\"]\nidentity_file = \"{}\"\n\
+             [store]\ntype = \"local\"\npath = \"store\"\n\
+             [[source]]\nname = \"app\"\ntype = \"sqlite\"\npath = \"{}\"\n",
+            env.recipient,
+            env.identity.display(),
+            db.display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+#[test]
+fn sqlite_dump_is_consistent_while_a_writer_inserts() {
+    if !have_sqlite3() {
+        return;
+    }
+    let env = Env::new();
+    let db = env.path("live.db");
+    sqlite(
+        &db,
+        "PRAGMA journal_mode=WAL; \
+         CREATE TABLE a (i INTEGER PRIMARY KEY, v TEXT); CREATE TABLE b (i INTEGER PRIMARY KEY, v TEXT); \
+         WITH RECURSIVE s(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM s WHERE n < 100000) \
+         INSERT INTO a SELECT n, 'row ' || n || ' ' || hex(randomblob(16)) FROM s; \
+         INSERT INTO b SELECT i, v FROM a;",
+    );
+    // Every transaction adds one row to each table: a consistent copy has equal counts.
+    let script = format!(
+        "i=100000; while :; do i=$((i+1)); sqlite3 -cmd '.timeout 5000' '{db}' \
+         \"BEGIN; INSERT INTO a VALUES($i, 'w$i'); INSERT INTO b VALUES($i, 'w$i'); COMMIT;\" || exit 1; done",
+        db = db.display()
+    );
+    let mut writer = Command::new("sh")
+        .args(["-c", &script])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while sqlite(&db, "SELECT count(*) FROM a")
+        .parse::<u64>()
+        .unwrap()
+        < 100_010
+    {
+        assert!(Instant::now() < deadline, "the writer does not write");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let config = config(&env, &db);
+    let out = env.run(&config, &["backup", "--json"]);
+    let during = sqlite(&db, "SELECT count(*) FROM a")
+        .parse::<u64>()
+        .unwrap();
+    writer.kill().unwrap();
+    writer.wait().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["manifest"]["sources"][0]["kind"], "sqlite");
+
+    let dir = env.path("restored");
+    env.ok(
+        &config,
+        &["restore", "latest", "--to", dir.to_str().unwrap()],
+    );
+    let copy = env.path("copy.db");
+    let load = Command::new("sqlite3")
+        .arg(&copy)
+        .stdin(Stdio::from(fs::File::open(dir.join("app.sql")).unwrap()))
+        .output()
+        .unwrap();
+    assert!(
+        load.status.success(),
+        "{}",
+        String::from_utf8_lossy(&load.stderr)
+    );
+    let a: u64 = sqlite(&copy, "SELECT count(*) FROM a").parse().unwrap();
+    let b: u64 = sqlite(&copy, "SELECT count(*) FROM b").parse().unwrap();
+    assert_eq!(a, b, "the dump mixes two moments");
+    assert!(
+        a >= 100_010 && a <= during,
+        "{a} rows; {during} when the backup ended"
+    );
+    assert_eq!(
+        sqlite(&copy, "SELECT max(i) FROM a")
+            .parse::<u64>()
+            .unwrap(),
+        a,
+        "no gaps"
+    );
+    assert_eq!(sqlite(&copy, "PRAGMA integrity_check"), "ok");
+}
+
+#[test]
+fn a_missing_sqlite_file_fails_the_backup() {
+    if !have_sqlite3() {
+        return;
+    }
+    let env = Env::new();
+    let config = config(&env, &env.path("nope.db"));
+    let out = env.fails(&config, &["backup"]);
+    assert!(
+        out.contains("nope.db does not exist") && out.contains("no snapshot was written"),
+        "{out}"
+    );
+    assert!(
+        !env.path("nope.db").exists(),
+        "the backup must not create the database"
+    );
+}
