@@ -128,7 +128,12 @@ pub enum SourceKind {
     Directory {
         path: PathBuf,
         exclude: Vec<String>,
+        /// Only these paths below `path` (the Frappe preset's selection); empty: everything.
+        only: Vec<PathBuf>,
     },
+    /// A Frappe/ERPNext site folder (`sites/<site>`): expanded at backup time, from its
+    /// site_config.json, into its database and its files (`source::frappe`).
+    Frappe { path: PathBuf },
     /// A MariaDB/MySQL database dumped with `mariadb-dump` / `mysqldump`.
     Mysql {
         url: DbUrl,
@@ -136,10 +141,7 @@ pub enum SourceKind {
         dump_tool: Option<PathBuf>,
     },
     /// A SQLite database file dumped with the `sqlite3` shell's `.dump`.
-    Sqlite {
-        path: PathBuf,
-        dump_tool: PathBuf,
-    },
+    Sqlite { path: PathBuf, dump_tool: PathBuf },
     /// A PostgreSQL database dumped with `pg_dump` (plain SQL).
     Postgres {
         /// `postgres://user@host:port/db`, without a password.
@@ -159,13 +161,16 @@ impl SourceConfig {
             SourceKind::Postgres { .. } => "postgres",
             SourceKind::Mysql { .. } => "mysql",
             SourceKind::Sqlite { .. } => "sqlite",
+            SourceKind::Frappe { .. } => "frappe",
         }
     }
 
     /// The stream name of this source, e.g. `files.tar.gz.age` or `db.sql.gz.age`.
     pub fn stream_name(&self) -> String {
         match self.kind {
-            SourceKind::Directory { .. } => format!("{}.tar.gz.age", self.name),
+            SourceKind::Directory { .. } | SourceKind::Frappe { .. } => {
+                format!("{}.tar.gz.age", self.name)
+            }
             SourceKind::Postgres { .. } | SourceKind::Mysql { .. } | SourceKind::Sqlite { .. } => {
                 format!("{}.sql.gz.age", self.name)
             }
@@ -179,6 +184,11 @@ impl SourceConfig {
 pub enum SecretRef {
     File(PathBuf),
     Env(String),
+    /// A string field of a JSON file (a Frappe site_config.json's `db_password`).
+    JsonField {
+        file: PathBuf,
+        field: String,
+    },
 }
 
 impl SecretRef {
@@ -194,6 +204,16 @@ impl SecretRef {
             SecretRef::Env(var) => std::env::var(var)
                 .map(secrecy::SecretString::from)
                 .map_err(|_| format!("environment variable {var} (holding a secret) is not set")),
+            SecretRef::JsonField { file, field } => {
+                let text = std::fs::read_to_string(file)
+                    .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+                let json: serde_json::Value = serde_json::from_str(&text)
+                    .map_err(|e| format!("{} is not valid JSON: {e}", file.display()))?;
+                json.get(field)
+                    .and_then(|v| v.as_str())
+                    .map(|s| secrecy::SecretString::from(s.to_string()))
+                    .ok_or_else(|| format!("{} has no string field '{field}'", file.display()))
+            }
         }
     }
 }
@@ -453,6 +473,26 @@ impl Config {
             };
             let password = password();
             let kind = match s.kind.as_str() {
+                "frappe" => {
+                    unused(
+                        &mut problems,
+                        &[
+                            ("url", s.url.is_some()),
+                            ("exclude", !s.exclude.is_empty()),
+                            ("password_file", password.is_some()),
+                            ("no_owner", s.no_owner.is_some()),
+                            ("dump_tool", s.dump_tool.is_some()),
+                        ],
+                    );
+                    let Some(p) = s.path else {
+                        problems.push(format!(
+                            "source '{}': path (the site folder, sites/<site>) is required for frappe",
+                            s.name
+                        ));
+                        continue;
+                    };
+                    SourceKind::Frappe { path: resolve(&p) }
+                }
                 "sqlite" => {
                     unused(
                         &mut problems,
@@ -546,6 +586,7 @@ impl Config {
                         SourceKind::Directory {
                             path: resolve(&p),
                             exclude: s.exclude,
+                            only: Vec::new(),
                         }
                     }
                     None => {
@@ -558,7 +599,7 @@ impl Config {
                 },
                 other => {
                     problems.push(format!(
-                        "source '{}': type '{other}' is not supported by this build (supported: directory, postgres, mysql, sqlite)",
+                        "source '{}': type '{other}' is not supported by this build (supported: directory, postgres, mysql, sqlite, frappe)",
                         s.name
                     ));
                     continue;

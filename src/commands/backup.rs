@@ -32,6 +32,34 @@ pub struct BackupReport {
     pub swept: Vec<String>,
 }
 
+/// The sources to back up, with presets (frappe) expanded into their parts.
+///
+/// # Errors
+/// When a preset cannot be read, or an expanded name clashes with another source.
+pub fn expand_sources(
+    configured: &[crate::config::SourceConfig],
+) -> anyhow::Result<Vec<crate::config::SourceConfig>> {
+    let mut out: Vec<crate::config::SourceConfig> = Vec::new();
+    for s in configured {
+        let parts = match &s.kind {
+            SourceKind::Frappe { path } => crate::source::frappe::expand(&s.name, path)?,
+            _ => vec![s.clone()],
+        };
+        for p in parts {
+            if out.iter().any(|o| o.name == p.name) {
+                anyhow::bail!(
+                    "source name '{}' is used twice once the frappe preset '{}' is expanded; \
+                     rename one of them",
+                    p.name,
+                    s.name
+                );
+            }
+            out.push(p);
+        }
+    }
+    Ok(out)
+}
+
 /// What a source reports besides its bytes.
 struct SourceExtras {
     entries: Option<crate::snapshot::EntryCounts>,
@@ -126,9 +154,10 @@ pub fn backup(
         part_size: config.store.part_size,
         compress: config.compression,
     };
+    let expanded = expand_sources(&config.sources)?;
     let mut sources = Vec::new();
     let mut warnings = Vec::new();
-    for source in &config.sources {
+    for source in &expanded {
         let stream = source.stream_name();
         let encode = |produce: &mut dyn FnMut(
             &mut crate::pipeline::BlockWriter<'_>,
@@ -144,8 +173,16 @@ pub fn backup(
             )
         };
         let result = match &source.kind {
-            SourceKind::Directory { path, exclude } => {
-                let dir = DirectorySource::new(path, Excludes::new(exclude)?);
+            SourceKind::Frappe { .. } => {
+                anyhow::bail!("source '{}': a frappe preset left unexpanded", source.name)
+            }
+            SourceKind::Directory {
+                path,
+                exclude,
+                only,
+            } => {
+                let dir =
+                    DirectorySource::new(path, Excludes::new(exclude)?).with_only(only.clone());
                 encode(&mut |w| {
                     let walk = dir.write_tar(w)?;
                     Ok(SourceExtras {
@@ -325,17 +362,24 @@ pub fn run(config_path: &Path, args: &BackupArgs) -> anyhow::Result<ExitCode> {
     let store = store::from_config(&config.store);
     // On a terminal, a metadata-only walk first gives the bar a total and an ETA.
     let total = if crate::progress::is_interactive() {
-        config
-            .sources
+        expand_sources(&config.sources)
+            .unwrap_or_default()
             .iter()
             .map(|s| match &s.kind {
-                SourceKind::Directory { path, exclude } => Excludes::new(exclude)
-                    .ok()
-                    .map(|ex| DirectorySource::new(path, ex).estimate_tar_size()),
+                SourceKind::Directory {
+                    path,
+                    exclude,
+                    only,
+                } => Excludes::new(exclude).ok().map(|ex| {
+                    DirectorySource::new(path, ex)
+                        .with_only(only.clone())
+                        .estimate_tar_size()
+                }),
                 // A dump's size is unknown until it ends: a spinner, not a bar.
                 SourceKind::Postgres { .. }
                 | SourceKind::Mysql { .. }
-                | SourceKind::Sqlite { .. } => None,
+                | SourceKind::Sqlite { .. }
+                | SourceKind::Frappe { .. } => None,
             })
             .sum::<Option<u64>>()
     } else {

@@ -134,6 +134,7 @@ impl Excludes {
 pub struct DirectorySource {
     root: PathBuf,
     excludes: Excludes,
+    only: Vec<PathBuf>,
 }
 
 impl DirectorySource {
@@ -141,6 +142,26 @@ impl DirectorySource {
         DirectorySource {
             root: root.into(),
             excludes,
+            only: Vec::new(),
+        }
+    }
+
+    /// Backs up only these paths below the root (files or folders, relative), instead of
+    /// everything; a missing one is a `vanished` warning. Their parent folders are not entries.
+    pub fn with_only(mut self, only: Vec<PathBuf>) -> Self {
+        self.only = only;
+        self
+    }
+
+    /// The first level of the walk: the root's children, or the `only` paths.
+    fn top_entries(&self) -> io::Result<Vec<PathBuf>> {
+        if self.only.is_empty() {
+            Ok(read_names(&self.root)?
+                .into_iter()
+                .map(PathBuf::from)
+                .collect())
+        } else {
+            Ok(self.only.clone())
         }
     }
 
@@ -148,23 +169,21 @@ impl DirectorySource {
     /// metadata-only walk: for progress bars. Unreadable parts count as empty.
     pub fn estimate_tar_size(&self) -> u64 {
         let mut total = 1024; // end-of-archive blocks
-        let mut stack = vec![PathBuf::new()];
+        let mut stack = self.top_entries().unwrap_or_default();
         while let Some(rel) = stack.pop() {
-            let Ok(entries) = fs::read_dir(self.root.join(&rel)) else {
+            if self.excludes.excludes(&rel) {
+                continue;
+            }
+            let Ok(meta) = fs::symlink_metadata(self.root.join(&rel)) else {
                 continue;
             };
-            for entry in entries.flatten() {
-                let rel = rel.join(entry.file_name());
-                if self.excludes.excludes(&rel) {
-                    continue;
+            total += 512;
+            if meta.is_dir() {
+                if let Ok(names) = read_names(&self.root.join(&rel)) {
+                    stack.extend(names.into_iter().map(|n| rel.join(n)));
                 }
-                let Ok(meta) = entry.metadata() else { continue };
-                total += 512;
-                if meta.is_dir() {
-                    stack.push(rel);
-                } else if meta.is_file() {
-                    total += meta.len().div_ceil(512) * 512;
-                }
+            } else if meta.is_file() {
+                total += meta.len().div_ceil(512) * 512;
             }
         }
         total
@@ -190,13 +209,11 @@ impl DirectorySource {
         };
         // Pending entries, last first, so names come out in sorted order. A root that cannot
         // be listed is a failure, not an empty backup.
-        let mut stack: Vec<PathBuf> = Vec::new();
-        let mut names = read_names(&self.root).map_err(|source| DirectoryError::Root {
+        let mut stack = self.top_entries().map_err(|source| DirectoryError::Root {
             path: self.root.clone(),
             source,
         })?;
-        names.sort_by(|a, b| b.as_bytes().cmp(a.as_bytes()));
-        stack.extend(names.into_iter().map(PathBuf::from));
+        stack.sort_by(|a, b| b.as_os_str().as_bytes().cmp(a.as_os_str().as_bytes()));
         while let Some(rel) = stack.pop() {
             if self.excludes.excludes(&rel) {
                 continue;

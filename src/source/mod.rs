@@ -2,6 +2,7 @@
 
 mod command;
 mod directory;
+pub mod frappe;
 mod mysql;
 mod postgres;
 mod sqlite;

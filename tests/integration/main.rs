@@ -5,6 +5,7 @@ mod support;
 
 mod config_examples;
 mod faults;
+mod frappe;
 mod golden;
 mod interop;
 mod mysql;

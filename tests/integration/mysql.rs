@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 
 use crate::support::Env;
 
-fn server() -> Option<()> {
+pub(crate) fn server() -> Option<()> {
     let ok = Command::new("mariadb")
         .args([
             "-h",
@@ -30,7 +30,7 @@ fn server() -> Option<()> {
     ok.then_some(())
 }
 
-fn sql(db: &str, statements: &str) -> String {
+pub(crate) fn sql(db: &str, statements: &str) -> String {
     let out = Command::new("mariadb")
         .args([
             "-h",
@@ -56,10 +56,10 @@ fn sql(db: &str, statements: &str) -> String {
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
-struct Db(String);
+pub(crate) struct Db(pub(crate) String);
 
 impl Db {
-    fn new(tag: &str) -> Db {
+    pub(crate) fn new(tag: &str) -> Db {
         let name = format!("coffer_{tag}_{:08x}", rand::random::<u32>());
         sql(
             "mysql",

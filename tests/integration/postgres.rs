@@ -7,7 +7,7 @@ use std::process::Command;
 use crate::support::Env;
 
 /// The server, or `None` (a skip) outside CI; under CI a missing server is a failure.
-fn server() -> Option<()> {
+pub(crate) fn server() -> Option<()> {
     let ok = Command::new("psql")
         .args([
             "-h",
@@ -30,7 +30,7 @@ fn server() -> Option<()> {
     ok.then_some(())
 }
 
-fn psql(db: &str, sql: &str) -> String {
+pub(crate) fn psql(db: &str, sql: &str) -> String {
     let out = Command::new("psql")
         .args([
             "-h",
@@ -56,10 +56,10 @@ fn psql(db: &str, sql: &str) -> String {
 }
 
 /// A database that is dropped when the test ends.
-struct Db(String);
+pub(crate) struct Db(pub(crate) String);
 
 impl Db {
-    fn new(tag: &str) -> Db {
+    pub(crate) fn new(tag: &str) -> Db {
         let name = format!("coffer_{tag}_{:08x}", rand::random::<u32>());
         psql("postgres", &format!("CREATE DATABASE {name}"));
         Db(name)

@@ -1,0 +1,179 @@
+//! The frappe preset on fixture site folders whose site_config.json points at a real MariaDB
+//! database and at a real PostgreSQL one.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use crate::support::Env;
+use crate::{mysql, postgres};
+
+/// `bench/sites/<site>` with files to keep and files to leave out.
+fn site(env: &Env, config_json: &str) -> PathBuf {
+    let sites = env.path("bench/sites");
+    let site = sites.join("erp.example.com");
+    for dir in [
+        "public/files",
+        "private/files/deep",
+        "private/backups",
+        "locks",
+    ] {
+        fs::create_dir_all(site.join(dir)).unwrap();
+    }
+    fs::write(
+        sites.join("common_site_config.json"),
+        r#"{"db_host": "localhost"}"#,
+    )
+    .unwrap();
+    fs::write(site.join("site_config.json"), config_json).unwrap();
+    fs::write(site.join("public/files/logo.png"), b"png").unwrap();
+    fs::write(site.join("private/files/deep/invoice.pdf"), b"pdf").unwrap();
+    fs::write(site.join("private/backups/old-database.sql.gz"), b"old").unwrap();
+    fs::write(site.join("locks/bench.lock"), b"").unwrap();
+    site
+}
+
+fn preset_config(env: &Env, site: &Path) -> PathBuf {
+    let path = env.path("frappe.toml");
+    fs::write(
+        &path,
+        format!(
+            "state_dir = \"state\"\n[encryption]\nrecipients = [\"{}\"]\nidentity_file = \"{}\"\n\
+             [store]\ntype = \"local\"\npath = \"store\"\n\
+             [[source]]\nname = \"erp\"\ntype = \"frappe\"\npath = \"{}\"\n",
+            env.recipient,
+            env.identity.display(),
+            site.display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// Backs up the preset, restores it, and checks both halves; returns the restored SQL.
+fn back_up_and_restore(env: &Env, site: &Path, secret: &str, kind: &str) -> String {
+    let config = preset_config(env, site);
+    let out = env.run(&config, &["backup", "--json"]);
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{all}");
+    assert!(!all.contains(secret), "the db password leaked: {all}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let sources: Vec<(String, String)> = v["manifest"]["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["name"].as_str().unwrap().into(),
+                s["kind"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        sources,
+        [
+            ("erp-db".to_string(), kind.to_string()),
+            ("erp-files".into(), "directory".into())
+        ]
+    );
+    let dir = env.path("restored");
+    env.ok(
+        &config,
+        &["restore", "latest", "--to", dir.to_str().unwrap()],
+    );
+    let files = dir.join("erp-files");
+    assert_eq!(
+        fs::read(files.join("public/files/logo.png")).unwrap(),
+        b"png"
+    );
+    assert_eq!(
+        fs::read(files.join("private/files/deep/invoice.pdf")).unwrap(),
+        b"pdf"
+    );
+    assert_eq!(
+        fs::read(files.join("site_config.json")).unwrap(),
+        fs::read(site.join("site_config.json")).unwrap(),
+        "site_config.json (with the encryption_key) is kept"
+    );
+    assert!(!files.join("private/backups").exists() && !files.join("locks").exists());
+    fs::read_to_string(dir.join("erp-db.sql")).unwrap()
+}
+
+#[test]
+fn frappe_site_on_mariadb() {
+    let Some(()) = mysql::server() else { return };
+    let db = mysql::Db::new("frappe");
+    let secret = format!("pw-{:08x}", rand::random::<u32>());
+    // Frappe's convention: the database user is named like the database.
+    mysql::sql(
+        "mysql",
+        &format!(
+            "CREATE USER '{0}'@'%' IDENTIFIED BY '{secret}'; GRANT ALL ON {0}.* TO '{0}'@'%'",
+            db.0
+        ),
+    );
+    mysql::sql(
+        &db.0,
+        "CREATE TABLE `tabNote` (name VARCHAR(140) PRIMARY KEY); INSERT INTO `tabNote` VALUES ('hello-frappe')",
+    );
+    let env = Env::new();
+    let site = site(
+        &env,
+        &format!(
+            r#"{{"db_name": "{}", "db_password": "{secret}", "db_type": "mariadb", "encryption_key": "k3y"}}"#,
+            db.0
+        ),
+    );
+    let dump = back_up_and_restore(&env, &site, &secret, "mysql");
+    assert!(dump.contains("hello-frappe"));
+    mysql::sql("mysql", &format!("DROP USER '{}'@'%'", db.0));
+}
+
+#[test]
+fn frappe_site_on_postgres() {
+    let Some(()) = postgres::server() else { return };
+    let db = postgres::Db::new("frappe");
+    let secret = format!("pw-{:08x}", rand::random::<u32>());
+    postgres::psql(
+        "postgres",
+        &format!("CREATE ROLE {} LOGIN PASSWORD '{secret}'", db.0),
+    );
+    postgres::psql(
+        &db.0,
+        &format!(
+            "CREATE TABLE \"tabNote\" (name varchar(140) PRIMARY KEY); \
+             INSERT INTO \"tabNote\" VALUES ('hello-frappe'); GRANT SELECT ON \"tabNote\" TO {}",
+            db.0
+        ),
+    );
+    let env = Env::new();
+    let site = site(
+        &env,
+        &format!(
+            r#"{{"db_name": "{}", "db_password": "{secret}", "db_type": "postgres", "db_port": 5432}}"#,
+            db.0
+        ),
+    );
+    let dump = back_up_and_restore(&env, &site, &secret, "postgres");
+    assert!(dump.contains("hello-frappe"));
+    let role = db.0.clone();
+    drop(db);
+    postgres::psql("postgres", &format!("DROP ROLE IF EXISTS {role}"));
+}
+
+#[test]
+fn a_site_without_site_config_fails_before_storing_anything() {
+    let env = Env::new();
+    let site = env.path("sites/nosuch");
+    fs::create_dir_all(&site).unwrap();
+    let config = preset_config(&env, &site);
+    let out = env.fails(&config, &["backup"]);
+    assert!(
+        out.contains("site_config.json") && out.contains("frappe source 'erp'"),
+        "{out}"
+    );
+    assert!(!env.store().exists());
+}
