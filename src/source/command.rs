@@ -53,6 +53,8 @@ pub struct DumpCommand {
     pub args: Vec<OsString>,
     /// Extra environment for the child; secret values stay wrapped until the spawn.
     pub env: Vec<(String, SecretString)>,
+    /// A small script fed to the child's stdin (otherwise stdin is empty).
+    pub stdin: Option<Vec<u8>>,
 }
 
 /// What a finished dump produced.
@@ -77,7 +79,11 @@ impl DumpCommand {
         let tool = self.tool();
         let mut cmd = Command::new(&self.program);
         cmd.args(&self.args)
-            .stdin(Stdio::null())
+            .stdin(if self.stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         for (k, v) in &self.env {
@@ -87,6 +93,14 @@ impl DumpCommand {
             tool: tool.clone(),
             source,
         })?;
+        if let (Some(script), Some(mut stdin)) = (&self.stdin, child.stdin.take()) {
+            // Small enough for the pipe buffer; closing stdin ends the script.
+            if let Err(e) = stdin.write_all(script) {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(DumpError::Write(e, tool));
+            }
+        }
         let mut stdout = child.stdout.take().expect("stdout is piped");
         let mut stderr = child.stderr.take().expect("stderr is piped");
         std::thread::scope(|scope| {
@@ -173,6 +187,7 @@ mod tests {
             program: "sh".into(),
             args: vec!["-c".into(), script.into()],
             env: vec![("SECRET_FOR_TEST".into(), SecretString::from("s3cr3t"))],
+            stdin: None,
         }
     }
 
@@ -206,6 +221,7 @@ mod tests {
             program: "/nonexistent/pg_dump".into(),
             args: vec![],
             env: vec![],
+            stdin: None,
         }
         .run_into(&mut out)
         .unwrap_err();

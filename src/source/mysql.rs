@@ -115,6 +115,7 @@ impl MysqlSource {
             program: tool.into_os_string(),
             args,
             env: Vec::new(),
+            stdin: None,
         }
         .run_into(out);
         drop(private);

@@ -55,6 +55,7 @@ impl PostgresSource {
             program: self.dump_tool.clone().into_os_string(),
             args,
             env,
+            stdin: None,
         })
     }
 

@@ -1,8 +1,8 @@
 //! A `sqlite` source: the `sqlite3` shell's `.dump`, streamed from the child's stdout.
 //!
-//! `.dump` reads the whole database inside one read transaction, so the dump is a consistent
-//! snapshot even while another process writes (in WAL mode writers are not even blocked), and
-//! nothing is copied to disk first. The database is opened read-only.
+//! The dump runs inside one read transaction, so it is a consistent snapshot even while another
+//! process writes (in WAL mode writers are not even blocked), and nothing is copied to disk
+//! first. A dump that does not end with `COMMIT;`, or any message from the shell, fails it.
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -34,29 +34,72 @@ impl SqliteSource {
     /// Dumps the database into `out`.
     ///
     /// # Errors
-    /// When the file is missing (a dump of nothing must not pass for a backup), and as
+    /// When the file is missing (a dump of nothing must not pass for a backup), when the
+    /// shell reports anything or its dump does not end with `COMMIT;`, and as
     /// `DumpCommand::run_into`.
     pub fn write_dump(&self, out: &mut dyn std::io::Write) -> Result<DumpOutcome, DumpError> {
+        let tool = self.dump_tool.display().to_string();
+        let fail = |why: String| DumpError::Failed {
+            tool: tool.clone(),
+            status: "did not finish the dump".into(),
+            stderr: why,
+        };
         if !self.path.is_file() {
             return Err(DumpError::Spawn {
-                tool: self.dump_tool.display().to_string(),
+                tool: tool.clone(),
                 source: std::io::Error::new(
                     std::io::ErrorKind::NotFound,
                     format!("database file {} does not exist", self.path.display()),
                 ),
             });
         }
-        let args: Vec<OsString> = vec![
-            "-readonly".into(),
-            "-bail".into(),
-            self.path.clone().into_os_string(),
-            ".dump".into(),
-        ];
-        DumpCommand {
+        // `.dump` alone can meet a busy database (another connection recovering the WAL)
+        // while reading the schema and then emits an empty dump with exit status 0. So take
+        // the read transaction first, with a query that fails loudly (.bail) when busy; the
+        // dump then reads inside that snapshot.
+        let script = b".bail on\n.timeout 30000\nBEGIN;\n.output /dev/null\n\
+SELECT count(*) FROM sqlite_schema;\n.output\n.dump\nCOMMIT;\n";
+        let mut tail = Tail {
+            inner: out,
+            last: Vec::new(),
+        };
+        let done = DumpCommand {
             program: self.dump_tool.clone().into_os_string(),
-            args,
+            args: vec![OsString::from("-batch"), self.path.clone().into_os_string()],
             env: Vec::new(),
+            stdin: Some(script.to_vec()),
         }
-        .run_into(out)
+        .run_into(&mut tail)?;
+        if !done.stderr.is_empty() {
+            return Err(fail(done.stderr));
+        }
+        if !tail.last.ends_with(b"COMMIT;\n") {
+            return Err(fail(format!(
+                "the dump ends with {:?} instead of COMMIT;",
+                String::from_utf8_lossy(&tail.last)
+            )));
+        }
+        Ok(done)
+    }
+}
+
+/// Passes bytes on, keeping the last few to check how the dump ended.
+struct Tail<'a> {
+    inner: &'a mut dyn std::io::Write,
+    last: Vec<u8>,
+}
+
+impl std::io::Write for Tail<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.last.extend_from_slice(&buf[..n]);
+        if self.last.len() > 64 {
+            self.last.drain(..self.last.len() - 32);
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
     }
 }

@@ -150,3 +150,35 @@ fn a_missing_sqlite_file_fails_the_backup() {
         "the backup must not create the database"
     );
 }
+
+#[test]
+fn a_dump_that_does_not_end_with_commit_fails_the_backup() {
+    if !have_sqlite3() {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new();
+    let db = env.path("app.db");
+    sqlite(&db, "CREATE TABLE t (i INTEGER)");
+    // A shell that exits 0 after half a dump (what a silent busy error looks like).
+    let tool = env.path("half-sqlite3");
+    fs::write(
+        &tool,
+        "#!/bin/sh\ncat >/dev/null\nprintf 'PRAGMA foreign_keys=OFF;\\nBEGIN TRANSACTION;\\n'\n",
+    )
+    .unwrap();
+    fs::set_permissions(&tool, fs::Permissions::from_mode(0o755)).unwrap();
+    let config = config(&env, &db);
+    let text = fs::read_to_string(&config).unwrap();
+    fs::write(
+        &config,
+        format!("{text}dump_tool = \"{}\"\n", tool.display()),
+    )
+    .unwrap();
+    let out = env.fails(&config, &["backup"]);
+    assert!(
+        out.contains("instead of COMMIT") && out.contains("no snapshot was written"),
+        "{out}"
+    );
+    assert_eq!(env.ok(&config, &["list", "--json"]).trim(), "[]");
+}
