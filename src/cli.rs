@@ -94,6 +94,10 @@ pub struct RestoreArgs {
     /// Identity file (default: encryption.identity_file).
     #[arg(long, value_name = "FILE")]
     pub identity: Option<PathBuf>,
+    /// For a frappe preset (--source NAME): write the files `bench --site SITE restore`
+    /// takes (*-database.sql.gz, *-files.tar, *-private-files.tar, *-site_config_backup.json).
+    #[arg(long, value_name = "SITE", requires = "source")]
+    pub bench: Option<String>,
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,

@@ -47,7 +47,7 @@ pub struct TarSummary {
 }
 
 /// Checks an entry path and returns it relative, or why it is refused.
-fn safe_relative(raw: &[u8]) -> Result<Option<PathBuf>, &'static str> {
+pub(crate) fn safe_relative(raw: &[u8]) -> Result<Option<PathBuf>, &'static str> {
     let path = Path::new(OsStr::from_bytes(raw));
     let mut rel = PathBuf::new();
     for c in path.components() {

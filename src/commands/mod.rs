@@ -2,6 +2,7 @@
 //! prints the result (text, or JSON with `--json`).
 
 pub mod backup;
+pub mod bench;
 pub mod keygen;
 pub mod list;
 pub mod restore;

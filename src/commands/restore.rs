@@ -71,6 +71,50 @@ pub fn run(config_path: &Path, args: &RestoreArgs) -> anyhow::Result<ExitCode> {
     let store = store::from_config(&config.store);
     let (identities, identity_file) = load_identities(&config, args.identity.as_deref())?;
     let m = snapshot::resolve(store.as_ref(), &args.snapshot)?;
+    if let (Some(site), Some(name)) = (&args.bench, &args.source) {
+        let files = super::bench::write_bench_layout(
+            store.as_ref(),
+            &m,
+            name,
+            site,
+            &args.to,
+            args.force,
+            &crate::verify::DeepKeys {
+                identities: &identities,
+                identity_file: &identity_file,
+            },
+        )?;
+        if args.json {
+            let out = serde_json::json!({
+                "id": m.id,
+                "database": files.database,
+                "public_files": files.public_files,
+                "private_files": files.private_files,
+                "site_config": files.site_config,
+            });
+            println!("{}", serde_json::to_string_pretty(&out)?);
+        } else {
+            println!(
+                "restored {} '{name}' for bench into {}:",
+                m.id,
+                args.to.display()
+            );
+            for f in [&files.database, &files.public_files, &files.private_files] {
+                println!("  {}", f.display());
+            }
+            if let Some(f) = &files.site_config {
+                println!("  {}", f.display());
+            }
+            println!(
+                "then, in the bench folder:\n  bench --site {site} restore {} \\\n    \
+                 --with-public-files {} \\\n    --with-private-files {}",
+                files.database.display(),
+                files.public_files.display(),
+                files.private_files.display()
+            );
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     let sources: Vec<&SourceRecord> = match &args.source {
         Some(name) => vec![m.source(name)?],
         None => m.sources.iter().collect(),
@@ -187,7 +231,7 @@ pub fn run(config_path: &Path, args: &RestoreArgs) -> anyhow::Result<ExitCode> {
 
 /// Opens a stream for reading; when that fails, rules out a damaged or unreadable first part
 /// (its recipient stanzas can make damage look like a wrong key) before blaming the key.
-fn open_checked<'a>(
+pub(crate) fn open_checked<'a>(
     store: &'a dyn Store,
     m: &'a Manifest,
     s: &'a SourceRecord,

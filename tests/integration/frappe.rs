@@ -129,6 +129,7 @@ fn frappe_site_on_mariadb() {
     );
     let dump = back_up_and_restore(&env, &site, &secret, "mysql");
     assert!(dump.contains("hello-frappe"));
+    check_bench_layout(&env, &site, &dump);
     mysql::sql("mysql", &format!("DROP USER '{}'@'%'", db.0));
 }
 
@@ -176,4 +177,81 @@ fn a_site_without_site_config_fails_before_storing_anything() {
         "{out}"
     );
     assert!(!env.store().exists());
+}
+
+/// `restore --bench` writes what `bench --site X restore` takes: a gzip'd dump, two tars whose
+/// members bench extracts with `--strip 2` inside the site folder, and the site config.
+fn check_bench_layout(env: &Env, site: &Path, dump: &str) {
+    use std::process::Command;
+    let config = env.path("frappe.toml");
+    let dir = env.path("for-bench");
+    let out = env.ok(
+        &config,
+        &[
+            "restore",
+            "latest",
+            "--source",
+            "erp",
+            "--bench",
+            "erp.example.com",
+            "--to",
+            dir.to_str().unwrap(),
+            "--json",
+        ],
+    );
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let file = |k: &str| PathBuf::from(v[k].as_str().unwrap());
+    for (k, suffix) in [
+        ("database", "-erp_example_com-database.sql.gz"),
+        ("public_files", "-erp_example_com-files.tar"),
+        ("private_files", "-erp_example_com-private-files.tar"),
+        ("site_config", "-erp_example_com-site_config_backup.json"),
+    ] {
+        assert!(
+            file(k).to_str().unwrap().ends_with(suffix),
+            "{k}: {}",
+            file(k).display()
+        );
+    }
+    let gunzip = Command::new("gzip")
+        .arg("-dc")
+        .arg(file("database"))
+        .output()
+        .unwrap();
+    assert!(gunzip.status.success());
+    assert_eq!(String::from_utf8(gunzip.stdout).unwrap(), dump);
+    assert_eq!(
+        fs::read(file("site_config")).unwrap(),
+        fs::read(site.join("site_config.json")).unwrap()
+    );
+    // As bench does it: tar xf FILE --strip 2, inside the site folder.
+    let new_site = env.path("new-site");
+    fs::create_dir_all(&new_site).unwrap();
+    for k in ["public_files", "private_files"] {
+        let x = Command::new("tar")
+            .arg("xf")
+            .arg(file(k))
+            .args(["--strip", "2"])
+            .current_dir(&new_site)
+            .output()
+            .unwrap();
+        assert!(x.status.success(), "{}", String::from_utf8_lossy(&x.stderr));
+    }
+    assert_eq!(
+        fs::read(new_site.join("public/files/logo.png")).unwrap(),
+        b"png"
+    );
+    assert_eq!(
+        fs::read(new_site.join("private/files/deep/invoice.pdf")).unwrap(),
+        b"pdf"
+    );
+    let listing = Command::new("tar")
+        .arg("tf")
+        .arg(file("public_files"))
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&listing.stdout)
+            .contains("./erp.example.com/public/files/logo.png")
+    );
 }

@@ -1,0 +1,196 @@
+//! `coffer restore ID --source NAME --bench SITE --to DIR`: a frappe preset's snapshot laid
+//! out as the files Frappe's own `bench --site SITE restore` takes.
+//!
+//! Frappe writes `<ts>-<site_>-database.sql.gz`, `<ts>-<site_>-files.tar` and
+//! `<ts>-<site_>-private-files.tar` (tar members `./<site>/public/files/…` and
+//! `./<site>/private/files/…`, which bench extracts with `--strip 2` inside the site folder),
+//! and `<ts>-<site_>-site_config_backup.json`. The streams are verified as they are read,
+//! like any restore.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use flate2::Compression;
+use flate2::write::GzEncoder;
+
+use crate::pipeline::read_ahead;
+use crate::snapshot::Manifest;
+use crate::store::Store;
+use crate::verify::DeepKeys;
+
+/// The files written for bench.
+#[derive(Debug)]
+pub struct BenchFiles {
+    pub database: PathBuf,
+    pub public_files: PathBuf,
+    pub private_files: PathBuf,
+    pub site_config: Option<PathBuf>,
+}
+
+fn create_private(path: &Path, force: bool) -> anyhow::Result<File> {
+    let mut opts = OpenOptions::new();
+    opts.write(true).mode(0o600);
+    if force {
+        opts.create(true).truncate(true);
+    } else {
+        opts.create_new(true);
+    }
+    opts.open(path).with_context(|| {
+        format!(
+            "creating {} (it may exist already: pass --force to replace it)",
+            path.display()
+        )
+    })
+}
+
+/// Writes the bench files of preset `name` (sources `<name>-db`, `<name>-files`) into `dir`.
+///
+/// # Errors
+/// When the snapshot has no such preset, a stream fails (the bad part is named), or a file
+/// cannot be written.
+pub fn write_bench_layout(
+    store: &dyn Store,
+    m: &Manifest,
+    name: &str,
+    site: &str,
+    dir: &Path,
+    force: bool,
+    keys: &DeepKeys<'_>,
+) -> anyhow::Result<BenchFiles> {
+    let (identities, identity_file) = (keys.identities, keys.identity_file);
+    let (Ok(db), Ok(files)) = (
+        m.source(&format!("{name}-db")),
+        m.source(&format!("{name}-files")),
+    ) else {
+        bail!(
+            "snapshot {} holds no frappe preset '{name}' (sources {name}-db and {name}-files); \
+             it has: {}",
+            m.id,
+            m.sources
+                .iter()
+                .map(|s| s.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    };
+    if site.is_empty() || site.contains('/') || site.starts_with('.') {
+        bail!("'{site}' is not a site name (such as erp.example.com)");
+    }
+    fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let stem = format!(
+        "{}-{}",
+        m.created.format("%Y%m%d_%H%M%S"),
+        site.replace('.', "_")
+    );
+    let out = BenchFiles {
+        database: dir.join(format!("{stem}-database.sql.gz")),
+        public_files: dir.join(format!("{stem}-files.tar")),
+        private_files: dir.join(format!("{stem}-private-files.tar")),
+        site_config: Some(dir.join(format!("{stem}-site_config_backup.json"))),
+    };
+
+    // The database: the dump, gzip'd as bench expects.
+    let stream = super::restore::open_checked(store, m, db, identities, identity_file)?;
+    let mut gz = GzEncoder::new(create_private(&out.database, force)?, Compression::new(6));
+    std::thread::scope(|scope| io::copy(&mut read_ahead(scope, stream), &mut gz))
+        .with_context(|| format!("restoring {} from snapshot {}", db.name, m.id))?;
+    gz.finish()?.sync_all()?;
+
+    // The files: one archive split into bench's two, plus site_config.json.
+    let stream = super::restore::open_checked(store, m, files, identities, identity_file)?;
+    let mut public = tar::Builder::new(create_private(&out.public_files, force)?);
+    let mut private = tar::Builder::new(create_private(&out.private_files, force)?);
+    let mut site_config = None;
+    std::thread::scope(|scope| -> anyhow::Result<()> {
+        let mut archive = tar::Archive::new(read_ahead(scope, stream));
+        for entry in archive.entries()? {
+            let mut entry = entry?;
+            let raw = entry.path_bytes().into_owned();
+            let rel = crate::restore::safe_relative(&raw)
+                .map_err(|why| {
+                    anyhow::anyhow!(
+                        "refusing archive entry '{}': {why}",
+                        String::from_utf8_lossy(&raw)
+                    )
+                })?
+                .unwrap_or_default();
+            let builder = if rel.starts_with("public/files") {
+                &mut public
+            } else if rel.starts_with("private/files") {
+                &mut private
+            } else if rel == Path::new("site_config.json") {
+                let mut json = Vec::new();
+                io::copy(&mut entry, &mut json)?;
+                site_config = Some(json);
+                continue;
+            } else {
+                continue;
+            };
+            // bench strips two components: the names must start with "./<site>/".
+            let mut name = format!("./{site}/").into_bytes();
+            name.extend_from_slice(rel.as_os_str().as_encoded_bytes());
+            let link = entry.link_name_bytes().map(|l| l.into_owned());
+            let header = entry.header().clone();
+            append_verbatim(builder, header, &name, link.as_deref(), &mut entry)?;
+        }
+        // Read to the end so the last part is verified too.
+        io::copy(&mut archive.into_inner(), &mut io::sink())?;
+        Ok(())
+    })
+    .with_context(|| format!("restoring {} from snapshot {}", files.name, m.id))?;
+    public.into_inner()?.sync_all()?;
+    private.into_inner()?.sync_all()?;
+    let site_config_path = match site_config {
+        Some(json) => {
+            let path = out.site_config.clone().expect("named above");
+            let mut f = create_private(&path, force)?;
+            f.write_all(&json)?;
+            f.sync_all()?;
+            Some(path)
+        }
+        None => None,
+    };
+    Ok(BenchFiles {
+        site_config: site_config_path,
+        ..out
+    })
+}
+
+/// Appends an entry under exactly `name` (the tar crate would drop a leading "./"), with pax
+/// records for a name or link target that does not fit the ustar header.
+fn append_verbatim<W: Write>(
+    builder: &mut tar::Builder<W>,
+    mut header: tar::Header,
+    name: &[u8],
+    link: Option<&[u8]>,
+    data: &mut dyn io::Read,
+) -> io::Result<()> {
+    let mut pax: Vec<(&str, &[u8])> = Vec::new();
+    let old = header.as_old_mut();
+    old.name = [0; 100];
+    let cut = name.len().min(100);
+    old.name[..cut].copy_from_slice(&name[..cut]);
+    if name.len() > 100 {
+        pax.push(("path", name));
+    }
+    if let Some(ustar) = header.as_ustar_mut() {
+        ustar.prefix = [0; 155];
+    }
+    if let Some(link) = link {
+        let old = header.as_old_mut();
+        old.linkname = [0; 100];
+        let cut = link.len().min(100);
+        old.linkname[..cut].copy_from_slice(&link[..cut]);
+        if link.len() > 100 {
+            pax.push(("linkpath", link));
+        }
+    }
+    if !pax.is_empty() {
+        builder.append_pax_extensions(pax)?;
+    }
+    header.set_cksum();
+    builder.append(&header, data)
+}
