@@ -234,6 +234,13 @@ impl DbUrl {
     /// A message saying what is wrong with the url.
     pub fn parse(url: &str, scheme: &str, default_port: u16) -> Result<DbUrl, String> {
         let example = format!("{scheme}://user@host:{default_port}/dbname");
+        if has_password(url) {
+            return Err(format!(
+                "url '{}' holds a password: put it in password_file or password_env instead \
+                 (a url is printed in logs and process lists)",
+                redact_url(url)
+            ));
+        }
         let rest = url
             .strip_prefix(&format!("{scheme}://"))
             .ok_or_else(|| format!("url '{url}' must look like {example}"))?;
@@ -279,21 +286,81 @@ impl DbUrl {
     }
 }
 
-/// Checks a PostgreSQL URL: the scheme, and no password inside it.
+/// A url with anything that could be a password (between `://` and the last `@`) masked, for
+/// messages.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s + 3 => {
+            let userinfo = &url[s + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+fn has_password(url: &str) -> bool {
+    redact_url(url) != url
+}
+
+/// Minimal percent-decoding of a url query key.
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%'
+            && i + 2 < b.len()
+            && let Some(v) = std::str::from_utf8(&b[i + 1..i + 3])
+                .ok()
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+        {
+            out.push(v);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Checks a PostgreSQL URL: the scheme, a database, and no password anywhere in it.
 fn check_postgres_url(url: &str) -> Result<(), String> {
+    let shown = redact_url(url);
+    if has_password(url) {
+        return Err(format!(
+            "url '{shown}' holds a password: put it in password_file or password_env instead \
+             (a url is printed in logs and process lists)"
+        ));
+    }
     let rest = url
         .strip_prefix("postgres://")
         .or_else(|| url.strip_prefix("postgresql://"))
-        .ok_or_else(|| format!("url '{url}' must start with postgres://"))?;
-    let authority = rest.split(['/', '?']).next().unwrap_or("");
-    if let Some((userinfo, _)) = authority.rsplit_once('@')
-        && userinfo.contains(':')
-    {
-        return Err(
-            "the url holds a password: put it in password_file or password_env instead \
-             (a url is printed in logs and process lists)"
-                .into(),
-        );
+        .ok_or_else(|| format!("url '{shown}' must start with postgres://"))?;
+    let (before_query, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let database = before_query.split_once('/').map_or("", |(_, db)| db);
+    if database.is_empty() {
+        return Err(format!(
+            "url '{shown}' names no database (postgres://user@host:5432/dbname): pg_dump would \
+             pick one by itself"
+        ));
+    }
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let key = percent_decode(pair.split('=').next().unwrap_or("")).to_ascii_lowercase();
+        if key.contains("password") {
+            return Err(format!(
+                "url '{}' holds a password parameter: use password_file or password_env",
+                url.split('?').next().unwrap_or("")
+            ));
+        }
+        if key == "dbname" {
+            return Err(format!(
+                "url '{shown}': give the database in the path, not as ?dbname="
+            ));
+        }
     }
     Ok(())
 }
@@ -728,6 +795,34 @@ mod tests {
             panic!("{err}")
         };
         assert_eq!(problems.len(), 5, "{problems:#?}");
+    }
+
+    #[test]
+    fn database_urls_never_carry_or_show_a_password() {
+        for bad in [
+            "postgres://u:s3cret@h/db",
+            "postgres://u:pa/ss@h/db",
+            "postgres://u@h/db?password=s3cret",
+            "postgres://u@h/db?%70assword=s3cret",
+            "postgres://u@h/db?sslpassword=s3cret",
+        ] {
+            let err = check_postgres_url(bad).unwrap_err();
+            assert!(
+                !err.contains("s3cret") && !err.contains("pa/ss"),
+                "{bad}: {err}"
+            );
+        }
+        assert!(
+            check_postgres_url("postgres://u@h:5432")
+                .unwrap_err()
+                .contains("no database")
+        );
+        assert!(check_postgres_url("postgres://u@h/db?dbname=x").is_err());
+        check_postgres_url("postgresql://u@h:5432/db?sslmode=require").unwrap();
+        let err = DbUrl::parse("mariadb://root:s3cret@db/erp", "mysql", 3306).unwrap_err();
+        assert!(!err.contains("s3cret"), "{err}");
+        let ok = DbUrl::parse("mysql://coffer@127.0.0.1/_1bd3e0294da19198", "mysql", 3306).unwrap();
+        assert_eq!((ok.port, ok.database.as_str()), (3306, "_1bd3e0294da19198"));
     }
 
     #[test]

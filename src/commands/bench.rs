@@ -30,20 +30,21 @@ pub struct BenchFiles {
     pub site_config: Option<PathBuf>,
 }
 
-fn create_private(path: &Path, force: bool) -> anyhow::Result<File> {
-    let mut opts = OpenOptions::new();
-    opts.write(true).mode(0o600);
-    if force {
-        opts.create(true).truncate(true);
-    } else {
-        opts.create_new(true);
-    }
-    opts.open(path).with_context(|| {
-        format!(
-            "creating {} (it may exist already: pass --force to replace it)",
-            path.display()
-        )
-    })
+/// A new 0600 file (a leftover of an earlier failed run is replaced).
+fn create_private(path: &Path) -> anyhow::Result<File> {
+    let _ = fs::remove_file(path);
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))
+}
+
+fn partial(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".partial");
+    PathBuf::from(name)
 }
 
 /// Writes the bench files of preset `name` (sources `<name>-db`, `<name>-files`) into `dir`.
@@ -91,18 +92,84 @@ pub fn write_bench_layout(
         private_files: dir.join(format!("{stem}-private-files.tar")),
         site_config: Some(dir.join(format!("{stem}-site_config_backup.json"))),
     };
+    let finals = [
+        &out.database,
+        &out.public_files,
+        &out.private_files,
+        out.site_config.as_ref().expect("named above"),
+    ];
+    if !force && let Some(f) = finals.iter().find(|f| f.exists()) {
+        bail!("{} exists; pass --force to replace it", f.display());
+    }
+    // Everything is written under *.partial names and renamed only once every stream has
+    // been read and verified: a failed restore must not leave files bench would accept.
+    let work = BenchFiles {
+        database: partial(&out.database),
+        public_files: partial(&out.public_files),
+        private_files: partial(&out.private_files),
+        site_config: out.site_config.as_deref().map(partial),
+    };
+    let written = write_partials(store, m, db, files, site, &work, identities, identity_file);
+    let has_config = match written {
+        Ok(has_config) => has_config,
+        Err(e) => {
+            for f in [&work.database, &work.public_files, &work.private_files]
+                .into_iter()
+                .chain(work.site_config.as_ref())
+            {
+                let _ = fs::remove_file(f);
+            }
+            return Err(e.context(format!(
+                "nothing was left in {}: restore an older snapshot ('coffer list')",
+                dir.display()
+            )));
+        }
+    };
+    let mut pairs = vec![
+        (&work.database, &out.database),
+        (&work.public_files, &out.public_files),
+        (&work.private_files, &out.private_files),
+    ];
+    if has_config {
+        pairs.push((
+            work.site_config.as_ref().expect("named above"),
+            out.site_config.as_ref().expect("named above"),
+        ));
+    }
+    for (from, to) in pairs {
+        fs::rename(from, to).with_context(|| format!("renaming {} into place", from.display()))?;
+    }
+    Ok(BenchFiles {
+        site_config: if has_config { out.site_config } else { None },
+        ..out
+    })
+}
 
+/// Writes the bench files under the names in `out`; returns whether a site config was found.
+#[allow(clippy::too_many_arguments)]
+fn write_partials(
+    store: &dyn Store,
+    m: &Manifest,
+    db: &crate::snapshot::SourceRecord,
+    files: &crate::snapshot::SourceRecord,
+    site: &str,
+    out: &BenchFiles,
+    identities: &[Box<dyn age::Identity + Send + Sync>],
+    identity_file: &str,
+) -> anyhow::Result<bool> {
     // The database: the dump, gzip'd as bench expects.
     let stream = super::restore::open_checked(store, m, db, identities, identity_file)?;
-    let mut gz = GzEncoder::new(create_private(&out.database, force)?, Compression::new(6));
+    let mut gz = GzEncoder::new(create_private(&out.database)?, Compression::new(6));
     std::thread::scope(|scope| io::copy(&mut read_ahead(scope, stream), &mut gz))
         .with_context(|| format!("restoring {} from snapshot {}", db.name, m.id))?;
-    gz.finish()?.sync_all()?;
+    gz.finish()
+        .and_then(|f| f.sync_all())
+        .with_context(|| format!("writing {}", out.database.display()))?;
 
     // The files: one archive split into bench's two, plus site_config.json.
     let stream = super::restore::open_checked(store, m, files, identities, identity_file)?;
-    let mut public = tar::Builder::new(create_private(&out.public_files, force)?);
-    let mut private = tar::Builder::new(create_private(&out.private_files, force)?);
+    let mut public = tar::Builder::new(create_private(&out.public_files)?);
+    let mut private = tar::Builder::new(create_private(&out.private_files)?);
     let mut site_config = None;
     std::thread::scope(|scope| -> anyhow::Result<()> {
         let mut archive = tar::Archive::new(read_ahead(scope, stream));
@@ -141,22 +208,22 @@ pub fn write_bench_layout(
         Ok(())
     })
     .with_context(|| format!("restoring {} from snapshot {}", files.name, m.id))?;
-    public.into_inner()?.sync_all()?;
-    private.into_inner()?.sync_all()?;
-    let site_config_path = match site_config {
-        Some(json) => {
-            let path = out.site_config.clone().expect("named above");
-            let mut f = create_private(&path, force)?;
-            f.write_all(&json)?;
-            f.sync_all()?;
-            Some(path)
+    for (builder, path) in [(public, &out.public_files), (private, &out.private_files)] {
+        builder
+            .into_inner()
+            .and_then(|f| f.sync_all())
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    match (site_config, &out.site_config) {
+        (Some(json), Some(path)) => {
+            let mut f = create_private(path)?;
+            f.write_all(&json)
+                .and_then(|()| f.sync_all())
+                .with_context(|| format!("writing {}", path.display()))?;
+            Ok(true)
         }
-        None => None,
-    };
-    Ok(BenchFiles {
-        site_config: site_config_path,
-        ..out
-    })
+        _ => Ok(false),
+    }
 }
 
 /// Appends an entry under exactly `name` (the tar crate would drop a leading "./"), with pax

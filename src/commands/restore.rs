@@ -283,10 +283,11 @@ fn restore_dump(
         inner: stream,
         bar: &bar,
     };
+    // A replaced file is removed first, so the new one is created 0600 whatever the old mode.
+    let _ = fs::remove_file(file);
     let mut out = fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
         .mode(0o600)
         .open(file)
         .with_context(|| format!("creating {}", file.display()))?;

@@ -34,6 +34,13 @@ pub enum DumpError {
         status: String,
         stderr: String,
     },
+    #[error(
+        "cannot read the database password: {0} (check the file's owner and mode, the systemd \
+         LoadCredential= line, or the variable)"
+    )]
+    Secret(String),
+    #[error("{0}: check the source's path in the config")]
+    Missing(String),
     #[error("writing {tool}'s output: {0}", tool = .1)]
     Write(#[source] io::Error, String),
     #[error("reading {tool}'s output: {0}", tool = .1)]
@@ -55,6 +62,10 @@ pub struct DumpCommand {
     pub env: Vec<(String, SecretString)>,
     /// A small script fed to the child's stdin (otherwise stdin is empty).
     pub stdin: Option<Vec<u8>>,
+    /// A file (an option file holding a password) removed as soon as the tool's first output
+    /// arrives — it has read its options by then — so even a killed coffer leaves it on disk
+    /// only for the tool's start-up.
+    pub remove_after_start: Option<std::path::PathBuf>,
 }
 
 /// What a finished dump produced.
@@ -121,7 +132,13 @@ impl DumpCommand {
                 let start = tail.len().saturating_sub(STDERR_TAIL);
                 String::from_utf8_lossy(&tail[start..]).trim().to_string()
             });
-            let copied = copy(&mut stdout, out);
+            let mut started = || {
+                if let Some(path) = &self.remove_after_start {
+                    let _ = std::fs::remove_file(path);
+                }
+            };
+            let copied = copy(&mut stdout, out, &mut started);
+            started();
             if copied.is_err() {
                 let _ = child.kill();
             }
@@ -155,7 +172,7 @@ enum Side {
     Write(io::Error),
 }
 
-fn copy(from: &mut dyn Read, to: &mut dyn Write) -> Result<u64, Side> {
+fn copy(from: &mut dyn Read, to: &mut dyn Write, started: &mut dyn FnMut()) -> Result<u64, Side> {
     let mut buf = vec![0u8; 256 * 1024];
     let mut total = 0u64;
     loop {
@@ -165,6 +182,9 @@ fn copy(from: &mut dyn Read, to: &mut dyn Write) -> Result<u64, Side> {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(Side::Read(e)),
         };
+        if total == 0 {
+            started();
+        }
         to.write_all(&buf[..n]).map_err(Side::Write)?;
         total += n as u64;
     }
@@ -188,6 +208,7 @@ mod tests {
             args: vec!["-c".into(), script.into()],
             env: vec![("SECRET_FOR_TEST".into(), SecretString::from("s3cr3t"))],
             stdin: None,
+            remove_after_start: None,
         }
     }
 
@@ -222,6 +243,7 @@ mod tests {
             args: vec![],
             env: vec![],
             stdin: None,
+            remove_after_start: None,
         }
         .run_into(&mut out)
         .unwrap_err();

@@ -219,13 +219,22 @@ impl DirectorySource {
                 continue;
             }
             let abs = self.root.join(&rel);
-            let meta = match fs::symlink_metadata(&abs) {
+            let mut meta = match fs::symlink_metadata(&abs) {
                 Ok(m) => m,
                 Err(e) => {
                     walk.warn_io(&rel, &e);
                     continue;
                 }
             };
+            // A selected folder may be a symlink (attachments moved to a bigger disk): back up
+            // what it points to, under its own name, rather than a lone link.
+            if meta.file_type().is_symlink()
+                && self.only.contains(&rel)
+                && let Ok(target) = fs::metadata(&abs)
+                && target.is_dir()
+            {
+                meta = target;
+            }
             let ft = meta.file_type();
             if ft.is_dir() {
                 walk.append_dir(&rel, &meta)?;
@@ -544,6 +553,29 @@ mod tests {
         assert_eq!(outcome.counts.files, 3);
         assert_eq!(outcome.counts.directories, 2);
         assert_eq!(outcome.counts.symlinks, 1);
+    }
+
+    #[test]
+    fn selected_folders_behind_symlinks_are_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let site = dir.path().join("site");
+        let disk = dir.path().join("big-disk/files");
+        fs::create_dir_all(&disk).unwrap();
+        fs::create_dir_all(site.join("private")).unwrap();
+        fs::write(disk.join("invoice.pdf"), b"pdf").unwrap();
+        std::os::unix::fs::symlink(&disk, site.join("private/files")).unwrap();
+        let src = DirectorySource::new(&site, excludes(&[]))
+            .with_only(vec![PathBuf::from("private/files")]);
+        let mut tar = Vec::new();
+        let outcome = src.write_tar(&mut tar).unwrap();
+        assert_eq!((outcome.counts.files, outcome.counts.directories), (1, 1));
+        let mut archive = tar::Archive::new(&tar[..]);
+        let names: Vec<String> = archive
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap().path().unwrap().display().to_string())
+            .collect();
+        assert_eq!(names, ["private/files/", "private/files/invoice.pdf"]);
     }
 
     #[test]

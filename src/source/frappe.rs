@@ -2,8 +2,9 @@
 //! read from its `site_config.json` (and the bench's `common_site_config.json`) at backup time:
 //!
 //! - `<name>-db`: the site's database (`db_type` `mariadb` (default) or `postgres`; user and
-//!   database are `db_name`, the password is `db_password`, read from the file when the dump
-//!   starts and never copied elsewhere);
+//!   database are `db_name` (the user `db_user` where set), the password is `db_password`, read
+//!   from the file when the dump starts and never copied elsewhere; connections go over TCP,
+//!   `db_socket` is not used yet);
 //! - `<name>-files`: `public/files`, `private/files` and `site_config.json` itself (it holds
 //!   the site's `encryption_key`, which is encrypted like everything else). `private/backups`,
 //!   `locks` and the rest of the folder are left out.
@@ -47,7 +48,11 @@ pub fn expand(name: &str, site: &Path) -> Result<Vec<SourceConfig>, FrappeError>
         .unwrap_or(serde_json::Value::Null);
     let field = |key: &str| site_config.get(key).or_else(|| common.get(key)).cloned();
     let text = |key: &str| field(key).and_then(|v| v.as_str().map(str::to_string));
-    let db_name = text("db_name").ok_or_else(|| err("it has no db_name".into()))?;
+    let db_name = text("db_name").ok_or_else(|| {
+        err("it has no db_name (is path the sites/<site> folder of a Frappe bench?)".into())
+    })?;
+    // Frappe connects as db_user when a site has one, else as db_name.
+    let db_user = text("db_user").unwrap_or_else(|| db_name.clone());
     let db_type = text("db_type").unwrap_or_else(|| "mariadb".into());
     let host = match text("db_host").as_deref() {
         None | Some("localhost") => "127.0.0.1".to_string(),
@@ -68,7 +73,7 @@ pub fn expand(name: &str, site: &Path) -> Result<Vec<SourceConfig>, FrappeError>
         "mariadb" | "mysql" => {
             let port = port.unwrap_or(3306);
             let url = DbUrl::parse(
-                &format!("mysql://{db_name}@{host}:{port}/{db_name}"),
+                &format!("mysql://{db_user}@{host}:{port}/{db_name}"),
                 "mysql",
                 3306,
             )
@@ -81,7 +86,7 @@ pub fn expand(name: &str, site: &Path) -> Result<Vec<SourceConfig>, FrappeError>
         }
         "postgres" => SourceKind::Postgres {
             url: format!(
-                "postgres://{db_name}@{host}:{}/{db_name}",
+                "postgres://{db_user}@{host}:{}/{db_name}",
                 port.unwrap_or(5432)
             ),
             password,

@@ -3,8 +3,8 @@
 //! --hex-blob`.
 //!
 //! The password goes into a `[client]` option file, mode 0600, in a private temporary folder
-//! (0700) that is removed when the dump ends; the tool reads it through
-//! `--defaults-extra-file`. It never appears on the command line.
+//! (0700); the tool reads it (and only it) through `--defaults-file`, and the file is removed as
+//! soon as the tool's output starts. It never appears on the command line.
 
 use std::ffi::OsString;
 use std::fs::OpenOptions;
@@ -75,13 +75,14 @@ impl MysqlSource {
         let cnf = private.path().join("client.cnf");
         let mut text = String::from("[client]\n");
         if let Some(secret) = &self.password {
-            let password = secret
-                .load()
-                .map_err(|why| setup_err(std::io::Error::other(why)))?;
+            let password = secret.load().map_err(DumpError::Secret)?;
+            // Escapes MariaDB's option-file parser understands inside double quotes.
             let escaped = password
                 .expose_secret()
                 .replace('\\', "\\\\")
-                .replace('"', "\\\"");
+                .replace('"', "\\\"")
+                .replace('\n', "\\n")
+                .replace('\r', "\\r");
             text.push_str(&format!("password=\"{escaped}\"\n"));
         }
         let mut file = OpenOptions::new()
@@ -92,9 +93,10 @@ impl MysqlSource {
             .map_err(setup_err)?;
         file.write_all(text.as_bytes()).map_err(setup_err)?;
         drop(file);
-        // --defaults-extra-file must come first.
-        let mut args: Vec<OsString> =
-            vec![format!("--defaults-extra-file={}", cnf.display()).into()];
+        // --defaults-file must come first; it makes the tool read *only* this file, so no
+        // ~/.my.cnf or /etc/mysql option (another password, `no-data`, `ignore-table`) can
+        // change what is dumped.
+        let mut args: Vec<OsString> = vec![format!("--defaults-file={}", cnf.display()).into()];
         for a in [
             "--single-transaction",
             "--quick",
@@ -102,6 +104,8 @@ impl MysqlSource {
             "--triggers",
             "--events",
             "--hex-blob",
+            // 4-byte UTF-8 (emoji) survives only as utf8mb4; older mysqldumps default to utf8mb3.
+            "--default-character-set=utf8mb4",
             "--protocol=TCP",
         ] {
             args.push(a.into());
@@ -116,6 +120,7 @@ impl MysqlSource {
             args,
             env: Vec::new(),
             stdin: None,
+            remove_after_start: Some(cnf.clone()),
         }
         .run_into(out);
         drop(private);

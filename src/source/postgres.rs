@@ -45,10 +45,7 @@ impl PostgresSource {
             SecretString::from(CONNECT_TIMEOUT_SECS),
         )];
         if let Some(secret) = &self.password {
-            let password = secret.load().map_err(|why| DumpError::Spawn {
-                tool: self.dump_tool.display().to_string(),
-                source: std::io::Error::other(why),
-            })?;
+            let password = secret.load().map_err(DumpError::Secret)?;
             env.push(("PGPASSWORD".to_string(), password));
         }
         Ok(DumpCommand {
@@ -56,6 +53,7 @@ impl PostgresSource {
             args,
             env,
             stdin: None,
+            remove_after_start: None,
         })
     }
 

@@ -45,29 +45,33 @@ impl SqliteSource {
             stderr: why,
         };
         if !self.path.is_file() {
-            return Err(DumpError::Spawn {
-                tool: tool.clone(),
-                source: std::io::Error::new(
-                    std::io::ErrorKind::NotFound,
-                    format!("database file {} does not exist", self.path.display()),
-                ),
-            });
+            return Err(DumpError::Missing(format!(
+                "database file {} does not exist",
+                self.path.display()
+            )));
         }
         // `.dump` alone can meet a busy database (another connection recovering the WAL)
         // while reading the schema and then emits an empty dump with exit status 0. So take
         // the read transaction first, with a query that fails loudly (.bail) when busy; the
         // dump then reads inside that snapshot.
         let script = b".bail on\n.timeout 30000\nBEGIN;\n.output /dev/null\n\
-SELECT count(*) FROM sqlite_schema;\n.output\n.dump\nCOMMIT;\n";
+SELECT count(*) FROM sqlite_master;\n.output\n.dump\nCOMMIT;\n";
         let mut tail = Tail {
             inner: out,
             last: Vec::new(),
         };
         let done = DumpCommand {
             program: self.dump_tool.clone().into_os_string(),
-            args: vec![OsString::from("-batch"), self.path.clone().into_os_string()],
+            // -init /dev/null: never run the user's ~/.sqliterc.
+            args: vec![
+                OsString::from("-batch"),
+                OsString::from("-init"),
+                OsString::from("/dev/null"),
+                self.path.clone().into_os_string(),
+            ],
             env: Vec::new(),
             stdin: Some(script.to_vec()),
+            remove_after_start: None,
         }
         .run_into(&mut tail)?;
         if !done.stderr.is_empty() {

@@ -254,4 +254,41 @@ fn check_bench_layout(env: &Env, site: &Path, dump: &str) {
         String::from_utf8_lossy(&listing.stdout)
             .contains("./erp.example.com/public/files/logo.png")
     );
+
+    // A damaged files stream leaves nothing bench could pick up.
+    let snapshots = env.store().join("snapshots");
+    let id = fs::read_dir(&snapshots)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let part = id.join("erp-files.tar.gz.age.00001");
+    let mut bytes = fs::read(&part).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x40;
+    fs::write(&part, bytes).unwrap();
+    let bad = env.path("for-bench-damaged");
+    let out = env.fails(
+        &config,
+        &[
+            "restore",
+            "latest",
+            "--source",
+            "erp",
+            "--bench",
+            "erp.example.com",
+            "--to",
+            bad.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        out.contains("erp-files.tar.gz.age.00001") && out.contains("nothing was left"),
+        "{out}"
+    );
+    assert_eq!(
+        fs::read_dir(&bad).unwrap().count(),
+        0,
+        "no partial or final file is left"
+    );
 }

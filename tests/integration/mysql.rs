@@ -39,6 +39,7 @@ pub(crate) fn sql(db: &str, statements: &str) -> String {
             "3306",
             "-u",
             "root",
+            "--default-character-set=utf8mb4",
             "-N",
             "-B",
             "-D",
@@ -95,7 +96,7 @@ CREATE TABLE `tabSales Invoice` (
 ) CHARACTER SET utf8mb4;
 INSERT INTO `tabSales Invoice` (note, bin, amount, doc, at, ts, flag)
 WITH RECURSIVE seq (n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM seq WHERE n < 50000)
-SELECT IF(n % 7 = 0, NULL, CONCAT('it''s "row" ', n, '\nline two\ttab ✓ Ünïcødé ', REPEAT('x', n % 50))),
+SELECT IF(n % 7 = 0, NULL, CONCAT('it''s "row" ', n, '\nline two\ttab ✓ Ünïcødé 🎉 ', REPEAT('x', n % 50))),
        IF(n % 5 = 0, NULL, CONCAT(UNHEX(MD5(n)), X'00FF')),
        n * 1.000001,
        JSON_OBJECT('i', n, 'q', 'quote"d'),
@@ -157,7 +158,15 @@ fn mariadb_round_trip_restores_identical_content() {
 
     let copy = Db::new("copy");
     let load = Command::new("mariadb")
-        .args(["-h", "127.0.0.1", "-u", "root", "-D", &copy.0])
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-u",
+            "root",
+            "--default-character-set=utf8mb4",
+            "-D",
+            &copy.0,
+        ])
         .stdin(Stdio::from(fs::File::open(dir.join("db.sql")).unwrap()))
         .output()
         .unwrap();
@@ -203,7 +212,7 @@ fn mariadb_password_goes_by_a_private_option_file_and_a_wrong_one_fails() {
         &tool,
         format!(
             "#!/bin/sh\nif [ \"$1\" = --version ]; then exec mariadb-dump --version; fi\n\
-             printf '%s\\n' \"$@\" > '{r}.args'\ncnf=\"${{1#--defaults-extra-file=}}\"\n\
+             printf '%s\\n' \"$@\" > '{r}.args'\ncnf=\"${{1#--defaults-file=}}\"\n\
              cp \"$cnf\" '{r}.cnf'; stat -c %a \"$cnf\" > '{r}.mode'; stat -c %a \"$(dirname \"$cnf\")\" > '{r}.dirmode'\n\
              exec mariadb-dump \"$@\"\n",
             r = record.display()
@@ -243,7 +252,7 @@ fn mariadb_password_goes_by_a_private_option_file_and_a_wrong_one_fails() {
         .lines()
         .next()
         .unwrap()
-        .trim_start_matches("--defaults-extra-file=");
+        .trim_start_matches("--defaults-file=");
     assert!(
         !std::path::Path::new(cnf_path).exists(),
         "the option file was removed"

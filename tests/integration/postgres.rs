@@ -90,7 +90,7 @@ CREATE TABLE "tabSales Invoice" (
 );
 INSERT INTO "tabSales Invoice" (note, blob, amount, doc, at, flag)
 SELECT CASE WHEN i % 7 = 0 THEN NULL
-            ELSE 'it''s "row" ' || i || E'\nline two\ttab ✓ Ünïcødé ' || repeat('x', i % 50) END,
+            ELSE 'it''s "row" ' || i || E'\nline two\ttab ✓ Ünïcødé 🎉 ' || repeat('x', i % 50) END,
        CASE WHEN i % 5 = 0 THEN NULL ELSE decode(md5(i::text), 'hex') || '\x00ff'::bytea END,
        (i * 1.000001)::numeric(18,6),
        jsonb_build_object('i', i, 'tags', jsonb_build_array('a', i % 3), 'q', 'quote"d'),
