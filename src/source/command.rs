@@ -167,6 +167,15 @@ impl DumpCommand {
     }
 }
 
+/// The first line a tool prints for `--version`, for the manifest; `None` if it cannot run.
+pub fn tool_version(program: &std::path::Path) -> Option<String> {
+    let out = Command::new(program).arg("--version").output().ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    out.status
+        .success()
+        .then(|| text.lines().next().unwrap_or("").trim().to_string())
+}
+
 enum Side {
     Read(io::Error),
     Write(io::Error),

@@ -11,7 +11,6 @@ use std::fs::OpenOptions;
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::PathBuf;
-use std::process::Command;
 
 use secrecy::ExposeSecret;
 
@@ -47,11 +46,7 @@ impl MysqlSource {
 
     /// The tool's `--version` answer, for the manifest.
     pub fn tool_version(&self) -> Option<String> {
-        let out = Command::new(self.tool()).arg("--version").output().ok()?;
-        let text = String::from_utf8_lossy(&out.stdout);
-        out.status
-            .success()
-            .then(|| text.lines().next().unwrap_or("").trim().to_string())
+        super::command::tool_version(&self.tool())
     }
 
     /// Dumps the database into `out`.

@@ -5,7 +5,6 @@
 
 use std::ffi::OsString;
 use std::path::PathBuf;
-use std::process::Command;
 
 use secrecy::SecretString;
 
@@ -59,14 +58,7 @@ impl PostgresSource {
 
     /// `pg_dump --version`'s answer, for the manifest.
     pub fn tool_version(&self) -> Option<String> {
-        let out = Command::new(&self.dump_tool)
-            .arg("--version")
-            .output()
-            .ok()?;
-        let text = String::from_utf8_lossy(&out.stdout);
-        out.status
-            .success()
-            .then(|| text.lines().next().unwrap_or("").trim().to_string())
+        super::command::tool_version(&self.dump_tool)
     }
 
     /// Dumps the database into `out`.

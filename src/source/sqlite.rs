@@ -6,7 +6,6 @@
 
 use std::ffi::OsString;
 use std::path::PathBuf;
-use std::process::Command;
 
 use super::command::{DumpCommand, DumpError, DumpOutcome};
 
@@ -20,15 +19,9 @@ pub struct SqliteSource {
 impl SqliteSource {
     /// `sqlite3 --version`'s answer, for the manifest.
     pub fn tool_version(&self) -> Option<String> {
-        let out = Command::new(&self.dump_tool)
-            .arg("--version")
-            .output()
-            .ok()?;
-        let text = String::from_utf8_lossy(&out.stdout);
-        out.status.success().then(|| {
-            let v = text.split_whitespace().next().unwrap_or("");
-            format!("sqlite3 {v}")
-        })
+        // sqlite3 prints "3.40.1 2022-12-28 …": keep the version number.
+        super::command::tool_version(&self.dump_tool)
+            .map(|v| format!("sqlite3 {}", v.split_whitespace().next().unwrap_or("")))
     }
 
     /// Dumps the database into `out`.

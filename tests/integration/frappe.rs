@@ -33,20 +33,13 @@ fn site(env: &Env, config_json: &str) -> PathBuf {
 }
 
 fn preset_config(env: &Env, site: &Path) -> PathBuf {
-    let path = env.path("frappe.toml");
-    fs::write(
-        &path,
-        format!(
-            "state_dir = \"state\"\n[encryption]\nrecipients = [\"{}\"]\nidentity_file = \"{}\"\n\
-             [store]\ntype = \"local\"\npath = \"store\"\n\
-             [[source]]\nname = \"erp\"\ntype = \"frappe\"\npath = \"{}\"\n",
-            env.recipient,
-            env.identity.display(),
+    env.config_for_source(
+        "frappe.toml",
+        &format!(
+            "name = \"erp\"\ntype = \"frappe\"\npath = \"{}\"",
             site.display()
         ),
     )
-    .unwrap();
-    path
 }
 
 /// Backs up the preset, restores it, and checks both halves; returns the restored SQL.

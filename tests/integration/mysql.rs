@@ -119,19 +119,10 @@ fn checksum(db: &str) -> String {
 }
 
 fn my_config(env: &Env, url: &str, extra: &str) -> std::path::PathBuf {
-    let path = env.path("my.toml");
-    fs::write(
-        &path,
-        format!(
-            "state_dir = \"state\"\n[encryption]\nrecipients = [\"{}\"]\nidentity_file = \"{}\"\n\
-             [store]\ntype = \"local\"\npath = \"store\"\npart_size = \"256KiB\"\n\
-             [[source]]\nname = \"db\"\ntype = \"mysql\"\nurl = \"{url}\"\n{extra}\n",
-            env.recipient,
-            env.identity.display()
-        ),
+    env.config_for_source(
+        "my.toml",
+        &format!("name = \"db\"\ntype = \"mysql\"\nurl = \"{url}\"\n{extra}"),
     )
-    .unwrap();
-    path
 }
 
 #[test]

@@ -112,19 +112,10 @@ fn checksum(db: &str) -> String {
 }
 
 fn pg_config(env: &Env, url: &str, extra: &str) -> std::path::PathBuf {
-    let path = env.path("pg.toml");
-    fs::write(
-        &path,
-        format!(
-            "state_dir = \"state\"\n[encryption]\nrecipients = [\"{}\"]\nidentity_file = \"{}\"\n\
-             [store]\ntype = \"local\"\npath = \"store\"\npart_size = \"256KiB\"\n\
-             [[source]]\nname = \"db\"\ntype = \"postgres\"\nurl = \"{url}\"\n{extra}\n",
-            env.recipient,
-            env.identity.display()
-        ),
+    env.config_for_source(
+        "pg.toml",
+        &format!("name = \"db\"\ntype = \"postgres\"\nurl = \"{url}\"\n{extra}"),
     )
-    .unwrap();
-    path
 }
 
 #[test]

@@ -33,20 +33,13 @@ fn sqlite(db: &std::path::Path, sql: &str) -> String {
 }
 
 fn config(env: &Env, db: &std::path::Path) -> std::path::PathBuf {
-    let path = env.path("lite.toml");
-    fs::write(
-        &path,
-        format!(
-            "state_dir = \"state\"\n[encryption]\nrecipients = [\"{}\"]\nidentity_file = \"{}\"\n\
-             [store]\ntype = \"local\"\npath = \"store\"\n\
-             [[source]]\nname = \"app\"\ntype = \"sqlite\"\npath = \"{}\"\n",
-            env.recipient,
-            env.identity.display(),
+    env.config_for_source(
+        "lite.toml",
+        &format!(
+            "name = \"app\"\ntype = \"sqlite\"\npath = \"{}\"",
             db.display()
         ),
     )
-    .unwrap();
-    path
 }
 
 #[test]

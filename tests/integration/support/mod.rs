@@ -73,6 +73,23 @@ impl Env {
         path
     }
 
+    /// Writes config `file` with one `[[source]]` given as TOML lines, and returns its path.
+    pub fn config_for_source(&self, file: &str, source: &str) -> PathBuf {
+        let path = self.path(file);
+        fs::write(
+            &path,
+            format!(
+                "state_dir = \"state\"\n[encryption]\nrecipients = [\"{}\"]\nidentity_file = \"{}\"\n\
+                 [store]\ntype = \"local\"\npath = \"store\"\npart_size = \"256KiB\"\n\
+                 [[source]]\n{source}\n",
+                self.recipient,
+                self.identity.display()
+            ),
+        )
+        .unwrap();
+        path
+    }
+
     /// Runs `coffer --config CONFIG args…`.
     pub fn run(&self, config: &Path, args: &[&str]) -> Output {
         Command::cargo_bin("coffer")
