@@ -21,13 +21,12 @@ pub(crate) fn server() -> Option<()> {
         ])
         .output()
         .is_ok_and(|o| o.status.success());
-    if !ok && std::env::var_os("CI").is_some() {
-        panic!("PostgreSQL is not reachable on 127.0.0.1:5432 (.ci/run starts it)");
-    }
-    if !ok {
-        eprintln!("skipping: PostgreSQL is not reachable on 127.0.0.1:5432");
-    }
-    ok.then_some(())
+    crate::support::prerequisite(
+        ok,
+        "PostgreSQL is not reachable on 127.0.0.1:5432",
+        ".ci/run starts it",
+    )
+    .then_some(())
 }
 
 pub(crate) fn psql(db: &str, sql: &str) -> String {

@@ -8,13 +8,7 @@ use crate::support::Env;
 
 fn have_sqlite3() -> bool {
     let ok = Command::new("sqlite3").arg("--version").output().is_ok();
-    if !ok && std::env::var_os("CI").is_some() {
-        panic!("sqlite3 is not installed (.ci/run installs it: apt-get install sqlite3)");
-    }
-    if !ok {
-        eprintln!("skipping: sqlite3 is not installed");
-    }
-    ok
+    crate::support::prerequisite(ok, "sqlite3 is not installed", "apt-get install sqlite3")
 }
 
 fn sqlite(db: &std::path::Path, sql: &str) -> String {

@@ -148,6 +148,16 @@ impl Env {
     }
 }
 
+/// Whether a prerequisite (a server, a stock tool) is there. Outside CI a missing one skips the
+/// test with a message; under `CI=true` it fails it, since .ci/run provides everything.
+pub fn prerequisite(ok: bool, what: &str, fix: &str) -> bool {
+    if !ok {
+        assert!(std::env::var_os("CI").is_none(), "{what} ({fix})");
+        eprintln!("skipping: {what} ({fix})");
+    }
+    ok
+}
+
 /// Deterministic pseudo-random bytes.
 pub fn noise(seed: u64, len: usize) -> Vec<u8> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
