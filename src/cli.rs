@@ -38,14 +38,24 @@ pub enum Command {
     List(ListArgs),
     /// Check stored parts against their manifest (with --deep, decrypt and read everything).
     Verify(VerifyArgs),
-    /// Restore a snapshot's files into a folder.
+    /// Restore a snapshot into a folder, or a database dump into a staging database.
     Restore(RestoreArgs),
     /// Write a new age identity file and print its recipient (public key).
     Keygen(KeygenArgs),
+    /// Check the config: state folder, store, identity, and every source (databases are
+    /// connected to, dump tools run); reports every problem at once.
+    Check(CheckArgs),
 }
 
 #[derive(Debug, Args)]
 pub struct BackupArgs {
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
@@ -82,13 +92,45 @@ pub struct RestoreArgs {
     /// Snapshot id, or "latest".
     pub snapshot: String,
     /// Folder to restore into (created if missing; must be empty unless --force). With several
-    /// sources, each goes into DIR/<source>.
-    #[arg(long, value_name = "DIR")]
-    pub to: PathBuf,
+    /// sources, each goes into DIR/<source>; a database dump becomes DIR/<source>.sql.
+    #[arg(long, value_name = "DIR", required_unless_present = "db_url")]
+    pub to: Option<PathBuf>,
+    /// Load a database source's dump into this (staging) database instead, then compare its
+    /// tables and row counts with the backup's: postgres://user@host:5432/db,
+    /// mysql://user@host:3306/db or sqlite:///path/file.db (no password in the url).
+    #[arg(
+        long,
+        value_name = "URL",
+        requires = "source",
+        conflicts_with_all = ["to", "bench"]
+    )]
+    pub db_url: Option<String>,
+    /// With --db-url: create the database if it does not exist.
+    #[arg(long, requires = "db_url")]
+    pub create: bool,
+    /// With --db-url: restore even into the database of a configured source (production).
+    #[arg(long, requires = "db_url")]
+    pub overwrite_source_database: bool,
+    /// With --db-url: the database password, from this file.
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "db_url",
+        conflicts_with = "db_password_env"
+    )]
+    pub db_password_file: Option<PathBuf>,
+    /// With --db-url: the database password, from this environment variable.
+    #[arg(long, value_name = "VAR", requires = "db_url")]
+    pub db_password_env: Option<String>,
+    /// With --db-url: the client that loads the dump (default psql, mariadb (or mysql),
+    /// sqlite3).
+    #[arg(long, value_name = "PATH", requires = "db_url")]
+    pub client: Option<PathBuf>,
     /// Restore only this source.
     #[arg(long, value_name = "NAME")]
     pub source: Option<String>,
-    /// Write into a folder that is not empty, replacing files of the same name.
+    /// Write into a folder that is not empty, replacing files of the same name; with
+    /// --db-url, drop and re-create a staging database that is not empty.
     #[arg(long)]
     pub force: bool,
     /// Identity file (default: encryption.identity_file).

@@ -83,6 +83,7 @@ struct RawSource {
     password_env: Option<String>,
     no_owner: Option<bool>,
     dump_tool: Option<PathBuf>,
+    exact_count_limit: Option<u64>,
 }
 
 /// A validated configuration.
@@ -121,6 +122,9 @@ pub enum StoreKind {
 pub struct SourceConfig {
     pub name: String,
     pub kind: SourceKind,
+    /// Database sources: tables the server estimates above this many rows get the estimate
+    /// in the manifest instead of an exact `count(*)`.
+    pub exact_count_limit: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -328,7 +332,7 @@ fn percent_decode(s: &str) -> String {
 }
 
 /// Checks a PostgreSQL URL: the scheme, a database, and no password anywhere in it.
-fn check_postgres_url(url: &str) -> Result<(), String> {
+pub fn check_postgres_url(url: &str) -> Result<(), String> {
     let shown = redact_url(url);
     if has_password(url) {
         return Err(format!(
@@ -645,6 +649,7 @@ impl Config {
                                 ("password_env", s.password_env.is_some()),
                                 ("no_owner", s.no_owner.is_some()),
                                 ("dump_tool", s.dump_tool.is_some()),
+                                ("exact_count_limit", s.exact_count_limit.is_some()),
                             ],
                         );
                         if let Err(e) = crate::source::Excludes::new(&s.exclude) {
@@ -672,7 +677,13 @@ impl Config {
                     continue;
                 }
             };
-            sources.push(SourceConfig { name: s.name, kind });
+            sources.push(SourceConfig {
+                name: s.name,
+                kind,
+                exact_count_limit: s
+                    .exact_count_limit
+                    .unwrap_or(crate::database::DEFAULT_EXACT_COUNT_LIMIT),
+            });
         }
 
         if !problems.is_empty() {

@@ -8,11 +8,13 @@
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod database;
 pub mod keys;
 pub mod pipeline;
 pub mod progress;
 pub mod restore;
 pub mod snapshot;
 pub mod source;
+pub mod staging;
 pub mod store;
 pub mod verify;

@@ -21,6 +21,7 @@ fn main() -> ExitCode {
         Command::List(args) => commands::list::run(&cli.config, args),
         Command::Verify(args) => commands::verify::run(&cli.config, args),
         Command::Restore(args) => commands::restore::run(&cli.config, args),
+        Command::Check(args) => commands::check::run(&cli.config, args),
     };
     match result {
         Ok(code) => code,

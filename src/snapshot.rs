@@ -154,6 +154,32 @@ pub struct SourceRecord {
     pub dump_tool: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dump_tool_version: Option<String>,
+    /// Database streams: the server and its tables' row counts, read through sqlx just
+    /// before (or, for PostgreSQL, in the same snapshot as) the dump.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<DatabaseInfo>,
+}
+
+/// What coffer saw of a database when it dumped it: what a restore is compared with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DatabaseInfo {
+    /// The server's version (`SHOW server_version`, `VERSION()`, `sqlite_version()`).
+    pub server_version: String,
+    /// How the counts relate to the dump: `snapshot` — read in the very snapshot the dump
+    /// read (PostgreSQL), so a restore must match exactly; `before-dump` — read just before
+    /// the dump started, so a database written meanwhile may differ a little.
+    pub counted: String,
+    /// Base tables, sorted by name (`schema.table` for PostgreSQL).
+    pub tables: Vec<TableRows>,
+}
+
+/// One table's row count.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TableRows {
+    pub name: String,
+    pub rows: u64,
+    /// false: the server's own estimate (the table is above the source's `exact_count_limit`).
+    pub exact: bool,
 }
 
 /// One stored part of a stream.
@@ -493,6 +519,7 @@ mod tests {
             warnings: BTreeMap::new(),
             dump_tool: None,
             dump_tool_version: None,
+            database: None,
         };
         let manifest = |source: SourceRecord| Manifest {
             format: FORMAT_NAME.into(),

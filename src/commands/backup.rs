@@ -12,12 +12,16 @@ use chrono::Utc;
 
 use super::{human_bytes, load_config};
 use crate::cli::BackupArgs;
-use crate::config::{Config, SourceKind};
+use crate::config::{Config, SecretRef, SourceConfig, SourceKind};
+use crate::database::{self, Database, Session};
 use crate::pipeline::{EncodeError, EncodeOptions, encode_stream};
 use crate::progress::Progress;
-use crate::snapshot::{self, FORMAT_NAME, FORMAT_VERSION, Manifest, SnapshotId, SourceRecord};
+use crate::snapshot::{
+    self, DatabaseInfo, FORMAT_NAME, FORMAT_VERSION, Manifest, SnapshotId, SourceRecord,
+};
 use crate::source::{
-    DirectorySource, DumpOutcome, Excludes, MysqlSource, PostgresSource, SqliteSource, Warning,
+    DirectorySource, DumpError, DumpOutcome, Excludes, MysqlSource, PostgresSource, SqliteSource,
+    Warning,
 };
 use crate::store::{self, Store};
 
@@ -42,7 +46,9 @@ pub fn expand_sources(
     let mut out: Vec<crate::config::SourceConfig> = Vec::new();
     for s in configured {
         let parts = match &s.kind {
-            SourceKind::Frappe { path } => crate::source::frappe::expand(&s.name, path)?,
+            SourceKind::Frappe { path } => {
+                crate::source::frappe::expand(&s.name, path, s.exact_count_limit)?
+            }
             _ => vec![s.clone()],
         };
         for p in parts {
@@ -83,6 +89,50 @@ fn dumped(
         warnings: Vec::new(),
         tool: Some((tool.to_string(), version.clone())),
     })
+}
+
+/// A database source's pre-flight: its server version and row counts, read through sqlx.
+struct Preflight {
+    /// Held open through the dump when it exported the snapshot the dump reads.
+    session: Session,
+    snapshot: Option<String>,
+    info: DatabaseInfo,
+}
+
+/// Connects to a database source (a wrong password or an unreachable server fails here, with
+/// sqlx's clear message, before any dump starts) and reads what the manifest records of it.
+fn preflight(source: &SourceConfig) -> anyhow::Result<Option<Preflight>> {
+    let Some((address, password)) = database::for_source(&source.kind) else {
+        return Ok(None);
+    };
+    let password = password
+        .map(SecretRef::load)
+        .transpose()
+        .map_err(|e| anyhow!(DumpError::Secret(e)))?;
+    let mut session = Database { address, password }.connect()?;
+    let server_version = session.server_version()?;
+    let snapshot = session.export_snapshot();
+    let tables = session.row_counts(source.exact_count_limit)?;
+    let counted = if snapshot.is_some() {
+        "snapshot"
+    } else {
+        "before-dump"
+    };
+    tracing::info!(
+        source = source.name,
+        tables = tables.len(),
+        counted,
+        "{server_version}"
+    );
+    Ok(Some(Preflight {
+        session,
+        snapshot,
+        info: DatabaseInfo {
+            server_version,
+            counted: counted.to_string(),
+            tables,
+        },
+    }))
 }
 
 /// An `anyhow::Error` as a `std::error::Error`, so any source can run in the pipeline.
@@ -172,6 +222,16 @@ pub fn backup(
                 |w| produce(w).map_err(AnyError),
             )
         };
+        let mut pre = match preflight(source) {
+            Ok(pre) => pre,
+            Err(e) => {
+                let err = e.context(format!(
+                    "backup of source '{}' failed before its dump; no snapshot was written",
+                    source.name
+                ));
+                return Err(discard(store, &id, err));
+            }
+        };
         let result = match &source.kind {
             SourceKind::Frappe { .. } => {
                 anyhow::bail!("source '{}': a frappe preset left unexpanded", source.name)
@@ -203,6 +263,7 @@ pub fn backup(
                     password: password.clone(),
                     no_owner: *no_owner,
                     dump_tool: dump_tool.clone(),
+                    snapshot: pre.as_ref().and_then(|p| p.snapshot.clone()),
                 };
                 let version = pg.tool_version();
                 encode(&mut |w| dumped(&source.name, "pg_dump", &version, pg.write_dump(w)?))
@@ -234,6 +295,11 @@ pub fn backup(
                 encode(&mut |w| dumped(&source.name, &tool, &version, my.write_dump(w)?))
             }
         };
+        // The exported snapshot (if any) is released only now that the dump has read it.
+        let database = pre.take().map(|p| {
+            p.session.close();
+            p.info
+        });
         let (encoded, extras) = match result {
             Ok(done) => done,
             Err(e) => {
@@ -270,6 +336,7 @@ pub fn backup(
             warnings: counts,
             dump_tool,
             dump_tool_version,
+            database,
         });
     }
     let manifest = Manifest {

@@ -3,6 +3,7 @@
 
 pub mod backup;
 pub mod bench;
+pub mod check;
 pub mod keygen;
 pub mod list;
 pub mod restore;

@@ -71,13 +71,28 @@ pub fn run(config_path: &Path, args: &RestoreArgs) -> anyhow::Result<ExitCode> {
     let store = store::from_config(&config.store);
     let (identities, identity_file) = load_identities(&config, args.identity.as_deref())?;
     let m = snapshot::resolve(store.as_ref(), &args.snapshot)?;
+    let to = match (&args.db_url, &args.to) {
+        (Some(url), _) => {
+            return restore_to_database(
+                &config,
+                store.as_ref(),
+                &m,
+                args,
+                url,
+                &identities,
+                &identity_file,
+            );
+        }
+        (None, Some(to)) => to.clone(),
+        (None, None) => bail!("give --to DIR (or --db-url URL with --source NAME)"),
+    };
     if let (Some(site), Some(name)) = (&args.bench, &args.source) {
         let files = super::bench::write_bench_layout(
             store.as_ref(),
             &m,
             name,
             site,
-            &args.to,
+            &to,
             args.force,
             &crate::verify::DeepKeys {
                 identities: &identities,
@@ -97,7 +112,7 @@ pub fn run(config_path: &Path, args: &RestoreArgs) -> anyhow::Result<ExitCode> {
             println!(
                 "restored {} '{name}' for bench into {}:",
                 m.id,
-                args.to.display()
+                to.display()
             );
             for f in [&files.database, &files.public_files, &files.private_files] {
                 println!("  {}", f.display());
@@ -127,7 +142,7 @@ pub fn run(config_path: &Path, args: &RestoreArgs) -> anyhow::Result<ExitCode> {
         sources.into_iter().partition(|s| s.kind != "directory");
     let mut dump_files = Vec::new();
     for s in &dumps {
-        let file = args.to.join(format!("{}.sql", s.name));
+        let file = to.join(format!("{}.sql", s.name));
         if file.exists() && !args.force {
             bail!(
                 "{} exists; choose another --to folder, or pass --force to replace it",
@@ -137,17 +152,17 @@ pub fn run(config_path: &Path, args: &RestoreArgs) -> anyhow::Result<ExitCode> {
         dump_files.push((*s, file));
     }
     if !dumps.is_empty() {
-        fs::create_dir_all(&args.to)
-            .with_context(|| format!("creating restore folder {}", args.to.display()))?;
+        fs::create_dir_all(&to)
+            .with_context(|| format!("creating restore folder {}", to.display()))?;
     }
     // A lone directory source restores into DIR itself; otherwise each goes to DIR/<source>.
     let targets: Vec<(&SourceRecord, PathBuf)> = sources
         .iter()
         .map(|s| {
             let dir = if sources.len() == 1 && dumps.is_empty() {
-                args.to.clone()
+                to.clone()
             } else {
-                args.to.join(&s.name)
+                to.join(&s.name)
             };
             (*s, dir)
         })
@@ -225,6 +240,220 @@ pub fn run(config_path: &Path, args: &RestoreArgs) -> anyhow::Result<ExitCode> {
                 );
             }
         }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The configured database sources, frappe presets expanded where their site can be read (a
+/// staging host may not have the site: it is then left out of the guard, with a note).
+fn configured_databases(config: &crate::config::Config) -> Vec<crate::config::SourceConfig> {
+    let mut out = Vec::new();
+    for s in &config.sources {
+        match &s.kind {
+            crate::config::SourceKind::Frappe { path } => {
+                match crate::source::frappe::expand(&s.name, path, s.exact_count_limit) {
+                    Ok(parts) => out.extend(parts),
+                    Err(e) => eprintln!(
+                        "note: cannot tell whether the target is source '{}''s database: {e}",
+                        s.name
+                    ),
+                }
+            }
+            _ => out.push(s.clone()),
+        }
+    }
+    out
+}
+
+/// `restore ID --source NAME --db-url URL`: guards, prepare, load, compare.
+fn restore_to_database(
+    config: &crate::config::Config,
+    store: &dyn Store,
+    m: &Manifest,
+    args: &RestoreArgs,
+    url: &str,
+    identities: &[Box<dyn age::Identity + Send + Sync>],
+    identity_file: &str,
+) -> anyhow::Result<ExitCode> {
+    use crate::database::{Address, Database};
+    use crate::staging::{self, StagingOptions, TableStatus};
+    let name = args
+        .source
+        .as_deref()
+        .ok_or_else(|| anyhow!("--db-url needs --source NAME (the database source)"))?;
+    let s = m.source(name)?;
+    let address = Address::parse(url).map_err(|e| anyhow!("--db-url: {e}"))?;
+    staging::check_engine(s, &address)?;
+    let password = match (&args.db_password_file, &args.db_password_env) {
+        (Some(f), _) => Some(crate::config::SecretRef::File(f.clone())),
+        (None, Some(v)) => Some(crate::config::SecretRef::Env(v.clone())),
+        (None, None) => None,
+    }
+    .map(|r| r.load())
+    .transpose()
+    .map_err(|e| anyhow!("cannot read the staging database's password: {e}"))?;
+    let target = Database { address, password };
+    let opts = StagingOptions {
+        create: args.create,
+        force: args.force,
+        overwrite_source: args.overwrite_source_database,
+        client: args.client.clone(),
+    };
+    if !opts.overwrite_source {
+        let fingerprint = staging::target_fingerprint(&target)
+            .or_else(|e| if opts.create { Ok(None) } else { Err(e) })?;
+        staging::guard_sources(
+            &target.address,
+            fingerprint.as_ref(),
+            &configured_databases(config),
+        )?;
+    }
+    precheck(store, m, s)?;
+    let prepared = staging::prepare(&target, &opts)?;
+    let started = Instant::now();
+    let stream = open_checked(store, m, s, identities, identity_file)?;
+    let bar = Progress::bytes(&format!("restore {}", s.name), Some(s.plaintext_bytes));
+    let counted = CountingRead {
+        inner: stream,
+        bar: &bar,
+    };
+    let loaded =
+        std::thread::scope(|scope| staging::load(&target, &opts, &mut read_ahead(scope, counted)));
+    bar.finish();
+    let loaded = loaded.map_err(|e| {
+        let next = match &e {
+            crate::source::FeedError::Input(io) => match find_part_problem(io) {
+                Some(p) if !p.is_damage() => {
+                    "the load was stopped; check that the store is reachable, then restore again                      with --force"
+                }
+                _ => "the load was stopped; restore an older snapshot ('coffer list') with --force",
+            },
+            crate::source::FeedError::Tool(_) => {
+                "fix what the client reports (privileges, roles, the server's version) and restore                  again with --force"
+            }
+        };
+        anyhow!(e).context(format!(
+            "loading '{}' of snapshot {} into {} failed ({next})",
+            s.name, m.id, target.address
+        ))
+    })?;
+    if !loaded.stderr.is_empty() {
+        tracing::warn!(source = s.name, "the client said: {}", loaded.stderr);
+    }
+    let restored = staging::restored_counts(&target)?;
+    let cmp = staging::compare(s.database.as_ref(), &restored);
+    let seconds = started.elapsed().as_secs_f64();
+    let failures = cmp.failures();
+    if args.json {
+        let out = serde_json::json!({
+            "id": m.id,
+            "source": s.name,
+            "target": target.address.to_string(),
+            "prepared": prepared,
+            "bytes": loaded.bytes,
+            "seconds": seconds,
+            "counted": s.database.as_ref().map(|d| d.counted.clone()),
+            "ok": failures.is_empty(),
+            "tables": cmp.tables,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        println!(
+            "restored {} '{}' into {} ({}): {} of SQL in {seconds:.1} s",
+            m.id,
+            s.name,
+            target.address,
+            match prepared {
+                staging::Prepared::Empty => "it was empty",
+                staging::Prepared::Created => "created",
+                staging::Prepared::Recreated => "dropped and re-created",
+            },
+            human_bytes(loaded.bytes)
+        );
+        let show_all = cmp.tables.len() <= 50;
+        let width = cmp
+            .tables
+            .iter()
+            .map(|t| t.table.len())
+            .max()
+            .unwrap_or(5)
+            .max(5);
+        let shown: Vec<_> = cmp
+            .tables
+            .iter()
+            .filter(|t| show_all || t.status != TableStatus::Match)
+            .collect();
+        if !shown.is_empty() {
+            println!(
+                "  {:width$}  {:>12}  {:>12}",
+                "table", "backed up", "restored"
+            );
+            for t in shown {
+                let backed = match t.backed_up {
+                    Some(n) if t.backed_up_exact => n.to_string(),
+                    Some(n) => format!("~{n}"),
+                    None => "-".into(),
+                };
+                let restored = t.restored.map_or_else(|| "-".into(), |n| n.to_string());
+                let status = match t.status {
+                    TableStatus::Match => "ok",
+                    TableStatus::Mismatch => "MISMATCH",
+                    TableStatus::Differs => "differs",
+                    TableStatus::Estimated => "estimate",
+                    TableStatus::Missing => "MISSING",
+                    TableStatus::Extra => "not in backup",
+                };
+                println!(
+                    "  {:width$}  {backed:>12}  {restored:>12}  {status}",
+                    t.table
+                );
+            }
+        }
+        let matched = cmp.count(TableStatus::Match);
+        if !cmp.recorded {
+            println!(
+                "the snapshot records no row counts (made by an older coffer): {} tables restored",
+                cmp.tables.len()
+            );
+        } else {
+            println!(
+                "{matched} of {} tables match the backup's row counts{}",
+                cmp.tables.len(),
+                if show_all {
+                    ""
+                } else {
+                    " (--json lists every table)"
+                }
+            );
+        }
+        if cmp.count(TableStatus::Differs) > 0 {
+            println!(
+                "note: the backup counted rows just before its dump, so tables written to in                  between differ a little; that is not damage"
+            );
+        }
+    }
+    if !failures.is_empty() {
+        let names: Vec<String> = failures
+            .iter()
+            .map(|t| {
+                let why = if t.status == TableStatus::Missing {
+                    "missing".to_string()
+                } else {
+                    format!(
+                        "{} rows instead of {}",
+                        t.restored.unwrap_or(0),
+                        t.backed_up.unwrap_or(0)
+                    )
+                };
+                format!("{} ({why})", t.table)
+            })
+            .collect();
+        eprintln!(
+            "error: the restored database does not match snapshot {}: {}. It is left as it is              for inspection; restore an older snapshot to compare",
+            m.id,
+            names.join(", ")
+        );
+        return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
 }

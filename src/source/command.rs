@@ -113,25 +113,9 @@ impl DumpCommand {
             }
         }
         let mut stdout = child.stdout.take().expect("stdout is piped");
-        let mut stderr = child.stderr.take().expect("stderr is piped");
+        let stderr = child.stderr.take().expect("stderr is piped");
         std::thread::scope(|scope| {
-            let tail = scope.spawn(move || {
-                let mut tail = Vec::new();
-                let mut buf = [0u8; 8192];
-                loop {
-                    match stderr.read(&mut buf) {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => {
-                            tail.extend_from_slice(&buf[..n]);
-                            if tail.len() > 2 * STDERR_TAIL {
-                                tail.drain(..tail.len() - STDERR_TAIL);
-                            }
-                        }
-                    }
-                }
-                let start = tail.len().saturating_sub(STDERR_TAIL);
-                String::from_utf8_lossy(&tail[start..]).trim().to_string()
-            });
+            let tail = scope.spawn(move || stderr_tail(stderr));
             let mut started = || {
                 if let Some(path) = &self.remove_after_start {
                     let _ = std::fs::remove_file(path);
@@ -165,6 +149,109 @@ impl DumpCommand {
             Ok(DumpOutcome { bytes, stderr })
         })
     }
+}
+
+/// Why feeding a stream into a client failed.
+#[derive(Debug, thiserror::Error)]
+pub enum FeedError {
+    /// Reading the input failed (a damaged or unreachable stream); the client was stopped.
+    #[error("reading the dump: {0}")]
+    Input(#[source] io::Error),
+    #[error(transparent)]
+    Tool(#[from] DumpError),
+}
+
+impl DumpCommand {
+    /// Runs a client (`psql`, `mariadb`, `sqlite3`) with `input` on its stdin; its stdout is
+    /// discarded, its stderr's tail kept for the error. A failed input stops the client before
+    /// it sees the end of the stream (so a transactional load rolls back).
+    ///
+    /// # Errors
+    /// `Input` when reading `input` fails; `Tool` when the client cannot start, exits
+    /// non-zero, or is killed.
+    pub fn feed_from(&self, input: &mut dyn Read) -> Result<DumpOutcome, FeedError> {
+        let tool = self.tool();
+        let mut cmd = Command::new(&self.program);
+        cmd.args(&self.args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (k, v) in &self.env {
+            cmd.env(k, v.expose_secret());
+        }
+        let mut child = cmd.spawn().map_err(|source| DumpError::Spawn {
+            tool: tool.clone(),
+            source,
+        })?;
+        let mut stdin = child.stdin.take().expect("stdin is piped");
+        let stderr = child.stderr.take().expect("stderr is piped");
+        std::thread::scope(|scope| {
+            let tail = scope.spawn(move || stderr_tail(stderr));
+            let mut buf = vec![0u8; 256 * 1024];
+            let mut total = 0u64;
+            let fed: Result<(), Side> = loop {
+                let n = match input.read(&mut buf) {
+                    Ok(0) => break Ok(()),
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => break Err(Side::Read(e)),
+                };
+                if let Err(e) = stdin.write_all(&buf[..n]) {
+                    break Err(Side::Write(e));
+                }
+                total += n as u64;
+            };
+            if let Err(Side::Read(_)) = &fed {
+                // Never let the client see an end of input it could take for the whole dump.
+                let _ = child.kill();
+            }
+            drop(stdin);
+            let status = child.wait();
+            let stderr = tail.join().unwrap_or_default();
+            let status = status.map_err(|e| DumpError::Read(e, tool.clone()))?;
+            if let Err(Side::Read(e)) = fed {
+                return Err(FeedError::Input(e));
+            }
+            if !status.success() {
+                return Err(DumpError::Failed {
+                    tool,
+                    status: describe(status),
+                    stderr: if stderr.is_empty() {
+                        "(nothing on stderr)".into()
+                    } else {
+                        stderr
+                    },
+                }
+                .into());
+            }
+            if let Err(Side::Write(e)) = fed {
+                return Err(DumpError::Write(e, tool).into());
+            }
+            Ok(DumpOutcome {
+                bytes: total,
+                stderr,
+            })
+        })
+    }
+}
+
+/// Reads a child's stderr to the end, keeping its last `STDERR_TAIL` bytes.
+fn stderr_tail(mut stderr: impl Read) -> String {
+    let mut tail = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        match stderr.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                tail.extend_from_slice(&buf[..n]);
+                if tail.len() > 2 * STDERR_TAIL {
+                    tail.drain(..tail.len() - STDERR_TAIL);
+                }
+            }
+        }
+    }
+    let start = tail.len().saturating_sub(STDERR_TAIL);
+    String::from_utf8_lossy(&tail[start..]).trim().to_string()
 }
 
 /// The first line a tool prints for `--version`, for the manifest; `None` if it cannot run.
@@ -230,6 +317,41 @@ mod tests {
         assert_eq!(done.bytes, 100_006);
         assert!(out.ends_with(b"as3cr3t"));
         assert_eq!(done.stderr, "note");
+    }
+
+    #[test]
+    fn feeding_a_client_passes_every_byte_and_a_broken_input_stops_it() {
+        let mut input: &[u8] = &[7u8; 1_000_000];
+        let done = sh("wc -c > /dev/stderr").feed_from(&mut input).unwrap();
+        assert_eq!(done.bytes, 1_000_000);
+        assert_eq!(done.stderr, "1000000");
+        // A client that fails says so with its stderr.
+        let mut input: &[u8] = b"SELECT 1;";
+        let err = sh("cat >/dev/null; echo 'ERROR 1064: syntax' >&2; exit 1")
+            .feed_from(&mut input)
+            .unwrap_err();
+        assert!(err.to_string().contains("ERROR 1064"), "{err}");
+        // An input that breaks is reported as the input's failure, and the client (which
+        // would otherwise see a clean end of input) is killed, not left to commit.
+        struct Broken(u32);
+        impl Read for Broken {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                if self.0 == 0 {
+                    return Err(io::Error::other("part 3 is corrupted"));
+                }
+                self.0 -= 1;
+                buf[..4].copy_from_slice(b"abcd");
+                Ok(4)
+            }
+        }
+        let marker = tempfile::NamedTempFile::new().unwrap();
+        let script = format!(
+            "cat >/dev/null && echo committed > {}",
+            marker.path().display()
+        );
+        let err = sh(&script).feed_from(&mut Broken(3)).unwrap_err();
+        assert!(matches!(err, FeedError::Input(_)), "{err}");
+        assert_eq!(std::fs::read_to_string(marker.path()).unwrap(), "");
     }
 
     #[test]

@@ -27,7 +27,11 @@ pub enum FrappeError {
 ///
 /// # Errors
 /// When site_config.json is missing, not JSON, or lacks `db_name`.
-pub fn expand(name: &str, site: &Path) -> Result<Vec<SourceConfig>, FrappeError> {
+pub fn expand(
+    name: &str,
+    site: &Path,
+    exact_count_limit: u64,
+) -> Result<Vec<SourceConfig>, FrappeError> {
     let config_path = site.join("site_config.json");
     let err = |why: String| FrappeError::Config {
         name: name.to_string(),
@@ -103,9 +107,11 @@ pub fn expand(name: &str, site: &Path) -> Result<Vec<SourceConfig>, FrappeError>
         SourceConfig {
             name: format!("{name}-db"),
             kind: db_kind,
+            exact_count_limit,
         },
         SourceConfig {
             name: format!("{name}-files"),
+            exact_count_limit,
             kind: SourceKind::Directory {
                 path: site.to_path_buf(),
                 exclude: Vec::new(),

@@ -3,11 +3,11 @@
 mod command;
 mod directory;
 pub mod frappe;
-mod mysql;
+pub(crate) mod mysql;
 mod postgres;
 mod sqlite;
 
-pub use command::{DumpCommand, DumpError, DumpOutcome};
+pub use command::{DumpCommand, DumpError, DumpOutcome, FeedError, tool_version};
 pub use directory::{DirectoryError, DirectorySource, Excludes, WalkOutcome, Warning, WarningKind};
 pub use mysql::MysqlSource;
 pub use postgres::PostgresSource;

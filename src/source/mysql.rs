@@ -12,10 +12,51 @@ use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::PathBuf;
 
-use secrecy::ExposeSecret;
+use secrecy::{ExposeSecret, SecretString};
 
 use super::command::{DumpCommand, DumpError, DumpOutcome};
 use crate::config::{DbUrl, SecretRef};
+
+/// Writes a `[client]` option file holding `password` (0600) into a new private folder
+/// (0700), removed when the returned guard drops; pass it as the tool's first argument,
+/// `--defaults-file=PATH`, so the tool reads only it.
+///
+/// # Errors
+/// When the folder or file cannot be made.
+pub(crate) fn option_file(
+    password: Option<&SecretString>,
+) -> std::io::Result<(tempfile::TempDir, PathBuf)> {
+    let private = tempfile::Builder::new().prefix("coffer-mysql-").tempdir()?;
+    std::fs::set_permissions(private.path(), std::fs::Permissions::from_mode(0o700))?;
+    let cnf = private.path().join("client.cnf");
+    let mut text = String::from("[client]\n");
+    if let Some(password) = password {
+        // Escapes MariaDB's option-file parser understands inside double quotes.
+        let escaped = password
+            .expose_secret()
+            .replace('\\', "\\\\")
+            .replace('"', "\\\"")
+            .replace('\n', "\\n")
+            .replace('\r', "\\r");
+        text.push_str(&format!("password=\"{escaped}\"\n"));
+    }
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&cnf)?;
+    file.write_all(text.as_bytes())?;
+    Ok((private, cnf))
+}
+
+/// The first of `names` found on PATH (or the first name, to fail with its name).
+pub(crate) fn first_on_path(names: &[&str]) -> PathBuf {
+    let found = |name: &str| {
+        std::env::var_os("PATH")
+            .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(name).is_file()))
+    };
+    PathBuf::from(names.iter().find(|n| found(n)).unwrap_or(&names[0]))
+}
 
 /// A MariaDB/MySQL database to dump.
 #[derive(Debug, Clone)]
@@ -29,19 +70,10 @@ pub struct MysqlSource {
 impl MysqlSource {
     /// The dump tool to run.
     pub fn tool(&self) -> PathBuf {
-        if let Some(t) = &self.dump_tool {
-            return t.clone();
+        match &self.dump_tool {
+            Some(t) => t.clone(),
+            None => first_on_path(&["mariadb-dump", "mysqldump"]),
         }
-        let found = |name: &str| {
-            std::env::var_os("PATH").is_some_and(|path| {
-                std::env::split_paths(&path).any(|dir| dir.join(name).is_file())
-            })
-        };
-        PathBuf::from(if found("mariadb-dump") || !found("mysqldump") {
-            "mariadb-dump"
-        } else {
-            "mysqldump"
-        })
     }
 
     /// The tool's `--version` answer, for the manifest.
@@ -60,34 +92,11 @@ impl MysqlSource {
             tool: tool.display().to_string(),
             source,
         };
-        // Private folder (0700) for the option file; removed on drop, whatever happens.
-        let private = tempfile::Builder::new()
-            .prefix("coffer-mysql-")
-            .tempdir()
-            .map_err(setup_err)?;
-        std::fs::set_permissions(private.path(), std::fs::Permissions::from_mode(0o700))
-            .map_err(setup_err)?;
-        let cnf = private.path().join("client.cnf");
-        let mut text = String::from("[client]\n");
-        if let Some(secret) = &self.password {
-            let password = secret.load().map_err(DumpError::Secret)?;
-            // Escapes MariaDB's option-file parser understands inside double quotes.
-            let escaped = password
-                .expose_secret()
-                .replace('\\', "\\\\")
-                .replace('"', "\\\"")
-                .replace('\n', "\\n")
-                .replace('\r', "\\r");
-            text.push_str(&format!("password=\"{escaped}\"\n"));
-        }
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&cnf)
-            .map_err(setup_err)?;
-        file.write_all(text.as_bytes()).map_err(setup_err)?;
-        drop(file);
+        let password = match &self.password {
+            Some(secret) => Some(secret.load().map_err(DumpError::Secret)?),
+            None => None,
+        };
+        let (private, cnf) = option_file(password.as_ref()).map_err(setup_err)?;
         // --defaults-file must come first; it makes the tool read *only* this file, so no
         // ~/.my.cnf or /etc/mysql option (another password, `no-data`, `ignore-table`) can
         // change what is dumped.

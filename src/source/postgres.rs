@@ -21,6 +21,9 @@ pub struct PostgresSource {
     pub password: Option<SecretRef>,
     pub no_owner: bool,
     pub dump_tool: PathBuf,
+    /// A snapshot exported by coffer's own connection (`pg_export_snapshot()`), so the dump
+    /// reads exactly what the manifest's row counts were read from.
+    pub snapshot: Option<String>,
 }
 
 impl PostgresSource {
@@ -37,6 +40,9 @@ impl PostgresSource {
         if self.no_owner {
             args.push("--no-owner".into());
             args.push("--no-privileges".into());
+        }
+        if let Some(id) = &self.snapshot {
+            args.push(format!("--snapshot={id}").into());
         }
         args.push(format!("--dbname={}", self.url).into());
         let mut env = vec![(

@@ -275,6 +275,7 @@ fn plant_snapshot(env: &Env, tar: &[u8]) -> String {
             warnings: Default::default(),
             dump_tool: None,
             dump_tool_version: None,
+            database: None,
         }],
     };
     snapshot::write_manifest(&store, &manifest).unwrap();

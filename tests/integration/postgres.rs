@@ -196,11 +196,12 @@ fn postgres_round_trip_restores_identical_content() {
 fn a_failing_dump_leaves_no_snapshot_and_says_why() {
     let Some(()) = server() else { return };
     let env = Env::new();
-    // Unreachable server.
+    // Unreachable server: the pre-flight connection says so before pg_dump runs.
     let config = pg_config(&env, "postgres://postgres@127.0.0.1:1/nothing", "");
     let out = env.fails(&config, &["backup"]);
     assert!(
-        out.contains("pg_dump exited with status 1") && out.contains("127.0.0.1"),
+        out.contains("cannot connect to postgres://postgres@127.0.0.1:1/nothing")
+            && out.contains("is the server running"),
         "{out}"
     );
     assert!(out.contains("no snapshot was written"), "{out}");

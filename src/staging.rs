@@ -1,0 +1,525 @@
+//! Restore of a database stream into a (staging) database: the guards, creating or
+//! re-creating the database, loading the dump with the server's own client, and comparing the
+//! restored tables and row counts with what the manifest recorded at backup time.
+//!
+//! The guards come first and refuse loudly: a target of another engine, a target that is the
+//! database of a configured source (restoring a drill over production is the classic disaster;
+//! checked by address and by asking both servers who they are), a missing database without
+//! `create`, a non-empty one without `force`.
+
+use std::io::Read;
+use std::path::PathBuf;
+
+use anyhow::{Context, anyhow, bail};
+use secrecy::SecretString;
+use serde::Serialize;
+
+use crate::config::SourceConfig;
+use crate::database::{self, Address, Database, Engine, Fingerprint, same_file, same_host};
+use crate::snapshot::{DatabaseInfo, SourceRecord, TableRows};
+use crate::source::{DumpCommand, DumpOutcome, FeedError};
+
+/// What the caller asked for.
+#[derive(Debug, Default, Clone)]
+pub struct StagingOptions {
+    /// Create the database if it does not exist.
+    pub create: bool,
+    /// Drop and re-create a database that is not empty.
+    pub force: bool,
+    /// Allow a target that is a configured source's own database.
+    pub overwrite_source: bool,
+    /// The client to load with (default `psql`, `mariadb`/`mysql`, `sqlite3`).
+    pub client: Option<PathBuf>,
+}
+
+/// What `prepare` did to the target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Prepared {
+    /// It existed and was empty.
+    Empty,
+    Created,
+    /// It held something and was dropped and created again (`force`).
+    Recreated,
+}
+
+/// Refuses a target of another engine than the dump's.
+///
+/// # Errors
+/// Naming both and what to pass instead.
+pub fn check_engine(source: &SourceRecord, target: &Address) -> anyhow::Result<()> {
+    if source.kind != target.engine().kind() {
+        let example = match source.kind.as_str() {
+            "postgres" => "postgres://user@host:5432/staging",
+            "mysql" => "mysql://user@host:3306/staging",
+            "sqlite" => "sqlite:///path/to/staging.db",
+            _ => bail!(
+                "source '{}' is a {} stream, not a database dump; restore it with --to DIR",
+                source.name,
+                source.kind
+            ),
+        };
+        bail!(
+            "source '{}' is a {} dump but --db-url {} is a {} database; give a url like {example}",
+            source.name,
+            source.kind,
+            target,
+            target.engine().kind()
+        );
+    }
+    Ok(())
+}
+
+/// Refuses a target that is the database of any configured database source, unless
+/// `overwrite_source`. Compares addresses (the same file; the same database name on the same
+/// host and port, `localhost` and the host's own names and addresses being one host), and
+/// also asks both servers who they are (port, data folder, start time), which catches a
+/// server reached by two unrelated names.
+///
+/// # Errors
+/// Naming the source, both addresses, and the flag that overrides.
+pub fn guard_sources(
+    target: &Address,
+    target_server: Option<&Fingerprint>,
+    sources: &[SourceConfig],
+) -> anyhow::Result<()> {
+    for s in sources {
+        let Some((address, password)) = database::for_source(&s.kind) else {
+            continue;
+        };
+        if address.engine() != target.engine() {
+            continue;
+        }
+        let same = match (&address, target) {
+            (Address::Sqlite(a), Address::Sqlite(b)) => same_file(a, b),
+            _ => {
+                address.database() == target.database()
+                    && (same_address(&address, target)
+                        || same_server(&address, password, target_server))
+            }
+        };
+        if same {
+            bail!(
+                "refusing to restore into {target}: it is the database of the configured source \
+                 '{}' ({address}), and restoring there would overwrite it. Restore into a \
+                 staging database instead; if you really mean to replace that database, pass \
+                 --overwrite-source-database (with --force)",
+                s.name
+            );
+        }
+    }
+    Ok(())
+}
+
+fn same_address(a: &Address, b: &Address) -> bool {
+    match (a.host_port(), b.host_port()) {
+        (Some((ha, pa)), Some((hb, pb))) => pa == pb && same_host(&ha, &hb, pa),
+        _ => false,
+    }
+}
+
+/// Asks the configured source's server who it is; a source that cannot be reached now cannot
+/// be compared this way (the address comparison still holds).
+fn same_server(
+    source: &Address,
+    password: Option<&crate::config::SecretRef>,
+    target_server: Option<&Fingerprint>,
+) -> bool {
+    let Some(target) = target_server else {
+        return false;
+    };
+    let password = password.and_then(|p| p.load().ok());
+    let db = Database {
+        address: source.clone(),
+        password,
+    };
+    match db.connect_server().or_else(|_| db.connect()) {
+        Ok(mut session) => {
+            let fp = session.fingerprint();
+            session.close();
+            matches!(fp, Ok(Some(fp)) if fp.same_as(target))
+        }
+        Err(e) => {
+            tracing::info!("could not ask the configured source who it is: {e}");
+            false
+        }
+    }
+}
+
+/// The target server's fingerprint, from a maintenance connection (or the database itself).
+///
+/// # Errors
+/// When neither connection works.
+pub fn target_fingerprint(target: &Database) -> anyhow::Result<Option<Fingerprint>> {
+    if target.address.engine() == Engine::Sqlite {
+        return Ok(None);
+    }
+    let mut session = target
+        .connect_server()
+        .or_else(|e| target.connect().map_err(|_| e))?;
+    let fp = session.fingerprint()?;
+    session.close();
+    Ok(fp)
+}
+
+/// Makes sure the target exists and is empty: creates it (`create`), or drops and re-creates
+/// a non-empty one (`force`).
+///
+/// # Errors
+/// A missing database without `create`, a non-empty one without `force`, or the server
+/// refusing to create or drop it.
+pub fn prepare(target: &Database, opts: &StagingOptions) -> anyhow::Result<Prepared> {
+    let name = target.address.database();
+    if let Address::Sqlite(path) = &target.address {
+        if !path.exists() {
+            if !opts.create {
+                bail!(
+                    "staging database file {} does not exist; pass --create to make it",
+                    path.display()
+                );
+            }
+            let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
+            if let Some(parent) = parent
+                && !parent.is_dir()
+            {
+                bail!(
+                    "folder {} (for the staging database file) does not exist",
+                    parent.display()
+                );
+            }
+            return Ok(Prepared::Created);
+        }
+        if objects(target)? == 0 {
+            return Ok(Prepared::Empty);
+        }
+        if !opts.force {
+            bail!(not_empty(&target.address));
+        }
+        for suffix in ["", "-wal", "-shm", "-journal"] {
+            let mut p = path.clone().into_os_string();
+            p.push(suffix);
+            match std::fs::remove_file(&p) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    return Err(e)
+                        .with_context(|| format!("removing {}", PathBuf::from(p).display()));
+                }
+            }
+        }
+        return Ok(Prepared::Recreated);
+    }
+    let mut server = target.connect_server().with_context(|| {
+        format!(
+            "a staging restore connects to the server itself (PostgreSQL: its 'postgres' \
+             database) to check, create or drop {name}"
+        )
+    })?;
+    let exists = server.database_exists(&name)?;
+    let prepared = if !exists {
+        if !opts.create {
+            server.close();
+            bail!(
+                "database {name} does not exist on {}; pass --create to make it",
+                target.address
+            );
+        }
+        server.create_database(&name)?;
+        Prepared::Created
+    } else if objects(target)? == 0 {
+        Prepared::Empty
+    } else if !opts.force {
+        server.close();
+        bail!(not_empty(&target.address));
+    } else {
+        server.drop_database(&name)?;
+        server.create_database(&name)?;
+        Prepared::Recreated
+    };
+    server.close();
+    Ok(prepared)
+}
+
+fn not_empty(address: &Address) -> String {
+    format!(
+        "staging database {address} is not empty; restore into an empty database, or pass \
+         --force to drop and re-create it"
+    )
+}
+
+fn objects(target: &Database) -> anyhow::Result<u64> {
+    let mut session = target.connect()?;
+    let n = session.object_count()?;
+    session.close();
+    Ok(n)
+}
+
+/// The client command that loads a dump into `target`, and the private folder holding its
+/// option file (MariaDB), removed when dropped.
+///
+/// # Errors
+/// When the option file cannot be written.
+fn client(
+    target: &Database,
+    opts: &StagingOptions,
+) -> anyhow::Result<(DumpCommand, Option<tempfile::TempDir>)> {
+    let mut env: Vec<(String, SecretString)> = Vec::new();
+    let mut private = None;
+    let (program, args): (PathBuf, Vec<std::ffi::OsString>) = match &target.address {
+        Address::Postgres(url) => {
+            env.push(("PGCONNECT_TIMEOUT".into(), SecretString::from("15")));
+            if let Some(p) = &target.password {
+                env.push(("PGPASSWORD".into(), p.clone()));
+            }
+            (
+                opts.client.clone().unwrap_or_else(|| "psql".into()),
+                vec![
+                    "--no-psqlrc".into(),
+                    "--quiet".into(),
+                    "--no-password".into(),
+                    "--set=ON_ERROR_STOP=1".into(),
+                    // All or nothing: a failed load leaves the database as it was (empty).
+                    "--single-transaction".into(),
+                    format!("--dbname={url}").into(),
+                ],
+            )
+        }
+        Address::Mysql(u) => {
+            let (dir, cnf) = crate::source::mysql::option_file(target.password.as_ref())
+                .context("writing the client's option file")?;
+            private = Some(dir);
+            (
+                opts.client
+                    .clone()
+                    .unwrap_or_else(|| crate::source::mysql::first_on_path(&["mariadb", "mysql"])),
+                vec![
+                    format!("--defaults-file={}", cnf.display()).into(),
+                    "--protocol=TCP".into(),
+                    format!("--host={}", u.host).into(),
+                    format!("--port={}", u.port).into(),
+                    format!("--user={}", u.user).into(),
+                    "--default-character-set=utf8mb4".into(),
+                    "--binary-mode".into(),
+                    "--batch".into(),
+                    u.database.clone().into(),
+                ],
+            )
+        }
+        Address::Sqlite(path) => (
+            opts.client.clone().unwrap_or_else(|| "sqlite3".into()),
+            vec![
+                "-batch".into(),
+                "-bail".into(),
+                "-init".into(),
+                "/dev/null".into(),
+                path.clone().into_os_string(),
+            ],
+        ),
+    };
+    Ok((
+        DumpCommand {
+            program: program.into_os_string(),
+            args,
+            env,
+            stdin: None,
+            remove_after_start: None,
+        },
+        private,
+    ))
+}
+
+/// Loads a decrypted dump stream into the prepared target with its client.
+///
+/// # Errors
+/// `FeedError::Input` for a stream that breaks (the client is stopped first), or the client's
+/// failure with its stderr.
+pub fn load(
+    target: &Database,
+    opts: &StagingOptions,
+    input: &mut dyn Read,
+) -> Result<DumpOutcome, FeedError> {
+    let (command, _private) = client(target, opts).map_err(|e| {
+        FeedError::Tool(crate::source::DumpError::Spawn {
+            tool: "the database client".into(),
+            source: std::io::Error::other(format!("{e:#}")),
+        })
+    })?;
+    command.feed_from(input)
+}
+
+/// How one table compares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TableStatus {
+    /// Same row count.
+    Match,
+    /// Different, where the backup counted in the dump's own snapshot: the restore is wrong.
+    Mismatch,
+    /// Different, where the backup counted just before its dump: the source was probably
+    /// written to in between.
+    Differs,
+    /// The backup recorded the server's estimate; shown, not judged.
+    Estimated,
+    /// In the backup, not in the restored database.
+    Missing,
+    /// In the restored database, not in the backup's list.
+    Extra,
+}
+
+/// One row of the comparison.
+#[derive(Debug, Clone, Serialize)]
+pub struct TableCheck {
+    pub table: String,
+    /// Rows the backup recorded (`None`: not in the backup's list).
+    pub backed_up: Option<u64>,
+    pub backed_up_exact: bool,
+    /// Rows in the restored database (`None`: missing).
+    pub restored: Option<u64>,
+    pub status: TableStatus,
+}
+
+/// The comparison of a restored database with its manifest.
+#[derive(Debug, Clone, Serialize)]
+pub struct Comparison {
+    pub tables: Vec<TableCheck>,
+    /// `false` when the manifest has no counts to compare with (an older snapshot).
+    pub recorded: bool,
+}
+
+impl Comparison {
+    /// Tables that make the restore fail (missing, or a count that must have matched).
+    pub fn failures(&self) -> Vec<&TableCheck> {
+        self.tables
+            .iter()
+            .filter(|t| matches!(t.status, TableStatus::Mismatch | TableStatus::Missing))
+            .collect()
+    }
+
+    pub fn count(&self, status: TableStatus) -> usize {
+        self.tables.iter().filter(|t| t.status == status).count()
+    }
+}
+
+/// Compares the restored tables with the manifest's record.
+pub fn compare(recorded: Option<&DatabaseInfo>, restored: &[TableRows]) -> Comparison {
+    let Some(info) = recorded else {
+        return Comparison {
+            tables: restored
+                .iter()
+                .map(|r| TableCheck {
+                    table: r.name.clone(),
+                    backed_up: None,
+                    backed_up_exact: false,
+                    restored: Some(r.rows),
+                    status: TableStatus::Extra,
+                })
+                .collect(),
+            recorded: false,
+        };
+    };
+    let same_snapshot = info.counted == "snapshot";
+    let mut tables: Vec<TableCheck> = info
+        .tables
+        .iter()
+        .map(|b| {
+            let got = restored.iter().find(|r| r.name == b.name).map(|r| r.rows);
+            let status = match got {
+                None => TableStatus::Missing,
+                Some(n) if n == b.rows => TableStatus::Match,
+                Some(_) if !b.exact => TableStatus::Estimated,
+                Some(_) if same_snapshot => TableStatus::Mismatch,
+                Some(_) => TableStatus::Differs,
+            };
+            TableCheck {
+                table: b.name.clone(),
+                backed_up: Some(b.rows),
+                backed_up_exact: b.exact,
+                restored: got,
+                status,
+            }
+        })
+        .collect();
+    for r in restored {
+        if !info.tables.iter().any(|b| b.name == r.name) {
+            tables.push(TableCheck {
+                table: r.name.clone(),
+                backed_up: None,
+                backed_up_exact: false,
+                restored: Some(r.rows),
+                status: TableStatus::Extra,
+            });
+        }
+    }
+    Comparison {
+        tables,
+        recorded: true,
+    }
+}
+
+/// Counts every table of the restored database exactly.
+///
+/// # Errors
+/// When it cannot connect or count.
+pub fn restored_counts(target: &Database) -> anyhow::Result<Vec<TableRows>> {
+    let mut session = target
+        .connect()
+        .map_err(|e| anyhow!(e).context("connecting to the restored database to count its rows"))?;
+    let rows = session.row_counts(u64::MAX)?;
+    session.close();
+    Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rows(name: &str, rows: u64, exact: bool) -> TableRows {
+        TableRows {
+            name: name.into(),
+            rows,
+            exact,
+        }
+    }
+
+    #[test]
+    fn comparison_judges_by_how_the_backup_counted() {
+        let info = |counted: &str| DatabaseInfo {
+            server_version: "15".into(),
+            counted: counted.into(),
+            tables: vec![
+                rows("a", 10, true),
+                rows("b", 5, true),
+                rows("big", 9_000_000, false),
+                rows("gone", 1, true),
+            ],
+        };
+        let restored = [
+            rows("a", 10, true),
+            rows("b", 6, true),
+            rows("big", 9_100_000, true),
+            rows("new", 3, true),
+        ];
+        let c = compare(Some(&info("snapshot")), &restored);
+        let status: Vec<_> = c
+            .tables
+            .iter()
+            .map(|t| (t.table.as_str(), t.status))
+            .collect();
+        assert_eq!(
+            status,
+            [
+                ("a", TableStatus::Match),
+                ("b", TableStatus::Mismatch),
+                ("big", TableStatus::Estimated),
+                ("gone", TableStatus::Missing),
+                ("new", TableStatus::Extra),
+            ]
+        );
+        assert_eq!(c.failures().len(), 2);
+        // Counted before the dump: a different count is a note, a missing table still fails.
+        let c = compare(Some(&info("before-dump")), &restored);
+        assert_eq!(c.tables[1].status, TableStatus::Differs);
+        assert_eq!(c.failures().len(), 1);
+        assert!(!compare(None, &restored).recorded);
+    }
+}
