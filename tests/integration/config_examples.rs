@@ -15,3 +15,55 @@ fn shipped_configs_are_valid() {
     }
     assert!(seen >= 2, "expected the quickstart and the example config");
 }
+
+#[test]
+fn check_reports_every_problem_at_once_with_what_to_do() {
+    let env = crate::support::Env::new();
+    let site = env.path("site");
+    std::fs::create_dir_all(&site).unwrap();
+    let config = env.config(
+        &site,
+        "1MiB",
+        r#"
+[[source]]
+name = "gone"
+type = "directory"
+path = "/nonexistent/coffer-check"
+
+[[source]]
+name = "db"
+type = "postgres"
+url = "postgres://postgres@127.0.0.1:1/nothing"
+dump_tool = "/nonexistent/pg_dump"
+
+[[source]]
+name = "secret"
+type = "mysql"
+url = "mysql://root@127.0.0.1:3306/x"
+password_env = "COFFER_TEST_UNSET_PASSWORD"
+"#,
+    );
+    let out = env.fails(&config, &["check"]);
+    for expected in [
+        "ok   store:",
+        "ok   source 'files'",
+        "FAIL source 'gone': cannot read /nonexistent/coffer-check",
+        "FAIL source 'db': cannot run /nonexistent/pg_dump --version",
+        "cannot connect to postgres://postgres@127.0.0.1:1/nothing",
+        "FAIL source 'secret': cannot read the password: environment variable \
+         COFFER_TEST_UNSET_PASSWORD",
+        "3 of ",
+    ] {
+        assert!(out.contains(expected), "missing {expected:?} in:\n{out}");
+    }
+    let out = env.run(&config, &["check", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let failed: Vec<&str> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["ok"] == false)
+        .map(|c| c["check"].as_str().unwrap())
+        .collect();
+    assert_eq!(failed, ["source 'gone'", "source 'db'", "source 'secret'"]);
+}

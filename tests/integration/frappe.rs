@@ -123,6 +123,33 @@ fn frappe_site_on_mariadb() {
     let dump = back_up_and_restore(&env, &site, &secret, "mysql");
     assert!(dump.contains("hello-frappe"));
     check_bench_layout(&env, &site, &dump);
+    // The site's database restores into a staging database, compared table by table; the
+    // site's own database (found through site_config.json) is refused.
+    let config = preset_config(&env, &site);
+    let stg = mysql::Db::named("frappe_stg");
+    let url = stg.url("root");
+    let out = env.ok(
+        &config,
+        &[
+            "restore", "latest", "--source", "erp-db", "--db-url", &url, "--create",
+        ],
+    );
+    assert!(out.contains("1 of 1 tables match"), "{out}");
+    assert_eq!(
+        mysql::sql(&stg.0, "SELECT name FROM `tabNote`"),
+        "hello-frappe"
+    );
+    let own = format!("mysql://root@localhost/{}", db.0);
+    let out = env.fails(
+        &config,
+        &[
+            "restore", "latest", "--source", "erp-db", "--db-url", &own, "--force",
+        ],
+    );
+    assert!(
+        out.contains("refusing to restore into") && out.contains("'erp-db'"),
+        "{out}"
+    );
     mysql::sql("mysql", &format!("DROP USER '{}'@'%'", db.0));
 }
 

@@ -67,7 +67,11 @@ impl Db {
         );
         Db(name)
     }
-    fn url(&self, user: &str) -> String {
+    /// A unique name, not created (a restore creates it); dropped all the same.
+    pub(crate) fn named(tag: &str) -> Db {
+        Db(format!("coffer_{tag}_{:08x}", rand::random::<u32>()))
+    }
+    pub(crate) fn url(&self, user: &str) -> String {
         format!("mysql://{user}@127.0.0.1:3306/{}", self.0)
     }
 }
@@ -257,5 +261,166 @@ fn mariadb_password_goes_by_a_private_option_file_and_a_wrong_one_fails() {
         "{out}"
     );
     assert_eq!(env.ok(&config, &["list", "--json"]), before);
+    sql("mysql", &format!("DROP USER '{user}'@'%'"));
+}
+
+#[test]
+fn mariadb_restore_into_staging_matches_and_never_overwrites_the_source() {
+    let Some(()) = server() else { return };
+    let src = Db::new("src");
+    sql(&src.0, SCHEMA);
+    sql(&src.0, "CREATE TABLE `empty one` (i INT)");
+    let before = checksum(&src.0);
+    let env = Env::new();
+    let config = my_config(&env, &src.url("root"), "");
+    let out = env.ok(&config, &["backup", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let db = &v["manifest"]["sources"][0]["database"];
+    assert_eq!(db["counted"], "before-dump", "{db}");
+    assert!(
+        db["server_version"].as_str().unwrap().contains("MariaDB"),
+        "{db}"
+    );
+    assert_eq!(
+        db["tables"],
+        serde_json::json!([
+            {"name": "empty one", "rows": 0, "exact": true},
+            {"name": "tabSales Invoice", "rows": 50000, "exact": true},
+        ])
+    );
+    let stg = Db::named("stg");
+    let url = stg.url("root");
+    let out = env.ok(
+        &config,
+        &[
+            "restore", "latest", "--source", "db", "--db-url", &url, "--create", "--json",
+        ],
+    );
+    let r: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(r["ok"], true, "{r}");
+    let statuses: Vec<&str> = r["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, ["match", "match"], "{r}");
+    assert_eq!(checksum(&stg.0), before);
+    assert_eq!(sql(&stg.0, "SELECT COUNT(*) FROM paid"), "25000");
+    // The trigger came along.
+    sql(
+        &stg.0,
+        "INSERT INTO `tabSales Invoice` (id, amount) VALUES (60000, 1)",
+    );
+    assert_eq!(
+        sql(
+            &stg.0,
+            "SELECT amount FROM `tabSales Invoice` WHERE id = 60000"
+        ),
+        "2.000000"
+    );
+    // Over the source, by another name of the same server: refused, source untouched.
+    let alias = format!("mariadb://root@localhost:3306/{}", src.0);
+    let out = env.fails(
+        &config,
+        &[
+            "restore", "latest", "--source", "db", "--db-url", &alias, "--force",
+        ],
+    );
+    assert!(out.contains("refusing to restore into"), "{out}");
+    assert_eq!(checksum(&src.0), before);
+    // With a table estimate above exact_count_limit the manifest says so, and a restore
+    // shows the estimate without judging it.
+    let config = my_config(&env, &src.url("root"), "exact_count_limit = 10");
+    sql(&src.0, "ANALYZE TABLE `tabSales Invoice`");
+    let out = env.ok(&config, &["backup", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let t = &v["manifest"]["sources"][0]["database"]["tables"][1];
+    assert_eq!(t["exact"], false, "{t}");
+    assert!(t["rows"].as_u64().unwrap() > 10, "{t}");
+}
+
+#[test]
+fn a_staging_password_goes_by_option_file_and_never_shows() {
+    let Some(()) = server() else { return };
+    let src = Db::new("src");
+    sql(
+        &src.0,
+        "CREATE TABLE t (i INT); INSERT INTO t VALUES (1), (2)",
+    );
+    let stg = Db::new("stg");
+    let user = format!("coffer_s{:08x}", rand::random::<u32>());
+    let secret = "Stag1ng-s3cret-pw";
+    sql(
+        "mysql",
+        &format!(
+            "CREATE USER '{user}'@'%' IDENTIFIED BY '{secret}'; GRANT ALL ON {}.* TO '{user}'@'%'",
+            stg.0
+        ),
+    );
+    let env = Env::new();
+    let config = my_config(&env, &src.url("root"), "");
+    env.backup(&config);
+    let record = env.path("rec");
+    let client = env.path("recording-mariadb");
+    fs::write(
+        &client,
+        format!(
+            "#!/bin/sh\nprintf '%s\\n' \"$@\" > '{r}.args'\nexec mariadb \"$@\"\n",
+            r = record.display()
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&client, fs::Permissions::from_mode(0o755)).unwrap();
+    let pw = env.path("stg-pw");
+    fs::write(&pw, format!("{secret}\n")).unwrap();
+    let url = stg.url(&user);
+    let restore = |pw: &std::path::Path| {
+        env.run(
+            &config,
+            &[
+                "restore",
+                "latest",
+                "--source",
+                "db",
+                "--db-url",
+                &url,
+                "--db-password-file",
+                pw.to_str().unwrap(),
+                "--client",
+                client.to_str().unwrap(),
+            ],
+        )
+    };
+    let out = restore(&pw);
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{all}");
+    assert!(all.contains("1 of 1 tables match"), "{all}");
+    assert!(!all.contains("s3cret"), "{all}");
+    let args = fs::read_to_string(format!("{}.args", record.display())).unwrap();
+    assert!(
+        args.starts_with("--defaults-file=") && !args.contains("s3cret"),
+        "{args}"
+    );
+    assert_eq!(sql(&stg.0, "SELECT COUNT(*) FROM t"), "2");
+    // A wrong password: a clear refusal that does not echo what was given.
+    let bad = env.path("bad-pw");
+    fs::write(&bad, "Wr0ng-s3cret").unwrap();
+    let out = restore(&bad);
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success());
+    assert!(
+        all.contains("Access denied") && all.contains("check the user and the password"),
+        "{all}"
+    );
+    assert!(!all.contains("s3cret"), "{all}");
     sql("mysql", &format!("DROP USER '{user}'@'%'"));
 }

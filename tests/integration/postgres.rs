@@ -63,7 +63,11 @@ impl Db {
         psql("postgres", &format!("CREATE DATABASE {name}"));
         Db(name)
     }
-    fn url(&self) -> String {
+    /// A unique name, not created (a restore creates it); dropped all the same.
+    pub(crate) fn named(tag: &str) -> Db {
+        Db(format!("coffer_{tag}_{:08x}", rand::random::<u32>()))
+    }
+    pub(crate) fn url(&self) -> String {
         format!("postgres://postgres@127.0.0.1:5432/{}", self.0)
     }
 }
@@ -292,4 +296,211 @@ fn the_password_goes_by_environment_never_by_argument() {
         out.contains("password_file") && !out.contains(secret),
         "{out}"
     );
+}
+
+/// The restore's JSON report.
+fn report(out: &str) -> serde_json::Value {
+    serde_json::from_str(out).unwrap_or_else(|e| panic!("{e}: {out}"))
+}
+
+#[test]
+fn postgres_restore_into_staging_matches_and_never_overwrites_the_source() {
+    let Some(()) = server() else { return };
+    let src = Db::new("src");
+    psql(&src.0, SCHEMA);
+    let before = checksum(&src.0);
+    let env = Env::new();
+    let config = pg_config(&env, &src.url(), "");
+    let out = env.ok(&config, &["backup", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let db = &v["manifest"]["sources"][0]["database"];
+    assert_eq!(db["counted"], "snapshot", "{db}");
+    assert!(
+        db["server_version"]
+            .as_str()
+            .unwrap()
+            .starts_with(char::is_numeric)
+    );
+    assert_eq!(
+        db["tables"],
+        serde_json::json!([{"name": "public.tabSales Invoice", "rows": 50000, "exact": true}])
+    );
+
+    let stg = Db::named("stg");
+    let url = stg.url();
+    let restore = |extra: &[&str]| -> Vec<String> {
+        let mut a = vec!["restore", "latest", "--source", "db", "--db-url", &url];
+        a.extend_from_slice(extra);
+        a.iter().map(ToString::to_string).collect()
+    };
+    // Missing: only with --create.
+    let out = env.fails(&config, &strs(&restore(&[])));
+    assert!(
+        out.contains("does not exist") && out.contains("--create"),
+        "{out}"
+    );
+    let out = env.ok(&config, &strs(&restore(&["--create", "--json"])));
+    let r = report(&out);
+    assert_eq!(r["ok"], true, "{r}");
+    assert_eq!(r["prepared"], "created");
+    assert_eq!(r["tables"][0]["status"], "match");
+    assert_eq!(r["tables"][0]["restored"], 50000);
+    assert_eq!(checksum(&stg.0), before);
+    assert_eq!(psql(&stg.0, "SELECT count(*) FROM paid"), "25000");
+    // Not empty now: only with --force, which drops and re-creates it.
+    psql(&stg.0, r#"DELETE FROM "tabSales Invoice" WHERE id > 10"#);
+    let out = env.fails(&config, &strs(&restore(&[])));
+    assert!(
+        out.contains("not empty") && out.contains("--force"),
+        "{out}"
+    );
+    let out = env.ok(&config, &strs(&restore(&["--force"])));
+    assert!(
+        out.contains("dropped and re-created") && out.contains("1 of 1 tables match"),
+        "{out}"
+    );
+    assert_eq!(checksum(&stg.0), before);
+
+    // The source itself, even by another name for the same server, is refused, even with
+    // --force; the source is untouched.
+    psql(
+        &src.0,
+        r#"INSERT INTO "tabSales Invoice" (id, amount) VALUES (0, 1)"#,
+    );
+    let changed = checksum(&src.0);
+    let alias = format!("postgres://postgres@localhost/{}", src.0);
+    let out = env.fails(
+        &config,
+        &[
+            "restore", "latest", "--source", "db", "--db-url", &alias, "--force",
+        ],
+    );
+    assert!(
+        out.contains("refusing to restore into") && out.contains("--overwrite-source-database"),
+        "{out}"
+    );
+    assert_eq!(checksum(&src.0), changed);
+    // A dump of another engine is refused before anything happens.
+    let out = env.fails(
+        &config,
+        &[
+            "restore",
+            "latest",
+            "--source",
+            "db",
+            "--db-url",
+            "mysql://root@127.0.0.1/x",
+        ],
+    );
+    assert!(out.contains("is a postgres dump"), "{out}");
+}
+
+#[test]
+fn a_restore_that_loses_rows_fails_the_comparison_and_names_the_table() {
+    let Some(()) = server() else { return };
+    let src = Db::new("src");
+    psql(
+        &src.0,
+        "CREATE TABLE t (i int); INSERT INTO t SELECT generate_series(1, 10); CREATE TABLE u (i int)",
+    );
+    let env = Env::new();
+    let config = pg_config(&env, &src.url(), "");
+    env.backup(&config);
+    let stg = Db::named("stg");
+    // A client that loads the dump, then loses three rows.
+    let client = env.path("lossy-psql");
+    fs::write(
+        &client,
+        format!(
+            "#!/bin/sh\npsql \"$@\" || exit $?\n\
+             psql -h 127.0.0.1 -U postgres -d {} -qc 'DELETE FROM t WHERE i <= 3'\n",
+            stg.0
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(&client, fs::Permissions::from_mode(0o755)).unwrap();
+    let url = stg.url();
+    let out = env.fails(
+        &config,
+        &[
+            "restore",
+            "latest",
+            "--source",
+            "db",
+            "--db-url",
+            &url,
+            "--create",
+            "--client",
+            client.to_str().unwrap(),
+        ],
+    );
+    assert!(out.contains("MISMATCH"), "{out}");
+    assert!(
+        out.contains("does not match snapshot") && out.contains("public.t (7 rows instead of 10)"),
+        "{out}"
+    );
+    assert!(!out.contains("public.u ("), "{out}");
+}
+
+#[test]
+fn postgres_counts_come_from_the_snapshot_the_dump_reads() {
+    let Some(()) = server() else { return };
+    let src = Db::new("live");
+    psql(
+        &src.0,
+        "CREATE TABLE busy (i bigint, pad text); \
+         INSERT INTO busy SELECT g, repeat('x', 200) FROM generate_series(1, 300000) g",
+    );
+    let env = Env::new();
+    let config = pg_config(&env, &src.url(), "");
+    // A writer inserts without pause all through the backup.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (stop, db) = (stop.clone(), src.0.clone());
+        std::thread::spawn(move || {
+            let mut batches = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                psql(
+                    &db,
+                    "INSERT INTO busy SELECT g, 'w' FROM generate_series(1, 500) g",
+                );
+                batches += 1;
+            }
+            batches
+        })
+    };
+    while psql(&src.0, "SELECT count(*) FROM busy") == "300000" {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let out = env.ok(&config, &["backup", "--json"]);
+    let during = psql(&src.0, "SELECT count(*) FROM busy");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let batches = writer.join().unwrap();
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let recorded = v["manifest"]["sources"][0]["database"]["tables"][0]["rows"]
+        .as_u64()
+        .unwrap();
+    assert!(batches > 2, "the writer ran during the backup");
+    assert!(
+        recorded > 300_000 && recorded < during.parse::<u64>().unwrap(),
+        "counted mid-stream: {recorded} (after the backup: {during})"
+    );
+    // The restore has exactly the recorded rows: the count and the dump read one snapshot.
+    let stg = Db::named("stg");
+    let url = stg.url();
+    let out = env.ok(
+        &config,
+        &[
+            "restore", "latest", "--source", "db", "--db-url", &url, "--create", "--json",
+        ],
+    );
+    let r = report(&out);
+    assert_eq!(r["ok"], true, "{r}");
+    assert_eq!(r["tables"][0]["status"], "match", "{r}");
+    assert_eq!(r["tables"][0]["restored"].as_u64(), Some(recorded));
+}
+
+fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
 }

@@ -169,3 +169,62 @@ fn a_dump_that_does_not_end_with_commit_fails_the_backup() {
     );
     assert_eq!(env.ok(&config, &["list", "--json"]).trim(), "[]");
 }
+
+#[test]
+fn sqlite_restore_into_a_staging_file_matches_and_never_overwrites_the_source() {
+    if !have_sqlite3() {
+        return;
+    }
+    let env = Env::new();
+    let db = env.path("app.db");
+    sqlite(
+        &db,
+        "CREATE TABLE doc (id INTEGER PRIMARY KEY, body TEXT, data BLOB, amount REAL); \
+         INSERT INTO doc VALUES (1, 'it''s \"q\"' || char(10) || 'line ✓ 🎉', x'00ff10', 0.1), \
+         (2, NULL, NULL, 1e308), (3, '', zeroblob(3), -0.0); \
+         CREATE TABLE tag (doc INTEGER REFERENCES doc(id), name TEXT); \
+         CREATE INDEX tag_name ON tag(name); \
+         CREATE VIEW named AS SELECT * FROM doc WHERE body IS NOT NULL; \
+         CREATE TRIGGER stamp AFTER INSERT ON doc BEGIN INSERT INTO tag VALUES (new.id, 'new'); END;",
+    );
+    let config = config(&env, &db);
+    let out = env.ok(&config, &["backup", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let info = &v["manifest"]["sources"][0]["database"];
+    assert_eq!(
+        info["tables"],
+        serde_json::json!([
+            {"name": "doc", "rows": 3, "exact": true},
+            {"name": "tag", "rows": 0, "exact": true},
+        ]),
+        "{info}"
+    );
+    let staging = env.path("staging.db");
+    let url = format!("sqlite://{}", staging.display());
+    let out = env.fails(
+        &config,
+        &["restore", "latest", "--source", "app", "--db-url", &url],
+    );
+    assert!(out.contains("--create"), "{out}");
+    let out = env.ok(
+        &config,
+        &[
+            "restore", "latest", "--source", "app", "--db-url", &url, "--create",
+        ],
+    );
+    assert!(out.contains("2 of 2 tables match"), "{out}");
+    assert_eq!(sqlite(&staging, ".dump"), sqlite(&db, ".dump"));
+    // The source, even through a symlink, is refused.
+    let link = env.path("link.db");
+    std::os::unix::fs::symlink(&db, &link).unwrap();
+    let before = fs::read(&db).unwrap();
+    let url = format!("sqlite:{}", link.display());
+    let out = env.fails(
+        &config,
+        &[
+            "restore", "latest", "--source", "app", "--db-url", &url, "--force",
+        ],
+    );
+    assert!(out.contains("refusing to restore into"), "{out}");
+    assert_eq!(fs::read(&db).unwrap(), before);
+}
