@@ -144,8 +144,12 @@ pub enum SourceKind {
         password: Option<SecretRef>,
         dump_tool: Option<PathBuf>,
     },
-    /// A SQLite database file dumped with the `sqlite3` shell's `.dump`.
-    Sqlite { path: PathBuf, dump_tool: PathBuf },
+    /// A SQLite database file, dumped by coffer itself (or, with `dump_tool`, by the
+    /// `sqlite3` shell's `.dump`).
+    Sqlite {
+        path: PathBuf,
+        dump_tool: Option<PathBuf>,
+    },
     /// A PostgreSQL database dumped with `pg_dump` (plain SQL).
     Postgres {
         /// `postgres://user@host:port/db`, without a password.
@@ -583,7 +587,7 @@ impl Config {
                     };
                     SourceKind::Sqlite {
                         path: resolve(&p),
-                        dump_tool: s.dump_tool.unwrap_or_else(|| PathBuf::from("sqlite3")),
+                        dump_tool: s.dump_tool,
                     }
                 }
                 "mysql" => {

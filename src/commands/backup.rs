@@ -72,6 +72,8 @@ struct SourceExtras {
     warnings: Vec<Warning>,
     /// The dump tool and its version, for database sources.
     tool: Option<(String, Option<String>)>,
+    /// What a dump that counted its own rows recorded (the built-in SQLite dump).
+    database: Option<DatabaseInfo>,
 }
 
 /// The extras of a finished database dump; the tool's stderr notices are logged.
@@ -88,6 +90,7 @@ fn dumped(
         entries: None,
         warnings: Vec::new(),
         tool: Some((tool.to_string(), version.clone())),
+        database: None,
     })
 }
 
@@ -102,6 +105,13 @@ struct Preflight {
 /// Connects to a database source (a wrong password or an unreachable server fails here, with
 /// sqlx's clear message, before any dump starts) and reads what the manifest records of it.
 fn preflight(source: &SourceConfig) -> anyhow::Result<Option<Preflight>> {
+    if let SourceKind::Sqlite {
+        dump_tool: None, ..
+    } = source.kind
+    {
+        // The built-in dump counts rows inside its own read transaction.
+        return Ok(None);
+    }
     let Some((address, password)) = database::for_source(&source.kind) else {
         return Ok(None);
     };
@@ -249,6 +259,7 @@ pub fn backup(
                         entries: Some(walk.counts),
                         warnings: walk.warnings,
                         tool: None,
+                        database: None,
                     })
                 })
             }
@@ -273,8 +284,21 @@ pub fn backup(
                     path: path.clone(),
                     dump_tool: dump_tool.clone(),
                 };
-                let version = db.tool_version();
-                encode(&mut |w| dumped(&source.name, "sqlite3", &version, db.write_dump(w)?))
+                let (tool, version) = db.tool_version();
+                match dump_tool {
+                    Some(shell) => encode(&mut |w| {
+                        dumped(&source.name, &tool, &version, db.write_dump(shell, w)?)
+                    }),
+                    None => encode(&mut |w| {
+                        let (_, info) = crate::source::sqlite_dump(path, w)?;
+                        Ok(SourceExtras {
+                            entries: None,
+                            warnings: Vec::new(),
+                            tool: Some((tool.clone(), version.clone())),
+                            database: Some(info),
+                        })
+                    }),
+                }
             }
             SourceKind::Mysql {
                 url,
@@ -296,7 +320,7 @@ pub fn backup(
             }
         };
         // The exported snapshot (if any) is released only now that the dump has read it.
-        let database = pre.take().map(|p| {
+        let preflight = pre.take().map(|p| {
             p.session.close();
             p.info
         });
@@ -336,7 +360,7 @@ pub fn backup(
             warnings: counts,
             dump_tool,
             dump_tool_version,
-            database,
+            database: extras.database.or(preflight),
         });
     }
     let manifest = Manifest {

@@ -99,10 +99,10 @@ fn check_store(config: &Config) -> anyhow::Result<String> {
         Err(e) => return Err(anyhow!("cannot read back from {store}: {e}")),
     }
     deleted.map_err(|e| anyhow!("cannot delete from {store}: {e}"))?;
-    let snapshots = store.list("snapshots/").map(|l| l.len()).unwrap_or(0);
-    Ok(format!(
-        "{store}: write, read back and delete work ({snapshots} stored objects)"
-    ))
+    store
+        .list("snapshots/")
+        .map_err(|e| anyhow!("cannot list {store}: {e}"))?;
+    Ok(format!("{store}: write, read back, list and delete work"))
 }
 
 /// Encrypts a few bytes to the configured recipients and decrypts them with the identity.
@@ -178,12 +178,13 @@ fn check_database(kind: &SourceKind) -> anyhow::Result<String> {
             (dump_tool.clone(), crate::source::tool_version(dump_tool))
         }
         SourceKind::Sqlite { path, dump_tool } => (
-            dump_tool.clone(),
+            dump_tool.clone().unwrap_or_else(|| "coffer".into()),
             crate::source::SqliteSource {
                 path: path.clone(),
                 dump_tool: dump_tool.clone(),
             }
-            .tool_version(),
+            .tool_version()
+            .1,
         ),
         SourceKind::Mysql {
             url,

@@ -11,4 +11,4 @@ pub use command::{DumpCommand, DumpError, DumpOutcome, FeedError, tool_version};
 pub use directory::{DirectoryError, DirectorySource, Excludes, WalkOutcome, Warning, WarningKind};
 pub use mysql::MysqlSource;
 pub use postgres::PostgresSource;
-pub use sqlite::SqliteSource;
+pub use sqlite::{SqliteDumpError, SqliteSource, builtin_dump as sqlite_dump};

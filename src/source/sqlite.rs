@@ -1,27 +1,287 @@
-//! A `sqlite` source: the `sqlite3` shell's `.dump`, streamed from the child's stdout.
+//! A `sqlite` source: a plain-SQL dump in the form of the `sqlite3` shell's `.dump`, made by
+//! coffer itself through sqlx's bundled SQLite (no tool to install), or by the `sqlite3` shell
+//! when `dump_tool` names one.
 //!
-//! The dump runs inside one read transaction, so it is a consistent snapshot even while another
-//! process writes (in WAL mode writers are not even blocked), and nothing is copied to disk
-//! first. A dump that does not end with `COMMIT;`, or any message from the shell, fails it.
+//! Either way the dump runs inside one read transaction, so it is a consistent snapshot even
+//! while another process writes (in WAL mode writers are not even blocked), and nothing is
+//! copied to disk first. The built-in dump counts every table's rows as it writes them, so the
+//! manifest's counts are exactly the dump's. The shell's dump fails if it does not end with
+//! `COMMIT;` or the shell says anything.
+//!
+//! The dump loads with stock `sqlite3 new.db < dump.sql`.
 
 use std::ffi::OsString;
-use std::path::PathBuf;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use futures_util::TryStreamExt;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
+use sqlx::{AssertSqlSafe, ConnectOptions, Connection, Row};
 
 use super::command::{DumpCommand, DumpError, DumpOutcome};
+use crate::snapshot::{DatabaseInfo, TableRows};
 
 /// A SQLite database file to dump.
 #[derive(Debug, Clone)]
 pub struct SqliteSource {
     pub path: PathBuf,
-    pub dump_tool: PathBuf,
+    /// The `sqlite3` shell to dump with; `None`: coffer's built-in dump.
+    pub dump_tool: Option<PathBuf>,
+}
+
+/// Why the built-in dump failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SqliteDumpError {
+    #[error("database file {0} does not exist: check the source's path in the config")]
+    Missing(PathBuf),
+    #[error("reading {path}: {doing}: {why}")]
+    Read {
+        path: PathBuf,
+        doing: String,
+        why: String,
+    },
+    #[error(
+        "{path} holds virtual table '{table}' ({module}), which the built-in dump does not \
+         write: set dump_tool = \"sqlite3\" for this source to dump it with the sqlite3 shell"
+    )]
+    Virtual {
+        path: PathBuf,
+        table: String,
+        module: String,
+    },
+    #[error("writing the dump: {0}")]
+    Write(#[source] std::io::Error),
+}
+
+/// Quotes an identifier: `"a""b"`.
+fn ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// Quotes a string literal: `'it''s'`.
+fn literal(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
+}
+
+/// Dumps `path` into `out` as plain SQL in one read transaction, returning the bytes written
+/// and what the manifest records (every table's exact row count, read in that transaction).
+///
+/// # Errors
+/// `Missing`, `Read` (busy past 30 s, not a database, …), `Virtual`, `Write`.
+pub fn builtin_dump(
+    path: &Path,
+    out: &mut dyn Write,
+) -> Result<(u64, DatabaseInfo), SqliteDumpError> {
+    if !path.is_file() {
+        return Err(SqliteDumpError::Missing(path.to_path_buf()));
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(SqliteDumpError::Write)?;
+    rt.block_on(dump_async(path, out))
+}
+
+/// Counts what passes through.
+struct Counted<'a> {
+    inner: &'a mut dyn Write,
+    bytes: u64,
+}
+
+impl Counted<'_> {
+    fn line(&mut self, text: &str) -> Result<(), SqliteDumpError> {
+        self.inner
+            .write_all(text.as_bytes())
+            .and_then(|()| self.inner.write_all(b"\n"))
+            .map_err(SqliteDumpError::Write)?;
+        self.bytes += text.len() as u64 + 1;
+        Ok(())
+    }
+}
+
+async fn dump_async(
+    path: &Path,
+    out: &mut dyn Write,
+) -> Result<(u64, DatabaseInfo), SqliteDumpError> {
+    let read_err = |doing: &str, e: sqlx::Error| SqliteDumpError::Read {
+        path: path.to_path_buf(),
+        doing: doing.to_string(),
+        why: e.to_string(),
+    };
+    let mut conn: SqliteConnection = SqliteConnectOptions::new()
+        .filename(path)
+        .read_only(true)
+        .create_if_missing(false)
+        .busy_timeout(Duration::from_secs(30))
+        .disable_statement_logging()
+        .connect()
+        .await
+        .map_err(|e| read_err("opening it", e))?;
+    // The read transaction starts with the first read; everything below sees one snapshot.
+    sqlx::raw_sql("BEGIN")
+        .execute(&mut conn)
+        .await
+        .map_err(|e| read_err("starting a read transaction", e))?;
+    let version: String = sqlx::query_scalar("SELECT sqlite_version()")
+        .fetch_one(&mut conn)
+        .await
+        .map_err(|e| read_err("reading the SQLite version", e))?;
+    let schema = sqlx::query(
+        "SELECT type, name, sql FROM sqlite_master WHERE sql IS NOT NULL ORDER BY rowid",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .map_err(|e| read_err("reading the schema", e))?;
+    let mut objects = Vec::new();
+    for row in &schema {
+        let kind: String = row
+            .try_get(0)
+            .map_err(|e| read_err("reading the schema", e))?;
+        let name: String = row
+            .try_get(1)
+            .map_err(|e| read_err("reading the schema", e))?;
+        let sql: String = row
+            .try_get(2)
+            .map_err(|e| read_err("reading the schema", e))?;
+        objects.push((kind, name, sql));
+    }
+    for (kind, name, sql) in &objects {
+        if kind == "table"
+            && sql.len() >= 20
+            && sql[..20].eq_ignore_ascii_case("CREATE VIRTUAL TABLE")
+        {
+            let module = sql
+                .to_ascii_lowercase()
+                .split(" using ")
+                .nth(1)
+                .map(|m| m.split('(').next().unwrap_or("").trim().to_string())
+                .unwrap_or_default();
+            return Err(SqliteDumpError::Virtual {
+                path: path.to_path_buf(),
+                table: name.clone(),
+                module,
+            });
+        }
+    }
+    let mut w = Counted {
+        inner: out,
+        bytes: 0,
+    };
+    w.line("PRAGMA foreign_keys=OFF;")?;
+    w.line("BEGIN TRANSACTION;")?;
+    let mut tables = Vec::new();
+    let mut sequence = false;
+    for (kind, name, sql) in &objects {
+        if kind != "table" {
+            continue;
+        }
+        if name == "sqlite_sequence" {
+            sequence = true;
+            continue;
+        }
+        if name.starts_with("sqlite_") {
+            // sqlite_stat1 and friends: statistics, rebuilt by ANALYZE.
+            continue;
+        }
+        w.line(&format!("{sql};"))?;
+        // Generated columns (hidden 2 and 3) are computed, not inserted.
+        let columns: Vec<String> =
+            sqlx::query_scalar("SELECT name FROM pragma_table_xinfo(?1) WHERE hidden = 0")
+                .bind(name)
+                .fetch_all(&mut conn)
+                .await
+                .map_err(|e| read_err(&format!("reading the columns of {name}"), e))?;
+        let prefix = format!(
+            "INSERT INTO {}({}) VALUES(",
+            ident(name),
+            columns
+                .iter()
+                .map(|c| ident(c))
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        // quote() stops a text at its first NUL byte: such texts go as hex, cast back.
+        let values = columns
+            .iter()
+            .map(|c| {
+                let c = ident(c);
+                format!(
+                    "CASE WHEN typeof({c}) = 'text' AND instr({c}, char(0)) > 0 \
+                     THEN 'CAST(X''' || hex({c}) || ''' AS TEXT)' ELSE quote({c}) END"
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(" || ',' || ");
+        let select = format!("SELECT ?1 || {values} || ');' FROM {}", ident(name));
+        let mut rows = sqlx::query_scalar::<_, String>(AssertSqlSafe(select))
+            .bind(&prefix)
+            .fetch(&mut conn);
+        let mut count = 0u64;
+        while let Some(line) = rows
+            .try_next()
+            .await
+            .map_err(|e| read_err(&format!("reading table {name}"), e))?
+        {
+            w.line(&line)?;
+            count += 1;
+        }
+        tables.push(TableRows {
+            name: name.clone(),
+            rows: count,
+            exact: true,
+        });
+    }
+    if sequence {
+        w.line("DELETE FROM sqlite_sequence;")?;
+        let rows: Vec<(String, i64)> = sqlx::query_as("SELECT name, seq FROM sqlite_sequence")
+            .fetch_all(&mut conn)
+            .await
+            .map_err(|e| read_err("reading sqlite_sequence", e))?;
+        for (name, seq) in rows {
+            w.line(&format!(
+                "INSERT INTO sqlite_sequence(name,seq) VALUES({},{seq});",
+                literal(&name)
+            ))?;
+        }
+    }
+    for (kind, _, sql) in &objects {
+        if kind != "table" {
+            w.line(&format!("{sql};"))?;
+        }
+    }
+    w.line("COMMIT;")?;
+    let _ = sqlx::raw_sql("COMMIT").execute(&mut conn).await;
+    let _ = conn.close().await;
+    tables.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok((
+        w.bytes,
+        DatabaseInfo {
+            server_version: format!("SQLite {version}"),
+            counted: "snapshot".into(),
+            tables,
+        },
+    ))
 }
 
 impl SqliteSource {
-    /// `sqlite3 --version`'s answer, for the manifest.
-    pub fn tool_version(&self) -> Option<String> {
-        // sqlite3 prints "3.40.1 2022-12-28 …": keep the version number.
-        super::command::tool_version(&self.dump_tool)
-            .map(|v| format!("sqlite3 {}", v.split_whitespace().next().unwrap_or("")))
+    /// The dump tool's name and version, for the manifest.
+    pub fn tool_version(&self) -> (String, Option<String>) {
+        match &self.dump_tool {
+            // sqlite3 prints "3.40.1 2022-12-28 …": keep the version number.
+            Some(tool) => (
+                "sqlite3".into(),
+                super::command::tool_version(tool)
+                    .map(|v| format!("sqlite3 {}", v.split_whitespace().next().unwrap_or(""))),
+            ),
+            None => (
+                "coffer".into(),
+                Some(format!(
+                    "coffer {} built-in dump",
+                    env!("CARGO_PKG_VERSION")
+                )),
+            ),
+        }
     }
 
     /// Dumps the database into `out`.
@@ -30,8 +290,12 @@ impl SqliteSource {
     /// When the file is missing (a dump of nothing must not pass for a backup), when the
     /// shell reports anything or its dump does not end with `COMMIT;`, and as
     /// `DumpCommand::run_into`.
-    pub fn write_dump(&self, out: &mut dyn std::io::Write) -> Result<DumpOutcome, DumpError> {
-        let tool = self.dump_tool.display().to_string();
+    pub fn write_dump(
+        &self,
+        dump_tool: &Path,
+        out: &mut dyn std::io::Write,
+    ) -> Result<DumpOutcome, DumpError> {
+        let tool = dump_tool.display().to_string();
         let fail = |why: String| DumpError::Failed {
             tool: tool.clone(),
             status: "did not finish the dump".into(),
@@ -54,7 +318,7 @@ SELECT count(*) FROM sqlite_master;\n.output\n.dump\nCOMMIT;\n";
             last: Vec::new(),
         };
         let done = DumpCommand {
-            program: self.dump_tool.clone().into_os_string(),
+            program: dump_tool.as_os_str().to_os_string(),
             // -init /dev/null: never run the user's ~/.sqliterc.
             args: vec![
                 OsString::from("-batch"),

@@ -67,3 +67,67 @@ password_env = "COFFER_TEST_UNSET_PASSWORD"
         .collect();
     assert_eq!(failed, ["source 'gone'", "source 'db'", "source 'secret'"]);
 }
+
+/// The README's first command, on a copy of the layout: the quickstart backs up the demo
+/// site's files and its SQLite database, and both come back identical.
+#[test]
+fn the_quickstart_backs_up_and_restores_the_demo_site_and_its_database() {
+    let env = crate::support::Env::new();
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let root = env.path("checkout");
+    std::fs::create_dir_all(root.join("config")).unwrap();
+    std::os::unix::fs::symlink(repo.join("fixtures"), root.join("fixtures")).unwrap();
+    let config = root.join("config/quickstart.toml");
+    std::fs::copy(repo.join("config/quickstart.toml"), &config).unwrap();
+    let out = env.ok(&config, &["backup", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let kinds: Vec<&str> = v["manifest"]["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["directory", "sqlite"]);
+    env.ok(&config, &["check"]);
+    env.ok(&config, &["verify", "latest", "--deep"]);
+    let to = env.path("restored");
+    env.ok(
+        &config,
+        &["restore", "latest", "--to", to.to_str().unwrap()],
+    );
+    crate::support::assert_same_tree_excluding(
+        &repo.join("fixtures/site"),
+        &to.join("files"),
+        "private/backups",
+    );
+    if crate::support::prerequisite(
+        std::process::Command::new("sqlite3")
+            .arg("--version")
+            .output()
+            .is_ok(),
+        "sqlite3 is not installed",
+        "apt-get install sqlite3",
+    ) {
+        let dump = |db: &Path| {
+            let out = std::process::Command::new("sqlite3")
+                .arg(db)
+                .arg(".dump")
+                .output()
+                .unwrap();
+            String::from_utf8(out.stdout).unwrap()
+        };
+        let copy = env.path("copy.sqlite");
+        let load = std::process::Command::new("sqlite3")
+            .arg("-bail")
+            .arg(&copy)
+            .stdin(std::fs::File::open(to.join("app.sql")).unwrap())
+            .output()
+            .unwrap();
+        assert!(
+            load.status.success(),
+            "{}",
+            String::from_utf8_lossy(&load.stderr)
+        );
+        assert_eq!(dump(&copy), dump(&repo.join("fixtures/app.sqlite")));
+    }
+}

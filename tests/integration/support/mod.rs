@@ -262,3 +262,20 @@ pub fn assert_same_tree(expected: &Path, actual: &Path) {
         b.keys().filter(|k| !a.contains_key(*k)).collect::<Vec<_>>()
     );
 }
+
+/// As `assert_same_tree`, with what folder `excluded` (below `expected`) holds left out of
+/// what is expected (an exclude `excluded/**` keeps the folder itself).
+pub fn assert_same_tree_excluding(expected: &Path, actual: &Path, excluded: &str) {
+    let mut a = tree(expected);
+    a.retain(|p, _| !p.starts_with(excluded) || p == Path::new(excluded));
+    let b = tree(actual);
+    for (path, want) in &a {
+        assert_eq!(b.get(path), Some(want), "entry {}", path.display());
+    }
+    assert_eq!(
+        a.len(),
+        b.len(),
+        "extra entries: {:?}",
+        b.keys().filter(|k| !a.contains_key(*k)).collect::<Vec<_>>()
+    );
+}
