@@ -424,3 +424,41 @@ fn a_staging_password_goes_by_option_file_and_never_shows() {
     assert!(!all.contains("s3cret"), "{all}");
     sql("mysql", &format!("DROP USER '{user}'@'%'"));
 }
+
+#[test]
+fn a_killed_dump_or_an_unreachable_server_fails_with_no_snapshot() {
+    let Some(()) = server() else { return };
+    let db = Db::new("kill");
+    sql(&db.0, "CREATE TABLE t (i INT); INSERT INTO t VALUES (1)");
+    let env = Env::new();
+    // mariadb-dump killed after its output started.
+    let tool = env.path("dying-mariadb-dump");
+    fs::write(
+        &tool,
+        "#!/bin/sh\nif [ \"$1\" = --version ]; then exec mariadb-dump --version; fi\n\
+         printf 'CREATE TABLE t (i int);\\n'\nhead -c 300000 /dev/urandom\nkill -9 $$\n",
+    )
+    .unwrap();
+    fs::set_permissions(&tool, fs::Permissions::from_mode(0o755)).unwrap();
+    let config = my_config(
+        &env,
+        &db.url("root"),
+        &format!("dump_tool = \"{}\"", tool.display()),
+    );
+    let out = env.fails(&config, &["backup"]);
+    assert!(
+        out.contains("killed by signal 9") && out.contains("no snapshot was written"),
+        "{out}"
+    );
+    // Nothing reachable on that port.
+    let config = my_config(&env, "mysql://root@127.0.0.1:1/nothing", "");
+    let out = env.fails(&config, &["backup"]);
+    assert!(
+        out.contains("cannot connect to mysql://root@127.0.0.1:1/nothing")
+            && out.contains("is the server running"),
+        "{out}"
+    );
+    assert_eq!(env.ok(&config, &["list", "--json"]).trim(), "[]");
+    let snapshots = env.store().join("snapshots");
+    assert!(!snapshots.exists() || fs::read_dir(&snapshots).unwrap().count() == 0);
+}
