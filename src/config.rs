@@ -84,6 +84,7 @@ struct RawSource {
     no_owner: Option<bool>,
     dump_tool: Option<PathBuf>,
     exact_count_limit: Option<u64>,
+    socket: Option<PathBuf>,
 }
 
 /// A validated configuration.
@@ -233,6 +234,9 @@ pub struct DbUrl {
     pub host: String,
     pub port: u16,
     pub database: String,
+    /// A Unix socket to connect through instead of TCP to host:port (MariaDB/MySQL `socket`,
+    /// a Frappe site's `db_socket`).
+    pub socket: Option<PathBuf>,
 }
 
 impl DbUrl {
@@ -290,6 +294,7 @@ impl DbUrl {
             host: host.into(),
             port,
             database: database.into(),
+            socket: None,
         })
     }
 }
@@ -547,6 +552,13 @@ impl Config {
                 (None, None) => None,
             };
             let password = password();
+            if s.socket.is_some() && s.kind != "mysql" {
+                problems.push(format!(
+                    "source '{}': key 'socket' does not apply to a {} source (mysql only; \
+                     PostgreSQL takes ?host=/run/postgresql in its url)",
+                    s.name, s.kind
+                ));
+            }
             let kind = match s.kind.as_str() {
                 "frappe" => {
                     unused(
@@ -607,11 +619,14 @@ impl Config {
                         continue;
                     };
                     match DbUrl::parse(&url, "mysql", 3306) {
-                        Ok(url) => SourceKind::Mysql {
-                            url,
-                            password,
-                            dump_tool: s.dump_tool,
-                        },
+                        Ok(mut url) => {
+                            url.socket = s.socket.as_deref().map(resolve);
+                            SourceKind::Mysql {
+                                url,
+                                password,
+                                dump_tool: s.dump_tool,
+                            }
+                        }
                         Err(why) => {
                             problems.push(format!("source '{}': {why}", s.name));
                             continue;

@@ -112,7 +112,11 @@ impl Address {
             Address::Postgres(url) => PgConnectOptions::from_str(url)
                 .ok()
                 .map(|o| (o.get_host().to_string(), o.get_port())),
-            Address::Mysql(u) => Some((u.host.clone(), u.port)),
+            // A socket is this machine: same_host takes a path for "local".
+            Address::Mysql(u) => Some(match &u.socket {
+                Some(socket) => (socket.display().to_string(), u.port),
+                None => (u.host.clone(), u.port),
+            }),
             Address::Sqlite(_) => None,
         }
     }
@@ -123,7 +127,11 @@ impl std::fmt::Display for Address {
         match self {
             Address::Postgres(url) => write!(f, "{}", redact_url(url)),
             Address::Mysql(u) => {
-                write!(f, "mysql://{}@{}:{}/{}", u.user, u.host, u.port, u.database)
+                write!(f, "mysql://{}@{}:{}/{}", u.user, u.host, u.port, u.database)?;
+                match &u.socket {
+                    Some(socket) => write!(f, " (socket {})", socket.display()),
+                    None => Ok(()),
+                }
             }
             Address::Sqlite(p) => write!(f, "sqlite:{}", p.display()),
         }
@@ -292,6 +300,9 @@ impl Database {
                         .username(&u.user)
                         .charset("utf8mb4")
                         .disable_statement_logging();
+                    if let Some(socket) = &u.socket {
+                        o = o.socket(socket);
+                    }
                     if server.is_none() {
                         o = o.database(&u.database);
                     }

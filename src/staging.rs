@@ -288,21 +288,23 @@ fn client(
             let (dir, cnf) = crate::source::mysql::option_file(target.password.as_ref())
                 .context("writing the client's option file")?;
             private = Some(dir);
+            // --defaults-file first: the client reads only coffer's option file.
+            let mut args: Vec<std::ffi::OsString> =
+                vec![format!("--defaults-file={}", cnf.display()).into()];
+            args.extend(crate::source::mysql::connection_args(u));
+            for a in [
+                "--default-character-set=utf8mb4",
+                "--binary-mode",
+                "--batch",
+            ] {
+                args.push(a.into());
+            }
+            args.push(u.database.clone().into());
             (
                 opts.client
                     .clone()
                     .unwrap_or_else(|| crate::source::mysql::first_on_path(&["mariadb", "mysql"])),
-                vec![
-                    format!("--defaults-file={}", cnf.display()).into(),
-                    "--protocol=TCP".into(),
-                    format!("--host={}", u.host).into(),
-                    format!("--port={}", u.port).into(),
-                    format!("--user={}", u.user).into(),
-                    "--default-character-set=utf8mb4".into(),
-                    "--binary-mode".into(),
-                    "--batch".into(),
-                    u.database.clone().into(),
-                ],
+                args,
             )
         }
         Address::Sqlite(path) => (

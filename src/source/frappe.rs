@@ -3,8 +3,8 @@
 //!
 //! - `<name>-db`: the site's database (`db_type` `mariadb` (default) or `postgres`; user and
 //!   database are `db_name` (the user `db_user` where set), the password is `db_password`, read
-//!   from the file when the dump starts and never copied elsewhere; connections go over TCP,
-//!   `db_socket` is not used yet);
+//!   from the file when the dump starts and never copied elsewhere; MariaDB connections go
+//!   through `db_socket` where set, else over TCP to `db_host`/`db_port`);
 //! - `<name>-files`: `public/files`, `private/files` and `site_config.json` itself (it holds
 //!   the site's `encryption_key`, which is encrypted like everything else). `private/backups`,
 //!   `locks` and the rest of the folder are left out.
@@ -76,12 +76,16 @@ pub fn expand(
     let db_kind = match db_type.as_str() {
         "mariadb" | "mysql" => {
             let port = port.unwrap_or(3306);
-            let url = DbUrl::parse(
+            let mut url = DbUrl::parse(
                 &format!("mysql://{db_user}@{host}:{port}/{db_name}"),
                 "mysql",
                 3306,
             )
             .map_err(err)?;
+            // Frappe connects through db_socket when a site (or the bench) sets one.
+            url.socket = text("db_socket")
+                .filter(|s| !s.is_empty())
+                .map(PathBuf::from);
             SourceKind::Mysql {
                 url,
                 password,

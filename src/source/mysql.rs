@@ -49,6 +49,26 @@ pub(crate) fn option_file(
     Ok((private, cnf))
 }
 
+/// `--protocol`, `--host`/`--port` or `--socket`, and `--user` for a MariaDB/MySQL tool.
+pub(crate) fn connection_args(url: &DbUrl) -> Vec<OsString> {
+    let mut args: Vec<OsString> = Vec::new();
+    match &url.socket {
+        Some(socket) => {
+            args.push("--protocol=SOCKET".into());
+            let mut a = OsString::from("--socket=");
+            a.push(socket);
+            args.push(a);
+        }
+        None => {
+            args.push("--protocol=TCP".into());
+            args.push(format!("--host={}", url.host).into());
+            args.push(format!("--port={}", url.port).into());
+        }
+    }
+    args.push(format!("--user={}", url.user).into());
+    args
+}
+
 /// The first of `names` found on PATH (or the first name, to fail with its name).
 pub(crate) fn first_on_path(names: &[&str]) -> PathBuf {
     let found = |name: &str| {
@@ -110,13 +130,10 @@ impl MysqlSource {
             "--hex-blob",
             // 4-byte UTF-8 (emoji) survives only as utf8mb4; older mysqldumps default to utf8mb3.
             "--default-character-set=utf8mb4",
-            "--protocol=TCP",
         ] {
             args.push(a.into());
         }
-        args.push(format!("--host={}", self.url.host).into());
-        args.push(format!("--port={}", self.url.port).into());
-        args.push(format!("--user={}", self.url.user).into());
+        args.extend(connection_args(&self.url));
         // DbUrl::parse allows only [A-Za-z0-9_$-] names not starting with '-'.
         args.push(self.url.database.clone().into());
         let result = DumpCommand {

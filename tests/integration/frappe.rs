@@ -312,3 +312,59 @@ fn check_bench_layout(env: &Env, site: &Path, dump: &str) {
         "no partial or final file is left"
     );
 }
+
+#[test]
+fn frappe_site_on_mariadb_through_db_socket() {
+    let Some(()) = mysql::server() else { return };
+    let socket = mysql::sql("mysql", "SELECT @@socket");
+    let db = mysql::Db::new("frappe_sock");
+    let secret = format!("pw-{:08x}", rand::random::<u32>());
+    mysql::sql(
+        "mysql",
+        &format!(
+            "CREATE USER '{0}'@'localhost' IDENTIFIED BY '{secret}'; \
+             GRANT ALL ON {0}.* TO '{0}'@'localhost'",
+            db.0
+        ),
+    );
+    mysql::sql(
+        &db.0,
+        "CREATE TABLE `tabNote` (name VARCHAR(140) PRIMARY KEY); INSERT INTO `tabNote` VALUES ('via-socket')",
+    );
+    let env = Env::new();
+    // db_host names an address nothing answers on: only the socket can work.
+    let site = site(
+        &env,
+        &format!(
+            r#"{{"db_name": "{}", "db_password": "{secret}", "db_socket": "{socket}", "db_host": "192.0.2.1"}}"#,
+            db.0
+        ),
+    );
+    let config = preset_config(&env, &site);
+    let out = env.ok(&config, &["backup", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        v["manifest"]["sources"][0]["database"]["tables"][0]["rows"],
+        1
+    );
+    let dir = env.path("restored");
+    env.ok(
+        &config,
+        &[
+            "restore",
+            "latest",
+            "--source",
+            "erp-db",
+            "--to",
+            dir.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        fs::read_to_string(dir.join("erp-db.sql"))
+            .unwrap()
+            .contains("via-socket")
+    );
+    let out = env.ok(&config, &["check"]);
+    assert!(out.contains(&format!("(socket {socket})")), "{out}");
+    mysql::sql("mysql", &format!("DROP USER '{}'@'localhost'", db.0));
+}
