@@ -246,22 +246,29 @@ impl DbUrl {
     /// A message saying what is wrong with the url.
     pub fn parse(url: &str, scheme: &str, default_port: u16) -> Result<DbUrl, String> {
         let example = format!("{scheme}://user@host:{default_port}/dbname");
+        // What messages may show: no query (it could hold anything), no password.
+        let shown = redact_url(url.split('?').next().unwrap_or(""));
         if has_password(url) {
             return Err(format!(
-                "url '{}' holds a password: put it in password_file or password_env instead \
-                 (a url is printed in logs and process lists)",
-                redact_url(url)
+                "url '{shown}' holds a password: put it in password_file or password_env instead \
+                 (a url is printed in logs and process lists)"
+            ));
+        }
+        if url.contains('?') {
+            return Err(format!(
+                "url '{shown}' has ?parameters, which {scheme} urls do not take (a password \
+                 goes in password_file or password_env, a socket in socket)"
             ));
         }
         let rest = url
             .strip_prefix(&format!("{scheme}://"))
-            .ok_or_else(|| format!("url '{url}' must look like {example}"))?;
+            .ok_or_else(|| format!("url '{shown}' must look like {example}"))?;
         let (authority, database) = rest
             .split_once('/')
-            .ok_or_else(|| format!("url '{url}' names no database ({example})"))?;
+            .ok_or_else(|| format!("url '{shown}' names no database ({example})"))?;
         let (user, hostport) = authority
             .rsplit_once('@')
-            .ok_or_else(|| format!("url '{url}' names no user ({example})"))?;
+            .ok_or_else(|| format!("url '{shown}' names no user ({example})"))?;
         if user.contains(':') {
             return Err(
                 "the url holds a password: put it in password_file or password_env \
@@ -273,7 +280,7 @@ impl DbUrl {
             Some((h, p)) => (
                 h,
                 p.parse()
-                    .map_err(|_| format!("url '{url}': port '{p}' is not a number"))?,
+                    .map_err(|_| format!("url '{shown}': port '{p}' is not a number"))?,
             ),
             None => (hostport, default_port),
         };
@@ -285,7 +292,7 @@ impl DbUrl {
         };
         if !safe(user) || !safe(host) || !safe(database) || database.contains('.') {
             return Err(format!(
-                "url '{url}': user, host and database may hold only letters, digits, '_', '$', \
+                "url '{shown}': user, host and database may hold only letters, digits, '_', '$', \
                  '-' (and '.' in the host)"
             ));
         }
@@ -851,6 +858,15 @@ mod tests {
         check_postgres_url("postgresql://u@h:5432/db?sslmode=require").unwrap();
         let err = DbUrl::parse("mariadb://root:s3cret@db/erp", "mysql", 3306).unwrap_err();
         assert!(!err.contains("s3cret"), "{err}");
+        for bad in [
+            "mysql://root@db/erp?password=s3cret",
+            "mysql://root@db/erp?pwd=s3cret&x=1",
+            "ftp://root@db/erp?password=s3cret",
+            "mysql://root:s3cret@db/erp?x",
+        ] {
+            let err = DbUrl::parse(bad, "mysql", 3306).unwrap_err();
+            assert!(!err.contains("s3cret"), "{err}");
+        }
         let ok = DbUrl::parse("mysql://coffer@127.0.0.1/_1bd3e0294da19198", "mysql", 3306).unwrap();
         assert_eq!((ok.port, ok.database.as_str()), (3306, "_1bd3e0294da19198"));
     }

@@ -77,7 +77,11 @@ impl Address {
                     "url '{url}' names no file (sqlite:///path/to/file.db)"
                 ));
             }
-            return Ok(Address::Sqlite(PathBuf::from(path)));
+            // Absolute, so that the sqlite3 shell never takes it for a `file:` URI.
+            let path = std::env::current_dir()
+                .map_err(|e| format!("cannot resolve '{path}': {e}"))?
+                .join(path);
+            return Ok(Address::Sqlite(path));
         }
         Err(format!(
             "url '{}' is not a database url: use postgres://user@host:5432/db, \
@@ -109,9 +113,13 @@ impl Address {
     /// `(host, port)` of a network server; `None` for SQLite.
     pub fn host_port(&self) -> Option<(String, u16)> {
         match self {
-            Address::Postgres(url) => PgConnectOptions::from_str(url)
-                .ok()
-                .map(|o| (o.get_host().to_string(), o.get_port())),
+            Address::Postgres(url) => PgConnectOptions::from_str(url).ok().map(|o| {
+                // A socket folder (?host=/run/postgresql) is this machine.
+                let host = o
+                    .get_socket()
+                    .map_or_else(|| o.get_host().to_string(), |s| s.display().to_string());
+                (host, o.get_port())
+            }),
             // A socket is this machine: same_host takes a path for "local".
             Address::Mysql(u) => Some(match &u.socket {
                 Some(socket) => (socket.display().to_string(), u.port),
@@ -236,10 +244,7 @@ fn connect_hint_for(code: Option<&str>) -> &'static str {
             "; check the user and the password (password_file / password_env; the \
                  password is never shown)"
         }
-        Some("3D000" | "1049") => {
-            "; the database does not exist: check the url's database name (a restore \
-                 target can be made with --create)"
-        }
+        Some("3D000" | "1049") => "; the database does not exist: check the database name",
         Some("1044" | "42501") => "; the user may not use this database: grant it access",
         _ => "",
     }
@@ -436,6 +441,22 @@ impl Session {
         result.map_err(|e| self.query_err(doing, e))
     }
 
+    /// The value column of a one-row `SHOW … STATUS` (MySQL).
+    fn status_value(&mut self, sql: &'static str) -> Result<String, DbError> {
+        let Session { rt, conn, .. } = self;
+        let result = rt.block_on(async {
+            match conn {
+                Conn::My(c) => {
+                    let row = sqlx::query(sql).fetch_one(c).await?;
+                    let v: Vec<u8> = row.try_get(1)?;
+                    Ok(String::from_utf8_lossy(&v).into_owned())
+                }
+                _ => Err(sqlx::Error::Protocol("SHOW STATUS is MySQL's".into())),
+            }
+        });
+        result.map_err(|e| self.query_err("reading the server's start time", e))
+    }
+
     /// Runs a `count(*)`-like query.
     fn count(&mut self, sql: String, doing: &str) -> Result<u64, DbError> {
         let Session { rt, conn, .. } = self;
@@ -584,6 +605,7 @@ impl Session {
                     name,
                     rows: estimate,
                     exact: false,
+                    rows_after: None,
                 }),
                 _ => {
                     let sql = format!("SELECT count(*) FROM {}", t.quoted(engine));
@@ -592,6 +614,7 @@ impl Session {
                         name,
                         rows,
                         exact: true,
+                        rows_after: None,
                     });
                 }
             }
@@ -718,13 +741,22 @@ impl Session {
             ),
             Engine::Mysql => (
                 "SELECT CAST(CONCAT(@@hostname, '|', @@port, '|', @@datadir) AS CHAR)",
-                "SELECT CAST(UNIX_TIMESTAMP() - VARIABLE_VALUE AS CHAR) \
-                 FROM information_schema.GLOBAL_STATUS WHERE VARIABLE_NAME = 'UPTIME'",
+                // SHOW GLOBAL STATUS works on MariaDB and MySQL 8 alike (MySQL 8 has no
+                // information_schema.GLOBAL_STATUS).
+                "SHOW GLOBAL STATUS LIKE 'Uptime'",
             ),
             Engine::Sqlite => return Ok(None),
         };
         let label = self.text(label_sql, "reading the server's identity")?;
-        let started = self.text(started_sql, "reading the server's start time")?;
+        let started = if self.engine() == Engine::Mysql {
+            let now = self.text("SELECT CAST(UNIX_TIMESTAMP() AS CHAR)", "reading the time")?;
+            let uptime = self.status_value(started_sql)?;
+            let now: f64 = now.trim().parse().unwrap_or(f64::NAN);
+            let uptime: f64 = uptime.trim().parse().unwrap_or(f64::NAN);
+            (now - uptime).to_string()
+        } else {
+            self.text(started_sql, "reading the server's start time")?
+        };
         Ok(Some(Fingerprint {
             label,
             started: started.trim().parse().unwrap_or(f64::NAN),
@@ -763,6 +795,10 @@ pub fn same_file(a: &Path, b: &Path) -> bool {
 /// (loopback, a socket, its own host name), or sharing a resolved address.
 pub fn same_host(a: &str, b: &str, port: u16) -> bool {
     use std::net::ToSocketAddrs;
+    // `[::1]` as urls write it.
+    let unbracket = |h: &str| h.trim_start_matches('[').trim_end_matches(']').to_string();
+    let (a, b) = (unbracket(a), unbracket(b));
+    let (a, b) = (a.as_str(), b.as_str());
     let own = gethostname::gethostname().to_string_lossy().into_owned();
     let resolve = |h: &str| -> Vec<std::net::IpAddr> {
         (h, port)
@@ -778,7 +814,7 @@ pub fn same_host(a: &str, b: &str, port: u16) -> bool {
             || h.eq_ignore_ascii_case(&own)
             || resolve(h)
                 .iter()
-                .any(|ip| ip.is_loopback() || own_addresses.contains(ip))
+                .any(|ip| ip.is_loopback() || ip.is_unspecified() || own_addresses.contains(ip))
     };
     if a.eq_ignore_ascii_case(b) || (local(a) && local(b)) {
         return true;
@@ -797,9 +833,15 @@ mod tests {
             Address::parse("sqlite:///tmp/x.db").unwrap(),
             Address::Sqlite("/tmp/x.db".into())
         );
+        // Relative paths become absolute (never a sqlite3 `file:` URI).
+        let cwd = std::env::current_dir().unwrap();
         assert_eq!(
             Address::parse("sqlite:rel/x.db").unwrap(),
-            Address::Sqlite("rel/x.db".into())
+            Address::Sqlite(cwd.join("rel/x.db"))
+        );
+        assert_eq!(
+            Address::parse("sqlite:file:prod.db").unwrap(),
+            Address::Sqlite(cwd.join("file:prod.db"))
         );
         let my = Address::parse("mariadb://root@127.0.0.1/staging").unwrap();
         assert_eq!(my.engine(), Engine::Mysql);
@@ -824,6 +866,8 @@ mod tests {
         assert!(same_host("localhost", "127.0.0.1", 5432));
         assert!(same_host("", "localhost", 5432));
         assert!(same_host("/var/run/postgresql", "127.0.0.1", 5432));
+        assert!(same_host("[::1]", "127.0.0.1", 5432));
+        assert!(same_host("0.0.0.0", "localhost", 5432));
         assert!(!same_host("192.0.2.1", "127.0.0.1", 5432));
     }
 

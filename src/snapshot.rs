@@ -180,6 +180,11 @@ pub struct TableRows {
     pub rows: u64,
     /// false: the server's own estimate (the table is above the source's `exact_count_limit`).
     pub exact: bool,
+    /// Counts read `before-dump` only: the count read again right after the dump. Equal to
+    /// `rows`, the table was (almost surely) quiet and a restore must match it; different, the
+    /// dump's count lies between the two for a table that only grew or only shrank.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows_after: Option<u64>,
 }
 
 /// One stored part of a stream.

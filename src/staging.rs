@@ -15,7 +15,9 @@ use secrecy::SecretString;
 use serde::Serialize;
 
 use crate::config::SourceConfig;
-use crate::database::{self, Address, Database, Engine, Fingerprint, same_file, same_host};
+use crate::database::{
+    self, Address, Database, DbError, Engine, Fingerprint, same_file, same_host,
+};
 use crate::snapshot::{DatabaseInfo, SourceRecord, TableRows};
 use crate::source::{DumpCommand, DumpOutcome, FeedError};
 
@@ -93,7 +95,14 @@ pub fn guard_sources(
         let same = match (&address, target) {
             (Address::Sqlite(a), Address::Sqlite(b)) => same_file(a, b),
             _ => {
-                address.database() == target.database()
+                // MariaDB/MySQL may fold name case (lower_case_table_names): compare folded
+                // there; refusing a little too much is harmless.
+                let same_name = if target.engine() == Engine::Mysql {
+                    address.database().eq_ignore_ascii_case(&target.database())
+                } else {
+                    address.database() == target.database()
+                };
+                same_name
                     && (same_address(&address, target)
                         || same_server(&address, password, target_server))
             }
@@ -149,17 +158,67 @@ fn same_server(
 /// The target server's fingerprint, from a maintenance connection (or the database itself).
 ///
 /// # Errors
-/// When neither connection works.
-pub fn target_fingerprint(target: &Database) -> anyhow::Result<Option<Fingerprint>> {
+/// `DbError::Connect` when neither connection works; `Query` when the server will not say.
+pub fn target_fingerprint(target: &Database) -> Result<Option<Fingerprint>, DbError> {
     if target.address.engine() == Engine::Sqlite {
         return Ok(None);
     }
     let mut session = target
         .connect_server()
         .or_else(|e| target.connect().map_err(|_| e))?;
-    let fp = session.fingerprint()?;
+    let fp = session.fingerprint();
     session.close();
-    Ok(fp)
+    fp
+}
+
+/// Databases a restore must never replace, whatever the flags: the servers' own.
+const SYSTEM_DATABASES: [(Engine, &str); 7] = [
+    (Engine::Postgres, "postgres"),
+    (Engine::Postgres, "template0"),
+    (Engine::Postgres, "template1"),
+    (Engine::Mysql, "mysql"),
+    (Engine::Mysql, "sys"),
+    (Engine::Mysql, "performance_schema"),
+    (Engine::Mysql, "information_schema"),
+];
+
+/// Refuses a server's own databases as a target.
+///
+/// # Errors
+/// Naming the database.
+pub fn check_not_system(target: &Address) -> anyhow::Result<()> {
+    let name = target.database();
+    if SYSTEM_DATABASES
+        .iter()
+        .any(|(e, n)| *e == target.engine() && n.eq_ignore_ascii_case(&name))
+    {
+        bail!(
+            "refusing to restore into {target}: {name} is the server's own database; name a \
+             staging database of its own (--create makes it)"
+        );
+    }
+    Ok(())
+}
+
+/// Runs the client's `--version`, so a missing client is found before the target is touched.
+///
+/// # Errors
+/// Naming the client and what to install.
+pub fn check_client(target: &Database, opts: &StagingOptions) -> anyhow::Result<String> {
+    let (command, _private) = client(target, opts)?;
+    let program = PathBuf::from(&command.program);
+    crate::source::tool_version(&program).ok_or_else(|| {
+        anyhow!(
+            "cannot run {} --version: install the database's client ({}) or name one with \
+             --client",
+            program.display(),
+            match target.address.engine() {
+                Engine::Postgres => "postgresql-client",
+                Engine::Mysql => "mariadb-client",
+                Engine::Sqlite => "sqlite3",
+            }
+        )
+    })
 }
 
 /// Makes sure the target exists and is empty: creates it (`create`), or drops and re-creates
@@ -187,6 +246,7 @@ pub fn prepare(target: &Database, opts: &StagingOptions) -> anyhow::Result<Prepa
                     parent.display()
                 );
             }
+            create_private(path)?;
             return Ok(Prepared::Created);
         }
         if objects(target)? == 0 {
@@ -195,7 +255,8 @@ pub fn prepare(target: &Database, opts: &StagingOptions) -> anyhow::Result<Prepa
         if !opts.force {
             bail!(not_empty(&target.address));
         }
-        for suffix in ["", "-wal", "-shm", "-journal"] {
+        // Side files first: a stale WAL must never meet a new main file.
+        for suffix in ["-wal", "-shm", "-journal", ""] {
             let mut p = path.clone().into_os_string();
             p.push(suffix);
             match std::fs::remove_file(&p) {
@@ -207,6 +268,7 @@ pub fn prepare(target: &Database, opts: &StagingOptions) -> anyhow::Result<Prepa
                 }
             }
         }
+        create_private(path)?;
         return Ok(Prepared::Recreated);
     }
     let mut server = target.connect_server().with_context(|| {
@@ -240,6 +302,18 @@ pub fn prepare(target: &Database, opts: &StagingOptions) -> anyhow::Result<Prepa
     Ok(prepared)
 }
 
+/// Creates an empty SQLite file (a valid empty database) readable by its owner only.
+fn create_private(path: &std::path::Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    Ok(())
+}
+
 fn not_empty(address: &Address) -> String {
     format!(
         "staging database {address} is not empty; restore into an empty database, or pass \
@@ -265,6 +339,7 @@ fn client(
 ) -> anyhow::Result<(DumpCommand, Option<tempfile::TempDir>)> {
     let mut env: Vec<(String, SecretString)> = Vec::new();
     let mut private = None;
+    let mut option_file = None;
     let (program, args): (PathBuf, Vec<std::ffi::OsString>) = match &target.address {
         Address::Postgres(url) => {
             env.push(("PGCONNECT_TIMEOUT".into(), SecretString::from("15")));
@@ -279,7 +354,9 @@ fn client(
                     "--no-password".into(),
                     "--set=ON_ERROR_STOP=1".into(),
                     // All or nothing: a failed load leaves the database as it was (empty).
+                    // psql applies it only to -c/-f input, hence --file=- for stdin.
                     "--single-transaction".into(),
+                    "--file=-".into(),
                     format!("--dbname={url}").into(),
                 ],
             )
@@ -288,6 +365,7 @@ fn client(
             let (dir, cnf) = crate::source::mysql::option_file(target.password.as_ref())
                 .context("writing the client's option file")?;
             private = Some(dir);
+            option_file = Some(cnf.clone());
             // --defaults-file first: the client reads only coffer's option file.
             let mut args: Vec<std::ffi::OsString> =
                 vec![format!("--defaults-file={}", cnf.display()).into()];
@@ -324,7 +402,7 @@ fn client(
             args,
             env,
             stdin: None,
-            remove_after_start: None,
+            remove_after_start: option_file,
         },
         private,
     ))
@@ -357,10 +435,14 @@ pub enum TableStatus {
     Match,
     /// Different, where the backup counted in the dump's own snapshot: the restore is wrong.
     Mismatch,
-    /// Different, where the backup counted just before its dump: the source was probably
-    /// written to in between.
+    /// The table changed during the backup (counted before and after the dump) and the
+    /// restored count lies between the two: as expected.
+    Changed,
+    /// Different, for a table that was being written to during the backup, outside the
+    /// counts before and after the dump (a table that grew and shrank again), or with no
+    /// count after the dump: shown, not judged.
     Differs,
-    /// The backup recorded the server's estimate; shown, not judged.
+    /// The backup recorded the server's estimate; shown, judged only when nothing came back.
     Estimated,
     /// In the backup, not in the restored database.
     Missing,
@@ -374,6 +456,9 @@ pub struct TableCheck {
     pub table: String,
     /// Rows the backup recorded (`None`: not in the backup's list).
     pub backed_up: Option<u64>,
+    /// Rows counted again right after the dump (`before-dump` counts only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backed_up_after: Option<u64>,
     pub backed_up_exact: bool,
     /// Rows in the restored database (`None`: missing).
     pub restored: Option<u64>,
@@ -402,6 +487,33 @@ impl Comparison {
     }
 }
 
+/// Estimates this large that come back empty are judged lost, not imprecise.
+const EMPTY_ESTIMATE_FAILS_ABOVE: u64 = 1000;
+
+/// One table's verdict: `n` rows restored against what the backup recorded.
+fn judge(b: &TableRows, n: u64, same_snapshot: bool) -> TableStatus {
+    if n == b.rows {
+        return TableStatus::Match;
+    }
+    if !b.exact {
+        return if n == 0 && b.rows >= EMPTY_ESTIMATE_FAILS_ABOVE {
+            TableStatus::Mismatch
+        } else {
+            TableStatus::Estimated
+        };
+    }
+    if same_snapshot {
+        return TableStatus::Mismatch;
+    }
+    match b.rows_after {
+        // Quiet while it was dumped: the dump holds exactly that many rows.
+        Some(after) if after == b.rows => TableStatus::Mismatch,
+        Some(after) if (after.min(b.rows)..=after.max(b.rows)).contains(&n) => TableStatus::Changed,
+        _ if n == 0 => TableStatus::Mismatch,
+        _ => TableStatus::Differs,
+    }
+}
+
 /// Compares the restored tables with the manifest's record.
 pub fn compare(recorded: Option<&DatabaseInfo>, restored: &[TableRows]) -> Comparison {
     let Some(info) = recorded else {
@@ -411,6 +523,7 @@ pub fn compare(recorded: Option<&DatabaseInfo>, restored: &[TableRows]) -> Compa
                 .map(|r| TableCheck {
                     table: r.name.clone(),
                     backed_up: None,
+                    backed_up_after: None,
                     backed_up_exact: false,
                     restored: Some(r.rows),
                     status: TableStatus::Extra,
@@ -427,14 +540,12 @@ pub fn compare(recorded: Option<&DatabaseInfo>, restored: &[TableRows]) -> Compa
             let got = restored.iter().find(|r| r.name == b.name).map(|r| r.rows);
             let status = match got {
                 None => TableStatus::Missing,
-                Some(n) if n == b.rows => TableStatus::Match,
-                Some(_) if !b.exact => TableStatus::Estimated,
-                Some(_) if same_snapshot => TableStatus::Mismatch,
-                Some(_) => TableStatus::Differs,
+                Some(n) => judge(b, n, same_snapshot),
             };
             TableCheck {
                 table: b.name.clone(),
                 backed_up: Some(b.rows),
+                backed_up_after: b.rows_after,
                 backed_up_exact: b.exact,
                 restored: got,
                 status,
@@ -446,6 +557,7 @@ pub fn compare(recorded: Option<&DatabaseInfo>, restored: &[TableRows]) -> Compa
             tables.push(TableCheck {
                 table: r.name.clone(),
                 backed_up: None,
+                backed_up_after: None,
                 backed_up_exact: false,
                 restored: Some(r.rows),
                 status: TableStatus::Extra,
@@ -480,6 +592,7 @@ mod tests {
             name: name.into(),
             rows,
             exact,
+            rows_after: None,
         }
     }
 
@@ -518,10 +631,52 @@ mod tests {
             ]
         );
         assert_eq!(c.failures().len(), 2);
-        // Counted before the dump: a different count is a note, a missing table still fails.
+        // Counted before the dump with no count after it: a different count is a note, a
+        // missing table still fails.
         let c = compare(Some(&info("before-dump")), &restored);
         assert_eq!(c.tables[1].status, TableStatus::Differs);
         assert_eq!(c.failures().len(), 1);
         assert!(!compare(None, &restored).recorded);
+    }
+
+    #[test]
+    fn counts_before_and_after_the_dump_bound_what_a_restore_may_hold() {
+        let after = |name: &str, before: u64, after: u64| TableRows {
+            rows_after: Some(after),
+            ..rows(name, before, true)
+        };
+        let info = DatabaseInfo {
+            server_version: "10.11".into(),
+            counted: "before-dump".into(),
+            tables: vec![
+                after("quiet", 100, 100),
+                after("growing", 100, 120),
+                after("grew", 100, 120),
+                after("shrinking", 50, 0),
+                rows("old", 10, true),
+                rows("huge", 5_000_000, false),
+            ],
+        };
+        let restored = [
+            rows("quiet", 99, true),
+            rows("growing", 110, true),
+            rows("grew", 130, true),
+            rows("shrinking", 0, true),
+            rows("old", 0, true),
+            rows("huge", 0, true),
+        ];
+        let c = compare(Some(&info), &restored);
+        let status: Vec<_> = c.tables.iter().map(|t| t.status).collect();
+        assert_eq!(
+            status,
+            [
+                TableStatus::Mismatch, // quiet during the dump: must match exactly
+                TableStatus::Changed,  // between the two counts
+                TableStatus::Differs,  // outside: shown, not judged
+                TableStatus::Changed,  // emptied during the backup: 0 is possible
+                TableStatus::Mismatch, // rows backed up, nothing came back
+                TableStatus::Mismatch, // millions estimated, nothing came back
+            ]
+        );
     }
 }

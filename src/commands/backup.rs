@@ -320,9 +320,32 @@ pub fn backup(
             }
         };
         // The exported snapshot (if any) is released only now that the dump has read it.
+        // Counts read before the dump are read again after it, to tell quiet tables (which a
+        // restore must match exactly) from tables written to meanwhile.
         let preflight = pre.take().map(|p| {
-            p.session.close();
-            p.info
+            let Preflight {
+                mut session,
+                mut info,
+                ..
+            } = p;
+            if info.counted == "before-dump" && result.is_ok() {
+                match session.row_counts(source.exact_count_limit) {
+                    Ok(after) => {
+                        for t in info.tables.iter_mut().filter(|t| t.exact) {
+                            t.rows_after = after
+                                .iter()
+                                .find(|a| a.name == t.name && a.exact)
+                                .map(|a| a.rows);
+                        }
+                    }
+                    Err(e) => tracing::warn!(
+                        source = source.name,
+                        "could not count the rows again after the dump: {e}"
+                    ),
+                }
+            }
+            session.close();
+            info
         });
         let (encoded, extras) = match result {
             Ok(done) => done,

@@ -284,6 +284,7 @@ fn restore_to_database(
     let s = m.source(name)?;
     let address = Address::parse(url).map_err(|e| anyhow!("--db-url: {e}"))?;
     staging::check_engine(s, &address)?;
+    staging::check_not_system(&address)?;
     let password = match (&args.db_password_file, &args.db_password_env) {
         (Some(f), _) => Some(crate::config::SecretRef::File(f.clone())),
         (None, Some(v)) => Some(crate::config::SecretRef::Env(v.clone())),
@@ -300,18 +301,26 @@ fn restore_to_database(
         client: args.client.clone(),
     };
     if !opts.overwrite_source {
-        let fingerprint = staging::target_fingerprint(&target)
-            .or_else(|e| if opts.create { Ok(None) } else { Err(e) })?;
+        // A target that does not exist yet (--create) may not answer at all; any other
+        // failure to identify it stops the restore.
+        let fingerprint = match staging::target_fingerprint(&target) {
+            Ok(fp) => fp,
+            Err(crate::database::DbError::Connect { .. }) if opts.create => None,
+            Err(e) => return Err(e.into()),
+        };
         staging::guard_sources(
             &target.address,
             fingerprint.as_ref(),
             &configured_databases(config),
         )?;
     }
+    // Everything that can fail without touching the target fails first: the client, the
+    // parts, the key (the stream is opened and its header decrypted).
+    staging::check_client(&target, &opts)?;
     precheck(store, m, s)?;
+    let stream = open_checked(store, m, s, identities, identity_file)?;
     let prepared = staging::prepare(&target, &opts)?;
     let started = Instant::now();
-    let stream = open_checked(store, m, s, identities, identity_file)?;
     let bar = Progress::bytes(&format!("restore {}", s.name), Some(s.plaintext_bytes));
     let counted = CountingRead {
         inner: stream,
@@ -324,12 +333,12 @@ fn restore_to_database(
         let next = match &e {
             crate::source::FeedError::Input(io) => match find_part_problem(io) {
                 Some(p) if !p.is_damage() => {
-                    "the load was stopped; check that the store is reachable, then restore again                      with --force"
+                    "the load was stopped; check that the store is reachable, then restore again with --force"
                 }
                 _ => "the load was stopped; restore an older snapshot ('coffer list') with --force",
             },
             crate::source::FeedError::Tool(_) => {
-                "fix what the client reports (privileges, roles, the server's version) and restore                  again with --force"
+                "fix what the client reports (privileges, roles, the server's version) and restore again with --force"
             }
         };
         anyhow!(e).context(format!(
@@ -389,15 +398,17 @@ fn restore_to_database(
                 "table", "backed up", "restored"
             );
             for t in shown {
-                let backed = match t.backed_up {
-                    Some(n) if t.backed_up_exact => n.to_string(),
-                    Some(n) => format!("~{n}"),
-                    None => "-".into(),
+                let backed = match (t.backed_up, t.backed_up_after) {
+                    (Some(n), Some(a)) if a != n => format!("{n}..{a}"),
+                    (Some(n), _) if t.backed_up_exact => n.to_string(),
+                    (Some(n), _) => format!("~{n}"),
+                    (None, _) => "-".into(),
                 };
                 let restored = t.restored.map_or_else(|| "-".into(), |n| n.to_string());
                 let status = match t.status {
                     TableStatus::Match => "ok",
                     TableStatus::Mismatch => "MISMATCH",
+                    TableStatus::Changed => "ok (written to during the backup)",
                     TableStatus::Differs => "differs",
                     TableStatus::Estimated => "estimate",
                     TableStatus::Missing => "MISSING",
@@ -409,7 +420,7 @@ fn restore_to_database(
                 );
             }
         }
-        let matched = cmp.count(TableStatus::Match);
+        let matched = cmp.count(TableStatus::Match) + cmp.count(TableStatus::Changed);
         if !cmp.recorded {
             println!(
                 "the snapshot records no row counts (made by an older coffer): {} tables restored",
@@ -428,7 +439,9 @@ fn restore_to_database(
         }
         if cmp.count(TableStatus::Differs) > 0 {
             println!(
-                "note: the backup counted rows just before its dump, so tables written to in                  between differ a little; that is not damage"
+                "note: 'differs' marks tables that were being written to while the backup ran \
+                 and came back with a count outside what was seen before and after the dump \
+                 (rows added and removed again); check them if that is not expected"
             );
         }
     }
@@ -449,7 +462,7 @@ fn restore_to_database(
             })
             .collect();
         eprintln!(
-            "error: the restored database does not match snapshot {}: {}. It is left as it is              for inspection; restore an older snapshot to compare",
+            "error: the restored database does not match snapshot {}: {}. It is left as it is for inspection; restore an older snapshot to compare",
             m.id,
             names.join(", ")
         );

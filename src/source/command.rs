@@ -14,6 +14,10 @@ use std::process::{Command, ExitStatus, Stdio};
 
 use secrecy::{ExposeSecret, SecretString};
 
+/// Bytes fed to a client after which it has surely read its option file (well beyond a pipe's
+/// 64 KiB buffer).
+const OPTIONS_READ_AFTER: u64 = 1 << 20;
+
 /// How much of the tool's stderr is kept for the error message.
 const STDERR_TAIL: usize = 4096;
 
@@ -45,6 +49,8 @@ pub enum DumpError {
     Write(#[source] io::Error, String),
     #[error("reading {tool}'s output: {0}", tool = .1)]
     Read(#[source] io::Error, String),
+    #[error("feeding {tool} its input: {0}", tool = .1)]
+    Feed(#[source] io::Error, String),
 }
 
 impl From<io::Error> for DumpError {
@@ -189,6 +195,7 @@ impl DumpCommand {
             let tail = scope.spawn(move || stderr_tail(stderr));
             let mut buf = vec![0u8; 256 * 1024];
             let mut total = 0u64;
+            let mut options_removed = false;
             let fed: Result<(), Side> = loop {
                 let n = match input.read(&mut buf) {
                     Ok(0) => break Ok(()),
@@ -200,6 +207,15 @@ impl DumpCommand {
                     break Err(Side::Write(e));
                 }
                 total += n as u64;
+                // A client reads its options, then connects, and only then reads its input:
+                // once more than the pipe holds has gone in, the option file has been read.
+                if total >= OPTIONS_READ_AFTER
+                    && let Some(path) = &self.remove_after_start
+                    && !options_removed
+                {
+                    options_removed = true;
+                    let _ = std::fs::remove_file(path);
+                }
             };
             if let Err(Side::Read(_)) = &fed {
                 // Never let the client see an end of input it could take for the whole dump.
@@ -225,7 +241,7 @@ impl DumpCommand {
                 .into());
             }
             if let Err(Side::Write(e)) = fed {
-                return Err(DumpError::Write(e, tool).into());
+                return Err(DumpError::Feed(e, tool).into());
             }
             Ok(DumpOutcome {
                 bytes: total,

@@ -59,6 +59,20 @@ fn ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
+/// A schema statement with its terminating `;`: on a line of its own when the stored SQL may
+/// end inside a comment (SQLite keeps a trailing `-- note` in the schema, which would swallow
+/// a `;` on the same line).
+fn statement(sql: &str) -> String {
+    let open_block = sql
+        .rfind("/*")
+        .is_some_and(|open| sql.rfind("*/").is_none_or(|close| close < open));
+    if sql.contains("--") || open_block {
+        format!("{sql}\n;")
+    } else {
+        format!("{sql};")
+    }
+}
+
 /// Quotes a string literal: `'it''s'`.
 fn literal(text: &str) -> String {
     format!("'{}'", text.replace('\'', "''"))
@@ -91,11 +105,15 @@ struct Counted<'a> {
 
 impl Counted<'_> {
     fn line(&mut self, text: &str) -> Result<(), SqliteDumpError> {
+        self.raw_line(text.as_bytes())
+    }
+
+    fn raw_line(&mut self, bytes: &[u8]) -> Result<(), SqliteDumpError> {
         self.inner
-            .write_all(text.as_bytes())
+            .write_all(bytes)
             .and_then(|()| self.inner.write_all(b"\n"))
             .map_err(SqliteDumpError::Write)?;
-        self.bytes += text.len() as u64 + 1;
+        self.bytes += bytes.len() as u64 + 1;
         Ok(())
     }
 }
@@ -148,8 +166,10 @@ async fn dump_async(
     }
     for (kind, name, sql) in &objects {
         if kind == "table"
-            && sql.len() >= 20
-            && sql[..20].eq_ignore_ascii_case("CREATE VIRTUAL TABLE")
+            && sql
+                .as_bytes()
+                .get(..20)
+                .is_some_and(|b| b.eq_ignore_ascii_case(b"CREATE VIRTUAL TABLE"))
         {
             let module = sql
                 .to_ascii_lowercase()
@@ -184,7 +204,7 @@ async fn dump_async(
             // sqlite_stat1 and friends: statistics, rebuilt by ANALYZE.
             continue;
         }
-        w.line(&format!("{sql};"))?;
+        w.line(&statement(sql))?;
         // Generated columns (hidden 2 and 3) are computed, not inserted.
         let columns: Vec<String> =
             sqlx::query_scalar("SELECT name FROM pragma_table_xinfo(?1) WHERE hidden = 0")
@@ -213,8 +233,12 @@ async fn dump_async(
             })
             .collect::<Vec<_>>()
             .join(" || ',' || ");
-        let select = format!("SELECT ?1 || {values} || ');' FROM {}", ident(name));
-        let mut rows = sqlx::query_scalar::<_, String>(AssertSqlSafe(select))
+        // As bytes: a text that is not valid UTF-8 is kept as it is.
+        let select = format!(
+            "SELECT CAST(?1 || {values} || ');' AS BLOB) FROM {}",
+            ident(name)
+        );
+        let mut rows = sqlx::query_scalar::<_, Vec<u8>>(AssertSqlSafe(select))
             .bind(&prefix)
             .fetch(&mut conn);
         let mut count = 0u64;
@@ -223,16 +247,24 @@ async fn dump_async(
             .await
             .map_err(|e| read_err(&format!("reading table {name}"), e))?
         {
-            w.line(&line)?;
+            w.raw_line(&line)?;
             count += 1;
         }
         tables.push(TableRows {
             name: name.clone(),
             rows: count,
             exact: true,
+            rows_after: None,
         });
     }
-    if sequence {
+    // sqlite_sequence exists only while an AUTOINCREMENT table does; a leftover one would
+    // make the load fail.
+    let autoincrement = objects.iter().any(|(kind, name, sql)| {
+        kind == "table"
+            && !name.starts_with("sqlite_")
+            && sql.to_ascii_uppercase().contains("AUTOINCREMENT")
+    });
+    if sequence && autoincrement {
         w.line("DELETE FROM sqlite_sequence;")?;
         let rows: Vec<(String, i64)> = sqlx::query_as("SELECT name, seq FROM sqlite_sequence")
             .fetch_all(&mut conn)
@@ -247,7 +279,17 @@ async fn dump_async(
     }
     for (kind, _, sql) in &objects {
         if kind != "table" {
-            w.line(&format!("{sql};"))?;
+            w.line(&statement(sql))?;
+        }
+    }
+    // What applications keep in the header (migration versions, file type).
+    for pragma in ["user_version", "application_id"] {
+        let value: i64 = sqlx::query_scalar(AssertSqlSafe(format!("PRAGMA {pragma}")))
+            .fetch_one(&mut conn)
+            .await
+            .map_err(|e| read_err(&format!("reading PRAGMA {pragma}"), e))?;
+        if value != 0 {
+            w.line(&format!("PRAGMA {pragma}={value};"))?;
         }
     }
     w.line("COMMIT;")?;

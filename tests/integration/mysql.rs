@@ -284,8 +284,8 @@ fn mariadb_restore_into_staging_matches_and_never_overwrites_the_source() {
     assert_eq!(
         db["tables"],
         serde_json::json!([
-            {"name": "empty one", "rows": 0, "exact": true},
-            {"name": "tabSales Invoice", "rows": 50000, "exact": true},
+            {"name": "empty one", "rows": 0, "exact": true, "rows_after": 0},
+            {"name": "tabSales Invoice", "rows": 50000, "exact": true, "rows_after": 50000},
         ])
     );
     let stg = Db::named("stg");
@@ -319,7 +319,52 @@ fn mariadb_restore_into_staging_matches_and_never_overwrites_the_source() {
         ),
         "2.000000"
     );
-    // Over the source, by another name of the same server: refused, source untouched.
+    // The manifest counted each table before and after the dump: a quiet table that comes
+    // back short is a failure, not a note.
+    let t = &v["manifest"]["sources"][0]["database"]["tables"][1];
+    assert_eq!(t["rows_after"], 50000, "{t}");
+    let lossy = env.path("lossy-mariadb");
+    let stg2 = Db::named("stg2");
+    fs::write(
+        &lossy,
+        format!(
+            "#!/bin/sh\nif [ \"$1\" = --version ]; then exec mariadb --version; fi\n\
+             mariadb \"$@\" || exit $?\n\
+             mariadb -h 127.0.0.1 -u root -D {} -e 'DELETE FROM `tabSales Invoice` WHERE id <= 2'\n",
+            stg2.0
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&lossy, fs::Permissions::from_mode(0o755)).unwrap();
+    let url2 = stg2.url("root");
+    let out = env.fails(
+        &config,
+        &[
+            "restore",
+            "latest",
+            "--source",
+            "db",
+            "--db-url",
+            &url2,
+            "--create",
+            "--client",
+            lossy.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        out.contains("tabSales Invoice (49998 rows instead of 50000)"),
+        "{out}"
+    );
+    // Over the source, by another name of the same server, or in other letter case:
+    // refused, source untouched.
+    let upper = format!("mysql://root@127.0.0.1:3306/{}", src.0.to_uppercase());
+    let out = env.fails(
+        &config,
+        &[
+            "restore", "latest", "--source", "db", "--db-url", &upper, "--force",
+        ],
+    );
+    assert!(out.contains("refusing to restore into"), "{out}");
     let alias = format!("mariadb://root@localhost:3306/{}", src.0);
     let out = env.fails(
         &config,

@@ -412,7 +412,8 @@ fn a_restore_that_loses_rows_fails_the_comparison_and_names_the_table() {
     fs::write(
         &client,
         format!(
-            "#!/bin/sh\npsql \"$@\" || exit $?\n\
+            "#!/bin/sh\nif [ \"$1\" = --version ]; then exec psql --version; fi\n\
+             psql \"$@\" || exit $?\n\
              psql -h 127.0.0.1 -U postgres -d {} -qc 'DELETE FROM t WHERE i <= 3'\n",
             stg.0
         ),
@@ -503,4 +504,127 @@ fn postgres_counts_come_from_the_snapshot_the_dump_reads() {
 
 fn strs(v: &[String]) -> Vec<&str> {
     v.iter().map(String::as_str).collect()
+}
+
+#[test]
+fn a_load_that_breaks_midway_leaves_the_staging_database_empty() {
+    let Some(()) = server() else { return };
+    let src = Db::new("src");
+    psql(&src.0, SCHEMA);
+    let env = Env::new();
+    let config = pg_config(&env, &src.url(), "");
+    let id = env.backup(&config);
+    // Damage the last part of the dump stream: the load has committed nothing by then.
+    let dir = env.store().join("snapshots").join(&id);
+    let mut parts: Vec<_> = fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().contains("db.sql.gz.age."))
+        .collect();
+    parts.sort();
+    assert!(parts.len() >= 3, "{parts:?}");
+    let last = parts.last().unwrap();
+    let mut bytes = fs::read(last).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x40;
+    fs::write(last, &bytes).unwrap();
+    let stg = Db::named("stg");
+    let url = stg.url();
+    let out = env.fails(
+        &config,
+        &[
+            "restore", "latest", "--source", "db", "--db-url", &url, "--create",
+        ],
+    );
+    let name = last.file_name().unwrap().to_string_lossy().into_owned();
+    assert!(
+        out.contains(&name) && out.contains("the load was stopped"),
+        "{out}"
+    );
+    // psql ran it as one transaction: nothing of it stayed.
+    assert_eq!(
+        psql(
+            &stg.0,
+            "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = 'public'"
+        ),
+        "0"
+    );
+}
+
+#[test]
+fn nothing_is_dropped_before_the_restore_is_known_to_work_and_system_databases_are_refused() {
+    let Some(()) = server() else { return };
+    let src = Db::new("src");
+    psql(&src.0, "CREATE TABLE t (i int); INSERT INTO t VALUES (1)");
+    let env = Env::new();
+    let config = pg_config(&env, &src.url(), "");
+    env.backup(&config);
+    let stg = Db::new("stg");
+    psql(
+        &stg.0,
+        "CREATE TABLE keep (i int); INSERT INTO keep VALUES (42)",
+    );
+    let url = stg.url();
+    // A client that cannot run: refused before --force drops anything.
+    let out = env.fails(
+        &config,
+        &[
+            "restore",
+            "latest",
+            "--source",
+            "db",
+            "--db-url",
+            &url,
+            "--force",
+            "--client",
+            "/nonexistent/psql",
+        ],
+    );
+    assert!(
+        out.contains("cannot run /nonexistent/psql") && out.contains("--client"),
+        "{out}"
+    );
+    assert_eq!(psql(&stg.0, "SELECT i FROM keep"), "42");
+    // A key that does not match: the same.
+    let other = env.path("other-key.txt");
+    let keygen = std::process::Command::new(env!("CARGO_BIN_EXE_coffer"))
+        .args(["keygen", "--output", other.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(keygen.status.success());
+    let out = env.fails(
+        &config,
+        &[
+            "restore",
+            "latest",
+            "--source",
+            "db",
+            "--db-url",
+            &url,
+            "--force",
+            "--identity",
+            other.to_str().unwrap(),
+        ],
+    );
+    assert!(out.contains("no identity"), "{out}");
+    assert_eq!(psql(&stg.0, "SELECT i FROM keep"), "42");
+    // The server's own databases, whatever the flags.
+    for system in ["postgres", "template1"] {
+        let url = format!("postgres://postgres@127.0.0.1:5432/{system}");
+        let out = env.fails(
+            &config,
+            &[
+                "restore",
+                "latest",
+                "--source",
+                "db",
+                "--db-url",
+                &url,
+                "--force",
+                "--overwrite-source-database",
+            ],
+        );
+        assert!(out.contains("the server's own database"), "{out}");
+    }
 }
