@@ -84,35 +84,52 @@ url = "postgres://postgres@127.0.0.1:5432/$SRC"
 $2
 EOF
 }
-config exact.toml ""
+config exact.toml "exact_count_limit = 1000000000000"
 config estimate.toml "exact_count_limit = 0"
 
-# run NAME CMD: runs CMD BENCH_RUNS times (after PREP, if set), prints "median_s max_rss_kib".
-run() {
-    local name=$1 cmd=$2 i times=() rss=0 r
-    for ((i = 1; i <= BENCH_RUNS; i++)); do
-        [[ -n ${PREP:-} ]] && eval "$PREP"
-        /usr/bin/time -f '%e %M' -o "logs/$name.$i.time" bash -c "$cmd" >"logs/$name.$i.log" 2>&1 ||
-            die "$name failed: see $BENCH_DIR/logs/$name.$i.log"
-        read -r t r <"logs/$name.$i.time"
-        times+=("$t")
-        ((r > rss)) && rss=$r
-    done
-    printf '%s %s\n' "$(printf '%s\n' "${times[@]}" | sort -n | awk '{a[NR] = $1} END {print a[int((NR + 1) / 2)]}')" "$rss"
+# once NAME CMD: runs CMD once (after a CHECKPOINT, so one run's writes do not slow the next),
+# appending "seconds max_rss_kib" to logs/NAME.times.
+once() {
+    local name=$1 cmd=$2 n
+    n=$(($(cat "logs/$name.times" 2>/dev/null | wc -l) + 1))
+    $PG -d postgres -c CHECKPOINT >/dev/null
+    /usr/bin/time -f '%e %M' -o "logs/$name.$n.time" bash -c "$cmd" >"logs/$name.$n.log" 2>&1 ||
+        die "$name failed: see $BENCH_DIR/logs/$name.$n.log"
+    cat "logs/$name.$n.time" >>"logs/$name.times"
 }
 
+# summary NAME: "median_seconds max_rss_kib" over the runs of NAME.
+summary() {
+    printf '%s %s\n' \
+        "$(cut -d' ' -f1 "logs/$1.times" | sort -n | awk '{a[NR] = $1} END {print a[int((NR + 1) / 2)]}')" \
+        "$(cut -d' ' -f2 "logs/$1.times" | sort -n | tail -1)"
+}
+
+# Runs alternate between coffer and the baseline, so that neither gets the quieter machine.
 log "backups"
-read -r b_exact rss_b < <(PREP='rm -rf store state' run backup-exact "$COFFER_BIN --config exact.toml backup")
-read -r b_est _ < <(PREP='rm -rf store state' run backup-estimate "$COFFER_BIN --config estimate.toml backup")
-read -r b_base _ < <(run backup-baseline "pg_dump -h 127.0.0.1 -U postgres --no-owner $SRC | gzip -6 | age -r $RECIPIENT > base.sql.gz.age")
+for ((i = 1; i <= BENCH_RUNS; i++)); do
+    rm -rf store state
+    once backup-exact "$COFFER_BIN --config exact.toml backup"
+    rm -rf store state
+    once backup-estimate "$COFFER_BIN --config estimate.toml backup"
+    once backup-baseline "pg_dump -h 127.0.0.1 -U postgres --no-owner $SRC | gzip -6 | age -r $RECIPIENT > base.sql.gz.age"
+done
+read -r b_exact rss_b < <(summary backup-exact)
+read -r b_est _ < <(summary backup-estimate)
+read -r b_base _ < <(summary backup-baseline)
 stored=$(du -sb store | cut -f1)
 base_size=$(stat -c %s base.sql.gz.age)
-plain=$("$COFFER_BIN" --config exact.toml list --json | python3 -c "import json,sys; print(json.load(sys.stdin)[0][\"plaintext_bytes\"])")
+plain=$("$COFFER_BIN" --config estimate.toml list --json | python3 -c "import json,sys; print(json.load(sys.stdin)[0][\"plaintext_bytes\"])")
 
 log "restores"
-read -r r_coffer rss_r < <(PREP="drop $STG" run restore-coffer "$COFFER_BIN --config exact.toml restore latest --source db --db-url postgres://postgres@127.0.0.1:5432/$STG --create")
-read -r r_base _ < <(PREP="drop $BASE; $PG -d postgres -c 'CREATE DATABASE $BASE' >/dev/null" \
-    run restore-baseline "age -d -i key.txt base.sql.gz.age | gunzip | psql -h 127.0.0.1 -U postgres -q -v ON_ERROR_STOP=1 --single-transaction -d $BASE >/dev/null")
+for ((i = 1; i <= BENCH_RUNS; i++)); do
+    drop $STG
+    once restore-coffer "$COFFER_BIN --config estimate.toml restore latest --source db --db-url postgres://postgres@127.0.0.1:5432/$STG --create"
+    drop $BASE
+    once restore-baseline "$PG -d postgres -c 'CREATE DATABASE $BASE' >/dev/null && age -d -i key.txt base.sql.gz.age | gunzip | psql -h 127.0.0.1 -U postgres -q -v ON_ERROR_STOP=1 --single-transaction --file=- -d $BASE >/dev/null"
+done
+read -r r_coffer rss_r < <(summary restore-coffer)
+read -r r_base _ < <(summary restore-baseline)
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
 {
@@ -123,9 +140,9 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
     echo "| what | seconds | vs baseline | peak RSS |"
     echo "| --- | --- | --- | --- |"
     echo "| backup: pg_dump \\| gzip -6 \\| age | $b_base | 1.00x | |"
-    echo "| backup: coffer (exact row counts) | $b_exact | $(ratio "$b_base" "$b_exact")x faster | $((rss_b / 1024)) MiB |"
-    echo "| backup: coffer (estimates only) | $b_est | $(ratio "$b_base" "$b_est")x faster | |"
-    echo "| restore: age -d \\| gunzip \\| psql --single-transaction | $r_base | 1.00x | |"
+    echo "| backup: coffer (exact count(*) of every table) | $b_exact | $(ratio "$b_base" "$b_exact")x faster | $((rss_b / 1024)) MiB |"
+    echo "| backup: coffer (server estimates only) | $b_est | $(ratio "$b_base" "$b_est")x faster | |"
+    echo "| restore: createdb; age -d \\| gunzip \\| psql --single-transaction -f - | $r_base | 1.00x | |"
     echo "| restore: coffer --db-url (+ counting every table) | $r_coffer | $(ratio "$r_base" "$r_coffer")x faster | $((rss_r / 1024)) MiB |"
     echo
     echo "Stored: coffer $(ratio "$stored" 1048576) MiB, baseline $(ratio "$base_size" 1048576) MiB (SQL: $(ratio "${plain:-0}" 1048576) MiB)."
