@@ -91,7 +91,8 @@ config estimate.toml "exact_count_limit = 0"
 # appending "seconds max_rss_kib" to logs/NAME.times.
 once() {
     local name=$1 cmd=$2 n
-    n=$(($(cat "logs/$name.times" 2>/dev/null | wc -l) + 1))
+    n=1
+    if [[ -f logs/$name.times ]]; then n=$(($(wc -l <"logs/$name.times") + 1)); fi
     $PG -d postgres -c CHECKPOINT >/dev/null
     /usr/bin/time -f '%e %M' -o "logs/$name.$n.time" bash -c "$cmd" >"logs/$name.$n.log" 2>&1 ||
         die "$name failed: see $BENCH_DIR/logs/$name.$n.log"
