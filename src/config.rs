@@ -59,6 +59,16 @@ struct RawStore {
     path: Option<PathBuf>,
     part_size: Option<String>,
     orphan_grace: Option<String>,
+    // Google Drive.
+    service_account_key_file: Option<PathBuf>,
+    subject: Option<String>,
+    folder_id: Option<String>,
+    folder: Option<String>,
+    drive_id: Option<String>,
+    api_base_url: Option<String>,
+    upload_base_url: Option<String>,
+    chunk_size: Option<String>,
+    page_size: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -117,6 +127,7 @@ pub struct StoreConfig {
 #[derive(Debug, Clone)]
 pub enum StoreKind {
     Local { path: PathBuf },
+    Gdrive(crate::store::gdrive::DriveConfig),
 }
 
 #[derive(Debug, Clone)]
@@ -483,7 +494,87 @@ impl Config {
                         Err(why) => problems.push(format!("store.orphan_grace: {why}")),
                     }
                 }
+                let drive_keys = [
+                    (
+                        "service_account_key_file",
+                        s.service_account_key_file.is_some(),
+                    ),
+                    ("subject", s.subject.is_some()),
+                    ("folder_id", s.folder_id.is_some()),
+                    ("folder", s.folder.is_some()),
+                    ("drive_id", s.drive_id.is_some()),
+                    ("api_base_url", s.api_base_url.is_some()),
+                    ("upload_base_url", s.upload_base_url.is_some()),
+                    ("chunk_size", s.chunk_size.is_some()),
+                    ("page_size", s.page_size.is_some()),
+                ];
+                if s.kind == "local" {
+                    for (key, set) in drive_keys {
+                        if set {
+                            problems.push(format!(
+                                "store.{key} applies to a gdrive store, not a local one"
+                            ));
+                        }
+                    }
+                }
                 match (s.kind.as_str(), s.path) {
+                    ("gdrive", path) => {
+                        if path.is_some() {
+                            problems.push(
+                                "store.path applies to a local store; a gdrive store takes \
+                                 folder or folder_id"
+                                    .into(),
+                            );
+                        }
+                        let mut chunk_size = 8 << 20;
+                        if let Some(c) = &s.chunk_size {
+                            match parse_size(c) {
+                                Ok(n)
+                                    if n > 0
+                                        && n % crate::store::gdrive::CHUNK_ALIGN as u64 == 0 =>
+                                {
+                                    chunk_size = n as usize;
+                                }
+                                Ok(_) => problems.push(format!(
+                                    "store.chunk_size '{c}' must be a positive multiple of 256KiB \
+                                     (Drive's unit)"
+                                )),
+                                Err(why) => problems.push(format!("store.chunk_size: {why}")),
+                            }
+                        }
+                        let auth = match s.service_account_key_file {
+                            Some(f) => crate::store::gdrive::DriveAuth::ServiceAccount {
+                                key_file: resolve(&f),
+                                subject: s.subject,
+                            },
+                            None => {
+                                problems.push(
+                                    "store.service_account_key_file is required for a gdrive \
+                                     store (a service account in a Shared Drive, or with \
+                                     subject = for domain-wide delegation)"
+                                        .into(),
+                                );
+                                crate::store::gdrive::DriveAuth::ServiceAccount {
+                                    key_file: PathBuf::new(),
+                                    subject: None,
+                                }
+                            }
+                        };
+                        let base = "https://www.googleapis.com".to_string();
+                        StoreKind::Gdrive(crate::store::gdrive::DriveConfig {
+                            auth,
+                            folder_id: s.folder_id,
+                            folder: s.folder.unwrap_or_else(|| "coffer".into()),
+                            drive_id: s.drive_id,
+                            upload_base_url: s
+                                .upload_base_url
+                                .or_else(|| s.api_base_url.clone())
+                                .unwrap_or_else(|| base.clone()),
+                            api_base_url: s.api_base_url.unwrap_or(base),
+                            chunk_size,
+                            page_size: s.page_size.unwrap_or(1000).clamp(1, 1000),
+                        })
+                    }
                     ("local", Some(p)) => StoreKind::Local { path: resolve(&p) },
                     ("local", None) => {
                         problems.push("store.path is required for a local store".into());
@@ -493,7 +584,7 @@ impl Config {
                     }
                     (other, _) => {
                         problems.push(format!(
-                            "store.type '{other}' is not supported by this build (supported: local)"
+                            "store.type '{other}' is not supported by this build (supported: local, gdrive)"
                         ));
                         StoreKind::Local {
                             path: PathBuf::new(),
@@ -817,7 +908,9 @@ mod tests {
         );
         let c = Config::parse(&text, Path::new("/etc/coffer/coffer.toml")).unwrap();
         assert_eq!(c.state_dir, Path::new("/etc/coffer/state"));
-        let StoreKind::Local { path } = &c.store.kind;
+        let StoreKind::Local { path } = &c.store.kind else {
+            panic!("a local store")
+        };
         assert_eq!(path, Path::new("/etc/coffer/store"));
         assert_eq!(c.store.part_size, 1 << 20);
         assert_eq!(c.sources[0].stream_name(), "files.tar.gz.age");

@@ -473,7 +473,7 @@ fn discard(store: &dyn Store, id: &SnapshotId, err: anyhow::Error) -> anyhow::Er
 
 pub fn run(config_path: &Path, args: &BackupArgs) -> anyhow::Result<ExitCode> {
     let config = load_config(config_path)?;
-    let store = store::from_config(&config.store);
+    let store = store::from_config(&config.store)?;
     // On a terminal, a metadata-only walk first gives the bar a total and an ETA.
     let total = if crate::progress::is_interactive() {
         expand_sources(&config.sources)

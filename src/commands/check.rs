@@ -86,7 +86,8 @@ fn check_state_dir(dir: &Path) -> anyhow::Result<String> {
 
 /// Writes, reads back and deletes a small object.
 fn check_store(config: &Config) -> anyhow::Result<String> {
-    let store = store::from_config(&config.store);
+    let store =
+        store::from_config(&config.store).map_err(|e| anyhow!("cannot open the store: {e}"))?;
     let key = format!("coffer-check-{:016x}", rand::random::<u64>());
     let payload = b"coffer check\n";
     store::put_bytes(store.as_ref(), &key, payload)
@@ -102,7 +103,19 @@ fn check_store(config: &Config) -> anyhow::Result<String> {
     store
         .list("snapshots/")
         .map_err(|e| anyhow!("cannot list {store}: {e}"))?;
-    Ok(format!("{store}: write, read back, list and delete work"))
+    let mut detail = format!("{store}: write, read back, list and delete work");
+    if let crate::config::StoreKind::Gdrive(drive) = &config.store.kind {
+        let (limit, usage) = crate::store::gdrive::DriveStore::new(drive)?.quota()?;
+        match limit {
+            Some(limit) => detail.push_str(&format!(
+                "; {} free of {}",
+                super::human_bytes(limit.saturating_sub(usage)),
+                super::human_bytes(limit)
+            )),
+            None => detail.push_str(&format!("; {} used, no limit", super::human_bytes(usage))),
+        }
+    }
+    Ok(detail)
 }
 
 /// Encrypts a few bytes to the configured recipients and decrypts them with the identity.

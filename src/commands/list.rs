@@ -10,7 +10,7 @@ use crate::store;
 
 pub fn run(config_path: &Path, args: &ListArgs) -> anyhow::Result<ExitCode> {
     let config = load_config(config_path)?;
-    let store = store::from_config(&config.store);
+    let store = store::from_config(&config.store)?;
     let (snapshots, unreadable) = snapshot::list(store.as_ref())?;
     for e in &unreadable {
         eprintln!("warning: {e}");

@@ -68,7 +68,7 @@ fn precheck(store: &dyn Store, m: &Manifest, source: &SourceRecord) -> anyhow::R
 
 pub fn run(config_path: &Path, args: &RestoreArgs) -> anyhow::Result<ExitCode> {
     let config = load_config(config_path)?;
-    let store = store::from_config(&config.store);
+    let store = store::from_config(&config.store)?;
     let (identities, identity_file) = load_identities(&config, args.identity.as_deref())?;
     let m = snapshot::resolve(store.as_ref(), &args.snapshot)?;
     let to = match (&args.db_url, &args.to) {

@@ -7,6 +7,7 @@
 //! (tar, gzip, age) running on plain threads, and the store's writer is the last link of that
 //! chain. Network backends bridge to their async clients inside their own implementation.
 
+pub mod gdrive;
 mod local;
 
 use std::fmt;
@@ -166,8 +167,12 @@ pub fn validate_key(key: &str) -> Result<(), StoreError> {
 }
 
 /// The store a config describes.
-pub fn from_config(cfg: &crate::config::StoreConfig) -> Box<dyn Store> {
-    match &cfg.kind {
+///
+/// # Errors
+/// When a network store cannot be set up (an unreadable key file, no CA certificates).
+pub fn from_config(cfg: &crate::config::StoreConfig) -> Result<Box<dyn Store>, StoreError> {
+    Ok(match &cfg.kind {
         crate::config::StoreKind::Local { path } => Box::new(LocalStore::new(path)),
-    }
+        crate::config::StoreKind::Gdrive(drive) => Box::new(gdrive::DriveStore::new(drive)?),
+    })
 }

@@ -6,6 +6,7 @@ mod support;
 mod config_examples;
 mod faults;
 mod frappe;
+mod gdrive;
 mod golden;
 mod interop;
 mod mysql;

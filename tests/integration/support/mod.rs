@@ -11,6 +11,8 @@ use assert_cmd::Command;
 use rand::{Rng, SeedableRng};
 use sha2::{Digest, Sha256};
 
+pub mod fake_drive;
+
 /// A scratch area with a store, a state folder and keys.
 pub struct Env {
     pub dir: tempfile::TempDir,
