@@ -85,12 +85,14 @@ fn print_reports(m: &Manifest, reports: &[StreamReport]) {
             ),
             _ => String::new(),
         };
-        println!(
-            "{status}  {} {}: {} parts, {}{deep}",
-            m.id,
-            r.stream,
-            r.parts_checked,
+        let checked = if r.by_store_checksums {
+            "sizes and sha256 as the store reports them".to_string()
+        } else {
             human_bytes(r.bytes_checked)
+        };
+        println!(
+            "{status}  {} {}: {} parts, {checked}{deep}",
+            m.id, r.stream, r.parts_checked
         );
         for p in &r.problems {
             println!("     {}: {p}", r.stream);
@@ -111,6 +113,7 @@ fn report_json(r: &StreamReport) -> serde_json::Value {
         "ok": r.ok(),
         "parts_checked": r.parts_checked,
         "bytes_checked": r.bytes_checked,
+        "by_store_checksums": r.by_store_checksums,
         "problems": r.problems.iter().map(|p| serde_json::json!({
             "part": p.part(),
             "message": p.to_string(),

@@ -171,7 +171,19 @@ fn a_part_damaged_in_drive_is_named_by_verify() {
     let site = site(&env);
     let config = drive_config(&env, &drive, &site, "");
     env.backup(&config);
+    // Quick verify asks Drive for its sha256 of each part and downloads nothing.
+    let out = env.ok(&config, &["verify", "latest"]);
+    assert!(out.contains("as the store reports them"), "{out}");
+    assert!(
+        !drive.log().iter().any(|l| l.starts_with("DOWNLOAD files.tar.gz.age")),
+        "quick verify downloaded a part"
+    );
     drive.corrupt("files.tar.gz.age.00002");
-    let out = env.fails(&config, &["verify", "latest", "--deep"]);
-    assert!(out.contains("files.tar.gz.age.00002"), "{out}");
+    for args in [
+        &["verify", "latest"][..],
+        &["verify", "latest", "--deep"][..],
+    ] {
+        let out = env.fails(&config, args);
+        assert!(out.contains("files.tar.gz.age.00002"), "{args:?}: {out}");
+    }
 }

@@ -1058,6 +1058,7 @@ fn get(writer: &mut TcpStream, state: &Arc<Mutex<State>>, req: &Request, id: &st
         drop(s);
         return json_response(writer, 200, &file_json(&f, false));
     }
+    s.log.push(format!("DOWNLOAD {}", f.name));
     let drop_now = s.faults.download_drop > 0 && f.content.len() > 1024;
     if drop_now {
         s.faults.download_drop -= 1;
