@@ -187,3 +187,50 @@ fn a_part_damaged_in_drive_is_named_by_verify() {
         assert!(out.contains("files.tar.gz.age.00002"), "{args:?}: {out}");
     }
 }
+
+/// Against the real Google Drive, only when credentials are given:
+/// `COFFER_LIVE_DRIVE_KEY` (a service-account key file) and `COFFER_LIVE_DRIVE_ID` (a Shared
+/// Drive the account is a Content manager of). It backs up into a new folder, verifies,
+/// restores, and deletes what it stored.
+#[test]
+fn live_drive_round_trip_when_credentials_are_given() {
+    let (Some(key), Some(drive_id)) = (
+        std::env::var_os("COFFER_LIVE_DRIVE_KEY"),
+        std::env::var_os("COFFER_LIVE_DRIVE_ID"),
+    ) else {
+        eprintln!("live Drive test skipped: COFFER_LIVE_DRIVE_KEY and COFFER_LIVE_DRIVE_ID are not set");
+        return;
+    };
+    let env = Env::new();
+    let site = env.path("site");
+    rich_site(&site);
+    let folder = format!("coffer-live-test-{:08x}", rand::random::<u32>());
+    let config = env.path("live.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "state_dir = \"state\"\n[encryption]\nrecipients = [\"{}\"]\nidentity_file = \"{}\"\n\
+             [store]\ntype = \"gdrive\"\nservice_account_key_file = \"{}\"\ndrive_id = \"{}\"\n\
+             folder = \"{folder}\"\npart_size = \"1MiB\"\n\
+             [[source]]\nname = \"files\"\ntype = \"directory\"\npath = \"{}\"\n",
+            env.recipient,
+            env.identity.display(),
+            Path::new(&key).display(),
+            drive_id.to_string_lossy(),
+            site.display()
+        ),
+    )
+    .unwrap();
+    let id = env.backup(&config);
+    env.ok(&config, &["check"]);
+    env.ok(&config, &["verify", "latest", "--deep"]);
+    let to = env.path("restored");
+    env.ok(&config, &["restore", "latest", "--to", to.to_str().unwrap()]);
+    assert_same_tree(&site, &to);
+    // Clean up what the test stored (the empty folders stay; they are named for the test).
+    let store = coffer::store::from_config(&coffer::config::Config::load(&config).unwrap().store)
+        .unwrap();
+    for o in store.list(&format!("snapshots/{id}/")).unwrap() {
+        store.delete(&o.key).unwrap();
+    }
+}
