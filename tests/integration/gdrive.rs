@@ -143,6 +143,37 @@ fn transient_faults_during_uploads_are_survived_without_duplicates() {
 }
 
 #[test]
+fn domain_wide_delegation_acts_as_the_subject_in_its_my_drive() {
+    let env = Env::new();
+    let drive = FakeDrive::start();
+    let site = env.path("site");
+    rich_site(&site);
+    let config = drive_config(&env, &drive, &site, "subject = \"backup@example.com\"");
+    // Without drive_id: the root folder goes into the user's My Drive.
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace(&format!("drive_id = \"{SHARED_DRIVE}\"\n"), "");
+    std::fs::write(&config, text).unwrap();
+    env.backup(&config);
+    assert_eq!(
+        drive.subjects().first().map(String::as_str),
+        Some("backup@example.com")
+    );
+    let root = drive
+        .files()
+        .into_iter()
+        .find(|f| f.name == "coffer-test")
+        .unwrap();
+    assert_eq!(root.parents, ["root"]);
+    let to = env.path("restored");
+    env.ok(
+        &config,
+        &["restore", "latest", "--to", to.to_str().unwrap()],
+    );
+    assert_same_tree(&site, &to);
+}
+
+#[test]
 fn quota_and_the_daily_cap_stop_the_backup_at_once_with_what_to_do() {
     let env = Env::new();
     let drive = FakeDrive::start();
@@ -175,7 +206,10 @@ fn a_part_damaged_in_drive_is_named_by_verify() {
     let out = env.ok(&config, &["verify", "latest"]);
     assert!(out.contains("as the store reports them"), "{out}");
     assert!(
-        !drive.log().iter().any(|l| l.starts_with("DOWNLOAD files.tar.gz.age")),
+        !drive
+            .log()
+            .iter()
+            .any(|l| l.starts_with("DOWNLOAD files.tar.gz.age")),
         "quick verify downloaded a part"
     );
     drive.corrupt("files.tar.gz.age.00002");
@@ -198,7 +232,9 @@ fn live_drive_round_trip_when_credentials_are_given() {
         std::env::var_os("COFFER_LIVE_DRIVE_KEY"),
         std::env::var_os("COFFER_LIVE_DRIVE_ID"),
     ) else {
-        eprintln!("live Drive test skipped: COFFER_LIVE_DRIVE_KEY and COFFER_LIVE_DRIVE_ID are not set");
+        eprintln!(
+            "live Drive test skipped: COFFER_LIVE_DRIVE_KEY and COFFER_LIVE_DRIVE_ID are not set"
+        );
         return;
     };
     let env = Env::new();
@@ -225,11 +261,14 @@ fn live_drive_round_trip_when_credentials_are_given() {
     env.ok(&config, &["check"]);
     env.ok(&config, &["verify", "latest", "--deep"]);
     let to = env.path("restored");
-    env.ok(&config, &["restore", "latest", "--to", to.to_str().unwrap()]);
+    env.ok(
+        &config,
+        &["restore", "latest", "--to", to.to_str().unwrap()],
+    );
     assert_same_tree(&site, &to);
     // Clean up what the test stored (the empty folders stay; they are named for the test).
-    let store = coffer::store::from_config(&coffer::config::Config::load(&config).unwrap().store)
-        .unwrap();
+    let store =
+        coffer::store::from_config(&coffer::config::Config::load(&config).unwrap().store).unwrap();
     for o in store.list(&format!("snapshots/{id}/")).unwrap() {
         store.delete(&o.key).unwrap();
     }

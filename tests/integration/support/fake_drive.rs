@@ -103,6 +103,8 @@ struct State {
     chunk_puts: u32,
     authorised: u32,
     token_requests: u32,
+    /// The `sub` claims (domain-wide delegation) of the JWTs exchanged for tokens.
+    subjects: Vec<String>,
     faults: Faults,
     /// `METHOD path?query` of every request, for assertions.
     log: Vec<String>,
@@ -209,6 +211,11 @@ impl FakeDrive {
             out.push("revoke_tokens_after".into());
         }
         out
+    }
+
+    /// The users the service account asked to act as (JWT `sub`).
+    pub fn subjects(&self) -> Vec<String> {
+        self.state.lock().unwrap().subjects.clone()
     }
 
     pub fn token_requests(&self) -> u32 {
@@ -644,6 +651,15 @@ fn token(writer: &mut TcpStream, state: &Arc<Mutex<State>>, req: &Request) {
     }
     let mut s = state.lock().unwrap();
     s.token_requests += 1;
+    if let Some(claims) = form
+        .get("assertion")
+        .and_then(|a| a.split('.').nth(1))
+        .and_then(base64url)
+        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+        && let Some(sub) = claims["sub"].as_str()
+    {
+        s.subjects.push(sub.to_string());
+    }
     s.next_id += 1;
     let token = format!("ya29.fake-{}", s.next_id);
     let generation = s.generation;
@@ -654,6 +670,32 @@ fn token(writer: &mut TcpStream, state: &Arc<Mutex<State>>, req: &Request) {
         200,
         &json!({"access_token": token, "expires_in": 3599, "token_type": "Bearer"}),
     );
+}
+
+/// Decodes unpadded base64url (a JWT segment).
+fn base64url(s: &str) -> Option<Vec<u8>> {
+    let mut bits = 0u32;
+    let mut n = 0;
+    let mut out = Vec::new();
+    for c in s.bytes() {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'-' | b'+' => 62,
+            b'_' | b'/' => 63,
+            b'=' => break,
+            _ => return None,
+        };
+        bits = (bits << 6) | u32::from(v);
+        n += 6;
+        if n >= 8 {
+            n -= 8;
+            out.push((bits >> n) as u8);
+            bits &= (1 << n) - 1;
+        }
+    }
+    Some(out)
 }
 
 fn new_file(s: &mut State, meta: &Value, content: Vec<u8>) -> FakeFile {
