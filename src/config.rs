@@ -517,6 +517,13 @@ impl Config {
                         }
                     }
                 }
+                if s.kind == "gdrive" && part_size > crate::store::gdrive::MAX_PART_SIZE {
+                    problems.push(format!(
+                        "store.part_size is {} for a gdrive store; at most 512MiB (each part is \
+                         held in memory until Drive confirms its checksum)",
+                        s.part_size.as_deref().unwrap_or("")
+                    ));
+                }
                 match (s.kind.as_str(), s.path) {
                     ("gdrive", path) => {
                         if path.is_some() {

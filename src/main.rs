@@ -8,6 +8,19 @@ use tracing_subscriber::EnvFilter;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let filter = EnvFilter::try_from_env("COFFER_LOG").unwrap_or_else(|_| EnvFilter::new("warn"));
+    // Whatever COFFER_LOG asks for, the OAuth and HTTP libraries never log at debug: they
+    // would print access tokens, signed token requests and token answers.
+    let filter = [
+        "yup_oauth2=warn",
+        "hyper=info",
+        "hyper_util=info",
+        "h2=info",
+        "rustls=info",
+    ]
+    .into_iter()
+    .fold(filter, |f, d| {
+        f.add_directive(d.parse().expect("a valid directive"))
+    });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -38,6 +38,10 @@ const SCOPE: &str = "https://www.googleapis.com/auth/drive";
 pub const CHUNK_ALIGN: usize = 256 * 1024;
 /// Attempts of one call before giving up on transient errors.
 const MAX_ATTEMPTS: u32 = 8;
+/// How long one request (a chunk, a listing page) may take before it counts as lost.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
+/// The largest part a Drive store accepts (a part is held in memory while it uploads).
+pub const MAX_PART_SIZE: u64 = 512 << 20;
 /// Uploads of one part whose checksum Drive reports wrong, before giving up.
 const MAX_REUPLOADS: u32 = 3;
 
@@ -169,6 +173,15 @@ fn backoff(attempt: u32) -> Duration {
     Duration::from_millis(rand::random::<u64>() % (cap + 1))
 }
 
+/// Of several folders of one name (two hosts' first backups at once), always the same one:
+/// the oldest, then the smallest id.
+fn oldest_folder(found: &[DriveFile]) -> Option<&DriveFile> {
+    found
+        .iter()
+        .filter(|f| f.folder)
+        .min_by(|a, b| a.created.cmp(&b.created).then_with(|| a.id.cmp(&b.id)))
+}
+
 /// Escapes a value for a `q` string literal.
 fn q_literal(s: &str) -> String {
     format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'"))
@@ -183,6 +196,9 @@ struct DriveFile {
     size: u64,
     sha256: Option<String>,
     modified: Option<std::time::SystemTime>,
+    created: Option<chrono::DateTime<chrono::Utc>>,
+    /// Tagged `coffer=1`: made by coffer (only such files are ever deleted).
+    ours: bool,
 }
 
 struct Inner {
@@ -192,6 +208,8 @@ struct Inner {
     config: DriveConfig,
     /// Folder ids by path below the root ("" is the root).
     folders: Mutex<HashMap<String, String>>,
+    /// Held while a folder is looked up or created, so two threads never both create it.
+    folder_walk: tokio::sync::Mutex<()>,
 }
 
 /// The Google Drive store.
@@ -225,6 +243,16 @@ impl DriveStore {
             retryable: false,
             source: io_other(e),
         };
+        // The store is synchronous and runs its own runtime: async callers (the daemon) must
+        // use it from spawn_blocking, or every block_on inside would panic.
+        if tokio::runtime::Handle::try_current().is_ok() {
+            return Err(fail(
+                "opening",
+                "the Drive store was opened on an async thread; call it from \
+                 tokio::task::spawn_blocking"
+                    .into(),
+            ));
+        }
         let _ = rustls::crypto::ring::default_provider().install_default();
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -277,6 +305,7 @@ impl DriveStore {
                 auth,
                 config: config.clone(),
                 folders: Mutex::new(HashMap::new()),
+                folder_walk: tokio::sync::Mutex::new(()),
             }),
             label,
         })
@@ -312,11 +341,18 @@ impl Inner {
         } else {
             self.auth.token(&[SCOPE]).await
         };
-        let t = t.map_err(|e| {
-            Failure::Fatal(format!(
+        let t = t.map_err(|e| match e {
+            yup_oauth2::Error::HttpError(_)
+            | yup_oauth2::Error::HttpClientError(_)
+            | yup_oauth2::Error::LowLevelError(_)
+            | yup_oauth2::Error::JSONError(_) => Failure::Retry {
+                why: format!("the token endpoint: {e}"),
+                after: None,
+            },
+            _ => Failure::Fatal(format!(
                 "cannot get an access token: {e} (check the key file, the account's access \
                  and the clock)"
-            ))
+            )),
         })?;
         t.token()
             .map(str::to_string)
@@ -330,15 +366,25 @@ impl Inner {
         Fut: std::future::Future<Output = Result<T, Failure>>,
     {
         let mut refreshed = false;
-        let mut token = self.token(false).await.map_err(fatal_io)?;
+        let mut token: Option<String> = None;
         let mut tries = 0;
         loop {
-            match attempt(token.clone()).await {
+            let result = match &token {
+                Some(t) => attempt(t.clone()).await,
+                None => match self.token(false).await {
+                    Ok(t) => {
+                        token = Some(t.clone());
+                        attempt(t).await
+                    }
+                    Err(e) => Err(e),
+                },
+            };
+            match result {
                 Ok(v) => return Ok(v),
                 Err(Failure::Unauthorized(why)) if !refreshed => {
                     tracing::info!("{what}: {why}; refreshing the access token");
                     refreshed = true;
-                    token = self.token(true).await.map_err(fatal_io)?;
+                    token = Some(self.token(true).await.map_err(fatal_io)?);
                 }
                 Err(Failure::Unauthorized(why)) => {
                     return Err(io_other(format!(
@@ -375,22 +421,33 @@ impl Inner {
         &self,
         req: hyper::Request<Body>,
     ) -> Result<(u16, hyper::HeaderMap, Bytes), Failure> {
-        let resp = self.client.request(req).await.map_err(|e| Failure::Retry {
-            why: format!("connection: {e}"),
-            after: None,
-        })?;
-        let status = resp.status().as_u16();
-        let headers = resp.headers().clone();
-        let body = resp
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| Failure::Retry {
-                why: format!("reading the answer: {e}"),
+        let exchange = async {
+            let resp = self.client.request(req).await.map_err(|e| Failure::Retry {
+                why: format!("connection: {e}"),
                 after: None,
-            })?
-            .to_bytes();
-        Ok((status, headers, body))
+            })?;
+            let status = resp.status().as_u16();
+            let headers = resp.headers().clone();
+            let body = resp
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| Failure::Retry {
+                    why: format!("reading the answer: {e}"),
+                    after: None,
+                })?
+                .to_bytes();
+            Ok((status, headers, body))
+        };
+        // A half-open connection must not hang a backup: give up on it, then ask again.
+        tokio::time::timeout(REQUEST_TIMEOUT, exchange)
+            .await
+            .unwrap_or_else(|_| {
+                Err(Failure::Retry {
+                    why: format!("no answer within {} s", REQUEST_TIMEOUT.as_secs()),
+                    after: None,
+                })
+            })
     }
 
     fn request(
@@ -471,7 +528,7 @@ impl Inner {
                             .param(
                                 "fields",
                                 "nextPageToken,files(id,name,mimeType,size,md5Checksum,\
-                                 sha256Checksum,modifiedTime,appProperties)",
+                                 sha256Checksum,modifiedTime,createdTime,appProperties)",
                             )
                             .add_scope(Scope::Full);
                         if let Some(d) = &self.config.drive_id {
@@ -490,7 +547,17 @@ impl Inner {
                 })
                 .await?;
             for f in files {
+                // Drive's `name =` ignores case: keep exact matches only.
+                if name.is_some_and(|n| f.name.as_deref() != Some(n)) {
+                    continue;
+                }
+                let ours = f
+                    .app_properties
+                    .as_ref()
+                    .is_some_and(|p| p.get("coffer").map(String::as_str) == Some("1"));
                 out.push(DriveFile {
+                    created: f.created_time,
+                    ours,
                     id: f.id.unwrap_or_default(),
                     name: f.name.unwrap_or_default(),
                     folder: f.mime_type.as_deref() == Some(FOLDER_MIME),
@@ -506,12 +573,41 @@ impl Inner {
         }
     }
 
+    /// A file id from Drive (`files.generateIds`), so that a create retried after a lost
+    /// answer cannot make a second folder (the retry gets 409: it exists).
+    async fn generate_id(&self) -> io::Result<String> {
+        let url = format!(
+            "{}/drive/v3/files/generateIds?count=1&space=drive&type=files",
+            self.api()
+        );
+        self.retry("asking Drive for a file id", |token| {
+            let req = self.request(hyper::Method::GET, &url, &token, &[], Bytes::new());
+            async move {
+                let (status, headers, body) = self.send(req).await?;
+                if status == 200 {
+                    let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                    v["ids"][0]
+                        .as_str()
+                        .map(str::to_string)
+                        .ok_or_else(|| Failure::Retry {
+                            why: "Drive generated no id".into(),
+                            after: None,
+                        })
+                } else {
+                    Err(classify(status, retry_after(&headers), &body))
+                }
+            }
+        })
+        .await
+    }
+
     async fn create_folder(&self, parent: &str, name: &str) -> io::Result<String> {
+        let id = self.generate_id().await?;
         let url = format!(
             "{}/drive/v3/files?supportsAllDrives=true&fields=id",
             self.api()
         );
-        let meta = json!({"name": name, "mimeType": FOLDER_MIME, "parents": [parent],
+        let meta = json!({"id": id, "name": name, "mimeType": FOLDER_MIME, "parents": [parent],
             "appProperties": {"coffer": "1"}});
         let body = Bytes::from(meta.to_string());
         self.retry(&format!("creating folder {name}"), |token| {
@@ -522,15 +618,13 @@ impl Inner {
                 &[("content-type", "application/json; charset=UTF-8".into())],
                 body.clone(),
             );
+            let id = id.clone();
             async move {
                 let (status, headers, body) = self.send(req).await?;
-                if status == 200 {
-                    let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-                    v["id"].as_str().map(str::to_string).ok_or_else(|| {
-                        Failure::Fatal("Drive created a folder without an id".into())
-                    })
-                } else {
-                    Err(classify(status, retry_after(&headers), &body))
+                match status {
+                    // 409: a retry of a create that did happen.
+                    200 | 409 => Ok(id),
+                    _ => Err(classify(status, retry_after(&headers), &body)),
                 }
             }
         })
@@ -551,7 +645,7 @@ impl Inner {
                     .clone()
                     .unwrap_or_else(|| "root".into());
                 let found = self.children(&top, Some(&self.config.folder)).await?;
-                match found.iter().find(|f| f.folder) {
+                match oldest_folder(&found) {
                     Some(f) => f.id.clone(),
                     None => self.create_folder(&top, &self.config.folder).await?,
                 }
@@ -569,6 +663,7 @@ impl Inner {
         if let Some(id) = self.folders.lock().unwrap().get(path) {
             return Ok(Some(id.clone()));
         }
+        let _walk = self.folder_walk.lock().await;
         let mut id = self.root().await?;
         let mut walked = String::new();
         for part in path.split('/').filter(|p| !p.is_empty()) {
@@ -581,7 +676,7 @@ impl Inner {
                 Some(c) => c,
                 None => {
                     let found = self.children(&id, Some(part)).await?;
-                    let next = match found.iter().find(|f| f.folder) {
+                    let next = match oldest_folder(&found) {
                         Some(f) => f.id.clone(),
                         None if create => self.create_folder(&id, part).await?,
                         None => return Ok(None),
@@ -605,6 +700,27 @@ impl Inner {
         };
         let found = self.children(&folder, Some(name)).await?;
         Ok(found.into_iter().find(|f| !f.folder))
+    }
+
+    /// A file's size and checksums (`files.get`).
+    async fn file_meta(&self, id: &str) -> io::Result<Value> {
+        let url = format!(
+            "{}/drive/v3/files/{id}?supportsAllDrives=true&fields=id,name,size,md5Checksum,\
+             sha256Checksum",
+            self.api()
+        );
+        self.retry("reading a file's checksums", |token| {
+            let req = self.request(hyper::Method::GET, &url, &token, &[], Bytes::new());
+            async move {
+                let (status, headers, body) = self.send(req).await?;
+                if status == 200 {
+                    Ok(serde_json::from_slice(&body).unwrap_or(Value::Null))
+                } else {
+                    Err(classify(status, retry_after(&headers), &body))
+                }
+            }
+        })
+        .await
     }
 
     async fn delete_id(&self, id: &str) -> io::Result<()> {
@@ -633,7 +749,8 @@ impl Inner {
     /// Starts a resumable upload session for `name` in `parent`.
     async fn start_session(&self, parent: &str, name: &str, key: &str) -> io::Result<String> {
         let url = format!(
-            "{}/upload/drive/v3/files?uploadType=resumable&supportsAllDrives=true",
+            "{}/upload/drive/v3/files?uploadType=resumable&supportsAllDrives=true\
+             &fields=id,name,size,md5Checksum,sha256Checksum,appProperties",
             self.upload_base()
         );
         let mut props = json!({"coffer": "1"});
@@ -689,9 +806,22 @@ fn hub_failure(e: google_drive3::Error) -> Failure {
         google_drive3::Error::Failure(resp) => {
             let status = resp.status().as_u16();
             let after = retry_after(resp.headers());
-            // The body was not read: classify by status (and reason-less 403 as fatal).
-            classify(status, after, b"")
+            // google-drive3 hands JSON error bodies over as BadRequest; this is an answer
+            // without one (a front end's HTML page): a 403 there is worth a few retries.
+            if status == 403 {
+                Failure::Retry {
+                    why: "HTTP 403 without a reason".into(),
+                    after,
+                }
+            } else {
+                classify(status, after, b"")
+            }
         }
+        // A 2xx body cut short reaches us as a JSON error: ask again.
+        google_drive3::Error::JsonDecodeError(_, e) => Failure::Retry {
+            why: format!("a truncated answer: {e}"),
+            after: None,
+        },
         google_drive3::Error::BadRequest(v) => {
             let status = v["error"]["code"].as_u64().unwrap_or(400) as u16;
             classify(status, None, v.to_string().as_bytes())
@@ -787,7 +917,9 @@ impl DriveWriter {
     }
 
     async fn push_async(&mut self, upto: usize, last: bool) -> io::Result<Option<Value>> {
+        // Every way round the loop that sends nothing new counts, so nothing loops forever.
         let mut tries = 0u32;
+        let mut refreshed = false;
         loop {
             if self.session.is_none() {
                 let s = self
@@ -798,22 +930,32 @@ impl DriveWriter {
                 self.committed = 0;
             }
             let session = self.session.clone().expect("a session");
-            if self.committed >= upto && !last {
+            let first = self.committed;
+            // Every chunk but the last is a multiple of 256 KiB, even after Drive kept an
+            // odd amount: what does not fit waits for the next chunk.
+            let end = if last {
+                self.data.len()
+            } else {
+                first + upto.saturating_sub(first) / CHUNK_ALIGN * CHUNK_ALIGN
+            };
+            if !last && end <= first {
                 return Ok(None);
             }
             let total = last.then_some(self.data.len());
-            let first = self.committed;
-            let body = Bytes::copy_from_slice(&self.data[first..upto]);
+            let body = Bytes::copy_from_slice(&self.data[first..end]);
             let range = if body.is_empty() {
                 format!("bytes */{}", self.data.len())
             } else {
                 format!(
                     "bytes {first}-{}/{}",
-                    upto - 1,
+                    end - 1,
                     total.map_or_else(|| "*".to_string(), |t| t.to_string())
                 )
             };
-            let token = self.inner.token(false).await.map_err(fatal_io)?;
+            let token = self.inner.token(false).await.map_err(|f| match f {
+                Failure::Retry { why, .. } => io_other(why),
+                other => fatal_io(other),
+            })?;
             let req = self.inner.request(
                 hyper::Method::PUT,
                 &session,
@@ -824,44 +966,58 @@ impl DriveWriter {
                 ],
                 body,
             );
-            let outcome = self.inner.send(req).await;
-            let doubt = match outcome {
+            let before = self.committed;
+            let doubt: Option<(String, Option<Duration>)> = match self.inner.send(req).await {
                 Ok((200 | 201, _, body)) => {
                     return Ok(Some(serde_json::from_slice(&body).unwrap_or(Value::Null)));
                 }
                 Ok((308, headers, _)) => {
                     self.committed = committed_from(&headers);
-                    if self.committed >= upto && !last {
+                    if !last && self.committed >= end {
                         return Ok(None);
                     }
-                    if self.committed < upto {
-                        // Drive kept less than was sent: send the rest.
+                    if self.committed > before {
+                        // Drive kept part of it: send the rest, no doubt about it.
+                        tries = 0;
                         continue;
                     }
-                    // Everything is there, the total was given, and still no file.
-                    Some(("Drive did not complete the upload".to_string(), None))
+                    Some((
+                        format!("Drive kept nothing of bytes {first}-{}", end.max(1) - 1),
+                        None,
+                    ))
                 }
                 Ok((404 | 410, _, _)) => {
                     tracing::info!("upload session of {} expired; starting again", self.key);
                     self.session = None;
-                    continue;
+                    Some(("the upload session expired".into(), None))
                 }
-                Ok((status, headers, body)) => match classify(status, retry_after(&headers), &body)
-                {
-                    Failure::Fatal(why) => {
-                        return Err(io::Error::new(io::ErrorKind::PermissionDenied, why));
+                Ok((status, headers, body)) => {
+                    match classify(status, retry_after(&headers), &body) {
+                        Failure::Fatal(why) => {
+                            return Err(io::Error::new(io::ErrorKind::PermissionDenied, why));
+                        }
+                        Failure::Unauthorized(why) if !refreshed => {
+                            tracing::info!("{why}; refreshing the access token");
+                            refreshed = true;
+                            self.inner.token(true).await.map_err(fatal_io)?;
+                            None
+                        }
+                        Failure::Unauthorized(why) => {
+                            return Err(io::Error::new(
+                                io::ErrorKind::PermissionDenied,
+                                format!(
+                                    "uploading {}: Drive refused a fresh token: {why}",
+                                    self.key
+                                ),
+                            ));
+                        }
+                        Failure::Retry { why, after } => Some((why, after)),
+                        Failure::NotFound(why) => {
+                            self.session = None;
+                            Some((why, None))
+                        }
                     }
-                    Failure::Unauthorized(why) => {
-                        tracing::info!("{why}; refreshing the access token");
-                        self.inner.token(true).await.map_err(fatal_io)?;
-                        None
-                    }
-                    Failure::Retry { why, after } => Some((why, after)),
-                    Failure::NotFound(_) => {
-                        self.session = None;
-                        continue;
-                    }
-                },
+                }
                 Err(Failure::Retry { why, after }) => Some((why, after)),
                 Err(other) => return Err(fatal_io(other)),
             };
@@ -873,7 +1029,7 @@ impl DriveWriter {
                     self.key
                 )));
             }
-            if let Some((why, after)) = doubt {
+            if let Some((why, after)) = &doubt {
                 let wait = after.unwrap_or_else(|| backoff(tries));
                 tracing::info!(
                     "uploading {}: {why}; asking where it stands in {} ms",
@@ -882,6 +1038,9 @@ impl DriveWriter {
                 );
                 tokio::time::sleep(wait).await;
             }
+            let Some(session) = self.session.clone() else {
+                continue;
+            };
             // After any doubt, Drive says where the session stands before anything is resent.
             match self.query(&session, total).await? {
                 Standing::Done(file) if last => return Ok(Some(file)),
@@ -934,14 +1093,27 @@ impl ObjectWriter for DriveWriter {
         let sha = hex::encode(Sha256::digest(&self.data));
         let md5 = hex::encode(Md5::digest(&self.data));
         let mut attempt = 0;
-        let file = loop {
+        let id = loop {
             attempt += 1;
             let len = self.data.len();
-            let file = match self.push(len, true) {
+            let mut file = match self.push(len, true) {
                 Ok(Some(f)) => f,
                 Ok(None) => return Err(self.err(io_other("the upload did not complete"))),
                 Err(e) => return Err(self.err(e)),
             };
+            let id = file["id"].as_str().unwrap_or("").to_string();
+            if id.is_empty() {
+                return Err(self.err(io_other("Drive completed the upload without a file id")));
+            }
+            // The final answer should carry the checksums (the session asked for them); if it
+            // does not, ask for the file.
+            if file["sha256Checksum"].is_null() && file["md5Checksum"].is_null() {
+                let inner = self.inner.clone();
+                let rt = self.rt.clone();
+                file = rt
+                    .block_on(async { inner.file_meta(&id).await })
+                    .map_err(|e| self.err(e))?;
+            }
             let size = file["size"]
                 .as_str()
                 .and_then(|s| s.parse::<u64>().ok())
@@ -955,9 +1127,8 @@ impl ObjectWriter for DriveWriter {
                     (None, None) => false,
                 };
             if ok {
-                break file;
+                break id;
             }
-            let id = file["id"].as_str().unwrap_or("").to_string();
             tracing::warn!(
                 key = self.key,
                 "Drive reports {:?} bytes with sha256 {:?} / md5 {:?} for what was {len} bytes \
@@ -967,11 +1138,9 @@ impl ObjectWriter for DriveWriter {
                 their_md5
             );
             let inner = self.inner.clone();
-            if !id.is_empty() {
-                let rt = self.rt.clone();
-                rt.block_on(async { inner.delete_id(&id).await })
-                    .map_err(|e| self.err(e))?;
-            }
+            let rt = self.rt.clone();
+            rt.block_on(async { inner.delete_id(&id).await })
+                .map_err(|e| self.err(e))?;
             if attempt >= MAX_REUPLOADS {
                 return Err(self.err(io_other(format!(
                     "Drive stored other bytes than were sent, {attempt} times in a row"
@@ -980,21 +1149,31 @@ impl ObjectWriter for DriveWriter {
             self.session = None;
             self.committed = 0;
         };
-        // A create retried behind our back can leave a second file of the same name: keep
-        // ours (by id), remove the others.
-        let id = file["id"].as_str().unwrap_or("").to_string();
+        // A create retried behind our back can leave a second copy: remove other files of
+        // exactly this name that coffer made with these very bytes. Anything else of that
+        // name (another writer's) is left alone. The object is stored and confirmed either
+        // way, so a failed clean-up only warns.
         let inner = self.inner.clone();
-        let (parent, name) = (self.parent.clone(), self.name.clone());
+        let (parent, name, ours) = (self.parent.clone(), self.name.clone(), sha.clone());
         let rt = self.rt.clone();
         let cleaned = rt.block_on(async move {
             let same = inner.children(&parent, Some(&name)).await?;
-            for f in same.iter().filter(|f| !f.folder && f.id != id) {
+            for f in same.iter().filter(|f| {
+                !f.folder
+                    && f.id != id
+                    && f.ours
+                    && f.sha256
+                        .as_deref()
+                        .is_some_and(|s| s.eq_ignore_ascii_case(&ours))
+            }) {
                 tracing::warn!("removing a duplicate {name} ({}) left in Drive", f.id);
                 inner.delete_id(&f.id).await?;
             }
             io::Result::Ok(())
         });
-        cleaned.map_err(|e| self.err(e))?;
+        if let Err(e) = cleaned {
+            tracing::warn!(key = self.key, "could not look for duplicates: {e}");
+        }
         Ok(ObjectMeta {
             key: self.key.clone(),
             size: self.data.len() as u64,
@@ -1013,6 +1192,8 @@ struct DriveReader {
     size: u64,
     received: u64,
     body: Option<hyper::body::Incoming>,
+    /// Bytes of the current answer to drop first (a 200 to a Range request).
+    skip: u64,
     pending: Bytes,
     resumes: u32,
 }
@@ -1044,8 +1225,26 @@ impl DriveReader {
                             after: None,
                         })?;
                     let status = resp.status().as_u16();
-                    if status == 200 && from == 0 || status == 206 {
-                        Ok(resp.into_body())
+                    // A 206 must start where asked; a 200 (Range ignored) starts at byte 0
+                    // and the bytes already handed out are skipped.
+                    let starts_at = resp
+                        .headers()
+                        .get("content-range")
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.strip_prefix("bytes "))
+                        .and_then(|v| v.split('-').next())
+                        .and_then(|v| v.parse::<u64>().ok());
+                    if status == 206 && starts_at == Some(from) {
+                        Ok((resp.into_body(), 0))
+                    } else if status == 200 {
+                        Ok((resp.into_body(), from))
+                    } else if status == 206 {
+                        Err(Failure::Retry {
+                            why: format!(
+                                "Drive sent a range starting at {starts_at:?}, not {from}"
+                            ),
+                            after: None,
+                        })
                     } else {
                         let headers = resp.headers().clone();
                         let body = resp
@@ -1059,7 +1258,9 @@ impl DriveReader {
                 }
             })
             .await?;
+        let (body, skip) = body;
         self.body = Some(body);
+        self.skip = skip;
         Ok(())
     }
 
@@ -1072,12 +1273,22 @@ impl DriveReader {
                 self.open().await?;
             }
             let body = self.body.as_mut().expect("open");
-            match body.frame().await {
+            // A stalled connection counts as a broken one: resume.
+            let frame = match tokio::time::timeout(REQUEST_TIMEOUT, body.frame()).await {
+                Ok(f) => f.map(|r| r.map_err(|e| e.to_string())),
+                Err(_) => Some(Err("no data for a while".to_string())),
+            };
+            match frame {
                 Some(Ok(frame)) => {
-                    if let Ok(data) = frame.into_data()
-                        && !data.is_empty()
-                    {
-                        return Ok(Some(data));
+                    if let Ok(mut data) = frame.into_data() {
+                        if self.skip > 0 {
+                            let n = (self.skip as usize).min(data.len());
+                            data = data.slice(n..);
+                            self.skip -= n as u64;
+                        }
+                        if !data.is_empty() {
+                            return Ok(Some(data));
+                        }
                     }
                 }
                 None if self.received >= self.size => return Ok(None),
@@ -1168,6 +1379,7 @@ impl Store for DriveStore {
             size: f.size,
             received: 0,
             body: None,
+            skip: 0,
             pending: Bytes::new(),
             resumes: 0,
         }))
@@ -1226,9 +1438,10 @@ impl Store for DriveStore {
                 let Some(folder) = inner.folder(dir, false).await? else {
                     return Ok(());
                 };
-                // Every file of that name goes (duplicates included).
+                // Every file coffer stored under that name goes (duplicates included);
+                // anything else that happens to share the name is not coffer's to delete.
                 for f in inner.children(&folder, Some(name)).await? {
-                    if !f.folder {
+                    if !f.folder && f.ours {
                         inner.delete_id(&f.id).await?;
                     }
                 }

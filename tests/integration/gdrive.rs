@@ -99,6 +99,49 @@ fn a_backup_to_drive_restores_byte_identical_and_lists_across_pages() {
         drive.log().iter().any(|l| l.contains("pageToken=page-")),
         "paging was used"
     );
+    // Every listing names the Shared Drive as Drive requires.
+    for l in drive
+        .log()
+        .iter()
+        .filter(|l| l.starts_with("GET /drive/v3/files?"))
+    {
+        for p in [
+            "supportsAllDrives=true",
+            "includeItemsFromAllDrives=true",
+            "corpora=drive",
+            "driveId=0AFakeSharedDrive",
+        ] {
+            assert!(l.contains(p), "{p} missing in {l}");
+        }
+    }
+}
+
+#[test]
+fn names_that_differ_only_in_case_stay_two_objects() {
+    let env = Env::new();
+    let drive = FakeDrive::start();
+    let lower = env.path("lower");
+    let upper = env.path("upper");
+    std::fs::create_dir_all(&lower).unwrap();
+    std::fs::create_dir_all(&upper).unwrap();
+    std::fs::write(lower.join("a"), noise(1, 300_000)).unwrap();
+    std::fs::write(upper.join("b"), noise(2, 300_000)).unwrap();
+    let config = drive_config(&env, &drive, &lower, "");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&format!(
+        "[[source]]\nname = \"FILES\"\ntype = \"directory\"\npath = \"{}\"\n",
+        upper.display()
+    ));
+    std::fs::write(&config, text).unwrap();
+    env.backup(&config);
+    env.ok(&config, &["verify", "latest"]);
+    let to = env.path("restored");
+    env.ok(
+        &config,
+        &["restore", "latest", "--to", to.to_str().unwrap()],
+    );
+    assert_same_tree(&lower, &to.join("files"));
+    assert_same_tree(&upper, &to.join("FILES"));
 }
 
 #[test]
@@ -211,6 +254,14 @@ fn a_part_damaged_in_drive_is_named_by_verify() {
             .iter()
             .any(|l| l.starts_with("DOWNLOAD files.tar.gz.age")),
         "quick verify downloaded a part"
+    );
+    // (A deep verify does download them: the check above can fail.)
+    env.ok(&config, &["verify", "latest", "--deep"]);
+    assert!(
+        drive
+            .log()
+            .iter()
+            .any(|l| l.starts_with("DOWNLOAD files.tar.gz.age"))
     );
     drive.corrupt("files.tar.gz.age.00002");
     for args in [

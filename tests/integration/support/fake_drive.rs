@@ -28,6 +28,8 @@ pub struct FakeFile {
     pub parents: Vec<String>,
     pub app_properties: BTreeMap<String, String>,
     pub content: Vec<u8>,
+    /// RFC 3339, as Drive's createdTime/modifiedTime.
+    pub created: String,
 }
 
 /// Faults to inject. Chunk numbers count every chunk PUT (not status queries) since start,
@@ -90,6 +92,8 @@ struct Session {
     meta: Value,
     received: Vec<u8>,
     done: Option<String>,
+    /// The `fields` the session was started with: what its final answer holds.
+    fields: Option<String>,
 }
 
 #[derive(Default)]
@@ -139,6 +143,7 @@ impl FakeDrive {
                 parents: Vec::new(),
                 app_properties: BTreeMap::new(),
                 content: Vec::new(),
+                created: chrono::Utc::now().to_rfc3339(),
             });
         }
         let state = Arc::new(Mutex::new(state));
@@ -387,6 +392,11 @@ fn error(stream: &mut TcpStream, status: u16, reason: &str, message: &str) {
     );
 }
 
+/// A file resource limited to what Drive answers without `fields`.
+fn default_fields(f: &FakeFile) -> Value {
+    json!({"kind": "drive#file", "id": f.id, "name": f.name, "mimeType": f.mime})
+}
+
 fn file_json(f: &FakeFile, wrong_sha: bool) -> Value {
     let mut v = json!({
         "kind": "drive#file",
@@ -395,6 +405,8 @@ fn file_json(f: &FakeFile, wrong_sha: bool) -> Value {
         "mimeType": f.mime,
         "parents": f.parents,
         "appProperties": f.app_properties,
+        "createdTime": f.created,
+        "modifiedTime": f.created,
     });
     if f.mime != FOLDER {
         let mut sha = hex::encode(Sha256::digest(&f.content));
@@ -455,8 +467,13 @@ fn matches(f: &FakeFile, cond: &str) -> Result<bool, String> {
             if let Some(value) = rest.strip_prefix(op)
                 && let Some(value) = unquote(value)
             {
-                let actual = if field == "name" { &f.name } else { &f.mime };
-                return Ok((actual == &value) != neg);
+                // Drive compares names without regard to case.
+                let equal = if field == "name" {
+                    f.name.eq_ignore_ascii_case(&value)
+                } else {
+                    f.mime == value
+                };
+                return Ok(equal != neg);
             }
         }
     }
@@ -577,6 +594,17 @@ fn serve(stream: TcpStream, state: &Arc<Mutex<State>>, addr: SocketAddr) {
     }
     if m == "GET" && p == "/drive/v3/files" {
         return list(&mut writer, state, &req);
+    }
+    if m == "GET" && p == "/drive/v3/files/generateIds" {
+        let mut s = state.lock().unwrap();
+        s.next_id += 1;
+        let id = format!("gen{:06}", s.next_id);
+        drop(s);
+        return json_response(
+            &mut writer,
+            200,
+            &json!({"kind": "drive#generatedIds", "space": "drive", "ids": [id]}),
+        );
     }
     if m == "GET" && p == "/drive/v3/about" {
         let usage: usize = state
@@ -709,7 +737,10 @@ fn new_file(s: &mut State, meta: &Value, content: Vec<u8>) -> FakeFile {
         })
         .unwrap_or_default();
     FakeFile {
-        id: format!("fid{:06}", s.next_id),
+        id: meta["id"]
+            .as_str()
+            .map_or_else(|| format!("fid{:06}", s.next_id), str::to_string),
+        created: chrono::Utc::now().to_rfc3339(),
         name: meta["name"].as_str().unwrap_or("Untitled").to_string(),
         mime: meta["mimeType"]
             .as_str()
@@ -746,6 +777,17 @@ fn create(writer: &mut TcpStream, state: &Arc<Mutex<State>>, req: &Request) {
     if let Err(id) = parents_exist(&s, &meta) {
         drop(s);
         return error(writer, 404, "notFound", &format!("File not found: {id}."));
+    }
+    if let Some(id) = meta["id"].as_str()
+        && s.files.iter().any(|f| f.id == id)
+    {
+        drop(s);
+        return error(
+            writer,
+            409,
+            "duplicate",
+            "A file already exists with the provided ID.",
+        );
     }
     let f = new_file(&mut s, &meta, Vec::new());
     s.files.push(f.clone());
@@ -793,6 +835,7 @@ fn start_upload(
             meta,
             received: Vec::new(),
             done: None,
+            fields: req.query.get("fields").cloned(),
         },
     );
     drop(s);
@@ -863,9 +906,14 @@ fn chunk(
             Some(sess) => match &sess.done {
                 Some(fid) => {
                     let f = s.files.iter().find(|f| &f.id == fid).cloned();
+                    let full = sess
+                        .fields
+                        .as_deref()
+                        .is_some_and(|f| f.contains("sha256Checksum"));
                     drop(s);
                     match f {
-                        Some(f) => json_response(writer, 200, &file_json(&f, false)),
+                        Some(f) if full => json_response(writer, 200, &file_json(&f, false)),
+                        Some(f) => json_response(writer, 200, &default_fields(&f)),
                         None => error(writer, 404, "notFound", "file gone"),
                     }
                 }
@@ -1008,6 +1056,7 @@ fn complete(writer: &mut TcpStream, state: &Arc<Mutex<State>>, id: &str, lost: b
         return error(writer, 404, "notFound", "upload session not found");
     };
     let meta = sess.meta.clone();
+    let fields = sess.fields.clone();
     let content = std::mem::take(&mut sess.received);
     let f = new_file(&mut s, &meta, content);
     s.files.push(f.clone());
@@ -1031,7 +1080,12 @@ fn complete(writer: &mut TcpStream, state: &Arc<Mutex<State>>, id: &str, lost: b
         let _ = writer.shutdown(Shutdown::Both);
         return;
     }
-    json_response(writer, 200, &file_json(&f, wrong));
+    let answer = if fields.is_some_and(|f| f.contains("sha256Checksum")) {
+        file_json(&f, wrong)
+    } else {
+        default_fields(&f)
+    };
+    json_response(writer, 200, &answer);
 }
 
 fn list(writer: &mut TcpStream, state: &Arc<Mutex<State>>, req: &Request) {
