@@ -42,6 +42,8 @@ pub enum Command {
     Restore(RestoreArgs),
     /// Write a new age identity file and print its recipient (public key).
     Keygen(KeygenArgs),
+    /// Authorize a store once (Google Drive with a user's account: sign in through a browser).
+    Auth(AuthArgs),
     /// Check the config: state folder, store, identity, and every source (databases are
     /// connected to, dump tools run); reports every problem at once.
     Check(CheckArgs),
@@ -52,6 +54,23 @@ pub struct BackupArgs {
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct AuthArgs {
+    #[command(subcommand)]
+    pub service: AuthService,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuthService {
+    /// Sign in to Google Drive and store the token (0600) in the store's token_file.
+    Gdrive {
+        /// Local port the browser is sent back to (default: any free one); fix it to forward
+        /// it over ssh -L from the machine with the browser.
+        #[arg(long)]
+        port: Option<u16>,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -61,6 +61,8 @@ struct RawStore {
     orphan_grace: Option<String>,
     // Google Drive.
     service_account_key_file: Option<PathBuf>,
+    oauth_client_file: Option<PathBuf>,
+    token_file: Option<PathBuf>,
     subject: Option<String>,
     folder_id: Option<String>,
     folder: Option<String>,
@@ -499,6 +501,8 @@ impl Config {
                         "service_account_key_file",
                         s.service_account_key_file.is_some(),
                     ),
+                    ("oauth_client_file", s.oauth_client_file.is_some()),
+                    ("token_file", s.token_file.is_some()),
                     ("subject", s.subject.is_some()),
                     ("folder_id", s.folder_id.is_some()),
                     ("folder", s.folder.is_some()),
@@ -549,18 +553,43 @@ impl Config {
                                 Err(why) => problems.push(format!("store.chunk_size: {why}")),
                             }
                         }
-                        let auth = match s.service_account_key_file {
-                            Some(f) => crate::store::gdrive::DriveAuth::ServiceAccount {
+                        let state_dir = raw
+                            .state_dir
+                            .as_deref()
+                            .map_or_else(|| PathBuf::from("/var/lib/coffer"), resolve);
+                        let auth = match (s.service_account_key_file, s.oauth_client_file) {
+                            (Some(f), None) => crate::store::gdrive::DriveAuth::ServiceAccount {
                                 key_file: resolve(&f),
                                 subject: s.subject,
                             },
-                            None => {
-                                problems.push(
-                                    "store.service_account_key_file is required for a gdrive \
-                                     store (a service account in a Shared Drive, or with \
-                                     subject = for domain-wide delegation)"
-                                        .into(),
-                                );
+                            (None, Some(client)) => {
+                                if s.subject.is_some() {
+                                    problems.push(
+                                        "store.subject applies to a service account, not to a \
+                                         user token"
+                                            .into(),
+                                    );
+                                }
+                                crate::store::gdrive::DriveAuth::UserToken {
+                                    client_file: resolve(&client),
+                                    token_file: s.token_file.as_deref().map_or_else(
+                                        || state_dir.join("gdrive-token.json"),
+                                        resolve,
+                                    ),
+                                }
+                            }
+                            (sa, client) => {
+                                problems.push(if sa.is_some() && client.is_some() {
+                                    "store: give service_account_key_file or oauth_client_file, \
+                                     not both"
+                                        .to_string()
+                                } else {
+                                    "a gdrive store needs service_account_key_file (a service \
+                                     account in a Shared Drive, or with subject = for \
+                                     domain-wide delegation) or oauth_client_file (a user's \
+                                     Drive, after coffer auth gdrive)"
+                                        .to_string()
+                                });
                                 crate::store::gdrive::DriveAuth::ServiceAccount {
                                     key_file: PathBuf::new(),
                                     subject: None,

@@ -35,6 +35,7 @@ fn main() -> ExitCode {
         Command::Verify(args) => commands::verify::run(&cli.config, args),
         Command::Restore(args) => commands::restore::run(&cli.config, args),
         Command::Check(args) => commands::check::run(&cli.config, args),
+        Command::Auth(args) => commands::auth::run(&cli.config, args),
     };
     match result {
         Ok(code) => code,

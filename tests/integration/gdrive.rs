@@ -324,3 +324,101 @@ fn live_drive_round_trip_when_credentials_are_given() {
         store.delete(&o.key).unwrap();
     }
 }
+
+/// What a browser does after the user allows access: follows the consent page's redirect back
+/// to coffer's local listener, with the code.
+fn consent(url: &str) {
+    let redirect = url
+        .split(['?', '&'])
+        .find_map(|p| p.strip_prefix("redirect_uri="))
+        .expect("the consent address names where to come back");
+    let redirect = redirect
+        .replace("%3A", ":")
+        .replace("%2F", "/")
+        .replace("%3a", ":")
+        .replace("%2f", "/");
+    let rest = redirect.strip_prefix("http://").unwrap();
+    let (hostport, path) = rest.split_once('/').map_or((rest, ""), |(h, p)| (h, p));
+    let mut conn = std::net::TcpStream::connect(hostport).unwrap();
+    use std::io::{Read, Write};
+    write!(
+        conn,
+        "GET /{path}?code={}&scope=drive HTTP/1.1\r\nHost: {hostport}\r\nConnection: close\r\n\r\n",
+        crate::support::fake_drive::CONSENT_CODE.replace('/', "%2F")
+    )
+    .unwrap();
+    let mut answer = String::new();
+    let _ = conn.read_to_string(&mut answer);
+}
+
+#[test]
+fn a_user_token_is_obtained_once_kept_private_and_refreshed() {
+    use std::io::BufRead;
+    let env = Env::new();
+    let drive = FakeDrive::start();
+    let site = site(&env);
+    let config = drive_config(&env, &drive, &site, "");
+    let client = drive.oauth_client(env.dir.path());
+    let text = std::fs::read_to_string(&config).unwrap();
+    let mut lines: Vec<String> = text
+        .lines()
+        .filter(|l| !l.starts_with("service_account_key_file") && !l.starts_with("drive_id"))
+        .map(str::to_string)
+        .collect();
+    let at = lines.iter().position(|l| l == "type = \"gdrive\"").unwrap();
+    lines.insert(
+        at + 1,
+        format!("oauth_client_file = \"{}\"", client.display()),
+    );
+    std::fs::write(&config, lines.join("\n") + "\n").unwrap();
+    // Before signing in: a clear refusal, not a hang waiting for a browser.
+    let out = env.fails(&config, &["backup"]);
+    assert!(out.contains("run coffer auth gdrive"), "{out}");
+
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_coffer"))
+        .args(["--config", config.to_str().unwrap(), "auth", "gdrive"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut shown = String::new();
+    let url = loop {
+        let mut line = String::new();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "no address shown: {shown}"
+        );
+        shown.push_str(&line);
+        if line.starts_with("http") {
+            break line.trim().to_string();
+        }
+    };
+    assert!(url.starts_with(&format!("{}/auth?", drive.url())), "{url}");
+    consent(&url);
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{shown}{rest}{stdout}");
+    assert!(
+        !format!("{shown}{rest}{stdout}").contains("fake-refresh"),
+        "a token was shown"
+    );
+    let token_file = env.path("state/gdrive-token.json");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&token_file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    // Now backups work, and a token the server stops accepting is refreshed.
+    drive.faults(|f| f.revoke_tokens_after = Some(10));
+    env.backup(&config);
+    assert_eq!(drive.unfired(), Vec::<String>::new());
+    let to = env.path("restored");
+    env.ok(
+        &config,
+        &["restore", "latest", "--to", to.to_str().unwrap()],
+    );
+    assert_same_tree(&site, &to);
+}

@@ -18,6 +18,10 @@ pub const FOLDER: &str = "application/vnd.google-apps.folder";
 /// The id of the Shared Drive the fake holds (its root folder has the same id).
 pub const SHARED_DRIVE: &str = "0AFakeSharedDrive";
 const CHUNK_ALIGN: usize = 256 * 1024;
+/// The code the fake's "browser" brings back after the user's consent.
+pub const CONSENT_CODE: &str = "4/fake-consent-code";
+/// The refresh token issued with it.
+pub const REFRESH_TOKEN: &str = "1//fake-refresh-token";
 
 /// A file (or folder) in the fake.
 #[derive(Clone, Debug)]
@@ -230,6 +234,21 @@ impl FakeDrive {
     /// Requests seen so far, `METHOD path?query`.
     pub fn log(&self) -> Vec<String> {
         self.state.lock().unwrap().log.clone()
+    }
+
+    /// Writes an OAuth client file ("Desktop app") whose endpoints are this fake's.
+    pub fn oauth_client(&self, dir: &Path) -> PathBuf {
+        let client = json!({"installed": {
+            "client_id": "1234-fake.apps.googleusercontent.com",
+            "project_id": "coffer-test",
+            "auth_uri": format!("{}/auth", self.url()),
+            "token_uri": format!("{}/token", self.url()),
+            "client_secret": "fake-client-secret",
+            "redirect_uris": ["http://localhost"],
+        }});
+        let path = dir.join("oauth-client.json");
+        std::fs::write(&path, serde_json::to_vec_pretty(&client).unwrap()).unwrap();
+        path
     }
 
     /// Writes a service-account key whose `token_uri` is this fake's token endpoint.
@@ -669,7 +688,11 @@ fn token(writer: &mut TcpStream, state: &Arc<Mutex<State>>, req: &Request) {
         && form
             .get("assertion")
             .is_some_and(|a| a.split('.').count() == 3))
-        || (grant == "refresh_token" && form.contains_key("refresh_token"));
+        || (grant == "refresh_token"
+            && form.get("refresh_token").map(String::as_str) == Some(REFRESH_TOKEN))
+        || (grant == "authorization_code"
+            && form.get("code").map(String::as_str) == Some(CONSENT_CODE)
+            && form.contains_key("redirect_uri"));
     if !ok {
         return json_response(
             writer,
@@ -693,11 +716,11 @@ fn token(writer: &mut TcpStream, state: &Arc<Mutex<State>>, req: &Request) {
     let generation = s.generation;
     s.tokens.insert(token.clone(), generation);
     drop(s);
-    json_response(
-        writer,
-        200,
-        &json!({"access_token": token, "expires_in": 3599, "token_type": "Bearer"}),
-    );
+    let mut answer = json!({"access_token": token, "expires_in": 3599, "token_type": "Bearer"});
+    if grant == "authorization_code" {
+        answer["refresh_token"] = json!(REFRESH_TOKEN);
+    }
+    json_response(writer, 200, &answer);
 }
 
 /// Decodes unpadded base64url (a JWT segment).
