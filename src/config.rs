@@ -71,6 +71,7 @@ struct RawStore {
     upload_base_url: Option<String>,
     chunk_size: Option<String>,
     page_size: Option<u32>,
+    parallel_uploads: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -511,6 +512,7 @@ impl Config {
                     ("upload_base_url", s.upload_base_url.is_some()),
                     ("chunk_size", s.chunk_size.is_some()),
                     ("page_size", s.page_size.is_some()),
+                    ("parallel_uploads", s.parallel_uploads.is_some()),
                 ];
                 if s.kind == "local" {
                     for (key, set) in drive_keys {
@@ -609,6 +611,7 @@ impl Config {
                             api_base_url: s.api_base_url.unwrap_or(base),
                             chunk_size,
                             page_size: s.page_size.unwrap_or(1000).clamp(1, 1000),
+                            parallel_uploads: s.parallel_uploads.unwrap_or(2).clamp(1, 16),
                         })
                     }
                     ("local", Some(p)) => StoreKind::Local { path: resolve(&p) },

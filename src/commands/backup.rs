@@ -402,8 +402,13 @@ pub fn backup(
             .collect(),
         sources,
     };
-    // Commit only what is really there (a store that lost a part, or a sweep from another
-    // host, must not produce a manifest naming missing parts).
+    // Every part handed to the store must be stored (uploads may still be running), and
+    // only what is really there is committed (a store that lost a part, or a sweep from
+    // another host, must not produce a manifest naming missing parts).
+    if let Err(e) = store.sync() {
+        let err = anyhow!(e).context(format!("no snapshot was written ({id})"));
+        return Err(discard(store, &id, err));
+    }
     if let Err(e) = confirm_parts(store, &prefix, &manifest.sources) {
         let err = e.context(format!("no snapshot was written ({id})"));
         return Err(discard(store, &id, err));
@@ -451,6 +456,8 @@ fn confirm_parts(store: &dyn Store, prefix: &str, sources: &[SourceRecord]) -> a
 /// visible, and returns `err` (the cause) — with a warning attached only if a manifest is
 /// still there afterwards. Parts that cannot be removed are left to the sweep.
 fn discard(store: &dyn Store, id: &SnapshotId, err: anyhow::Error) -> anyhow::Error {
+    // Uploads still running would store parts after the clean-up: let them end first.
+    let _ = store.sync();
     let manifest = id.manifest_key();
     if let Err(e) = store.delete(&manifest) {
         tracing::warn!("could not remove {manifest} of the failed backup: {e}");

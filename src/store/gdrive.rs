@@ -203,6 +203,8 @@ pub struct DriveConfig {
     pub upload_base_url: String,
     pub chunk_size: usize,
     pub page_size: u32,
+    /// Parts uploading at once (each held in memory until Drive confirms it).
+    pub parallel_uploads: usize,
 }
 
 /// Why one attempt failed, and what to do about it.
@@ -347,6 +349,65 @@ pub struct DriveStore {
     rt: Arc<tokio::runtime::Runtime>,
     inner: Arc<Inner>,
     label: String,
+    uploads: Arc<Uploads>,
+}
+
+/// Parts uploading in the background: at most `limit` at once; their failures wait for
+/// `sync` (and make the next `put` fail at once).
+struct Uploads {
+    limit: usize,
+    state: Mutex<UploadState>,
+    changed: std::sync::Condvar,
+}
+
+#[derive(Default)]
+struct UploadState {
+    in_flight: usize,
+    failed: Vec<StoreError>,
+}
+
+impl Uploads {
+    /// Waits for a free slot, then takes it.
+    fn acquire(&self) {
+        let mut s = self.state.lock().unwrap();
+        while s.in_flight >= self.limit {
+            s = self.changed.wait(s).unwrap();
+        }
+        s.in_flight += 1;
+    }
+
+    fn release(&self, result: Result<ObjectMeta, StoreError>) {
+        let mut s = self.state.lock().unwrap();
+        s.in_flight -= 1;
+        if let Err(e) = result {
+            s.failed.push(e);
+        }
+        self.changed.notify_all();
+    }
+
+    /// The first failure so far, if any (kept for `sync`).
+    fn failure(&self) -> Option<String> {
+        self.state
+            .lock()
+            .unwrap()
+            .failed
+            .first()
+            .map(ToString::to_string)
+    }
+
+    /// Waits for every upload; returns (and forgets) the first failure.
+    fn wait_all(&self) -> Result<(), StoreError> {
+        let mut s = self.state.lock().unwrap();
+        while s.in_flight > 0 {
+            s = self.changed.wait(s).unwrap();
+        }
+        let mut failed = std::mem::take(&mut s.failed);
+        if failed.is_empty() {
+            Ok(())
+        } else {
+            Err(failed.remove(0))
+        }
+    }
 }
 
 impl std::fmt::Display for DriveStore {
@@ -463,6 +524,11 @@ impl DriveStore {
                 folder_walk: tokio::sync::Mutex::new(()),
             }),
             label,
+            uploads: Arc::new(Uploads {
+                limit: config.parallel_uploads.max(1),
+                state: Mutex::new(UploadState::default()),
+                changed: std::sync::Condvar::new(),
+            }),
         })
     }
 
@@ -1017,6 +1083,7 @@ struct DriveWriter {
     session: Option<String>,
     /// Bytes Drive has committed in the current session.
     committed: usize,
+    uploads: Arc<Uploads>,
 }
 
 impl DriveWriter {
@@ -1225,16 +1292,9 @@ fn committed_from(headers: &hyper::HeaderMap) -> usize {
 
 impl Write for DriveWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        // The part is gathered here and uploaded, chunk by chunk, by `finish` (in the
+        // background, beside the next parts' compression).
         self.data.extend_from_slice(buf);
-        let chunk = self.inner.config.chunk_size;
-        // Send whole chunks as they fill, always keeping at least one byte back: the last
-        // request carries data and the total, which is what completes the upload.
-        let unsent = self.data.len() - self.committed;
-        let ready = unsent.saturating_sub(1) / chunk * chunk;
-        if ready > 0 {
-            let upto = self.committed + ready;
-            self.push(upto, false)?;
-        }
         Ok(buf.len())
     }
 
@@ -1244,14 +1304,59 @@ impl Write for DriveWriter {
 }
 
 impl ObjectWriter for DriveWriter {
-    fn finish(mut self: Box<Self>) -> Result<ObjectMeta, StoreError> {
+    /// Hands the part to a background upload (at most `parallel_uploads` at once) and
+    /// returns what was written; the upload's outcome is reported by `Store::sync` (the
+    /// backup calls it before committing the manifest) or by the next `put`.
+    fn finish(self: Box<Self>) -> Result<ObjectMeta, StoreError> {
+        let meta = ObjectMeta {
+            key: self.key.clone(),
+            size: self.data.len() as u64,
+            modified: None,
+            sha256: Some(hex::encode(Sha256::digest(&self.data))),
+        };
+        let uploads = self.uploads.clone();
+        uploads.acquire();
+        let done = uploads.clone();
+        std::thread::Builder::new()
+            .name("coffer-drive-upload".into())
+            .spawn(move || done.release((*self).upload()))
+            .map_err(|e| {
+                uploads.release(Ok(meta.clone()));
+                StoreError::Io {
+                    store: String::new(),
+                    op: "starting an upload of",
+                    key: meta.key.clone(),
+                    retryable: false,
+                    source: e,
+                }
+            })?;
+        Ok(meta)
+    }
+}
+
+impl DriveWriter {
+    /// Sends the whole part in chunks of `chunk_size`; the last request carries the rest and
+    /// the total. Returns the file resource.
+    fn send_all(&mut self) -> io::Result<Option<Value>> {
+        let chunk = self.inner.config.chunk_size;
+        while self.data.len().saturating_sub(self.committed) > chunk {
+            let upto = self.committed + chunk;
+            self.push(upto, false)?;
+        }
+        let len = self.data.len();
+        self.push(len, true)
+    }
+
+    /// Uploads the part, confirms Drive's checksum (uploading again on a mismatch) and
+    /// removes duplicates.
+    fn upload(mut self) -> Result<ObjectMeta, StoreError> {
         let sha = hex::encode(Sha256::digest(&self.data));
         let md5 = hex::encode(Md5::digest(&self.data));
         let mut attempt = 0;
         let id = loop {
             attempt += 1;
             let len = self.data.len();
-            let mut file = match self.push(len, true) {
+            let mut file = match self.send_all() {
                 Ok(Some(f)) => f,
                 Ok(None) => return Err(self.err(io_other("the upload did not complete"))),
                 Err(e) => return Err(self.err(e)),
@@ -1489,6 +1594,15 @@ impl Read for DriveReader {
 impl Store for DriveStore {
     fn put(&self, key: &str) -> Result<Box<dyn ObjectWriter>, StoreError> {
         super::validate_key(key)?;
+        // An upload already failed: stop producing more.
+        if let Some(why) = self.uploads.failure() {
+            return Err(self.err(
+                "uploading",
+                key,
+                io_other(format!("an earlier upload failed: {why}")),
+                false,
+            ));
+        }
         let (dir, name) = key.rsplit_once('/').unwrap_or(("", key));
         let inner = self.inner.clone();
         let dir = dir.to_string();
@@ -1509,6 +1623,7 @@ impl Store for DriveStore {
             data: Vec::new(),
             session: None,
             committed: 0,
+            uploads: self.uploads.clone(),
         }))
     }
 
@@ -1581,6 +1696,10 @@ impl Store for DriveStore {
             Ok(out)
         });
         listed.map_err(|e| self.err("listing", prefix, e, true))
+    }
+
+    fn sync(&self) -> Result<(), StoreError> {
+        self.uploads.wait_all()
     }
 
     fn delete(&self, key: &str) -> Result<(), StoreError> {

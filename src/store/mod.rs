@@ -95,6 +95,16 @@ pub trait Store: Send + Sync + fmt::Display {
     /// Fails when the backend cannot be listed.
     fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError>;
 
+    /// Waits until every object whose writer finished is durable in the store, and reports
+    /// the first that could not be stored. Stores that finish synchronously have nothing to
+    /// wait for.
+    ///
+    /// # Errors
+    /// The first failed upload since the last `sync`.
+    fn sync(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     /// Deletes the object `key`; deleting a missing object is not an error.
     ///
     /// # Errors
@@ -115,7 +125,9 @@ pub fn put_bytes(store: &dyn Store, key: &str, bytes: &[u8]) -> Result<ObjectMet
         retryable: false,
         source,
     })?;
-    writer.finish()
+    let meta = writer.finish()?;
+    store.sync()?;
+    Ok(meta)
 }
 
 /// Reads a small object whole (manifests).

@@ -71,6 +71,7 @@ fn a_backup_to_drive_restores_byte_identical_and_lists_across_pages() {
     let drive = FakeDrive::start();
     let site = site(&env);
     let config = drive_config(&env, &drive, &site, "");
+    drive.faults(|f| f.wait_for_parallel = Some(2));
     let id = env.backup(&config);
     assert_clean(&drive);
     let parts: Vec<_> = drive
@@ -79,6 +80,8 @@ fn a_backup_to_drive_restores_byte_identical_and_lists_across_pages() {
         .filter(|f| f.name.starts_with("files.tar.gz.age."))
         .collect();
     assert!(parts.len() >= 3, "{} parts", parts.len());
+    // Parts go up two at a time by default (store.parallel_uploads).
+    assert_eq!(drive.max_parallel_uploads(), 2);
     // The fake answers at most 2 files a page: listing walks every page.
     let out = env.ok(&config, &["list", "--json"]);
     assert!(out.contains(&id), "{out}");

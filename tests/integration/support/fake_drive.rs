@@ -69,6 +69,9 @@ pub struct Faults {
     pub revoke_tokens_after: Option<u32>,
     /// Largest page files.list returns, whatever the client asks.
     pub max_page_size: usize,
+    /// The first upload to complete waits (up to 5 s) until this many sessions are open at
+    /// once: proves a client uploads in parallel without depending on timing.
+    pub wait_for_parallel: Option<usize>,
 }
 
 impl Default for Faults {
@@ -88,6 +91,7 @@ impl Default for Faults {
             download_drop: 0,
             revoke_tokens_after: None,
             max_page_size: 2,
+            wait_for_parallel: None,
         }
     }
 }
@@ -113,6 +117,9 @@ struct State {
     token_requests: u32,
     /// The `sub` claims (domain-wide delegation) of the JWTs exchanged for tokens.
     subjects: Vec<String>,
+    /// Upload sessions started and not completed, now and at most.
+    open_sessions: usize,
+    max_open_sessions: usize,
     faults: Faults,
     /// `METHOD path?query` of every request, for assertions.
     log: Vec<String>,
@@ -220,6 +227,11 @@ impl FakeDrive {
             out.push("revoke_tokens_after".into());
         }
         out
+    }
+
+    /// The most upload sessions that were open at once.
+    pub fn max_parallel_uploads(&self) -> usize {
+        self.state.lock().unwrap().max_open_sessions
     }
 
     /// The users the service account asked to act as (JWT `sub`).
@@ -852,6 +864,8 @@ fn start_upload(
     }
     s.next_id += 1;
     let id = format!("upl{:06}", s.next_id);
+    s.open_sessions += 1;
+    s.max_open_sessions = s.max_open_sessions.max(s.open_sessions);
     s.sessions.insert(
         id.clone(),
         Session {
@@ -1073,6 +1087,13 @@ fn chunk(
 
 /// Turns a session's bytes into a file and answers with it (or not, `lost`).
 fn complete(writer: &mut TcpStream, state: &Arc<Mutex<State>>, id: &str, lost: bool) {
+    let wait = state.lock().unwrap().faults.wait_for_parallel.take();
+    if let Some(n) = wait {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while state.lock().unwrap().open_sessions < n && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
     let mut s = state.lock().unwrap();
     let Some(sess) = s.sessions.get_mut(id) else {
         drop(s);
@@ -1081,6 +1102,7 @@ fn complete(writer: &mut TcpStream, state: &Arc<Mutex<State>>, id: &str, lost: b
     let meta = sess.meta.clone();
     let fields = sess.fields.clone();
     let content = std::mem::take(&mut sess.received);
+    s.open_sessions = s.open_sessions.saturating_sub(1);
     let f = new_file(&mut s, &meta, content);
     s.files.push(f.clone());
     if let Some(sess) = s.sessions.get_mut(id) {
