@@ -72,6 +72,7 @@ struct RawStore {
     chunk_size: Option<String>,
     page_size: Option<u32>,
     parallel_uploads: Option<usize>,
+    requests_per_second: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -513,6 +514,7 @@ impl Config {
                     ("chunk_size", s.chunk_size.is_some()),
                     ("page_size", s.page_size.is_some()),
                     ("parallel_uploads", s.parallel_uploads.is_some()),
+                    ("requests_per_second", s.requests_per_second.is_some()),
                 ];
                 if s.kind == "local" {
                     for (key, set) in drive_keys {
@@ -612,6 +614,7 @@ impl Config {
                             chunk_size,
                             page_size: s.page_size.unwrap_or(1000).clamp(1, 1000),
                             parallel_uploads: s.parallel_uploads.unwrap_or(2).clamp(1, 16),
+                            requests_per_second: s.requests_per_second.unwrap_or(10),
                         })
                     }
                     ("local", Some(p)) => StoreKind::Local { path: resolve(&p) },

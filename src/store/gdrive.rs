@@ -205,6 +205,9 @@ pub struct DriveConfig {
     pub page_size: u32,
     /// Parts uploading at once (each held in memory until Drive confirms it).
     pub parallel_uploads: usize,
+    /// At most this many requests a second (Drive throttles a client that sends more);
+    /// 0: no pacing.
+    pub requests_per_second: u32,
 }
 
 /// Why one attempt failed, and what to do about it.
@@ -342,6 +345,8 @@ struct Inner {
     folders: Mutex<HashMap<String, String>>,
     /// Held while a folder is looked up or created, so two threads never both create it.
     folder_walk: tokio::sync::Mutex<()>,
+    /// When the next request may go (pacing).
+    next_request: tokio::sync::Mutex<tokio::time::Instant>,
 }
 
 /// The Google Drive store.
@@ -522,6 +527,7 @@ impl DriveStore {
                 config: config.clone(),
                 folders: Mutex::new(HashMap::new()),
                 folder_walk: tokio::sync::Mutex::new(()),
+                next_request: tokio::sync::Mutex::new(tokio::time::Instant::now()),
             }),
             label,
             uploads: Arc::new(Uploads {
@@ -637,11 +643,27 @@ impl Inner {
         }
     }
 
+    /// Waits for this request's turn: at most `requests_per_second`, spread evenly.
+    async fn pace(&self) {
+        let rate = self.config.requests_per_second;
+        if rate == 0 {
+            return;
+        }
+        let interval = Duration::from_secs(1) / rate;
+        let mut next = self.next_request.lock().await;
+        let now = tokio::time::Instant::now();
+        if *next > now {
+            tokio::time::sleep_until(*next).await;
+        }
+        *next = (*next).max(now) + interval;
+    }
+
     /// Sends a request built by `build` and reads the whole answer.
     async fn send(
         &self,
         req: hyper::Request<Body>,
     ) -> Result<(u16, hyper::HeaderMap, Bytes), Failure> {
+        self.pace().await;
         let exchange = async {
             let resp = self.client.request(req).await.map_err(|e| Failure::Retry {
                 why: format!("connection: {e}"),
@@ -705,6 +727,7 @@ impl Inner {
     async fn about(&self) -> io::Result<(Option<u64>, u64)> {
         self.retry("about", |token| async move {
             let _ = token;
+            self.pace().await;
             let r = self
                 .hub
                 .about()
@@ -758,6 +781,7 @@ impl Inner {
                         if let Some(p) = &page {
                             call = call.page_token(p);
                         }
+                        self.pace().await;
                         match call.doit().await {
                             Ok((_, list)) => {
                                 Ok((list.files.unwrap_or_default(), list.next_page_token))
@@ -947,6 +971,7 @@ impl Inner {
     async fn delete_id(&self, id: &str) -> io::Result<()> {
         let r = self
             .retry("deleting", |_token| async move {
+                self.pace().await;
                 match self
                     .hub
                     .files()
@@ -968,13 +993,20 @@ impl Inner {
     }
 
     /// Starts a resumable upload session for `name` in `parent`.
-    async fn start_session(&self, parent: &str, name: &str, key: &str) -> io::Result<String> {
+    async fn start_session(
+        &self,
+        parent: &str,
+        name: &str,
+        key: &str,
+        sha256: &str,
+    ) -> io::Result<String> {
         let url = format!(
             "{}/upload/drive/v3/files?uploadType=resumable&supportsAllDrives=true\
              &fields=id,name,size,md5Checksum,sha256Checksum,appProperties",
             self.upload_base()
         );
-        let mut props = json!({"coffer": "1"});
+        // Tags (at most 124 bytes per key and value): what the file is without its name.
+        let mut props = json!({"coffer": "1", "sha256": &sha256[..16.min(sha256.len())]});
         if key.len() <= 100 {
             props["key"] = json!(key);
         }
@@ -1084,6 +1116,8 @@ struct DriveWriter {
     /// Bytes Drive has committed in the current session.
     committed: usize,
     uploads: Arc<Uploads>,
+    /// Hex sha256 of `data`, once complete (set by `finish`).
+    sha256: String,
 }
 
 impl DriveWriter {
@@ -1146,7 +1180,7 @@ impl DriveWriter {
             if self.session.is_none() {
                 let s = self
                     .inner
-                    .start_session(&self.parent, &self.name, &self.key)
+                    .start_session(&self.parent, &self.name, &self.key, &self.sha256)
                     .await?;
                 self.session = Some(s);
                 self.committed = 0;
@@ -1307,12 +1341,13 @@ impl ObjectWriter for DriveWriter {
     /// Hands the part to a background upload (at most `parallel_uploads` at once) and
     /// returns what was written; the upload's outcome is reported by `Store::sync` (the
     /// backup calls it before committing the manifest) or by the next `put`.
-    fn finish(self: Box<Self>) -> Result<ObjectMeta, StoreError> {
+    fn finish(mut self: Box<Self>) -> Result<ObjectMeta, StoreError> {
+        self.sha256 = hex::encode(Sha256::digest(&self.data));
         let meta = ObjectMeta {
             key: self.key.clone(),
             size: self.data.len() as u64,
             modified: None,
-            sha256: Some(hex::encode(Sha256::digest(&self.data))),
+            sha256: Some(self.sha256.clone()),
         };
         let uploads = self.uploads.clone();
         uploads.acquire();
@@ -1350,7 +1385,7 @@ impl DriveWriter {
     /// Uploads the part, confirms Drive's checksum (uploading again on a mismatch) and
     /// removes duplicates.
     fn upload(mut self) -> Result<ObjectMeta, StoreError> {
-        let sha = hex::encode(Sha256::digest(&self.data));
+        let sha = self.sha256.clone();
         let md5 = hex::encode(Md5::digest(&self.data));
         let mut attempt = 0;
         let id = loop {
@@ -1476,6 +1511,7 @@ impl DriveReader {
                 let req = inner.request(hyper::Method::GET, &url, &token, &headers, Bytes::new());
                 let inner = &inner;
                 async move {
+                    inner.pace().await;
                     let resp = inner
                         .client
                         .request(req)
@@ -1624,6 +1660,7 @@ impl Store for DriveStore {
             session: None,
             committed: 0,
             uploads: self.uploads.clone(),
+            sha256: String::new(),
         }))
     }
 

@@ -9,6 +9,12 @@ use crate::support::{Env, assert_same_tree, noise, rich_site};
 /// A config backing `site` up into the fake's Shared Drive (256 KiB chunks, 1 MiB parts).
 fn drive_config(env: &Env, drive: &FakeDrive, site: &Path, extra: &str) -> PathBuf {
     let key = drive.service_account_key(env.dir.path());
+    // Unpaced, unless the test paces on purpose.
+    let extra = if extra.contains("requests_per_second") {
+        extra.to_string()
+    } else {
+        format!("requests_per_second = 0\n{extra}")
+    };
     let path = env.path("drive.toml");
     std::fs::write(
         &path,
@@ -165,9 +171,27 @@ fn transient_faults_during_uploads_are_survived_without_duplicates() {
         f.duplicate = 1;
         f.revoke_tokens_after = Some(12);
     });
-    env.backup(&config);
+    let out = env.ok(&config, &["backup", "--json"]);
     assert_eq!(drive.unfired(), Vec::<String>::new(), "every fault fired");
     assert_clean(&drive);
+    // Nothing but the snapshot's own objects is left: no orphan of a re-upload or restart.
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let mut expected: Vec<String> = v["manifest"]["sources"][0]["parts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap().to_string())
+        .collect();
+    expected.push("manifest.json".into());
+    expected.sort();
+    let mut stored: Vec<String> = drive
+        .files()
+        .into_iter()
+        .filter(|f| f.mime != crate::support::fake_drive::FOLDER)
+        .map(|f| f.name)
+        .collect();
+    stored.sort();
+    assert_eq!(stored, expected);
     assert!(
         drive.token_requests() >= 2,
         "the revoked token was refreshed"
@@ -217,6 +241,26 @@ fn domain_wide_delegation_acts_as_the_subject_in_its_my_drive() {
         &["restore", "latest", "--to", to.to_str().unwrap()],
     );
     assert_same_tree(&site, &to);
+}
+
+#[test]
+fn requests_are_paced() {
+    let env = Env::new();
+    let drive = FakeDrive::start();
+    let site = env.path("site");
+    rich_site(&site);
+    let config = drive_config(&env, &drive, &site, "requests_per_second = 20");
+    let started = std::time::Instant::now();
+    env.backup(&config);
+    let elapsed = started.elapsed();
+    let requests = drive.log().iter().filter(|l| !l.contains("/token")).count();
+    assert!(requests > 10, "{requests}");
+    // 20 a second, evenly: n requests take at least (n - 1) / 20 s.
+    let least = std::time::Duration::from_millis((requests as u64 - 1) * 50);
+    assert!(
+        elapsed >= least,
+        "{requests} requests in {elapsed:?}, faster than 20 a second"
+    );
 }
 
 #[test]
