@@ -4,29 +4,32 @@ use clap::Parser;
 use coffer::cli::{Cli, Command, LogFormat};
 use coffer::commands;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::Layer;
+use tracing_subscriber::filter::{FilterExt, LevelFilter, Targets};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let filter = EnvFilter::try_from_env("COFFER_LOG").unwrap_or_else(|_| EnvFilter::new("warn"));
-    // Whatever COFFER_LOG asks for, the OAuth and HTTP libraries never log at debug: they
-    // would print access tokens, signed token requests and token answers.
-    let filter = [
-        "yup_oauth2=warn",
-        "hyper=info",
-        "hyper_util=info",
-        "h2=info",
-        "rustls=info",
-    ]
-    .into_iter()
-    .fold(filter, |f, d| {
-        f.add_directive(d.parse().expect("a valid directive"))
-    });
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    // Whatever COFFER_LOG asks for (even a more specific target such as
+    // `yup_oauth2::refresh=debug`), the OAuth and HTTP libraries never log below these
+    // levels: they would print access tokens, refresh tokens and signed token requests.
+    let guard = Targets::new()
+        .with_default(LevelFilter::TRACE)
+        .with_target("yup_oauth2", LevelFilter::WARN)
+        .with_target("hyper", LevelFilter::INFO)
+        .with_target("hyper_util", LevelFilter::INFO)
+        .with_target("h2", LevelFilter::INFO)
+        .with_target("rustls", LevelFilter::INFO);
+    let layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     match cli.log_format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => tracing_subscriber::registry()
+            .with(layer.with_filter(filter.and(guard)))
+            .init(),
+        LogFormat::Json => tracing_subscriber::registry()
+            .with(layer.json().with_filter(filter.and(guard)))
+            .init(),
     }
     let result = match &cli.command {
         Command::Keygen(args) => commands::keygen::run(args),

@@ -178,7 +178,15 @@ pub fn lock_state(state_dir: &Path) -> anyhow::Result<RunLock> {
         .with_context(|| format!("creating state folder {}", state_dir.display()))?;
     let path = state_dir.join("backup.lock");
     let file = File::create(&path).with_context(|| format!("opening lock {}", path.display()))?;
-    match file.try_lock() {
+    // A lock can outlive its holder by a moment (a process forked while it was held keeps it
+    // until that child execs): wait a little before calling it another backup's.
+    let deadline = Instant::now() + std::time::Duration::from_secs(3);
+    let mut outcome = file.try_lock();
+    while matches!(outcome, Err(fs::TryLockError::WouldBlock)) && Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        outcome = file.try_lock();
+    }
+    match outcome {
         Ok(()) => Ok(RunLock(file)),
         Err(fs::TryLockError::WouldBlock) => Err(anyhow!(
             "another coffer backup is running (it holds {}); wait for it to finish",

@@ -158,8 +158,13 @@ pub fn authorize(config: &DriveConfig, port: Option<u16>) -> Result<std::path::P
             Some(p) => yup_oauth2::InstalledFlowReturnMethod::HTTPPortRedirect(p),
             None => yup_oauth2::InstalledFlowReturnMethod::HTTPRedirect,
         };
-        // A fresh start: an old token file would be used instead of asking.
-        let _ = std::fs::remove_file(token_file);
+        // Sign in into a new file; the working token (if any) is replaced only on success.
+        let fresh = token_file.with_extension("json.new");
+        match std::fs::remove_file(&fresh) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(format!("removing {}: {e}", fresh.display())),
+        }
         if let Some(dir) = token_file.parent() {
             std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
         }
@@ -168,7 +173,7 @@ pub fn authorize(config: &DriveConfig, port: Option<u16>) -> Result<std::path::P
             method,
             yup_oauth2::CustomHyperClientBuilder::from(token_client),
         )
-        .persist_tokens_to_disk(token_file.clone())
+        .persist_tokens_to_disk(fresh.clone())
         .flow_delegate(Box::new(ShowUrl))
         .build()
         .await
@@ -176,9 +181,11 @@ pub fn authorize(config: &DriveConfig, port: Option<u16>) -> Result<std::path::P
         auth.token(&[SCOPE])
             .await
             .map_err(|e| format!("the sign-in did not complete: {e}"))?;
+        private_file(&fresh)?;
+        std::fs::rename(&fresh, token_file)
+            .map_err(|e| format!("storing the token in {}: {e}", token_file.display()))?;
         Ok::<(), String>(())
     })?;
-    private_file(token_file)?;
     Ok(token_file.clone())
 }
 
@@ -345,6 +352,8 @@ struct Inner {
     folders: Mutex<HashMap<String, String>>,
     /// Held while a folder is looked up or created, so two threads never both create it.
     folder_walk: tokio::sync::Mutex<()>,
+    /// Held while a token is asked for.
+    token_lock: tokio::sync::Mutex<()>,
     /// When the next request may go (pacing).
     next_request: tokio::sync::Mutex<tokio::time::Instant>,
 }
@@ -355,6 +364,30 @@ pub struct DriveStore {
     inner: Arc<Inner>,
     label: String,
     uploads: Arc<Uploads>,
+}
+
+/// One background upload's place: released when dropped, with the upload's result — or, if
+/// the upload thread panicked, with a failure, so that `sync` never waits forever.
+struct Slot {
+    uploads: Arc<Uploads>,
+    key: String,
+    label: String,
+    result: Option<Result<ObjectMeta, StoreError>>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let result = self.result.take().unwrap_or_else(|| {
+            Err(StoreError::Io {
+                store: self.label.clone(),
+                op: "uploading",
+                key: self.key.clone(),
+                retryable: false,
+                source: io_other("the upload stopped unexpectedly"),
+            })
+        });
+        self.uploads.release(result);
+    }
 }
 
 /// Parts uploading in the background: at most `limit` at once; their failures wait for
@@ -498,9 +531,11 @@ impl DriveStore {
                     let secret = read_client(client_file).await?;
                     let token_client: Client<Connector, String> =
                         Client::builder(TokioExecutor::new()).build(connector.clone());
+                    // Interactive: when the refresh fails, yup-oauth2 asks the delegate, which
+                    // refuses; with a redirect method it would wait for a browser forever.
                     yup_oauth2::InstalledFlowAuthenticator::with_client(
                         secret,
-                        yup_oauth2::InstalledFlowReturnMethod::HTTPRedirect,
+                        yup_oauth2::InstalledFlowReturnMethod::Interactive,
                         yup_oauth2::CustomHyperClientBuilder::from(token_client),
                     )
                     .persist_tokens_to_disk(token_file.clone())
@@ -527,6 +562,7 @@ impl DriveStore {
                 config: config.clone(),
                 folders: Mutex::new(HashMap::new()),
                 folder_walk: tokio::sync::Mutex::new(()),
+                token_lock: tokio::sync::Mutex::new(()),
                 next_request: tokio::sync::Mutex::new(tokio::time::Instant::now()),
             }),
             label,
@@ -563,12 +599,40 @@ impl DriveStore {
 
 impl Inner {
     async fn token(&self, refresh: bool) -> Result<String, Failure> {
-        let t = if refresh {
-            self.auth.force_refreshed_token(&[SCOPE]).await
-        } else {
-            self.auth.token(&[SCOPE]).await
+        // One token request at a time: parallel uploads refreshing together would write the
+        // token file at once.
+        let _one = self.token_lock.lock().await;
+        let mut attempt = 0;
+        let t = loop {
+            attempt += 1;
+            let asked = async {
+                if refresh {
+                    self.auth.force_refreshed_token(&[SCOPE]).await
+                } else {
+                    self.auth.token(&[SCOPE]).await
+                }
+            };
+            let t = match tokio::time::timeout(REQUEST_TIMEOUT, asked).await {
+                Ok(t) => t,
+                Err(_) => {
+                    return Err(Failure::Retry {
+                        why: "the token endpoint did not answer".into(),
+                        after: None,
+                    });
+                }
+            };
+            // A user token that could not be refreshed (our delegate refuses to wait for a
+            // browser): a network blip looks the same as a revoked token, so ask twice more.
+            if let Err(yup_oauth2::Error::UserError(_)) = &t
+                && attempt < 3
+            {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+            break t;
         };
         let t = t.map_err(|e| match e {
+            yup_oauth2::Error::UserError(why) => Failure::Fatal(why),
             yup_oauth2::Error::HttpError(_)
             | yup_oauth2::Error::HttpClientError(_)
             | yup_oauth2::Error::LowLevelError(_)
@@ -596,12 +660,22 @@ impl Inner {
         let mut token: Option<String> = None;
         let mut tries = 0;
         loop {
+            let timed = |fut: Fut| async move {
+                tokio::time::timeout(REQUEST_TIMEOUT, fut)
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(Failure::Retry {
+                            why: format!("no answer within {} s", REQUEST_TIMEOUT.as_secs()),
+                            after: None,
+                        })
+                    })
+            };
             let result = match &token {
-                Some(t) => attempt(t.clone()).await,
+                Some(t) => timed(attempt(t.clone())).await,
                 None => match self.token(false).await {
                     Ok(t) => {
                         token = Some(t.clone());
-                        attempt(t).await
+                        timed(attempt(t)).await
                     }
                     Err(e) => Err(e),
                 },
@@ -1176,6 +1250,10 @@ impl DriveWriter {
         // Every way round the loop that sends nothing new counts, so nothing loops forever.
         let mut tries = 0u32;
         let mut refreshed = false;
+        // The furthest Drive has ever confirmed: only going beyond it counts as progress
+        // (a session that keeps restarting must run out of attempts).
+        let mut best = self.committed;
+        let chunk = self.inner.config.chunk_size;
         loop {
             if self.session.is_none() {
                 let s = self
@@ -1187,17 +1265,20 @@ impl DriveWriter {
             }
             let session = self.session.clone().expect("a session");
             let first = self.committed;
-            // Every chunk but the last is a multiple of 256 KiB, even after Drive kept an
-            // odd amount: what does not fit waits for the next chunk.
-            let end = if last {
+            // At most one chunk per request, even after a session restarted at byte 0. Every
+            // chunk but the last is a multiple of 256 KiB, even after Drive kept an odd
+            // amount: what does not fit waits for the next request.
+            let final_request = last && self.data.len() - first <= chunk;
+            let end = if final_request {
                 self.data.len()
             } else {
-                first + upto.saturating_sub(first) / CHUNK_ALIGN * CHUNK_ALIGN
+                let limit = if last { self.data.len() } else { upto };
+                first + limit.saturating_sub(first).min(chunk) / CHUNK_ALIGN * CHUNK_ALIGN
             };
             if !last && end <= first {
                 return Ok(None);
             }
-            let total = last.then_some(self.data.len());
+            let total = final_request.then_some(self.data.len());
             let body = Bytes::copy_from_slice(&self.data[first..end]);
             let range = if body.is_empty() {
                 format!("bytes */{}", self.data.len())
@@ -1228,19 +1309,30 @@ impl DriveWriter {
                     return Ok(Some(serde_json::from_slice(&body).unwrap_or(Value::Null)));
                 }
                 Ok((308, headers, _)) => {
-                    self.committed = committed_from(&headers);
-                    if !last && self.committed >= end {
-                        return Ok(None);
+                    let said = committed_from(&headers);
+                    if said > end {
+                        // More than was ever sent: the session is not ours to trust.
+                        self.session = None;
+                        Some((format!("Drive reports {said} bytes of {end} sent"), None))
+                    } else {
+                        self.committed = said;
+                        if !last && self.committed >= upto {
+                            return Ok(None);
+                        }
+                        if self.committed > before {
+                            if self.committed > best {
+                                best = self.committed;
+                                tries = 0;
+                            }
+                            // Drive kept it (or part of it): send on.
+                            continue;
+                        }
+                        None
                     }
-                    if self.committed > before {
-                        // Drive kept part of it: send the rest, no doubt about it.
-                        tries = 0;
-                        continue;
-                    }
-                    Some((
+                    .or(Some((
                         format!("Drive kept nothing of bytes {first}-{}", end.max(1) - 1),
                         None,
-                    ))
+                    )))
                 }
                 Ok((404 | 410, _, _)) => {
                     tracing::info!("upload session of {} expired; starting again", self.key);
@@ -1306,8 +1398,8 @@ impl DriveWriter {
                         self.key
                     )));
                 }
-                Standing::At(n) => self.committed = n,
-                Standing::Gone => self.session = None,
+                Standing::At(n) if n <= self.data.len() => self.committed = n,
+                Standing::At(_) | Standing::Gone => self.session = None,
             }
         }
     }
@@ -1351,19 +1443,25 @@ impl ObjectWriter for DriveWriter {
         };
         let uploads = self.uploads.clone();
         uploads.acquire();
-        let done = uploads.clone();
+        let slot = Slot {
+            uploads: uploads.clone(),
+            key: meta.key.clone(),
+            label: self.label.clone(),
+            result: None,
+        };
+        let label = self.label.clone();
         std::thread::Builder::new()
             .name("coffer-drive-upload".into())
-            .spawn(move || done.release((*self).upload()))
-            .map_err(|e| {
-                uploads.release(Ok(meta.clone()));
-                StoreError::Io {
-                    store: String::new(),
-                    op: "starting an upload of",
-                    key: meta.key.clone(),
-                    retryable: false,
-                    source: e,
-                }
+            .spawn(move || {
+                let mut slot = slot;
+                slot.result = Some((*self).upload());
+            })
+            .map_err(|e| StoreError::Io {
+                store: label,
+                op: "starting an upload of",
+                key: meta.key.clone(),
+                retryable: false,
+                source: e,
             })?;
         Ok(meta)
     }

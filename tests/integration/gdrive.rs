@@ -458,9 +458,36 @@ fn a_user_token_is_obtained_once_kept_private_and_refreshed() {
         std::fs::metadata(&token_file).unwrap().permissions().mode() & 0o777,
         0o600
     );
-    // Now backups work, and a token the server stops accepting is refreshed.
+    // Now backups work, and a token the server stops accepting is refreshed — and even at
+    // the most talkative log level no token reaches the log.
     drive.faults(|f| f.revoke_tokens_after = Some(10));
-    env.backup(&config);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_coffer"))
+        .args(["--config", config.to_str().unwrap(), "backup"])
+        .env(
+            "COFFER_LOG",
+            "trace,yup_oauth2=trace,yup_oauth2::refresh=trace,yup_oauth2::authenticator=trace",
+        )
+        .output()
+        .unwrap();
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        all.chars().rev().take(3000).collect::<String>()
+    );
+    assert!(
+        all.contains("refreshing the access token"),
+        "the log was on, and the refresh happened: {}",
+        all.chars().rev().take(2000).collect::<String>()
+    );
+    assert!(
+        !all.contains("ya29.fake") && !all.contains("fake-refresh"),
+        "a token was logged"
+    );
     assert_eq!(drive.unfired(), Vec::<String>::new());
     let to = env.path("restored");
     env.ok(
@@ -468,4 +495,46 @@ fn a_user_token_is_obtained_once_kept_private_and_refreshed() {
         &["restore", "latest", "--to", to.to_str().unwrap()],
     );
     assert_same_tree(&site, &to);
+}
+
+#[test]
+fn a_revoked_user_token_fails_the_backup_instead_of_waiting_for_a_browser() {
+    let env = Env::new();
+    let drive = FakeDrive::start();
+    let site = env.path("site");
+    rich_site(&site);
+    let config = drive_config(&env, &drive, &site, "");
+    let client = drive.oauth_client(env.dir.path());
+    let text = std::fs::read_to_string(&config).unwrap();
+    let mut lines: Vec<String> = text
+        .lines()
+        .filter(|l| !l.starts_with("service_account_key_file") && !l.starts_with("drive_id"))
+        .map(str::to_string)
+        .collect();
+    let at = lines.iter().position(|l| l == "type = \"gdrive\"").unwrap();
+    lines.insert(
+        at + 1,
+        format!("oauth_client_file = \"{}\"", client.display()),
+    );
+    std::fs::write(&config, lines.join("\n") + "\n").unwrap();
+    // A token file whose access token has expired and whose refresh token is refused.
+    std::fs::create_dir_all(env.path("state")).unwrap();
+    std::fs::write(
+        env.path("state/gdrive-token.json"),
+        serde_json::json!([{
+            "scopes": ["https://www.googleapis.com/auth/drive"],
+            "token": {
+                "access_token": "ya29.expired",
+                "refresh_token": "1//revoked",
+                "expires_at": [2020, 1, 0, 0, 0, 0, 0, 0, 0],
+                "id_token": null
+            }
+        }])
+        .to_string(),
+    )
+    .unwrap();
+    let started = std::time::Instant::now();
+    let out = env.fails(&config, &["backup"]);
+    assert!(out.contains("run coffer auth gdrive again"), "{out}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
 }
