@@ -252,15 +252,20 @@ pub fn backup(
         };
         let result = match &source.kind {
             SourceKind::Frappe { .. } => {
-                anyhow::bail!("source '{}': a frappe preset left unexpanded", source.name)
+                let err = anyhow!("source '{}': a frappe preset left unexpanded", source.name);
+                return Err(discard(store, &id, err));
             }
             SourceKind::Directory {
                 path,
                 exclude,
                 only,
             } => {
-                let dir =
-                    DirectorySource::new(path, Excludes::new(exclude)?).with_only(only.clone());
+                // Earlier sources may be uploading still: every failure goes through discard.
+                let excludes = match Excludes::new(exclude) {
+                    Ok(ex) => ex,
+                    Err(e) => return Err(discard(store, &id, anyhow!(e))),
+                };
+                let dir = DirectorySource::new(path, excludes).with_only(only.clone());
                 encode(&mut |w| {
                     let walk = dir.write_tar(w)?;
                     Ok(SourceExtras {
