@@ -13,6 +13,7 @@ pub mod keys;
 pub mod pipeline;
 pub mod progress;
 pub mod restore;
+pub mod retention;
 pub mod snapshot;
 pub mod source;
 pub mod staging;
