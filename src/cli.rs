@@ -42,6 +42,8 @@ pub enum Command {
     Restore(RestoreArgs),
     /// Write a new age identity file and print its recipient (public key).
     Keygen(KeygenArgs),
+    /// Delete the snapshots the [retention] policy does not keep (--dry-run: only show).
+    Prune(PruneArgs),
     /// Authorize a store once (Google Drive with a user's account: sign in through a browser).
     Auth(AuthArgs),
     /// Check the config: state folder, store, identity, and every source (databases are
@@ -52,6 +54,16 @@ pub enum Command {
 #[derive(Debug, Args)]
 pub struct BackupArgs {
     /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    /// Show what would be kept (with the reasons) and pruned; delete nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print the plan as JSON.
     #[arg(long)]
     pub json: bool,
 }

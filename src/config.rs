@@ -39,8 +39,25 @@ struct RawConfig {
     encryption: Option<RawEncryption>,
     store: Option<RawStore>,
     compression: Option<RawCompression>,
+    retention: Option<RawRetention>,
     #[serde(default)]
     source: Vec<RawSource>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRetention {
+    #[serde(default)]
+    keep_last: u32,
+    #[serde(default)]
+    keep_daily: u32,
+    #[serde(default)]
+    keep_weekly: u32,
+    #[serde(default)]
+    keep_monthly: u32,
+    #[serde(default)]
+    keep_yearly: u32,
+    keep_within: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -107,7 +124,10 @@ pub struct Config {
     /// The file it came from.
     pub path: PathBuf,
     pub state_dir: PathBuf,
-    pub timezone: Option<String>,
+    /// The calendar retention (and, later, schedules) is read in: `timezone`, else the
+    /// system's (`/etc/timezone`), else UTC.
+    pub timezone: chrono_tz::Tz,
+    pub retention: crate::retention::Policy,
     pub encryption: EncryptionConfig,
     pub store: StoreConfig,
     pub compression: CompressOptions,
@@ -338,6 +358,23 @@ pub fn redact_url(url: &str) -> String {
 
 fn has_password(url: &str) -> bool {
     redact_url(url) != url
+}
+
+/// The system's time zone from `/etc/timezone` (Debian) or the `/etc/localtime` link; UTC if
+/// neither names one.
+fn system_timezone() -> chrono_tz::Tz {
+    let named = std::fs::read_to_string("/etc/timezone")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .or_else(|| {
+            std::fs::read_link("/etc/localtime").ok().and_then(|p| {
+                let s = p.to_string_lossy().into_owned();
+                s.split_once("zoneinfo/").map(|(_, z)| z.to_string())
+            })
+        });
+    named
+        .and_then(|n| n.parse::<chrono_tz::Tz>().ok())
+        .unwrap_or(chrono_tz::UTC)
 }
 
 /// Minimal percent-decoding of a url query key.
@@ -845,6 +882,47 @@ impl Config {
             });
         }
 
+        let timezone = match raw.timezone.as_deref() {
+            Some(name) => name.parse::<chrono_tz::Tz>().unwrap_or_else(|_| {
+                problems.push(format!(
+                    "timezone '{name}' is not an IANA time zone name (e.g. Europe/Berlin, \
+                     Africa/Nairobi, UTC)"
+                ));
+                chrono_tz::UTC
+            }),
+            None => system_timezone(),
+        };
+        let retention = match raw.retention {
+            None => crate::retention::Policy::erpnext_default(),
+            Some(r) => {
+                let keep_within = match r.keep_within.as_deref().map(parse_duration) {
+                    None => None,
+                    Some(Ok(d)) => chrono::Duration::from_std(d).ok(),
+                    Some(Err(why)) => {
+                        problems.push(format!("retention.keep_within: {why}"));
+                        None
+                    }
+                };
+                let policy = crate::retention::Policy {
+                    keep_last: r.keep_last,
+                    keep_daily: r.keep_daily,
+                    keep_weekly: r.keep_weekly,
+                    keep_monthly: r.keep_monthly,
+                    keep_yearly: r.keep_yearly,
+                    keep_within,
+                };
+                if !policy.keeps_something() {
+                    problems.push(
+                        "[retention] keeps nothing: prune would delete every snapshot but the \
+                         newest; set keep_daily, keep_weekly, keep_monthly, keep_last or \
+                         keep_within (or leave [retention] out for 7 daily, 4 weekly, 6 \
+                         monthly)"
+                            .into(),
+                    );
+                }
+                policy
+            }
+        };
         if !problems.is_empty() {
             return Err(ConfigError::Invalid {
                 path: path.to_path_buf(),
@@ -857,7 +935,8 @@ impl Config {
                 .state_dir
                 .as_deref()
                 .map_or_else(|| PathBuf::from("/var/lib/coffer"), resolve),
-            timezone: raw.timezone,
+            timezone,
+            retention,
             encryption,
             store: StoreConfig {
                 kind,

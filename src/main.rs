@@ -39,6 +39,7 @@ fn main() -> ExitCode {
         Command::Restore(args) => commands::restore::run(&cli.config, args),
         Command::Check(args) => commands::check::run(&cli.config, args),
         Command::Auth(args) => commands::auth::run(&cli.config, args),
+        Command::Prune(args) => commands::prune::run(&cli.config, args),
     };
     match result {
         Ok(code) => code,

@@ -7,6 +7,7 @@ pub mod bench;
 pub mod check;
 pub mod keygen;
 pub mod list;
+pub mod prune;
 pub mod restore;
 pub mod verify;
 

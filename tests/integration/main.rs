@@ -11,6 +11,7 @@ mod golden;
 mod interop;
 mod mysql;
 mod postgres;
+mod prune;
 mod roundtrip;
 mod sqlite;
 mod store_faults;
