@@ -56,6 +56,24 @@ pub struct BackupArgs {
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
+    /// If another job (a backup, a prune) is running, wait up to this long for it (e.g.
+    /// 30m) instead of failing at once.
+    #[arg(long, value_name = "DURATION", default_value = "0s")]
+    pub wait: WaitFor,
+}
+
+/// A `--wait` duration (`90s`, `10m`, `2h`).
+#[derive(Debug, Clone, Copy)]
+pub struct WaitFor(pub std::time::Duration);
+
+impl std::str::FromStr for WaitFor {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s == "0" || s == "0s" {
+            return Ok(WaitFor(std::time::Duration::ZERO));
+        }
+        crate::config::parse_duration(s).map(WaitFor)
+    }
 }
 
 #[derive(Debug, Args)]
@@ -66,6 +84,9 @@ pub struct PruneArgs {
     /// Print the plan as JSON.
     #[arg(long)]
     pub json: bool,
+    /// If another job is running, wait up to this long for it.
+    #[arg(long, value_name = "DURATION", default_value = "0s")]
+    pub wait: WaitFor,
 }
 
 #[derive(Debug, Args)]

@@ -37,8 +37,9 @@ pub fn prune(
     config: &crate::config::Config,
     store: &dyn Store,
     dry_run: bool,
+    wait: std::time::Duration,
 ) -> anyhow::Result<PruneReport> {
-    let _lock = super::backup::lock_state(&config.state_dir)?;
+    let _lock = super::backup::lock_state_for(&config.state_dir, "prune", wait)?;
     let (manifests, bad) = snapshot::list(store).context("listing the snapshots")?;
     let candidates: Vec<Candidate> = manifests
         .iter()
@@ -76,7 +77,7 @@ pub fn prune(
 pub fn run(config_path: &Path, args: &PruneArgs) -> anyhow::Result<ExitCode> {
     let config = load_config(config_path)?;
     let store = store::from_config(&config.store)?;
-    let report = prune(&config, store.as_ref(), args.dry_run)?;
+    let report = prune(&config, store.as_ref(), args.dry_run, args.wait.0)?;
     if args.json {
         let out = serde_json::json!({
             "dry_run": args.dry_run,

@@ -174,3 +174,37 @@ fn a_retention_that_keeps_nothing_or_a_bad_timezone_is_refused() {
         "{out}"
     );
 }
+
+#[test]
+fn one_job_at_a_time_and_the_waiter_learns_who_holds_the_lock() {
+    let env = Env::new();
+    let site = env.path("site");
+    fs::create_dir_all(&site).unwrap();
+    fs::write(site.join("a"), b"a").unwrap();
+    let config = env.config(&site, "1MiB", "");
+    let state = env.path("state");
+    let held =
+        coffer::commands::backup::lock_state_for(&state, "backup", Default::default()).unwrap();
+    let me = std::process::id();
+    for args in [&["backup"][..], &["prune", "--dry-run"][..]] {
+        let out = env.fails(&config, args);
+        assert!(
+            out.contains(&format!(
+                "another coffer backup is running (pid {me}, started 20"
+            )),
+            "{args:?}: {out}"
+        );
+        assert!(out.contains("--wait"), "{out}");
+    }
+    // A job that waits gets its turn once the holder is done.
+    let release = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+        drop(held);
+    });
+    let started = std::time::Instant::now();
+    env.ok(&config, &["backup", "--wait", "60s"]);
+    assert!(started.elapsed() >= std::time::Duration::from_millis(1400));
+    release.join().unwrap();
+    // The lock file of a process that is gone never blocks: the kernel released its flock.
+    env.ok(&config, &["prune", "--dry-run"]);
+}
