@@ -87,6 +87,22 @@ impl DumpCommand {
         self.program.to_string_lossy().into_owned()
     }
 
+    /// Starts the tool with its secrets in its environment and stderr piped.
+    fn spawn(&self, stdin: Stdio, stdout: Stdio) -> Result<std::process::Child, DumpError> {
+        let mut cmd = Command::new(&self.program);
+        cmd.args(&self.args)
+            .stdin(stdin)
+            .stdout(stdout)
+            .stderr(Stdio::piped());
+        for (k, v) in &self.env {
+            cmd.env(k, v.expose_secret());
+        }
+        cmd.spawn().map_err(|source| DumpError::Spawn {
+            tool: self.tool(),
+            source,
+        })
+    }
+
     /// Runs the tool, copying its stdout into `out`.
     ///
     /// # Errors
@@ -94,22 +110,12 @@ impl DumpCommand {
     /// tail of its stderr), `Write`/`Read` when the stream fails (the child is killed).
     pub fn run_into(&self, out: &mut dyn Write) -> Result<DumpOutcome, DumpError> {
         let tool = self.tool();
-        let mut cmd = Command::new(&self.program);
-        cmd.args(&self.args)
-            .stdin(if self.stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        for (k, v) in &self.env {
-            cmd.env(k, v.expose_secret());
-        }
-        let mut child = cmd.spawn().map_err(|source| DumpError::Spawn {
-            tool: tool.clone(),
-            source,
-        })?;
+        let stdin = if self.stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        };
+        let mut child = self.spawn(stdin, Stdio::piped())?;
         if let (Some(script), Some(mut stdin)) = (&self.stdin, child.stdin.take()) {
             // Small enough for the pipe buffer; closing stdin ends the script.
             if let Err(e) = stdin.write_all(script) {
@@ -142,15 +148,7 @@ impl DumpCommand {
             };
             let status = status.map_err(|e| DumpError::Read(e, tool.clone()))?;
             if !status.success() {
-                return Err(DumpError::Failed {
-                    tool,
-                    status: describe(status),
-                    stderr: if stderr.is_empty() {
-                        "(nothing on stderr)".into()
-                    } else {
-                        stderr
-                    },
-                });
+                return Err(failed(tool, status, stderr));
             }
             Ok(DumpOutcome { bytes, stderr })
         })
@@ -177,18 +175,7 @@ impl DumpCommand {
     /// non-zero, or is killed.
     pub fn feed_from(&self, input: &mut dyn Read) -> Result<DumpOutcome, FeedError> {
         let tool = self.tool();
-        let mut cmd = Command::new(&self.program);
-        cmd.args(&self.args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        for (k, v) in &self.env {
-            cmd.env(k, v.expose_secret());
-        }
-        let mut child = cmd.spawn().map_err(|source| DumpError::Spawn {
-            tool: tool.clone(),
-            source,
-        })?;
+        let mut child = self.spawn(Stdio::piped(), Stdio::null())?;
         let mut stdin = child.stdin.take().expect("stdin is piped");
         let stderr = child.stderr.take().expect("stderr is piped");
         std::thread::scope(|scope| {
@@ -229,16 +216,7 @@ impl DumpCommand {
                 return Err(FeedError::Input(e));
             }
             if !status.success() {
-                return Err(DumpError::Failed {
-                    tool,
-                    status: describe(status),
-                    stderr: if stderr.is_empty() {
-                        "(nothing on stderr)".into()
-                    } else {
-                        stderr
-                    },
-                }
-                .into());
+                return Err(failed(tool, status, stderr).into());
             }
             if let Err(Side::Write(e)) = fed {
                 return Err(DumpError::Feed(e, tool).into());
@@ -299,6 +277,19 @@ fn copy(from: &mut dyn Read, to: &mut dyn Write, started: &mut dyn FnMut()) -> R
         }
         to.write_all(&buf[..n]).map_err(Side::Write)?;
         total += n as u64;
+    }
+}
+
+/// A tool that exited non-zero or was killed, with its stderr's tail.
+fn failed(tool: String, status: ExitStatus, stderr: String) -> DumpError {
+    DumpError::Failed {
+        tool,
+        status: describe(status),
+        stderr: if stderr.is_empty() {
+            "(nothing on stderr)".into()
+        } else {
+            stderr
+        },
     }
 }
 

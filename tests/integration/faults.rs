@@ -2,14 +2,12 @@
 //! wrong keys are refused.
 
 use std::fs;
-use std::io::Write;
 use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use coffer::pipeline::{CompressOptions, EncodeOptions, encode_stream};
-use coffer::snapshot::{self, FORMAT_NAME, FORMAT_VERSION, Manifest, SnapshotId, SourceRecord};
+use coffer::snapshot::SnapshotId;
 use coffer::store::LocalStore;
 
 use crate::support::{Env, noise};
@@ -237,49 +235,7 @@ fn killed_backup_leaves_no_snapshot_and_is_swept_later() {
 /// pipeline, as a hostile writer holding only the public key could.
 fn plant_snapshot(env: &Env, tar: &[u8]) -> String {
     let store = LocalStore::new(env.store());
-    let recipient: age::x25519::Recipient = env.recipient.parse().unwrap();
-    let id = SnapshotId::new(Utc::now());
-    let opts = EncodeOptions {
-        part_size: 1 << 20,
-        compress: CompressOptions::default(),
-    };
-    let (encoded, ()) = encode_stream(
-        &store,
-        &id.prefix(),
-        "files.tar.gz.age",
-        &[recipient],
-        &opts,
-        &|_| {},
-        |w| w.write_all(tar),
-    )
-    .unwrap();
-    let manifest = Manifest {
-        format: FORMAT_NAME.into(),
-        format_version: FORMAT_VERSION,
-        id: id.clone(),
-        created: Utc::now(),
-        finished: Utc::now(),
-        host: "attacker".into(),
-        coffer_version: "0".into(),
-        recipients: vec![env.recipient.clone()],
-        sources: vec![SourceRecord {
-            name: "files".into(),
-            kind: "directory".into(),
-            stream: "files.tar.gz.age".into(),
-            plaintext_bytes: encoded.plaintext_bytes,
-            compressed_bytes: encoded.compressed_bytes,
-            encrypted_bytes: encoded.encrypted_bytes,
-            sha256: encoded.sha256,
-            parts: encoded.parts,
-            entries: None,
-            warnings: Default::default(),
-            dump_tool: None,
-            dump_tool_version: None,
-            database: None,
-        }],
-    };
-    snapshot::write_manifest(&store, &manifest).unwrap();
-    id.to_string()
+    crate::support::store_snapshot(env, &store, &SnapshotId::new(Utc::now()), Utc::now(), tar)
 }
 
 /// A raw tar entry whose name is written verbatim (the tar crate refuses `..` names).

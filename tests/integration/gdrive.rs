@@ -34,6 +34,24 @@ fn drive_config(env: &Env, drive: &FakeDrive, site: &Path, extra: &str) -> PathB
     path
 }
 
+/// Turns a `drive_config` into one for a user's own Drive (an OAuth client, no service
+/// account, no Shared Drive).
+fn to_user_token(env: &Env, drive: &FakeDrive, config: &Path) {
+    let client = drive.oauth_client(env.dir.path());
+    let text = std::fs::read_to_string(config).unwrap();
+    let mut lines: Vec<String> = text
+        .lines()
+        .filter(|l| !l.starts_with("service_account_key_file") && !l.starts_with("drive_id"))
+        .map(str::to_string)
+        .collect();
+    let at = lines.iter().position(|l| l == "type = \"gdrive\"").unwrap();
+    lines.insert(
+        at + 1,
+        format!("oauth_client_file = \"{}\"", client.display()),
+    );
+    std::fs::write(config, lines.join("\n") + "\n").unwrap();
+}
+
 /// A site of about 3 MiB: several parts, several chunks each.
 fn site(env: &Env) -> PathBuf {
     let site = env.path("site");
@@ -405,19 +423,7 @@ fn a_user_token_is_obtained_once_kept_private_and_refreshed() {
     let drive = FakeDrive::start();
     let site = site(&env);
     let config = drive_config(&env, &drive, &site, "");
-    let client = drive.oauth_client(env.dir.path());
-    let text = std::fs::read_to_string(&config).unwrap();
-    let mut lines: Vec<String> = text
-        .lines()
-        .filter(|l| !l.starts_with("service_account_key_file") && !l.starts_with("drive_id"))
-        .map(str::to_string)
-        .collect();
-    let at = lines.iter().position(|l| l == "type = \"gdrive\"").unwrap();
-    lines.insert(
-        at + 1,
-        format!("oauth_client_file = \"{}\"", client.display()),
-    );
-    std::fs::write(&config, lines.join("\n") + "\n").unwrap();
+    to_user_token(&env, &drive, &config);
     // Before signing in: a clear refusal, not a hang waiting for a browser.
     let out = env.fails(&config, &["backup"]);
     assert!(out.contains("run coffer auth gdrive"), "{out}");
@@ -504,19 +510,7 @@ fn a_revoked_user_token_fails_the_backup_instead_of_waiting_for_a_browser() {
     let site = env.path("site");
     rich_site(&site);
     let config = drive_config(&env, &drive, &site, "");
-    let client = drive.oauth_client(env.dir.path());
-    let text = std::fs::read_to_string(&config).unwrap();
-    let mut lines: Vec<String> = text
-        .lines()
-        .filter(|l| !l.starts_with("service_account_key_file") && !l.starts_with("drive_id"))
-        .map(str::to_string)
-        .collect();
-    let at = lines.iter().position(|l| l == "type = \"gdrive\"").unwrap();
-    lines.insert(
-        at + 1,
-        format!("oauth_client_file = \"{}\"", client.display()),
-    );
-    std::fs::write(&config, lines.join("\n") + "\n").unwrap();
+    to_user_token(&env, &drive, &config);
     // A token file whose access token has expired and whose refresh token is refused.
     std::fs::create_dir_all(env.path("state")).unwrap();
     std::fs::write(

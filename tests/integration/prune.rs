@@ -1,12 +1,10 @@
 //! `coffer prune`: the retention policy applied to a store of snapshots made at chosen times.
 
 use std::fs;
-use std::io::Write;
 use std::path::Path;
 
 use chrono::{DateTime, Utc};
-use coffer::pipeline::{CompressOptions, EncodeOptions, encode_stream};
-use coffer::snapshot::{self, FORMAT_NAME, FORMAT_VERSION, Manifest, SnapshotId, SourceRecord};
+use coffer::snapshot::SnapshotId;
 use coffer::store::LocalStore;
 
 use crate::support::Env;
@@ -17,48 +15,7 @@ fn snapshot_at(env: &Env, store: &LocalStore, time: &str) -> String {
     let id: SnapshotId = format!("{}-000abc", created.format("%Y%m%dT%H%M%SZ"))
         .parse()
         .unwrap();
-    let recipient: age::x25519::Recipient = env.recipient.parse().unwrap();
-    let opts = EncodeOptions {
-        part_size: 1 << 20,
-        compress: CompressOptions::default(),
-    };
-    let (encoded, ()) = encode_stream(
-        store,
-        &id.prefix(),
-        "files.tar.gz.age",
-        &[recipient],
-        &opts,
-        &|_| {},
-        |w| w.write_all(b"not really a tar, but bytes"),
-    )
-    .unwrap();
-    let manifest = Manifest {
-        format: FORMAT_NAME.into(),
-        format_version: FORMAT_VERSION,
-        id: id.clone(),
-        created,
-        finished: created,
-        host: "test".into(),
-        coffer_version: "0".into(),
-        recipients: vec![env.recipient.clone()],
-        sources: vec![SourceRecord {
-            name: "files".into(),
-            kind: "directory".into(),
-            stream: "files.tar.gz.age".into(),
-            plaintext_bytes: encoded.plaintext_bytes,
-            compressed_bytes: encoded.compressed_bytes,
-            encrypted_bytes: encoded.encrypted_bytes,
-            sha256: encoded.sha256,
-            parts: encoded.parts,
-            entries: None,
-            warnings: Default::default(),
-            dump_tool: None,
-            dump_tool_version: None,
-            database: None,
-        }],
-    };
-    snapshot::write_manifest(store, &manifest).unwrap();
-    id.to_string()
+    crate::support::store_snapshot(env, store, &id, created, b"not really a tar, but bytes")
 }
 
 /// The test config with a top-level line first and a retention section last.

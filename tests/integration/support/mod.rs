@@ -281,3 +281,60 @@ pub fn assert_same_tree_excluding(expected: &Path, actual: &Path, excluded: &str
         b.keys().filter(|k| !a.contains_key(*k)).collect::<Vec<_>>()
     );
 }
+
+/// Stores, through the real pipeline, a snapshot `id` made at `created` whose one directory
+/// stream ("files") holds `bytes`, as a writer holding only the public key could; returns the
+/// id.
+pub fn store_snapshot(
+    env: &Env,
+    store: &dyn coffer::store::Store,
+    id: &coffer::snapshot::SnapshotId,
+    created: chrono::DateTime<chrono::Utc>,
+    bytes: &[u8],
+) -> String {
+    use coffer::pipeline::{CompressOptions, EncodeOptions, encode_stream};
+    use coffer::snapshot::{FORMAT_NAME, FORMAT_VERSION, Manifest, SourceRecord};
+    use std::io::Write;
+    let recipient: age::x25519::Recipient = env.recipient.parse().unwrap();
+    let opts = EncodeOptions {
+        part_size: 1 << 20,
+        compress: CompressOptions::default(),
+    };
+    let (encoded, ()) = encode_stream(
+        store,
+        &id.prefix(),
+        "files.tar.gz.age",
+        &[recipient],
+        &opts,
+        &|_| {},
+        |w| w.write_all(bytes),
+    )
+    .unwrap();
+    let manifest = Manifest {
+        format: FORMAT_NAME.into(),
+        format_version: FORMAT_VERSION,
+        id: id.clone(),
+        created,
+        finished: created,
+        host: "test".into(),
+        coffer_version: "0".into(),
+        recipients: vec![env.recipient.clone()],
+        sources: vec![SourceRecord {
+            name: "files".into(),
+            kind: "directory".into(),
+            stream: "files.tar.gz.age".into(),
+            plaintext_bytes: encoded.plaintext_bytes,
+            compressed_bytes: encoded.compressed_bytes,
+            encrypted_bytes: encoded.encrypted_bytes,
+            sha256: encoded.sha256,
+            parts: encoded.parts,
+            entries: None,
+            warnings: Default::default(),
+            dump_tool: None,
+            dump_tool_version: None,
+            database: None,
+        }],
+    };
+    coffer::snapshot::write_manifest(store, &manifest).unwrap();
+    id.to_string()
+}
