@@ -40,8 +40,32 @@ struct RawConfig {
     store: Option<RawStore>,
     compression: Option<RawCompression>,
     retention: Option<RawRetention>,
+    jobs: Option<RawJobs>,
+    metrics: Option<RawMetrics>,
     #[serde(default)]
     source: Vec<RawSource>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawJobs {
+    backup: Option<RawJob>,
+    verify: Option<RawJob>,
+    drill: Option<RawJob>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawJob {
+    schedule: String,
+    catch_up: Option<bool>,
+    deep: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMetrics {
+    textfile: PathBuf,
 }
 
 #[derive(Debug, Deserialize)]
@@ -118,16 +142,25 @@ struct RawSource {
     socket: Option<PathBuf>,
 }
 
+/// `[metrics]`: where the Prometheus text file goes.
+#[derive(Debug, Clone)]
+pub struct MetricsConfig {
+    pub textfile: PathBuf,
+}
+
 /// A validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
     /// The file it came from.
     pub path: PathBuf,
     pub state_dir: PathBuf,
-    /// The calendar retention (and, later, schedules) is read in: `timezone`, else the
-    /// system's (`/etc/timezone`), else UTC.
+    /// The calendar schedules and retention are read in: `timezone`, else the system's
+    /// (`/etc/timezone`), else UTC.
     pub timezone: chrono_tz::Tz,
     pub retention: crate::retention::Policy,
+    /// The daemon's jobs (`[jobs.*]`), in config order.
+    pub jobs: Vec<crate::schedule::JobSpec>,
+    pub metrics: Option<MetricsConfig>,
     pub encryption: EncryptionConfig,
     pub store: StoreConfig,
     pub compression: CompressOptions,
@@ -473,6 +506,7 @@ impl Config {
         };
         let mut problems = Vec::new();
 
+        let identity_missing = config_identity_missing(raw.encryption.as_ref());
         let encryption = match raw.encryption {
             None => {
                 problems.push("[encryption] is missing: give at least one recipient (coffer keygen prints one)".into());
@@ -923,6 +957,49 @@ impl Config {
                 policy
             }
         };
+        let mut jobs = Vec::new();
+        if let Some(raw_jobs) = raw.jobs {
+            use crate::schedule::{JobKind, JobSpec, Schedule};
+            let mut wanted = Vec::new();
+            if let Some(job) = raw_jobs.backup {
+                if job.deep.is_some() {
+                    problems.push("jobs.backup: 'deep' is a setting of [jobs.verify]".into());
+                }
+                // A backup missed while the host was down is wanted as soon as it is up.
+                wanted.push(("backup", job, JobKind::Backup, true));
+            }
+            if let Some(job) = raw_jobs.verify {
+                let deep = job.deep.unwrap_or(false);
+                if deep && identity_missing {
+                    problems.push(
+                        "jobs.verify: deep = true needs encryption.identity_file (the private \
+                         key): a deep verify decrypts the snapshot"
+                            .into(),
+                    );
+                }
+                wanted.push(("verify", job, JobKind::Verify { deep }, false));
+            }
+            if raw_jobs.drill.is_some() {
+                problems.push(
+                    "jobs.drill: restore drills are not available in this version of coffer; \
+                     remove [jobs.drill]"
+                        .into(),
+                );
+            }
+            for (name, job, kind, catch_up) in wanted {
+                match Schedule::parse(&job.schedule) {
+                    Ok(schedule) => jobs.push(JobSpec {
+                        kind,
+                        schedule,
+                        catch_up: job.catch_up.unwrap_or(catch_up),
+                    }),
+                    Err(why) => problems.push(format!("jobs.{name}.schedule: {why}")),
+                }
+            }
+        }
+        let metrics = raw.metrics.map(|m| MetricsConfig {
+            textfile: resolve(&m.textfile),
+        });
         if !problems.is_empty() {
             return Err(ConfigError::Invalid {
                 path: path.to_path_buf(),
@@ -937,6 +1014,8 @@ impl Config {
                 .map_or_else(|| PathBuf::from("/var/lib/coffer"), resolve),
             timezone,
             retention,
+            jobs,
+            metrics,
             encryption,
             store: StoreConfig {
                 kind,
@@ -947,6 +1026,11 @@ impl Config {
             sources,
         })
     }
+}
+
+/// Whether the raw config names no identity file.
+fn config_identity_missing(encryption: Option<&RawEncryption>) -> bool {
+    encryption.is_none_or(|e| e.identity_file.is_none())
 }
 
 /// Splits `64MiB` / `26 h` into the number and the unit.
@@ -1035,6 +1119,54 @@ mod tests {
         assert_eq!(path, Path::new("/etc/coffer/store"));
         assert_eq!(c.store.part_size, 1 << 20);
         assert_eq!(c.sources[0].stream_name(), "files.tar.gz.age");
+    }
+
+    #[test]
+    fn jobs_read_their_schedules_and_reject_bad_ones_by_name() {
+        let base = format!(
+            "[encryption]\nrecipients = [\"{RECIPIENT}\"]\n[store]\ntype = \"local\"\n\
+             path = \"/srv/store\"\n[[source]]\nname = \"files\"\ntype = \"directory\"\n\
+             path = \"/srv/site\"\n"
+        );
+        let good = format!(
+            "{base}[jobs.backup]\nschedule = \"0 0 2 * * *\"\n[jobs.verify]\n\
+             schedule = \"0 30 4 * * Sun\"\n[metrics]\ntextfile = \"coffer.prom\"\n"
+        );
+        let c = Config::parse(&good, Path::new("/etc/coffer/coffer.toml")).unwrap();
+        assert_eq!(c.jobs.len(), 2);
+        assert!(c.jobs[0].catch_up, "a backup catches up by default");
+        assert!(!c.jobs[1].catch_up);
+        assert_eq!(
+            c.jobs[1].kind,
+            crate::schedule::JobKind::Verify { deep: false }
+        );
+        assert_eq!(
+            c.metrics.unwrap().textfile,
+            Path::new("/etc/coffer/coffer.prom")
+        );
+        let bad = format!(
+            "{base}[jobs.backup]\nschedule = \"0 2 * * *\"\n[jobs.verify]\n\
+             schedule = \"0 61 4 * * *\"\ndeep = true\n[jobs.drill]\nschedule = \"0 0 5 * * Sat\"\n"
+        );
+        let err = Config::parse(&bad, Path::new("c.toml")).unwrap_err();
+        let ConfigError::Invalid { problems, .. } = err else {
+            panic!("{err}")
+        };
+        assert_eq!(problems.len(), 4, "{problems:#?}");
+        let all = problems.join("\n");
+        assert!(
+            all.contains("jobs.backup.schedule: '0 2 * * *' has 5 fields"),
+            "{all}"
+        );
+        assert!(
+            all.contains("jobs.verify.schedule: '0 61 4 * * *'"),
+            "{all}"
+        );
+        assert!(
+            all.contains("deep = true needs encryption.identity_file"),
+            "{all}"
+        );
+        assert!(all.contains("jobs.drill"), "{all}");
     }
 
     #[test]

@@ -5,15 +5,19 @@
 //! the manifest last. Recovery: `verify`, `restore`. `commands` holds one module per
 //! subcommand; `cli` only the argument definitions.
 
+pub mod catalog;
 pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod database;
 pub mod keys;
+pub mod metrics;
 pub mod pipeline;
 pub mod progress;
 pub mod restore;
 pub mod retention;
+pub mod schedule;
+pub mod shutdown;
 pub mod snapshot;
 pub mod source;
 pub mod staging;

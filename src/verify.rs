@@ -168,6 +168,9 @@ pub fn check_stream(
         let mut hasher = Sha256::new();
         let mut size = 0u64;
         let read = loop {
+            if let Err(e) = crate::shutdown::check_io() {
+                break Err(e);
+            }
             match reader.read(&mut buf) {
                 Ok(0) => break Ok(()),
                 Ok(n) => {

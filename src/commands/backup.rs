@@ -487,6 +487,11 @@ pub fn backup_waiting(
         let err = e.context(format!("no snapshot was written ({id})"));
         return Err(discard(store, &id, err));
     }
+    // A stop requested while the last parts were stored: it never becomes a snapshot.
+    if let Err(e) = crate::shutdown::check() {
+        let err = anyhow!(e).context(format!("no snapshot was written ({id})"));
+        return Err(discard(store, &id, err));
+    }
     if let Err(e) = snapshot::write_manifest(store, &manifest) {
         let err = anyhow!(e).context(format!(
             "writing the manifest of snapshot {id} failed; no snapshot was written"

@@ -55,6 +55,8 @@ pub fn prune(
     };
     if !dry_run {
         for id in &plan.prune {
+            // Between snapshots is a safe point: each one is deleted whole or not at all.
+            crate::shutdown::check()?;
             let sid: SnapshotId = id.parse().map_err(|e| anyhow!("{e}"))?;
             // The manifest first: a prune cut short leaves parts, never a snapshot with holes.
             store

@@ -89,6 +89,8 @@ impl BlockWriter<'_> {
 
 impl Write for BlockWriter<'_> {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        // A stop request ends the source at the next write: the stream is never committed.
+        crate::shutdown::check_io()?;
         let n = data.len().min(BLOCK_SIZE - self.buf.len());
         self.buf.extend_from_slice(&data[..n]);
         self.total += n as u64;

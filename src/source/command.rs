@@ -116,6 +116,7 @@ impl DumpCommand {
             Stdio::null()
         };
         let mut child = self.spawn(stdin, Stdio::piped())?;
+        let _stoppable = crate::shutdown::ChildGuard::register(child.id());
         if let (Some(script), Some(mut stdin)) = (&self.stdin, child.stdin.take()) {
             // Small enough for the pipe buffer; closing stdin ends the script.
             if let Err(e) = stdin.write_all(script) {
@@ -176,6 +177,7 @@ impl DumpCommand {
     pub fn feed_from(&self, input: &mut dyn Read) -> Result<DumpOutcome, FeedError> {
         let tool = self.tool();
         let mut child = self.spawn(Stdio::piped(), Stdio::null())?;
+        let _stoppable = crate::shutdown::ChildGuard::register(child.id());
         let mut stdin = child.stdin.take().expect("stdin is piped");
         let stderr = child.stderr.take().expect("stderr is piped");
         std::thread::scope(|scope| {

@@ -1255,6 +1255,8 @@ impl DriveWriter {
         let mut best = self.committed;
         let chunk = self.inner.config.chunk_size;
         loop {
+            // Stopping: a part not yet stored is given up (its backup writes no manifest).
+            crate::shutdown::check_io()?;
             if self.session.is_none() {
                 let s = self
                     .inner

@@ -1,0 +1,600 @@
+//! Run history: a SQLite file in the state folder (`catalog.db`, through sqlx), one row per
+//! run of backup, prune and verify, whether the daemon or a person started it. `coffer status`
+//! and the metrics file read it.
+//!
+//! It is only history: the store holds everything a restore needs, so a deleted or damaged
+//! catalog costs the record of past runs and nothing else, and a catalog that cannot be
+//! written never fails a job (it is logged). The schema lives in `migrations/`, applied by
+//! sqlx's migrator when the file is opened.
+
+use std::collections::{BTreeMap, HashMap};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::Serialize;
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
+use sqlx::{Connection, Row, SqlSafeStr};
+
+use crate::schedule::Trigger;
+
+/// The catalog's file name in the state folder.
+pub const FILE_NAME: &str = "catalog.db";
+
+/// How long a writer waits for another process's write to end.
+const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+fn migrator() -> Migrator {
+    Migrator::with_migrations(vec![Migration::new(
+        1,
+        "runs".into(),
+        MigrationType::Simple,
+        include_str!("../migrations/0001_runs.sql").into_sql_str(),
+        false,
+    )])
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    #[error("run history {path}: {why}")]
+    Sql { path: PathBuf, why: String },
+    #[error("run history {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Success,
+    Failure,
+    /// Stopped by a shutdown (no snapshot was written).
+    Stopped,
+    /// Not run: the same job, or another holding the lock, was still running.
+    Skipped,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Success => "success",
+            Outcome::Failure => "failure",
+            Outcome::Stopped => "stopped",
+            Outcome::Skipped => "skipped",
+        }
+    }
+}
+
+/// What a finished run produced.
+#[derive(Debug, Clone)]
+pub struct Finish {
+    pub outcome: Outcome,
+    pub snapshot: Option<String>,
+    pub bytes: Option<u64>,
+    pub snapshots: Option<u64>,
+    pub error: Option<String>,
+}
+
+impl Finish {
+    pub fn success() -> Finish {
+        Finish {
+            outcome: Outcome::Success,
+            snapshot: None,
+            bytes: None,
+            snapshots: None,
+            error: None,
+        }
+    }
+
+    /// A failed run, or a stopped one when the error came from a stop request.
+    pub fn failed(err: &anyhow::Error) -> Finish {
+        let outcome = if crate::shutdown::is_stopped(err) {
+            Outcome::Stopped
+        } else {
+            Outcome::Failure
+        };
+        Finish {
+            outcome,
+            error: Some(format!("{err:#}")),
+            ..Finish::success()
+        }
+    }
+}
+
+/// One recorded run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Run {
+    pub id: i64,
+    pub job: String,
+    pub trigger: String,
+    pub pid: i64,
+    pub started: DateTime<Utc>,
+    pub finished: Option<DateTime<Utc>>,
+    pub outcome: String,
+    pub snapshot: Option<String>,
+    pub bytes: Option<u64>,
+    pub snapshots: Option<u64>,
+    pub error: Option<String>,
+}
+
+impl Run {
+    /// How long it took (finished runs).
+    pub fn seconds(&self) -> Option<f64> {
+        self.finished
+            .map(|f| (f - self.started).num_milliseconds() as f64 / 1000.0)
+    }
+}
+
+/// One job's history, for status and metrics.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct JobHistory {
+    pub last: Option<Run>,
+    pub last_success: Option<Run>,
+    pub last_failure: Option<Run>,
+    pub running: Option<Run>,
+    /// Runs per outcome.
+    pub totals: BTreeMap<String, u64>,
+}
+
+/// An open catalog. Its calls block (it runs its own small runtime), like every other
+/// database session of coffer's.
+pub struct Catalog {
+    rt: tokio::runtime::Runtime,
+    conn: SqliteConnection,
+    path: PathBuf,
+}
+
+fn stamp(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+fn parse_stamp(s: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(s)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+}
+
+impl Catalog {
+    /// Opens (creating it, mode 0600, and bringing its schema up to date) the catalog in
+    /// `state_dir`.
+    ///
+    /// # Errors
+    /// When the file cannot be created or opened, or its schema is not one this coffer knows.
+    pub fn open(state_dir: &Path) -> Result<Catalog, CatalogError> {
+        let path = state_dir.join(FILE_NAME);
+        let io = |source| CatalogError::Io {
+            path: path.clone(),
+            source,
+        };
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .create(state_dir)
+            .map_err(io)?;
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(io)?;
+        Self::connect(path, true)
+    }
+
+    /// Opens the catalog if there is one (for readers: `status`).
+    ///
+    /// # Errors
+    /// As `open`.
+    pub fn open_existing(state_dir: &Path) -> Result<Option<Catalog>, CatalogError> {
+        let path = state_dir.join(FILE_NAME);
+        if !path.exists() {
+            return Ok(None);
+        }
+        Self::connect(path, false).map(Some)
+    }
+
+    fn connect(path: PathBuf, migrate: bool) -> Result<Catalog, CatalogError> {
+        let sql = |e: &dyn std::fmt::Display| CatalogError::Sql {
+            path: path.clone(),
+            why: e.to_string(),
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| sql(&e))?;
+        let options = SqliteConnectOptions::new()
+            .filename(&path)
+            .busy_timeout(BUSY_TIMEOUT);
+        let conn = rt.block_on(async {
+            let mut conn = SqliteConnection::connect_with(&options).await?;
+            if migrate {
+                migrator()
+                    .run(&mut conn)
+                    .await
+                    .map_err(|e| sqlx::Error::Migrate(Box::new(e)))?;
+            }
+            Ok::<_, sqlx::Error>(conn)
+        });
+        let conn = conn.map_err(|e| {
+            sql(&format!(
+                "{e} (it is only history: move it aside and coffer starts a new one)"
+            ))
+        })?;
+        let mut catalog = Catalog { rt, conn, path };
+        catalog.close_abandoned();
+        Ok(catalog)
+    }
+
+    fn error(&self, e: sqlx::Error) -> CatalogError {
+        CatalogError::Sql {
+            path: self.path.clone(),
+            why: e.to_string(),
+        }
+    }
+
+    /// Records the start of a run; returns its id.
+    ///
+    /// # Errors
+    /// When the row cannot be written.
+    pub fn begin(&mut self, job: &str, trigger: Trigger) -> Result<i64, CatalogError> {
+        let pid = i64::from(std::process::id());
+        let started = stamp(Utc::now());
+        let conn = &mut self.conn;
+        let id = self.rt.block_on(async {
+            sqlx::query(
+                "INSERT INTO runs (job, trigger, pid, started, outcome) \
+                 VALUES (?, ?, ?, ?, 'running') RETURNING id",
+            )
+            .bind(job)
+            .bind(trigger.as_str())
+            .bind(pid)
+            .bind(started)
+            .fetch_one(&mut *conn)
+            .await
+            .map(|r| r.get::<i64, _>(0))
+        });
+        id.map_err(|e| self.error(e))
+    }
+
+    /// Records how run `id` ended.
+    ///
+    /// # Errors
+    /// When the row cannot be written.
+    pub fn finish(&mut self, id: i64, f: &Finish) -> Result<(), CatalogError> {
+        let conn = &mut self.conn;
+        let done = self.rt.block_on(async {
+            sqlx::query(
+                "UPDATE runs SET finished = ?, outcome = ?, snapshot = ?, bytes = ?, \
+                 snapshots = ?, error = ? WHERE id = ?",
+            )
+            .bind(stamp(Utc::now()))
+            .bind(f.outcome.as_str())
+            .bind(f.snapshot.as_deref())
+            .bind(f.bytes.map(|b| b as i64))
+            .bind(f.snapshots.map(|b| b as i64))
+            .bind(f.error.as_deref())
+            .bind(id)
+            .execute(&mut *conn)
+            .await
+        });
+        done.map(drop).map_err(|e| self.error(e))
+    }
+
+    /// Records a run that did not happen, and why.
+    ///
+    /// # Errors
+    /// When the row cannot be written.
+    pub fn skipped(
+        &mut self,
+        job: &str,
+        trigger: Trigger,
+        at: DateTime<Utc>,
+        why: &str,
+    ) -> Result<(), CatalogError> {
+        let conn = &mut self.conn;
+        let done = self.rt.block_on(async {
+            sqlx::query(
+                "INSERT INTO runs (job, trigger, pid, started, finished, outcome, error) \
+                 VALUES (?, ?, ?, ?, ?, 'skipped', ?)",
+            )
+            .bind(job)
+            .bind(trigger.as_str())
+            .bind(i64::from(std::process::id()))
+            .bind(stamp(at))
+            .bind(stamp(Utc::now()))
+            .bind(why)
+            .execute(&mut *conn)
+            .await
+        });
+        done.map(drop).map_err(|e| self.error(e))
+    }
+
+    /// When each job last started a run (skipped ones do not count), for catch-up.
+    ///
+    /// # Errors
+    /// When the catalog cannot be read.
+    pub fn last_started(&mut self) -> Result<HashMap<String, DateTime<Utc>>, CatalogError> {
+        let conn = &mut self.conn;
+        let rows = self.rt.block_on(async {
+            sqlx::query(
+                "SELECT job, max(started) FROM runs WHERE outcome <> 'skipped' GROUP BY job",
+            )
+            .fetch_all(&mut *conn)
+            .await
+        });
+        let rows = rows.map_err(|e| self.error(e))?;
+        Ok(rows
+            .iter()
+            .filter_map(|r| {
+                let job: String = r.get(0);
+                let at: Option<String> = r.get(1);
+                Some((job, parse_stamp(&at?)?))
+            })
+            .collect())
+    }
+
+    /// The names of the jobs with recorded runs.
+    ///
+    /// # Errors
+    /// When the catalog cannot be read.
+    pub fn jobs(&mut self) -> Result<Vec<String>, CatalogError> {
+        let conn = &mut self.conn;
+        let rows = self.rt.block_on(async {
+            sqlx::query("SELECT DISTINCT job FROM runs ORDER BY job")
+                .fetch_all(&mut *conn)
+                .await
+        });
+        let rows = rows.map_err(|e| self.error(e))?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    /// `job`'s last run, last success, last failure, the run going now, and totals.
+    ///
+    /// # Errors
+    /// When the catalog cannot be read.
+    pub fn history(&mut self, job: &str) -> Result<JobHistory, CatalogError> {
+        const COLUMNS: &str = "id, job, trigger, pid, started, finished, outcome, snapshot, \
+                               bytes, snapshots, error";
+        let conn = &mut self.conn;
+        let result = self.rt.block_on(async {
+            let one = |condition: &str| {
+                format!(
+                    "SELECT {COLUMNS} FROM runs WHERE job = ? {condition} \
+                     ORDER BY started DESC, id DESC LIMIT 1"
+                )
+            };
+            let mut found = Vec::new();
+            for condition in [
+                "AND outcome NOT IN ('skipped', 'running')",
+                "AND outcome = 'success'",
+                "AND outcome = 'failure'",
+                "AND outcome = 'running'",
+            ] {
+                let row = sqlx::query(sqlx::AssertSqlSafe(one(condition)))
+                    .bind(job)
+                    .fetch_optional(&mut *conn)
+                    .await?;
+                found.push(row.map(|r| run_of(&r)));
+            }
+            let totals = sqlx::query("SELECT outcome, count(*) FROM runs WHERE job = ? GROUP BY 1")
+                .bind(job)
+                .fetch_all(&mut *conn)
+                .await?;
+            Ok::<_, sqlx::Error>((found, totals))
+        });
+        let (mut found, totals) = result.map_err(|e| self.error(e))?;
+        let running = found.pop().flatten();
+        let last_failure = found.pop().flatten();
+        let last_success = found.pop().flatten();
+        let last = found.pop().flatten();
+        Ok(JobHistory {
+            last,
+            last_success,
+            last_failure,
+            running,
+            totals: totals
+                .iter()
+                .map(|r| (r.get::<String, _>(0), r.get::<i64, _>(1) as u64))
+                .collect(),
+        })
+    }
+
+    /// Marks runs left `running` by a process that no longer exists (killed, or the host went
+    /// down) as failed, so they show as such.
+    fn close_abandoned(&mut self) {
+        let conn = &mut self.conn;
+        let result = self.rt.block_on(async {
+            let rows = sqlx::query("SELECT id, pid FROM runs WHERE outcome = 'running'")
+                .fetch_all(&mut *conn)
+                .await?;
+            for r in rows {
+                let (id, pid): (i64, i64) = (r.get(0), r.get(1));
+                if process_alive(pid) {
+                    continue;
+                }
+                sqlx::query(
+                    "UPDATE runs SET outcome = 'failure', error = ? \
+                     WHERE id = ? AND outcome = 'running'",
+                )
+                .bind(format!(
+                    "coffer (pid {pid}) ended before this run did: killed, or the host went down"
+                ))
+                .bind(id)
+                .execute(&mut *conn)
+                .await?;
+            }
+            Ok::<_, sqlx::Error>(())
+        });
+        if let Err(e) = result {
+            tracing::warn!("run history {}: {e}", self.path.display());
+        }
+    }
+}
+
+fn run_of(r: &sqlx::sqlite::SqliteRow) -> Run {
+    let started: String = r.get(4);
+    let finished: Option<String> = r.get(5);
+    Run {
+        id: r.get(0),
+        job: r.get(1),
+        trigger: r.get(2),
+        pid: r.get(3),
+        started: parse_stamp(&started).unwrap_or_default(),
+        finished: finished.as_deref().and_then(parse_stamp),
+        outcome: r.get(6),
+        snapshot: r.get(7),
+        bytes: r.get::<Option<i64>, _>(8).map(|b| b as u64),
+        snapshots: r.get::<Option<i64>, _>(9).map(|b| b as u64),
+        error: r.get(10),
+    }
+}
+
+fn process_alive(pid: i64) -> bool {
+    let Some(pid) = i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+    else {
+        return false;
+    };
+    match rustix::process::test_kill_process(pid) {
+        Ok(()) => true,
+        Err(e) => e != rustix::io::Errno::SRCH,
+    }
+}
+
+/// A run being recorded. Recording is best effort: a catalog that cannot be opened or
+/// written is logged and the job goes on.
+pub struct Recording {
+    catalog: Option<Catalog>,
+    id: Option<i64>,
+    job: String,
+    metrics: Option<PathBuf>,
+}
+
+impl Recording {
+    /// Starts recording a run of `job` in the state folder of `config`.
+    pub fn begin(config: &crate::config::Config, job: &str, trigger: Trigger) -> Recording {
+        let mut catalog = Catalog::open(&config.state_dir)
+            .map_err(|e| tracing::warn!("not recording this run: {e}"))
+            .ok();
+        let id = catalog.as_mut().and_then(|c| {
+            c.begin(job, trigger)
+                .map_err(|e| tracing::warn!("not recording this run: {e}"))
+                .ok()
+        });
+        Recording {
+            catalog,
+            id,
+            job: job.to_string(),
+            metrics: config.metrics.as_ref().map(|m| m.textfile.clone()),
+        }
+    }
+
+    /// Records how the run ended, and rewrites the metrics file.
+    pub fn end(mut self, finish: &Finish) {
+        let (Some(catalog), Some(id)) = (self.catalog.as_mut(), self.id) else {
+            return;
+        };
+        if let Err(e) = catalog.finish(id, finish) {
+            tracing::warn!(job = self.job, "could not record the end of this run: {e}");
+        }
+        if let Some(path) = &self.metrics {
+            write_metrics(catalog, path);
+        }
+    }
+}
+
+/// Rewrites the metrics file from the catalog; a failure is logged.
+pub fn write_metrics(catalog: &mut Catalog, path: &Path) {
+    let result = catalog
+        .jobs()
+        .and_then(|jobs| {
+            jobs.into_iter()
+                .map(|j| catalog.history(&j).map(|h| (j, h)))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .map_err(|e| e.to_string())
+        .and_then(|histories| {
+            crate::metrics::write_textfile(path, &crate::metrics::render(&histories))
+                .map_err(|e| e.to_string())
+        });
+    if let Err(e) = result {
+        tracing::warn!("could not write the metrics file {}: {e}", path.display());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn records_runs_and_answers_for_status() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = Catalog::open(dir.path()).unwrap();
+        let a = c.begin("backup", Trigger::Schedule).unwrap();
+        c.finish(
+            a,
+            &Finish {
+                snapshot: Some("20261123T020000Z-000000".into()),
+                bytes: Some(1234),
+                snapshots: Some(7),
+                ..Finish::success()
+            },
+        )
+        .unwrap();
+        let b = c.begin("backup", Trigger::Manual).unwrap();
+        c.finish(b, &Finish::failed(&anyhow::anyhow!("store full")))
+            .unwrap();
+        c.skipped("backup", Trigger::Schedule, Utc::now(), "still running")
+            .unwrap();
+        let _running = c.begin("backup", Trigger::Schedule).unwrap();
+        let h = c.history("backup").unwrap();
+        let ok = h.last_success.unwrap();
+        assert_eq!(ok.bytes, Some(1234));
+        assert_eq!(ok.snapshots, Some(7));
+        assert_eq!(h.last_failure.unwrap().error.as_deref(), Some("store full"));
+        assert_eq!(h.last.unwrap().outcome, "failure");
+        assert_eq!(h.running.unwrap().trigger, "schedule");
+        assert_eq!(h.totals["skipped"], 1);
+        assert_eq!(c.last_started().unwrap().len(), 1);
+        assert_eq!(
+            std::fs::metadata(dir.path().join(FILE_NAME))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777,
+            0o600
+        );
+        drop(c);
+        // A second open keeps the history (the migration is applied once).
+        let mut c = Catalog::open(dir.path()).unwrap();
+        assert_eq!(c.history("backup").unwrap().totals["failure"], 1);
+    }
+
+    #[test]
+    fn a_run_left_running_by_a_dead_process_reads_as_failed() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = Catalog::open(dir.path()).unwrap();
+        let id = c.begin("backup", Trigger::Schedule).unwrap();
+        // Pretend a process that is gone started it.
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = i64::from(child.id());
+        child.wait().unwrap();
+        c.rt.block_on(
+            sqlx::query("UPDATE runs SET pid = ? WHERE id = ?")
+                .bind(dead)
+                .bind(id)
+                .execute(&mut c.conn),
+        )
+        .unwrap();
+        drop(c);
+        let mut c = Catalog::open_existing(dir.path()).unwrap().unwrap();
+        let h = c.history("backup").unwrap();
+        assert!(h.running.is_none());
+        let failed = h.last_failure.unwrap();
+        assert!(failed.error.unwrap().contains("ended before this run did"));
+    }
+}

@@ -1,0 +1,86 @@
+//! A process-wide stop request (SIGTERM/SIGINT): long work checks it at safe points.
+//!
+//! A backup checks it on every block of plaintext and before its manifest, so a stopped backup
+//! never becomes a snapshot and its parts are removed; a dump tool waiting on its server is
+//! sent SIGTERM at once; prune and verify stop between objects. It is process-wide because the
+//! signal is: the daemon runs one job at a time, the CLI one command.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+static REQUESTED: AtomicBool = AtomicBool::new(false);
+/// Dump tools running now (pids), to stop them with the process.
+static CHILDREN: Mutex<Vec<i32>> = Mutex::new(Vec::new());
+
+/// The error a stopped piece of work returns.
+#[derive(Debug, thiserror::Error)]
+#[error("stopped: coffer is shutting down")]
+pub struct Stopped;
+
+/// Asks every running piece of work to stop, and stops the running dump tools.
+pub fn request() {
+    REQUESTED.store(true, Ordering::SeqCst);
+    let children = CHILDREN.lock().unwrap_or_else(|e| e.into_inner());
+    for pid in children.iter() {
+        terminate(*pid);
+    }
+}
+
+/// Whether a stop was requested.
+pub fn requested() -> bool {
+    REQUESTED.load(Ordering::SeqCst)
+}
+
+/// `Err(Stopped)` once a stop was requested.
+///
+/// # Errors
+/// `Stopped`.
+pub fn check() -> Result<(), Stopped> {
+    if requested() { Err(Stopped) } else { Ok(()) }
+}
+
+/// As `check`, as an I/O error (for `Write` implementations).
+///
+/// # Errors
+/// An `Interrupted`-kind error wrapping `Stopped`.
+pub fn check_io() -> std::io::Result<()> {
+    check().map_err(|e| std::io::Error::new(std::io::ErrorKind::Interrupted, e))
+}
+
+/// Whether an error chain was caused by a stop request.
+pub fn is_stopped(err: &anyhow::Error) -> bool {
+    err.chain().any(|e| {
+        e.is::<Stopped>()
+            || e.downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref())
+                .is_some_and(|inner| inner.is::<Stopped>())
+    })
+}
+
+/// A child process registered for the stop request while this guard lives.
+pub struct ChildGuard(i32);
+
+impl ChildGuard {
+    /// Registers `pid`; a stop already requested stops it at once.
+    pub fn register(pid: u32) -> ChildGuard {
+        let pid = i32::try_from(pid).unwrap_or(i32::MAX);
+        CHILDREN.lock().unwrap_or_else(|e| e.into_inner()).push(pid);
+        if requested() {
+            terminate(pid);
+        }
+        ChildGuard(pid)
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let mut children = CHILDREN.lock().unwrap_or_else(|e| e.into_inner());
+        children.retain(|p| *p != self.0);
+    }
+}
+
+fn terminate(pid: i32) {
+    if let Some(pid) = rustix::process::Pid::from_raw(pid) {
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+    }
+}
