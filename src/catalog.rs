@@ -90,9 +90,12 @@ impl Finish {
         }
     }
 
-    /// A failed run, or a stopped one when the error came from a stop request.
+    /// A failed run; a stopped one when the error came from a stop request; a skipped one
+    /// when another job held the lock.
     pub fn failed(err: &anyhow::Error) -> Finish {
-        let outcome = if crate::shutdown::is_stopped(err) {
+        let outcome = if crate::lock::is_busy(err) {
+            Outcome::Skipped
+        } else if crate::shutdown::is_stopped(err) {
             Outcome::Stopped
         } else {
             Outcome::Failure
@@ -504,6 +507,28 @@ impl Recording {
             write_metrics(catalog, path);
         }
     }
+}
+
+/// Runs `work` as a recorded run of `job`: its start, then how it ended (`finish` describes
+/// a success; an error is a failure — or a skip when another job held the lock, a stop when
+/// coffer was shutting down).
+///
+/// # Errors
+/// Whatever `work` returns.
+pub fn recorded<T>(
+    config: &crate::config::Config,
+    job: &str,
+    trigger: Trigger,
+    work: impl FnOnce() -> anyhow::Result<T>,
+    finish: impl FnOnce(&T) -> Finish,
+) -> anyhow::Result<T> {
+    let recording = Recording::begin(config, job, trigger);
+    let result = work();
+    recording.end(&match &result {
+        Ok(done) => finish(done),
+        Err(e) => Finish::failed(e),
+    });
+    result
 }
 
 /// Rewrites the metrics file from the catalog; a failure is logged.

@@ -46,6 +46,11 @@ pub enum Command {
     Prune(PruneArgs),
     /// Authorize a store once (Google Drive with a user's account: sign in through a browser).
     Auth(AuthArgs),
+    /// Run the [jobs.*] of the config on their schedules (backup then prune, verify) until
+    /// SIGTERM or SIGINT; for systemd (Type=notify).
+    Daemon,
+    /// Show each job's last success, last failure, next run, and the newest snapshot's age.
+    Status(StatusArgs),
     /// Check the config: state folder, store, identity, and every source (databases are
     /// connected to, dump tools run); reports every problem at once.
     Check(CheckArgs),
@@ -109,6 +114,13 @@ pub enum AuthService {
 #[derive(Debug, Args)]
 pub struct CheckArgs {
     /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Print the status as JSON.
     #[arg(long)]
     pub json: bool,
 }

@@ -11,7 +11,13 @@ use tracing_subscriber::util::SubscriberInitExt;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter = EnvFilter::try_from_env("COFFER_LOG").unwrap_or_else(|_| EnvFilter::new("warn"));
+    // The daemon's log is its record (next runs, outcomes): info by default.
+    let default = if matches!(cli.command, Command::Daemon) {
+        "info"
+    } else {
+        "warn"
+    };
+    let filter = EnvFilter::try_from_env("COFFER_LOG").unwrap_or_else(|_| EnvFilter::new(default));
     // Whatever COFFER_LOG asks for (even a more specific target such as
     // `yup_oauth2::refresh=debug`), the OAuth and HTTP libraries never log below these
     // levels: they would print access tokens, refresh tokens and signed token requests.
@@ -22,7 +28,10 @@ fn main() -> ExitCode {
         .with_target("hyper_util", LevelFilter::INFO)
         .with_target("h2", LevelFilter::INFO)
         .with_target("rustls", LevelFilter::INFO);
-    let layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    // Colours on a terminal only: journald and log files get plain text.
+    let layer = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     match cli.log_format {
         LogFormat::Text => tracing_subscriber::registry()
             .with(layer.with_filter(filter.and(guard)))
@@ -30,6 +39,9 @@ fn main() -> ExitCode {
         LogFormat::Json => tracing_subscriber::registry()
             .with(layer.json().with_filter(filter.and(guard)))
             .init(),
+    }
+    if matches!(cli.command, Command::Backup(_) | Command::Prune(_)) {
+        coffer::shutdown::stop_on_signals();
     }
     let result = match &cli.command {
         Command::Keygen(args) => commands::keygen::run(args),
@@ -40,6 +52,8 @@ fn main() -> ExitCode {
         Command::Check(args) => commands::check::run(&cli.config, args),
         Command::Auth(args) => commands::auth::run(&cli.config, args),
         Command::Prune(args) => commands::prune::run(&cli.config, args),
+        Command::Daemon => commands::daemon::run(&cli.config),
+        Command::Status(args) => commands::status::run(&cli.config, args),
     };
     match result {
         Ok(code) => code,

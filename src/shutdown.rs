@@ -9,7 +9,8 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 static REQUESTED: AtomicBool = AtomicBool::new(false);
-/// Dump tools running now (pids), to stop them with the process.
+/// Dump tools running now (pids, each leading its own process group), to stop them with the
+/// process.
 static CHILDREN: Mutex<Vec<i32>> = Mutex::new(Vec::new());
 
 /// The error a stopped piece of work returns.
@@ -79,8 +80,50 @@ impl Drop for ChildGuard {
     }
 }
 
+/// Stops a registered tool and whatever it started (a shell script's own children hold its
+/// output open too).
 fn terminate(pid: i32) {
     if let Some(pid) = rustix::process::Pid::from_raw(pid) {
+        let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::TERM);
         let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+    }
+}
+
+/// For commands run by hand: the first SIGINT (Ctrl-C) or SIGTERM asks the running work to
+/// stop at its next safe point (a backup then removes what it stored and writes no
+/// snapshot); a second one exits at once.
+pub fn stop_on_signals() {
+    let spawned = std::thread::Builder::new()
+        .name("coffer-signals".into())
+        .spawn(|| {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async {
+                use tokio::signal::unix::{SignalKind, signal};
+                let (Ok(mut term), Ok(mut int)) = (
+                    signal(SignalKind::terminate()),
+                    signal(SignalKind::interrupt()),
+                ) else {
+                    return;
+                };
+                for n in 0..2 {
+                    tokio::select! {
+                        _ = term.recv() => {}
+                        _ = int.recv() => {}
+                    }
+                    if n == 0 {
+                        eprintln!("stopping: cleaning up (press Ctrl-C again to quit at once)");
+                        request();
+                    }
+                }
+                std::process::exit(130);
+            });
+        });
+    if let Err(e) = spawned {
+        tracing::warn!("cannot watch for Ctrl-C: {e}");
     }
 }

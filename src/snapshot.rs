@@ -371,7 +371,12 @@ pub fn list(store: &dyn Store) -> Result<(Vec<Manifest>, Vec<SnapshotError>), Sn
     Ok((good, bad))
 }
 
-fn committed_ids(store: &dyn Store) -> Result<BTreeSet<SnapshotId>, SnapshotError> {
+/// The ids of every committed snapshot (those with a manifest), oldest first, without
+/// reading the manifests.
+///
+/// # Errors
+/// A failure to list the store.
+pub fn committed_ids(store: &dyn Store) -> Result<BTreeSet<SnapshotId>, SnapshotError> {
     Ok(store
         .list(SNAPSHOTS_PREFIX)?
         .iter()

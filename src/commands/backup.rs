@@ -1,13 +1,11 @@
 //! `coffer backup`: every source → one stream each → manifest last.
 
 use std::collections::BTreeMap;
-use std::fs::{self, File};
-use std::os::unix::fs::DirBuilderExt;
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::{Instant, SystemTime};
 
-use anyhow::{Context, anyhow};
+use anyhow::anyhow;
 use chrono::Utc;
 
 use super::{human_bytes, load_config};
@@ -163,89 +161,6 @@ impl From<std::io::Error> for AnyError {
     }
 }
 
-/// Holds the state folder's lock so two backups never run at once on one host.
-pub struct RunLock(#[allow(dead_code)] File);
-
-/// Takes the backup lock in `state_dir`.
-///
-/// # Errors
-/// When the folder cannot be created or another process holds the lock.
-pub fn lock_state(state_dir: &Path) -> anyhow::Result<RunLock> {
-    lock_state_for(state_dir, "backup", std::time::Duration::ZERO)
-}
-
-/// Takes the one lock every coffer job shares (a flock on `state_dir/backup.lock`, released by
-/// the kernel when its holder dies, so a stale file never blocks), waiting up to `wait` for
-/// a running job; the file then names this job, its pid and its start for whoever waits.
-///
-/// # Errors
-/// When the folder cannot be created, or another job still holds the lock after `wait`: the
-/// message names that job, its pid and when it started.
-pub fn lock_state_for(
-    state_dir: &Path,
-    job: &str,
-    wait: std::time::Duration,
-) -> anyhow::Result<RunLock> {
-    use std::io::{Read, Seek, Write};
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(state_dir)
-        .with_context(|| format!("creating state folder {}", state_dir.display()))?;
-    let path = state_dir.join("backup.lock");
-    // Not truncated on open: what the holder wrote stays readable until we hold the lock.
-    let mut file = fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&path)
-        .with_context(|| format!("opening lock {}", path.display()))?;
-    // A lock can outlive its holder by a moment (a process forked while it was held keeps it
-    // until that child execs): wait at least a little before calling it another job's.
-    let deadline = Instant::now() + wait.max(std::time::Duration::from_secs(3));
-    let mut outcome = file.try_lock();
-    while matches!(outcome, Err(fs::TryLockError::WouldBlock)) && Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(50));
-        outcome = file.try_lock();
-    }
-    match outcome {
-        Ok(()) => {
-            let note = format!(
-                "job={job}\npid={}\nstarted={}\n",
-                std::process::id(),
-                Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-            );
-            file.set_len(0)
-                .and_then(|()| file.rewind())
-                .and_then(|()| file.write_all(note.as_bytes()))
-                .with_context(|| format!("writing {}", path.display()))?;
-            Ok(RunLock(file))
-        }
-        Err(fs::TryLockError::WouldBlock) => {
-            let mut held = String::new();
-            let _ = file.rewind().and_then(|()| file.read_to_string(&mut held));
-            let field = |k: &str| {
-                held.lines()
-                    .find_map(|l| l.strip_prefix(&format!("{k}=")))
-                    .unwrap_or("?")
-                    .to_string()
-            };
-            Err(anyhow!(
-                "another coffer {} is running (pid {}, started {}; it holds {}); wait for it \
-                 to finish, or pass --wait DURATION",
-                field("job"),
-                field("pid"),
-                field("started"),
-                path.display()
-            ))
-        }
-        Err(fs::TryLockError::Error(e)) => {
-            Err(e).with_context(|| format!("locking {}", path.display()))
-        }
-    }
-}
-
 /// Backs up every configured source into one new snapshot of `store`.
 ///
 /// # Errors
@@ -269,7 +184,7 @@ pub fn backup_waiting(
     progress: &(dyn Fn(u64) + Sync),
     wait: std::time::Duration,
 ) -> anyhow::Result<BackupReport> {
-    let _lock = lock_state_for(&config.state_dir, "backup", wait)?;
+    let _lock = crate::lock::lock_state_for(&config.state_dir, "backup", wait)?;
     let started = Instant::now();
     let created = Utc::now();
     // Another host sharing the store could (rarely) draw the same id: never write into a
@@ -557,9 +472,17 @@ fn discard(store: &dyn Store, id: &SnapshotId, err: anyhow::Error) -> anyhow::Er
     err
 }
 
+/// What the run history keeps of a backup.
+pub fn finish_of(report: &BackupReport) -> crate::catalog::Finish {
+    crate::catalog::Finish {
+        snapshot: Some(report.manifest.id.to_string()),
+        bytes: Some(report.manifest.stored_bytes()),
+        ..crate::catalog::Finish::success()
+    }
+}
+
 pub fn run(config_path: &Path, args: &BackupArgs) -> anyhow::Result<ExitCode> {
     let config = load_config(config_path)?;
-    let store = store::from_config(&config.store)?;
     // On a terminal, a metadata-only walk first gives the bar a total and an ETA.
     let total = if crate::progress::is_interactive() {
         expand_sources(&config.sources)
@@ -586,7 +509,16 @@ pub fn run(config_path: &Path, args: &BackupArgs) -> anyhow::Result<ExitCode> {
         None
     };
     let bar = Progress::bytes("backup", total);
-    let report = backup_waiting(&config, store.as_ref(), &|n| bar.inc(n), args.wait.0)?;
+    let report = crate::catalog::recorded(
+        &config,
+        "backup",
+        crate::schedule::Trigger::Manual,
+        || {
+            let store = store::from_config(&config.store)?;
+            backup_waiting(&config, store.as_ref(), &|n| bar.inc(n), args.wait.0)
+        },
+        finish_of,
+    )?;
     bar.finish();
     let m = &report.manifest;
     let (plain, stored) = (m.plaintext_bytes(), m.stored_bytes());

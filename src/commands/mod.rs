@@ -5,10 +5,12 @@ pub mod auth;
 pub mod backup;
 pub mod bench;
 pub mod check;
+pub mod daemon;
 pub mod keygen;
 pub mod list;
 pub mod prune;
 pub mod restore;
+pub mod status;
 pub mod verify;
 
 use std::path::Path;

@@ -39,7 +39,7 @@ pub fn prune(
     dry_run: bool,
     wait: std::time::Duration,
 ) -> anyhow::Result<PruneReport> {
-    let _lock = super::backup::lock_state_for(&config.state_dir, "prune", wait)?;
+    let _lock = crate::lock::lock_state_for(&config.state_dir, "prune", wait)?;
     let (manifests, bad) = snapshot::list(store).context("listing the snapshots")?;
     let candidates: Vec<Candidate> = manifests
         .iter()
@@ -76,10 +76,31 @@ pub fn prune(
     Ok(report)
 }
 
+/// What the run history keeps of a prune: how many snapshots the store holds afterwards.
+pub fn finish_of(report: &PruneReport) -> crate::catalog::Finish {
+    crate::catalog::Finish {
+        snapshots: Some(report.plan.keep.len() as u64),
+        ..crate::catalog::Finish::success()
+    }
+}
+
 pub fn run(config_path: &Path, args: &PruneArgs) -> anyhow::Result<ExitCode> {
     let config = load_config(config_path)?;
-    let store = store::from_config(&config.store)?;
-    let report = prune(&config, store.as_ref(), args.dry_run, args.wait.0)?;
+    let work = || {
+        let store = store::from_config(&config.store)?;
+        prune(&config, store.as_ref(), args.dry_run, args.wait.0)
+    };
+    let report = if args.dry_run {
+        work()?
+    } else {
+        crate::catalog::recorded(
+            &config,
+            "prune",
+            crate::schedule::Trigger::Manual,
+            work,
+            finish_of,
+        )?
+    };
     if args.json {
         let out = serde_json::json!({
             "dry_run": args.dry_run,

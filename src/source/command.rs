@@ -49,6 +49,8 @@ pub enum DumpError {
     Write(#[source] io::Error, String),
     #[error("reading {tool}'s output: {0}", tool = .1)]
     Read(#[source] io::Error, String),
+    #[error("{tool} was stopped: {0}", tool = .1)]
+    Stopped(#[source] crate::shutdown::Stopped, String),
     #[error("feeding {tool} its input: {0}", tool = .1)]
     Feed(#[source] io::Error, String),
 }
@@ -87,9 +89,19 @@ impl DumpCommand {
         self.program.to_string_lossy().into_owned()
     }
 
-    /// Starts the tool with its secrets in its environment and stderr piped.
-    fn spawn(&self, stdin: Stdio, stdout: Stdio) -> Result<std::process::Child, DumpError> {
+    /// Starts the tool with its secrets in its environment and stderr piped; `own_group`
+    /// makes it lead a process group of its own (so a stop request reaches all it starts,
+    /// and a terminal's Ctrl-C reaches only coffer, which stops it cleanly).
+    fn spawn(
+        &self,
+        stdin: Stdio,
+        stdout: Stdio,
+        own_group: bool,
+    ) -> Result<std::process::Child, DumpError> {
         let mut cmd = Command::new(&self.program);
+        if own_group {
+            std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+        }
         cmd.args(&self.args)
             .stdin(stdin)
             .stdout(stdout)
@@ -115,7 +127,7 @@ impl DumpCommand {
         } else {
             Stdio::null()
         };
-        let mut child = self.spawn(stdin, Stdio::piped())?;
+        let mut child = self.spawn(stdin, Stdio::piped(), true)?;
         let _stoppable = crate::shutdown::ChildGuard::register(child.id());
         if let (Some(script), Some(mut stdin)) = (&self.stdin, child.stdin.take()) {
             // Small enough for the pipe buffer; closing stdin ends the script.
@@ -148,6 +160,8 @@ impl DumpCommand {
                 Err(Side::Read(e)) => return Err(DumpError::Read(e, tool)),
             };
             let status = status.map_err(|e| DumpError::Read(e, tool.clone()))?;
+            // Stopped by a stop request: that is the reason, not the tool's signal.
+            crate::shutdown::check().map_err(|s| DumpError::Stopped(s, tool.clone()))?;
             if !status.success() {
                 return Err(failed(tool, status, stderr));
             }
@@ -176,7 +190,9 @@ impl DumpCommand {
     /// non-zero, or is killed.
     pub fn feed_from(&self, input: &mut dyn Read) -> Result<DumpOutcome, FeedError> {
         let tool = self.tool();
-        let mut child = self.spawn(Stdio::piped(), Stdio::null())?;
+        // A client loading a dump stays in coffer's group: Ctrl-C reaches it too, and it
+        // must not see a clean end of input when coffer goes away.
+        let mut child = self.spawn(Stdio::piped(), Stdio::null(), false)?;
         let _stoppable = crate::shutdown::ChildGuard::register(child.id());
         let mut stdin = child.stdin.take().expect("stdin is piped");
         let stderr = child.stderr.take().expect("stderr is piped");

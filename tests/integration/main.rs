@@ -4,6 +4,7 @@
 mod support;
 
 mod config_examples;
+mod daemon;
 mod faults;
 mod frappe;
 mod gdrive;

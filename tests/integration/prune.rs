@@ -140,8 +140,7 @@ fn one_job_at_a_time_and_the_waiter_learns_who_holds_the_lock() {
     fs::write(site.join("a"), b"a").unwrap();
     let config = env.config(&site, "1MiB", "");
     let state = env.path("state");
-    let held =
-        coffer::commands::backup::lock_state_for(&state, "backup", Default::default()).unwrap();
+    let held = coffer::lock::lock_state_for(&state, "backup", Default::default()).unwrap();
     let me = std::process::id();
     for args in [&["backup"][..], &["prune", "--dry-run"][..]] {
         let out = env.fails(&config, args);

@@ -1,0 +1,311 @@
+//! `coffer daemon`: runs the `[jobs.*]` of the config on their schedules until SIGTERM or
+//! SIGINT.
+//!
+//! Each run happens on its own thread (the backup code blocks), one at a time, under the lock
+//! the CLI shares, recorded in the run history (and the metrics file). A backup that succeeds
+//! is followed by a prune. On SIGTERM/SIGINT: nothing new starts; a running backup stops at
+//! its next block and writes no manifest (its parts are removed), a prune stops between
+//! snapshots, a verify between reads; the process exits within `STOP_GRACE` whatever the job
+//! does. systemd hears READY/STOPPING/WATCHDOG through `$NOTIFY_SOCKET`.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, anyhow};
+use chrono::{DateTime, Utc};
+
+use super::load_config;
+use crate::catalog::{self, Catalog, Finish};
+use crate::config::Config;
+use crate::schedule::{self, JobKind, JobSpec, RunFuture, Runner, SystemClock, Trigger};
+use crate::store;
+
+/// How long a stopping job gets before the process exits anyway (systemd's default stop
+/// timeout is 90 s; we promise 30).
+const STOP_GRACE: Duration = Duration::from_secs(25);
+
+/// Runs one job to its end on the calling thread; what the run history keeps of it.
+///
+/// # Errors
+/// The job's failure (a stop request surfaces as `shutdown::Stopped` in the chain).
+pub fn run_job(config: &Config, kind: JobKind, trigger: Trigger) -> anyhow::Result<()> {
+    match kind {
+        JobKind::Backup => {
+            let report = catalog::recorded(
+                config,
+                "backup",
+                trigger,
+                || {
+                    let store = store::from_config(&config.store)?;
+                    super::backup::backup(config, store.as_ref(), &|_| {})
+                },
+                super::backup::finish_of,
+            )?;
+            let m = &report.manifest;
+            tracing::info!(
+                job = "backup",
+                snapshot = %m.id,
+                stored_bytes = m.stored_bytes(),
+                seconds = report.seconds,
+                "snapshot {} written",
+                m.id
+            );
+            for (source, w) in &report.warnings {
+                tracing::warn!(
+                    job = "backup",
+                    source,
+                    "{} {}: {}",
+                    w.path.display(),
+                    w.kind.as_str(),
+                    w.detail
+                );
+            }
+            // Prune only after a good backup: a failing backup never thins out the good ones.
+            let pruned = catalog::recorded(
+                config,
+                "prune",
+                trigger,
+                || {
+                    let store = store::from_config(&config.store)?;
+                    super::prune::prune(config, store.as_ref(), false, Duration::ZERO)
+                },
+                super::prune::finish_of,
+            )?;
+            tracing::info!(
+                job = "prune",
+                deleted = pruned.deleted.len(),
+                kept = pruned.plan.keep.len(),
+                swept = pruned.swept.len(),
+                "pruned {} snapshot(s), kept {}",
+                pruned.deleted.len(),
+                pruned.plan.keep.len()
+            );
+            Ok(())
+        }
+        JobKind::Verify { deep } => {
+            let finish = catalog::recorded(
+                config,
+                "verify",
+                trigger,
+                || verify_newest(config, deep),
+                Clone::clone,
+            )?;
+            tracing::info!(
+                job = "verify",
+                deep,
+                snapshot = finish.snapshot.as_deref().unwrap_or(""),
+                "the newest snapshot verified"
+            );
+            Ok(())
+        }
+    }
+}
+
+/// Verifies the newest snapshot (the one a restore would take), under the shared lock.
+fn verify_newest(config: &Config, deep: bool) -> anyhow::Result<Finish> {
+    let _lock = crate::lock::lock_state_for(&config.state_dir, "verify", Duration::ZERO)?;
+    let store = store::from_config(&config.store)?;
+    let manifest = crate::snapshot::resolve(store.as_ref(), "latest")?;
+    let keys = if deep {
+        Some(super::load_identities(config, None)?)
+    } else {
+        None
+    };
+    let deep_keys = keys
+        .as_ref()
+        .map(|(identities, file)| crate::verify::DeepKeys {
+            identities,
+            identity_file: file,
+        });
+    let reports =
+        crate::verify::verify_snapshot(store.as_ref(), &manifest, deep_keys.as_ref(), &|_| {})?;
+    crate::shutdown::check()?;
+    let mut problems = Vec::new();
+    for r in &reports {
+        problems.extend(r.problems.iter().map(|p| format!("{}: {p}", r.stream)));
+        if let Some(Err(why)) = &r.deep {
+            problems.push(format!("{}: {why}", r.stream));
+        }
+    }
+    if !problems.is_empty() {
+        anyhow::bail!(
+            "snapshot {} failed verification ({}): {}; run 'coffer verify {}{}' for the details",
+            manifest.id,
+            if deep { "deep" } else { "parts" },
+            problems.join("; "),
+            manifest.id,
+            if deep { " --deep" } else { "" }
+        );
+    }
+    Ok(Finish {
+        snapshot: Some(manifest.id.to_string()),
+        bytes: Some(manifest.stored_bytes()),
+        ..Finish::success()
+    })
+}
+
+/// The daemon's runner: each run on its own thread.
+struct Jobs {
+    config: Arc<Config>,
+}
+
+impl Runner for Jobs {
+    fn run(&self, job: &JobSpec, trigger: Trigger) -> RunFuture {
+        let config = Arc::clone(&self.config);
+        let kind = job.kind;
+        Box::pin(async move {
+            let name = kind.name();
+            tracing::info!(job = name, trigger = trigger.as_str(), "starting");
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let spawned = std::thread::Builder::new()
+                .name(format!("coffer-{name}"))
+                .spawn(move || {
+                    let _ = tx.send(run_job(&config, kind, trigger));
+                });
+            if let Err(e) = spawned {
+                tracing::error!(job = name, "cannot start a thread for the run: {e}");
+                return;
+            }
+            match rx.await {
+                Ok(Ok(())) => tracing::info!(job = name, "finished"),
+                Ok(Err(e)) if crate::shutdown::is_stopped(&e) => {
+                    tracing::warn!(job = name, "stopped by the shutdown: {e:#}");
+                }
+                Ok(Err(e)) if crate::lock::is_busy(&e) => {
+                    tracing::warn!(job = name, "skipped: {e:#}");
+                }
+                Ok(Err(e)) => tracing::error!(job = name, "failed: {e:#}"),
+                Err(_) => tracing::error!(job = name, "the run's thread died (a panic)"),
+            }
+        })
+    }
+
+    fn skipped(&self, job: &JobSpec, at: DateTime<Utc>) {
+        let name = job.kind.name();
+        let due = at.with_timezone(&self.config.timezone);
+        tracing::warn!(
+            job = name,
+            "skipped the run due at {due}: the previous {name} is still running"
+        );
+        let state_dir = self.config.state_dir.clone();
+        // The catalog blocks: not on the scheduler's thread.
+        std::thread::spawn(move || {
+            let why = format!("the previous {name} was still running");
+            if let Err(e) = Catalog::open(&state_dir)
+                .and_then(|mut c| c.skipped(name, Trigger::Schedule, at, &why))
+            {
+                tracing::warn!("could not record the skipped {name}: {e}");
+            }
+        });
+    }
+
+    fn next_run(&self, job: &JobSpec, at: Option<DateTime<Utc>>) {
+        let name = job.kind.name();
+        match at {
+            Some(at) => tracing::info!(
+                job = name,
+                schedule = %job.schedule,
+                "next run at {}",
+                at.with_timezone(&self.config.timezone)
+                    .format("%Y-%m-%d %H:%M:%S %Z")
+            ),
+            None => tracing::warn!(job = name, schedule = %job.schedule, "never runs again"),
+        }
+    }
+}
+
+pub fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
+    let config = Arc::new(load_config(config_path)?);
+    if config.jobs.is_empty() {
+        anyhow::bail!(
+            "{} has no [jobs.*]: the daemon would have nothing to do; add e.g. [jobs.backup] \
+             schedule = \"0 0 2 * * *\" (cron with seconds)",
+            config.path.display()
+        );
+    }
+    let last_started = Catalog::open(&config.state_dir)
+        .and_then(|mut c| c.last_started())
+        .unwrap_or_else(|e| {
+            tracing::warn!("no run history, so nothing to catch up: {e}");
+            Default::default()
+        });
+    let last: std::collections::HashMap<&'static str, DateTime<Utc>> = config
+        .jobs
+        .iter()
+        .filter_map(|j| Some((j.kind.name(), *last_started.get(j.kind.name())?)))
+        .collect();
+    let catch_up = schedule::missed(&config.jobs, config.timezone, Utc::now(), &last);
+    for i in &catch_up {
+        tracing::info!(
+            job = config.jobs[*i].kind.name(),
+            "a run was missed while the daemon was down: running it once now (catch_up)"
+        );
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the daemon's runtime")?;
+    rt.block_on(serve(config, catch_up))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn serve(config: Arc<Config>, catch_up: Vec<usize>) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).map_err(|e| anyhow!("SIGTERM handler: {e}"))?;
+    let mut int = signal(SignalKind::interrupt()).map_err(|e| anyhow!("SIGINT handler: {e}"))?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let runner = Arc::new(Jobs {
+        config: Arc::clone(&config),
+    });
+    let scheduler = tokio::spawn(schedule::run(
+        config.jobs.clone(),
+        config.timezone,
+        Arc::new(SystemClock),
+        runner,
+        catch_up,
+        stop_rx,
+    ));
+    tracing::info!(
+        pid = std::process::id(),
+        jobs = config.jobs.len(),
+        timezone = %config.timezone,
+        "coffer daemon started"
+    );
+    crate::notify::notify("READY=1\nSTATUS=waiting for the next scheduled job");
+    let watchdog = crate::notify::watchdog_interval().map(|every| {
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                crate::notify::notify("WATCHDOG=1");
+            }
+        })
+    });
+    let signal_name = tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    };
+    tracing::info!("{signal_name}: stopping (no new jobs; a running one stops at a safe point)");
+    crate::notify::notify("STOPPING=1\nSTATUS=stopping");
+    let _ = stop_tx.send(true);
+    crate::shutdown::request();
+    let running = scheduler.await.unwrap_or(None);
+    if let Some(run) = running {
+        match tokio::time::timeout(STOP_GRACE, run).await {
+            Ok(_) => tracing::info!("the running job stopped"),
+            Err(_) => tracing::warn!(
+                "the running job did not stop within {} s; exiting anyway (a backup that had \
+                 not written its manifest leaves no snapshot; its parts are swept later)",
+                STOP_GRACE.as_secs()
+            ),
+        }
+    }
+    if let Some(w) = watchdog {
+        w.abort();
+    }
+    tracing::info!("coffer daemon stopped");
+    Ok(())
+}

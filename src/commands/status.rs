@@ -1,0 +1,219 @@
+//! `coffer status [--json]`: per job, the last success, the last failure with its error, the
+//! run going now and the next scheduled run; and the newest snapshot in the store with its
+//! age. The history comes from the catalog; the snapshot from the store itself, so a lost
+//! catalog still shows what the store holds.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
+
+use super::{human_bytes, load_config};
+use crate::catalog::{Catalog, JobHistory, Run};
+use crate::cli::StatusArgs;
+use crate::snapshot::{self, SnapshotId};
+use crate::store;
+
+/// `3 h ago` / `in 17 h`-style distances for people.
+fn ago(t: DateTime<Utc>, now: DateTime<Utc>) -> String {
+    let secs = (now - t).num_seconds();
+    let (n, future) = (secs.unsigned_abs(), secs < 0);
+    let span = match n {
+        0..120 => format!("{n} s"),
+        120..7200 => format!("{} min", n / 60),
+        7200..172_800 => format!("{} h", n / 3600),
+        _ => format!("{} d", n / 86400),
+    };
+    if future {
+        format!("in {span}")
+    } else {
+        format!("{span} ago")
+    }
+}
+
+fn local(t: DateTime<Utc>, tz: Tz) -> String {
+    t.with_timezone(&tz)
+        .format("%Y-%m-%d %H:%M:%S %Z")
+        .to_string()
+}
+
+pub fn run(config_path: &Path, args: &StatusArgs) -> anyhow::Result<ExitCode> {
+    let config = load_config(config_path)?;
+    let tz = config.timezone;
+    let now = Utc::now();
+    // The configured jobs first, then any other job with recorded runs (prune, manual runs).
+    let mut names: Vec<String> = config
+        .jobs
+        .iter()
+        .map(|j| j.kind.name().to_string())
+        .collect();
+    if config
+        .jobs
+        .iter()
+        .any(|j| j.kind == crate::schedule::JobKind::Backup)
+    {
+        names.push("prune".into());
+    }
+    let (histories, catalog_error) = match Catalog::open_existing(&config.state_dir) {
+        Ok(Some(mut c)) => {
+            let read = c.jobs().and_then(|recorded| {
+                for j in recorded {
+                    if !names.contains(&j) {
+                        names.push(j);
+                    }
+                }
+                names
+                    .iter()
+                    .map(|n| c.history(n).map(|h| (n.clone(), h)))
+                    .collect::<Result<Vec<_>, _>>()
+            });
+            match read {
+                Ok(h) => (h, None),
+                Err(e) => (Vec::new(), Some(e.to_string())),
+            }
+        }
+        Ok(None) => (
+            names
+                .iter()
+                .map(|n| (n.clone(), JobHistory::default()))
+                .collect(),
+            None,
+        ),
+        Err(e) => (Vec::new(), Some(e.to_string())),
+    };
+    let next_run = |job: &str| {
+        config
+            .jobs
+            .iter()
+            .find(|j| j.kind.name() == job)
+            .map(|j| (j.schedule.to_string(), j.schedule.next_after(now, tz)))
+    };
+    let newest = store::from_config(&config.store)
+        .map_err(|e| e.to_string())
+        .and_then(|s| snapshot::committed_ids(s.as_ref()).map_err(|e| e.to_string()))
+        .map(|ids| ids.into_iter().next_back());
+    let newest_time = |id: &SnapshotId| id.started().map(DateTime::<Utc>::from);
+
+    if args.json {
+        let jobs: Vec<_> = histories
+            .iter()
+            .map(|(name, h)| {
+                let next = next_run(name);
+                serde_json::json!({
+                    "job": name,
+                    "schedule": next.as_ref().map(|(s, _)| s),
+                    "next_run": next.and_then(|(_, t)| t),
+                    "last_run": h.last,
+                    "last_success": h.last_success,
+                    "last_failure": h.last_failure,
+                    "running": h.running,
+                    "runs": h.totals,
+                })
+            })
+            .collect();
+        let newest_json = match &newest {
+            Ok(Some(id)) => serde_json::json!({
+                "id": id,
+                "created": newest_time(id),
+                "age_seconds": newest_time(id).map(|t| (now - t).num_seconds()),
+            }),
+            Ok(None) => serde_json::Value::Null,
+            Err(_) => serde_json::Value::Null,
+        };
+        let out = serde_json::json!({
+            "timezone": tz.name(),
+            "jobs": jobs,
+            "newest_snapshot": newest_json,
+            "store_error": newest.as_ref().err(),
+            "history_error": catalog_error,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+
+    let describe = |r: &Run| {
+        let mut parts = vec![format!(
+            "{} ({})",
+            local(r.started, tz),
+            ago(r.started, now)
+        )];
+        if let Some(s) = &r.snapshot {
+            parts.push(format!("snapshot {s}"));
+        }
+        if let Some(b) = r.bytes {
+            parts.push(human_bytes(b));
+        }
+        if let Some(n) = r.snapshots {
+            parts.push(format!("{n} snapshots kept"));
+        }
+        if let Some(secs) = r.seconds() {
+            parts.push(format!("{secs:.0} s"));
+        }
+        if r.trigger != "schedule" {
+            parts.push(r.trigger.clone());
+        }
+        parts.join(", ")
+    };
+    for (name, h) in &histories {
+        let next = next_run(name);
+        match &next {
+            Some((expr, _)) => println!("{name}  (schedule \"{expr}\", {tz})"),
+            None => println!("{name}  (not scheduled)"),
+        }
+        match &h.last_success {
+            Some(r) => println!("  last success  {}", describe(r)),
+            None => println!("  last success  never"),
+        }
+        if let Some(r) = &h.last_failure {
+            println!("  last failure  {}", describe(r));
+            println!(
+                "                {}",
+                r.error.as_deref().unwrap_or("(no error recorded)")
+            );
+        }
+        if let Some(r) = &h.running {
+            println!(
+                "  running       since {} ({}), pid {}",
+                local(r.started, tz),
+                ago(r.started, now),
+                r.pid
+            );
+        }
+        if let Some((_, at)) = next {
+            match at {
+                Some(at) => println!("  next run      {} ({})", local(at, tz), ago(at, now)),
+                None => println!("  next run      never"),
+            }
+        }
+    }
+    if let Some(e) = &catalog_error {
+        println!("run history: {e}");
+    }
+    match &newest {
+        Ok(Some(id)) => match newest_time(id) {
+            Some(t) => println!("newest snapshot  {id}, {}", ago(t, now)),
+            None => println!("newest snapshot  {id}"),
+        },
+        Ok(None) => println!("newest snapshot  none: the store holds no snapshot yet"),
+        Err(e) => println!("newest snapshot  unknown: {e}"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn distances_read_naturally() {
+        let now = Utc.with_ymd_and_hms(2026, 11, 23, 12, 0, 0).unwrap();
+        let h = |n: i64| now - chrono::Duration::seconds(n);
+        assert_eq!(ago(h(30), now), "30 s ago");
+        assert_eq!(ago(h(600), now), "10 min ago");
+        assert_eq!(ago(h(7 * 3600), now), "7 h ago");
+        assert_eq!(ago(h(3 * 86400), now), "3 d ago");
+        assert_eq!(ago(h(-17 * 3600), now), "in 17 h");
+    }
+}
