@@ -10,6 +10,7 @@ CREATE TABLE runs (
     started   TEXT    NOT NULL,
     finished  TEXT,                         -- NULL while running
     outcome   TEXT    NOT NULL,             -- running | success | failure | stopped | skipped
+                                            -- | interrupted (the process died mid-run)
     snapshot  TEXT,                         -- the snapshot made or checked
     bytes     INTEGER,                      -- stored bytes of that snapshot
     snapshots INTEGER,                      -- complete snapshots in the store afterwards

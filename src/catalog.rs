@@ -22,6 +22,10 @@ use crate::schedule::Trigger;
 /// The catalog's file name in the state folder.
 pub const FILE_NAME: &str = "catalog.db";
 
+/// What an interrupted run's error says.
+const ABANDONED: &str =
+    "the coffer process ended before this run did (killed, or the host went down)";
+
 /// How long a writer waits for another process's write to end.
 const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -56,6 +60,8 @@ pub enum Outcome {
     Stopped,
     /// Not run: the same job, or another holding the lock, was still running.
     Skipped,
+    /// The process died mid-run (killed, a crash, the host went down), or the run panicked.
+    Interrupted,
 }
 
 impl Outcome {
@@ -65,6 +71,7 @@ impl Outcome {
             Outcome::Failure => "failure",
             Outcome::Stopped => "stopped",
             Outcome::Skipped => "skipped",
+            Outcome::Interrupted => "interrupted",
         }
     }
 }
@@ -173,8 +180,8 @@ impl Catalog {
             path: path.clone(),
             source,
         };
-        std::fs::DirBuilder::new()
-            .recursive(true)
+        // The state folder also holds the Drive token: private, as the lock makes it.
+        std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
             .create(state_dir)
             .map_err(io)?;
         std::fs::OpenOptions::new()
@@ -246,6 +253,16 @@ impl Catalog {
         let started = stamp(Utc::now());
         let conn = &mut self.conn;
         let id = self.rt.block_on(async {
+            // This process runs one job at a time: a row of its pid still running is a run
+            // of an earlier process that had the same pid (before a reboot).
+            sqlx::query(
+                "UPDATE runs SET outcome = 'interrupted', error = ? \
+                 WHERE outcome = 'running' AND pid = ?",
+            )
+            .bind(ABANDONED)
+            .bind(pid)
+            .execute(&mut *conn)
+            .await?;
             sqlx::query(
                 "INSERT INTO runs (job, trigger, pid, started, outcome) \
                  VALUES (?, ?, ?, ?, 'running') RETURNING id",
@@ -314,7 +331,8 @@ impl Catalog {
         done.map(drop).map_err(|e| self.error(e))
     }
 
-    /// When each job last started a run (skipped ones do not count), for catch-up.
+    /// When each job last started a run that ran its course (a success or a failure; not one
+    /// skipped, stopped by a shutdown or cut off by a crash), for catch-up.
     ///
     /// # Errors
     /// When the catalog cannot be read.
@@ -322,7 +340,8 @@ impl Catalog {
         let conn = &mut self.conn;
         let rows = self.rt.block_on(async {
             sqlx::query(
-                "SELECT job, max(started) FROM runs WHERE outcome <> 'skipped' GROUP BY job",
+                "SELECT job, max(started) FROM runs \
+                 WHERE outcome IN ('success', 'failure') GROUP BY job",
             )
             .fetch_all(&mut *conn)
             .await
@@ -372,7 +391,7 @@ impl Catalog {
             for condition in [
                 "AND outcome NOT IN ('skipped', 'running')",
                 "AND outcome = 'success'",
-                "AND outcome = 'failure'",
+                "AND outcome IN ('failure', 'interrupted')",
                 "AND outcome = 'running'",
             ] {
                 let row = sqlx::query(sqlx::AssertSqlSafe(one(condition)))
@@ -405,7 +424,7 @@ impl Catalog {
     }
 
     /// Marks runs left `running` by a process that no longer exists (killed, or the host went
-    /// down) as failed, so they show as such.
+    /// down) as interrupted, so they show as such.
     fn close_abandoned(&mut self) {
         let conn = &mut self.conn;
         let result = self.rt.block_on(async {
@@ -418,12 +437,10 @@ impl Catalog {
                     continue;
                 }
                 sqlx::query(
-                    "UPDATE runs SET outcome = 'failure', error = ? \
+                    "UPDATE runs SET outcome = 'interrupted', error = ? \
                      WHERE id = ? AND outcome = 'running'",
                 )
-                .bind(format!(
-                    "coffer (pid {pid}) ended before this run did: killed, or the host went down"
-                ))
+                .bind(ABANDONED)
                 .bind(id)
                 .execute(&mut *conn)
                 .await?;
@@ -461,10 +478,14 @@ fn process_alive(pid: i64) -> bool {
     else {
         return false;
     };
-    match rustix::process::test_kill_process(pid) {
+    let exists = match rustix::process::test_kill_process(pid) {
         Ok(()) => true,
         Err(e) => e != rustix::io::Errno::SRCH,
-    }
+    };
+    // After a reboot the pid may belong to some other program: only a coffer counts.
+    exists
+        && std::fs::read_to_string(format!("/proc/{}/comm", pid.as_raw_nonzero()))
+            .map_or(true, |comm| comm.trim_end().starts_with("coffer"))
 }
 
 /// A run being recorded. Recording is best effort: a catalog that cannot be opened or
@@ -474,6 +495,7 @@ pub struct Recording {
     id: Option<i64>,
     job: String,
     metrics: Option<PathBuf>,
+    ended: bool,
 }
 
 impl Recording {
@@ -492,11 +514,17 @@ impl Recording {
             id,
             job: job.to_string(),
             metrics: config.metrics.as_ref().map(|m| m.textfile.clone()),
+            ended: false,
         }
     }
 
     /// Records how the run ended, and rewrites the metrics file.
     pub fn end(mut self, finish: &Finish) {
+        self.record(finish);
+    }
+
+    fn record(&mut self, finish: &Finish) {
+        self.ended = true;
         let (Some(catalog), Some(id)) = (self.catalog.as_mut(), self.id) else {
             return;
         };
@@ -505,6 +533,19 @@ impl Recording {
         }
         if let Some(path) = &self.metrics {
             write_metrics(catalog, path);
+        }
+    }
+}
+
+impl Drop for Recording {
+    /// A run that never reached `end` (its job panicked) is not left `running`.
+    fn drop(&mut self) {
+        if !self.ended {
+            self.record(&Finish {
+                outcome: Outcome::Interrupted,
+                error: Some("the run ended abnormally (a panic; see the log)".into()),
+                ..Finish::success()
+            });
         }
     }
 }
@@ -620,6 +661,9 @@ mod tests {
         let h = c.history("backup").unwrap();
         assert!(h.running.is_none());
         let failed = h.last_failure.unwrap();
+        assert_eq!(failed.outcome, "interrupted");
         assert!(failed.error.unwrap().contains("ended before this run did"));
+        // An interrupted run does not count as having run, for catch-up.
+        assert!(c.last_started().unwrap().is_empty());
     }
 }

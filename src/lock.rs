@@ -16,8 +16,7 @@ use chrono::Utc;
 /// Another job holds the lock.
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "another coffer {job} is running (pid {pid}, started {started}; it holds {}); wait for it to \
-     finish, or pass --wait DURATION",
+    "another coffer {job} is running (pid {pid}, started {started}; it holds {})",
     path.display()
 )]
 pub struct Busy {
@@ -75,6 +74,8 @@ pub fn lock_state_for(
     let deadline = Instant::now() + wait.max(std::time::Duration::from_secs(3));
     let mut outcome = file.try_lock();
     while matches!(outcome, Err(fs::TryLockError::WouldBlock)) && Instant::now() < deadline {
+        // Ctrl-C while queued behind another job: stop waiting.
+        crate::shutdown::check()?;
         std::thread::sleep(std::time::Duration::from_millis(50));
         outcome = file.try_lock();
     }

@@ -59,6 +59,11 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
+            if coffer::lock::is_busy(&e) {
+                eprintln!(
+                    "hint: wait for it to finish, or pass --wait DURATION to queue behind it"
+                );
+            }
             ExitCode::FAILURE
         }
     }

@@ -77,11 +77,25 @@ impl Schedule {
     }
 
     /// The first fire time strictly after `after`, the schedule read in `tz`.
+    ///
+    /// In the hour a DST change repeats, croner resolves a local time to its first instant,
+    /// which can lie before `after` (asked at 02:10 CET, "02:30" is 02:30 CEST, already
+    /// past): the search then starts again a quarter of an hour later, until it finds a time
+    /// ahead. (A job every few minutes so loses at most those minutes, once a year.)
     pub fn next_after(&self, after: DateTime<Utc>, tz: Tz) -> Option<DateTime<Utc>> {
-        self.cron
-            .find_next_occurrence(&after.with_timezone(&tz), false)
-            .ok()
-            .map(|t| t.with_timezone(&Utc))
+        let mut from = after;
+        for _ in 0..16 {
+            let t = self
+                .cron
+                .find_next_occurrence(&from.with_timezone(&tz), false)
+                .ok()?
+                .with_timezone(&Utc);
+            if t > after {
+                return Some(t);
+            }
+            from += chrono::Duration::minutes(15);
+        }
+        None
     }
 
     /// The last fire time at or before `at`.
@@ -368,6 +382,36 @@ mod tests {
                 utc(2026, 10, 27, 1, 30, 0),
             ]
         );
+        // Asked at any minute of the repeated hour, the answer is always ahead.
+        for expr in ["0 30 2 * * *", "0 */15 * * * *", "0 0 * * * *"] {
+            let s = Schedule::parse(expr).unwrap();
+            let mut t = utc(2026, 10, 24, 23, 55, 0);
+            while t < utc(2026, 10, 25, 2, 5, 0) {
+                let next = s.next_after(t, berlin).unwrap();
+                assert!(next > t, "{expr} at {t}: {next}");
+                assert!(
+                    next - t <= chrono::Duration::hours(25),
+                    "{expr} at {t}: {next}"
+                );
+                t += chrono::Duration::minutes(1);
+            }
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn starting_inside_the_repeated_hour_does_not_loop() {
+        // 01:10 UTC on 25 October 2026 is 02:10 CET, the second pass of 02:00–03:00.
+        let berlin: Tz = "Europe/Berlin".parse().unwrap();
+        let log = drive(
+            vec![job(JobKind::Backup, "0 30 2 * * *", false)],
+            berlin,
+            utc(2026, 10, 25, 1, 10, 0),
+            Duration::from_secs(26 * 3600),
+            &[("backup", Duration::from_secs(60))],
+            vec![],
+        )
+        .await;
+        assert_eq!(log, ["10-26 01:30:00 backup schedule"]);
     }
 
     #[test]

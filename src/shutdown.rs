@@ -40,12 +40,13 @@ pub fn check() -> Result<(), Stopped> {
     if requested() { Err(Stopped) } else { Ok(()) }
 }
 
-/// As `check`, as an I/O error (for `Write` implementations).
+/// As `check`, as an I/O error (for `Write` implementations). Not of kind `Interrupted`:
+/// `write_all`, `io::copy` and the tar builder retry those, forever.
 ///
 /// # Errors
-/// An `Interrupted`-kind error wrapping `Stopped`.
+/// An error of kind `Other` wrapping `Stopped`.
 pub fn check_io() -> std::io::Result<()> {
-    check().map_err(|e| std::io::Error::new(std::io::ErrorKind::Interrupted, e))
+    check().map_err(std::io::Error::other)
 }
 
 /// Whether an error chain was caused by a stop request.
@@ -70,6 +71,21 @@ impl ChildGuard {
             terminate(pid);
         }
         ChildGuard(pid)
+    }
+}
+
+impl ChildGuard {
+    /// Waits until the child has exited without reaping it (its pid stays reserved), then
+    /// unregisters it: a stop request can never signal a process that took over the pid.
+    /// The caller reaps the child afterwards.
+    pub fn release_when_exited(self) {
+        if let Some(pid) = rustix::process::Pid::from_raw(self.0) {
+            use rustix::process::{WaitId, WaitIdOptions, waitid};
+            while let Err(rustix::io::Errno::INTR) = waitid(
+                WaitId::Pid(pid),
+                WaitIdOptions::EXITED | WaitIdOptions::NOWAIT,
+            ) {}
+        }
     }
 }
 

@@ -413,11 +413,17 @@ pub fn backup_waiting(
         ));
         return Err(discard(store, &id, err));
     }
-    let swept = snapshot::sweep_orphans(store, config.store.orphan_grace, SystemTime::now())
-        .unwrap_or_else(|e| {
-            tracing::warn!("could not sweep unfinished snapshots: {e}");
-            Vec::new()
-        });
+    // Stopping: the snapshot is written; the sweep can wait for the next backup.
+    let swept = if crate::shutdown::requested() {
+        Vec::new()
+    } else {
+        snapshot::sweep_orphans(store, config.store.orphan_grace, SystemTime::now()).unwrap_or_else(
+            |e| {
+                tracing::warn!("could not sweep unfinished snapshots: {e}");
+                Vec::new()
+            },
+        )
+    };
     Ok(BackupReport {
         manifest,
         warnings,
@@ -450,7 +456,12 @@ fn confirm_parts(store: &dyn Store, prefix: &str, sources: &[SourceRecord]) -> a
 /// visible, and returns `err` (the cause) — with a warning attached only if a manifest is
 /// still there afterwards. Parts that cannot be removed are left to the sweep.
 fn discard(store: &dyn Store, id: &SnapshotId, err: anyhow::Error) -> anyhow::Error {
-    // Uploads still running would store parts after the clean-up: let them end first.
+    // Stopping (SIGTERM): the process must exit within its grace, so the parts get a few
+    // seconds of clean-up; what is left is swept by a later backup. No manifest exists.
+    let stopping = crate::shutdown::requested();
+    let deadline = Instant::now() + std::time::Duration::from_secs(10);
+    // Uploads still running would store parts after the clean-up: let them end first
+    // (stopping, they end at their next chunk).
     let _ = store.sync();
     let manifest = id.manifest_key();
     if let Err(e) = store.delete(&manifest) {
@@ -464,6 +475,12 @@ fn discard(store: &dyn Store, id: &SnapshotId, err: anyhow::Error) -> anyhow::Er
     }
     if let Ok(objects) = store.list(&id.prefix()) {
         for o in objects {
+            if stopping && Instant::now() > deadline {
+                tracing::warn!(
+                    "stopping: left the rest of {id}'s parts for a later backup to sweep"
+                );
+                break;
+            }
             if let Err(e) = store.delete(&o.key) {
                 tracing::warn!("could not remove {} of the failed backup: {e}", o.key);
             }

@@ -63,6 +63,8 @@ pub fn run_job(config: &Config, kind: JobKind, trigger: Trigger) -> anyhow::Resu
                 );
             }
             // Prune only after a good backup: a failing backup never thins out the good ones.
+            // Stopping: the snapshot is safe; the prune waits for the next backup.
+            crate::shutdown::check()?;
             let pruned = catalog::recorded(
                 config,
                 "prune",
@@ -187,12 +189,13 @@ impl Runner for Jobs {
         let due = at.with_timezone(&self.config.timezone);
         tracing::warn!(
             job = name,
-            "skipped the run due at {due}: the previous {name} is still running"
+            "skipped the run due at {due}: the previous {name} is still running or waiting \
+             for another job"
         );
         let state_dir = self.config.state_dir.clone();
         // The catalog blocks: not on the scheduler's thread.
         std::thread::spawn(move || {
-            let why = format!("the previous {name} was still running");
+            let why = format!("the previous {name} was still running or waiting");
             if let Err(e) = Catalog::open(&state_dir)
                 .and_then(|mut c| c.skipped(name, Trigger::Schedule, at, &why))
             {

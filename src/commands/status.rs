@@ -182,8 +182,8 @@ pub fn run(config_path: &Path, args: &StatusArgs) -> anyhow::Result<ExitCode> {
         }
         if let Some((_, at)) = next {
             match at {
-                Some(at) => println!("  next run      {} ({})", local(at, tz), ago(at, now)),
-                None => println!("  next run      never"),
+                Some(at) => println!("  next due      {} ({})", local(at, tz), ago(at, now)),
+                None => println!("  next due      never"),
             }
         }
     }

@@ -128,7 +128,7 @@ impl DumpCommand {
             Stdio::null()
         };
         let mut child = self.spawn(stdin, Stdio::piped(), true)?;
-        let _stoppable = crate::shutdown::ChildGuard::register(child.id());
+        let stoppable = crate::shutdown::ChildGuard::register(child.id());
         if let (Some(script), Some(mut stdin)) = (&self.stdin, child.stdin.take()) {
             // Small enough for the pipe buffer; closing stdin ends the script.
             if let Err(e) = stdin.write_all(script) {
@@ -152,6 +152,7 @@ impl DumpCommand {
                 let _ = child.kill();
             }
             drop(stdout);
+            stoppable.release_when_exited();
             let status = child.wait();
             let stderr = tail.join().unwrap_or_default();
             let bytes = match copied {
@@ -193,7 +194,7 @@ impl DumpCommand {
         // A client loading a dump stays in coffer's group: Ctrl-C reaches it too, and it
         // must not see a clean end of input when coffer goes away.
         let mut child = self.spawn(Stdio::piped(), Stdio::null(), false)?;
-        let _stoppable = crate::shutdown::ChildGuard::register(child.id());
+        let stoppable = crate::shutdown::ChildGuard::register(child.id());
         let mut stdin = child.stdin.take().expect("stdin is piped");
         let stderr = child.stderr.take().expect("stderr is piped");
         std::thread::scope(|scope| {
@@ -227,6 +228,7 @@ impl DumpCommand {
                 let _ = child.kill();
             }
             drop(stdin);
+            stoppable.release_when_exited();
             let status = child.wait();
             let stderr = tail.join().unwrap_or_default();
             let status = status.map_err(|e| DumpError::Read(e, tool.clone()))?;

@@ -11,17 +11,29 @@ use std::time::{Duration, Instant};
 
 use crate::support::Env;
 
-/// A dump tool that sends 2 MB and then hangs (as a dump blocked on a lock would); it writes
-/// its pid beside itself.
-fn hanging_dump_tool(env: &Env) -> PathBuf {
+/// A dump that never ends: 2 MB, then either silence (a dump blocked on a lock) or an endless
+/// stream. The tool writes its pid beside itself.
+#[derive(Clone, Copy)]
+enum Endless {
+    Hangs,
+    Streams,
+}
+
+fn endless_dump_tool(env: &Env, how: Endless) -> PathBuf {
     let path = env.path("hanging-sqlite3");
+    let tail = match how {
+        Endless::Hangs => "exec sleep 300",
+        Endless::Streams => "exec cat /dev/zero",
+    };
     fs::write(
         &path,
-        "#!/bin/sh\n\
-         if [ \"$1\" = \"--version\" ]; then echo '3.40.1 2022-12-28 hanging'; exit 0; fi\n\
-         echo $$ > \"$0.pid\"\n\
-         head -c 2000000 /dev/urandom\n\
-         exec sleep 300\n",
+        format!(
+            "#!/bin/sh\n\
+             if [ \"$1\" = \"--version\" ]; then echo '3.40.1 2022-12-28 endless'; exit 0; fi\n\
+             echo $$ > \"$0.pid\"\n\
+             head -c 2000000 /dev/urandom\n\
+             {tail}\n"
+        ),
     )
     .unwrap();
     fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
@@ -73,7 +85,9 @@ fn start_daemon(config: &Path, log: &Path, notify: Option<&Path>) -> Child {
     let mut cmd = coffer(config, &["daemon"]);
     cmd.stdout(Stdio::null())
         .stderr(fs::File::create(log).unwrap())
-        .env_remove("NOTIFY_SOCKET");
+        .env_remove("NOTIFY_SOCKET")
+        .env_remove("WATCHDOG_USEC")
+        .env_remove("WATCHDOG_PID");
     if let Some(socket) = notify {
         cmd.env("NOTIFY_SOCKET", socket);
     }
@@ -150,11 +164,23 @@ fn alive(pid: i32) -> bool {
 }
 
 #[test]
-fn sigterm_mid_backup_exits_quickly_leaving_no_snapshot_and_the_cli_meets_the_lock() {
+fn sigterm_while_a_dump_streams_stops_the_backup_leaving_no_snapshot() {
+    sigterm_mid_backup(Endless::Streams);
+}
+
+#[test]
+fn sigterm_while_a_dump_hangs_stops_the_backup_leaving_no_snapshot() {
+    sigterm_mid_backup(Endless::Hangs);
+}
+
+/// SIGTERM to a daemon in the middle of a backup: it exits within 30 s, the dump tool is
+/// gone, no snapshot and none of its parts are left, the earlier snapshot is intact, and the
+/// run is recorded as stopped. Meanwhile a backup by hand meets the lock.
+fn sigterm_mid_backup(how: Endless) {
     let env = Env::new();
     let good = config(&env, "good.toml", None, "");
     let first = env.backup(&good);
-    let tool = hanging_dump_tool(&env);
+    let tool = endless_dump_tool(&env, how);
     let slow = config(
         &env,
         "slow.toml",
@@ -171,6 +197,7 @@ fn sigterm_mid_backup_exits_quickly_leaving_no_snapshot_and_the_cli_meets_the_lo
         &log,
         || {
             lock_holder(&env) == ("backup".into(), daemon_pid.clone())
+                && env.path("hanging-sqlite3.pid").exists()
                 && other_snapshot_dirs(&env, &[&first]).iter().any(|d| {
                     fs::read_dir(env.store().join("snapshots").join(d))
                         .is_ok_and(|mut e| e.next().is_some())
@@ -213,10 +240,44 @@ fn sigterm_mid_backup_exits_quickly_leaving_no_snapshot_and_the_cli_meets_the_lo
 }
 
 #[test]
+fn ctrl_c_on_a_backup_by_hand_removes_what_it_stored() {
+    let env = Env::new();
+    let good = config(&env, "good.toml", None, "");
+    let first = env.backup(&good);
+    let tool = endless_dump_tool(&env, Endless::Streams);
+    let slow = config(&env, "slow.toml", Some(&tool), "");
+    let log = env.path("backup.log");
+    let mut cli = coffer(&slow, &["backup"])
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    wait_for(
+        "the backup to store parts",
+        Duration::from_secs(60),
+        &log,
+        || {
+            env.path("hanging-sqlite3.pid").exists()
+                && !other_snapshot_dirs(&env, &[&first]).is_empty()
+        },
+    );
+    signal(&cli, rustix::process::Signal::INT);
+    let exit = cli.wait().unwrap();
+    let said = fs::read_to_string(&log).unwrap();
+    assert_eq!(exit.code(), Some(1), "{said}");
+    assert!(said.contains("stopped: coffer is shutting down"), "{said}");
+    assert!(said.contains("no snapshot was written"), "{said}");
+    assert_eq!(snapshot_ids(&env, &good), [first.as_str()]);
+    assert_eq!(other_snapshot_dirs(&env, &[&first]), Vec::<String>::new());
+    let s = status(&env, &good);
+    assert_eq!(job(&s, "backup")["last_run"]["outcome"], "stopped", "{s:#}");
+}
+
+#[test]
 fn a_lock_left_by_a_killed_backup_is_taken_over() {
     let env = Env::new();
     let good = config(&env, "good.toml", None, "");
-    let tool = hanging_dump_tool(&env);
+    let tool = endless_dump_tool(&env, Endless::Hangs);
     let slow = config(&env, "slow.toml", Some(&tool), "");
     let log = env.path("backup.log");
     let mut cli = coffer(&slow, &["backup"])
@@ -252,10 +313,11 @@ fn a_lock_left_by_a_killed_backup_is_taken_over() {
     let id = env.backup(&good);
     assert!(started.elapsed() < Duration::from_secs(20));
     assert_eq!(snapshot_ids(&env, &good), [id]);
-    // The killed run shows as failed, naming why.
+    // The killed run shows as interrupted, naming why.
     let s = status(&env, &good);
     let failure = &job(&s, "backup")["last_failure"];
     assert_eq!(failure["pid"].to_string(), cli_pid, "{s:#}");
+    assert_eq!(failure["outcome"], "interrupted", "{s:#}");
     assert!(
         failure["error"]
             .as_str()
@@ -311,20 +373,41 @@ fn a_missed_backup_is_caught_up_once_and_systemd_hears_ready_and_stopping() {
         log_text.contains("missed while the daemon was down"),
         "{log_text}"
     );
+    // The next 1 January 03:00 CET (02:00 UTC).
+    let now = chrono::Utc::now();
+    let this_year = chrono::Datelike::year(&now);
+    let this_one =
+        chrono::TimeZone::with_ymd_and_hms(&chrono::Utc, this_year, 1, 1, 2, 0, 0).unwrap();
+    let next_year = if now < this_one {
+        this_year
+    } else {
+        this_year + 1
+    };
     assert!(
-        log_text.contains("next run at 2027-01-01 03:00:00 CET"),
+        log_text.contains(&format!("next run at {next_year}-01-01 03:00:00 CET")),
         "{log_text}"
     );
 
-    // A second start has nothing to catch up: still two snapshots.
-    let mut daemon = start_daemon(&cfg, &log, None);
-    std::thread::sleep(Duration::from_secs(3));
+    // A second start has nothing to catch up: no run at all.
+    let runs_before = job(&status(&env, &cfg), "backup")["runs"].clone();
+    let second_log = env.path("daemon2.log");
+    let mut daemon = start_daemon(&cfg, &second_log, None);
+    wait_for(
+        "the second daemon to start",
+        Duration::from_secs(30),
+        &second_log,
+        || fs::read_to_string(&second_log).is_ok_and(|l| l.contains("coffer daemon started")),
+    );
+    std::thread::sleep(Duration::from_secs(1));
     signal(&daemon, rustix::process::Signal::TERM);
     assert!(daemon.wait().unwrap().success());
-    assert_eq!(snapshot_ids(&env, &cfg).len(), 2);
+    let second = fs::read_to_string(&second_log).unwrap();
+    assert!(!second.contains("missed"), "{second}");
+    assert!(!second.contains("starting"), "{second}");
 
     let s = status(&env, &cfg);
     let backup = job(&s, "backup");
+    assert_eq!(backup["runs"], runs_before, "{s:#}");
     assert_eq!(backup["last_success"]["trigger"], "catch-up", "{s:#}");
     assert_eq!(backup["runs"]["success"], 2, "{s:#}");
     assert_eq!(backup["schedule"], "0 0 3 1 1 *");
@@ -332,7 +415,8 @@ fn a_missed_backup_is_caught_up_once_and_systemd_hears_ready_and_stopping() {
         backup["next_run"]
             .as_str()
             .unwrap()
-            .starts_with("2027-01-01T02:00:00")
+            .starts_with(&format!("{next_year}-01-01T02:00:00")),
+        "{s:#}"
     );
     assert!(s["newest_snapshot"]["age_seconds"].as_i64().unwrap() < 600);
     let prom = fs::read_to_string(env.path("coffer.prom")).unwrap();
