@@ -19,7 +19,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Timelike, Utc};
 use chrono_tz::Tz;
 
 /// The longest the loop sleeps before it reads the clock again.
@@ -83,7 +83,8 @@ impl Schedule {
     /// past): the search then starts again a quarter of an hour later, until it finds a time
     /// ahead. (A job every few minutes so loses at most those minutes, once a year.)
     pub fn next_after(&self, after: DateTime<Utc>, tz: Tz) -> Option<DateTime<Utc>> {
-        let mut from = after;
+        // Fires are on whole seconds (croner would carry the fraction of `after` along).
+        let mut from = after.with_nanosecond(0).unwrap_or(after);
         for _ in 0..16 {
             let t = self
                 .cron
@@ -412,6 +413,21 @@ mod tests {
         )
         .await;
         assert_eq!(log, ["10-26 01:30:00 backup schedule"]);
+    }
+
+    #[test]
+    fn fires_fall_on_whole_seconds() {
+        let s = Schedule::parse("*/2 * * * * *").unwrap();
+        let after = utc(2026, 11, 23, 9, 0, 1) + chrono::Duration::milliseconds(155);
+        assert_eq!(
+            s.next_after(after, chrono_tz::UTC),
+            Some(utc(2026, 11, 23, 9, 0, 2))
+        );
+        let after = utc(2026, 11, 23, 9, 0, 2) + chrono::Duration::milliseconds(1);
+        assert_eq!(
+            s.next_after(after, chrono_tz::UTC),
+            Some(utc(2026, 11, 23, 9, 0, 4))
+        );
     }
 
     #[test]
