@@ -30,13 +30,22 @@ const ABANDONED: &str =
 const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 fn migrator() -> Migrator {
-    Migrator::with_migrations(vec![Migration::new(
-        1,
-        "runs".into(),
-        MigrationType::Simple,
-        include_str!("../migrations/0001_runs.sql").into_sql_str(),
-        false,
-    )])
+    Migrator::with_migrations(vec![
+        Migration::new(
+            1,
+            "runs".into(),
+            MigrationType::Simple,
+            include_str!("../migrations/0001_runs.sql").into_sql_str(),
+            false,
+        ),
+        Migration::new(
+            2,
+            "alerts".into(),
+            MigrationType::Simple,
+            include_str!("../migrations/0002_alerts.sql").into_sql_str(),
+            false,
+        ),
+    ])
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -423,6 +432,73 @@ impl Catalog {
         })
     }
 
+    /// When an alert of `kind` about `job` was last sent (to at least one channel).
+    ///
+    /// # Errors
+    /// When the catalog cannot be read.
+    pub fn last_alert(
+        &mut self,
+        job: &str,
+        kind: &str,
+    ) -> Result<Option<DateTime<Utc>>, CatalogError> {
+        let conn = &mut self.conn;
+        let row = self.rt.block_on(async {
+            sqlx::query("SELECT max(sent) FROM alerts WHERE job = ? AND kind = ?")
+                .bind(job)
+                .bind(kind)
+                .fetch_one(&mut *conn)
+                .await
+        });
+        let row = row.map_err(|e| self.error(e))?;
+        let sent: Option<String> = row.get(0);
+        Ok(sent.as_deref().and_then(parse_stamp))
+    }
+
+    /// Records an alert sent.
+    ///
+    /// # Errors
+    /// When the row cannot be written.
+    pub fn record_alert(
+        &mut self,
+        job: &str,
+        kind: &str,
+        delivered: &[&str],
+    ) -> Result<(), CatalogError> {
+        let conn = &mut self.conn;
+        let done = self.rt.block_on(async {
+            sqlx::query("INSERT INTO alerts (job, kind, sent, delivered) VALUES (?, ?, ?, ?)")
+                .bind(job)
+                .bind(kind)
+                .bind(stamp(Utc::now()))
+                .bind(delivered.join(","))
+                .execute(&mut *conn)
+                .await
+        });
+        done.map(drop).map_err(|e| self.error(e))
+    }
+
+    /// The outcomes of `job`'s last `n` runs that ran their course or were cut off (newest
+    /// first; skipped and stopped runs left out).
+    ///
+    /// # Errors
+    /// When the catalog cannot be read.
+    pub fn recent_outcomes(&mut self, job: &str, n: u32) -> Result<Vec<String>, CatalogError> {
+        let conn = &mut self.conn;
+        let rows = self.rt.block_on(async {
+            sqlx::query(
+                "SELECT outcome FROM runs WHERE job = ? \
+                 AND outcome IN ('success', 'failure', 'interrupted') \
+                 ORDER BY started DESC, id DESC LIMIT ?",
+            )
+            .bind(job)
+            .bind(i64::from(n))
+            .fetch_all(&mut *conn)
+            .await
+        });
+        let rows = rows.map_err(|e| self.error(e))?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
     /// Marks runs left `running` by a process that no longer exists (killed, or the host went
     /// down) as interrupted, so they show as such.
     fn close_abandoned(&mut self) {
@@ -565,10 +641,12 @@ pub fn recorded<T>(
 ) -> anyhow::Result<T> {
     let recording = Recording::begin(config, job, trigger);
     let result = work();
-    recording.end(&match &result {
+    let finished = match &result {
         Ok(done) => finish(done),
         Err(e) => Finish::failed(e),
-    });
+    };
+    recording.end(&finished);
+    crate::alert::job_finished(config, job, trigger, &finished, result.as_ref().err());
     result
 }
 

@@ -49,6 +49,8 @@ pub enum Command {
     /// Run the [jobs.*] of the config on their schedules (backup then prune, verify) until
     /// SIGTERM or SIGINT; for systemd (Type=notify).
     Daemon,
+    /// Alert channels: `coffer alert test` sends a test message through each.
+    Alert(AlertArgs),
     /// Show each job's last success, last failure, next run, and the newest snapshot's age.
     Status(StatusArgs),
     /// Check the config: state folder, store, identity, and every source (databases are
@@ -116,6 +118,23 @@ pub struct CheckArgs {
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct AlertArgs {
+    #[command(subcommand)]
+    pub action: AlertAction,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AlertAction {
+    /// Send a test message through every configured channel (email, Sentry, heartbeat) and
+    /// report each result.
+    Test {
+        /// Print the results as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Args)]

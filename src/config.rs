@@ -42,6 +42,7 @@ struct RawConfig {
     retention: Option<RawRetention>,
     jobs: Option<RawJobs>,
     metrics: Option<RawMetrics>,
+    alerts: Option<RawAlerts>,
     #[serde(default)]
     source: Vec<RawSource>,
 }
@@ -60,6 +61,49 @@ struct RawJob {
     schedule: String,
     catch_up: Option<bool>,
     deep: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAlerts {
+    max_age: Option<String>,
+    repeat_after: Option<String>,
+    notify_on_success: Option<bool>,
+    email: Option<RawEmail>,
+    sentry: Option<RawSentry>,
+    heartbeat: Option<RawHeartbeat>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEmail {
+    #[serde(default)]
+    to: Vec<String>,
+    from: String,
+    smtp_host: String,
+    smtp_port: Option<u16>,
+    tls: Option<String>,
+    username: Option<String>,
+    password_file: Option<PathBuf>,
+    password_env: Option<String>,
+    ca_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSentry {
+    dsn_file: Option<PathBuf>,
+    dsn_env: Option<String>,
+    environment: Option<String>,
+    check_ins: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHeartbeat {
+    url: Option<String>,
+    url_file: Option<PathBuf>,
+    url_env: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -142,6 +186,71 @@ struct RawSource {
     socket: Option<PathBuf>,
 }
 
+/// `[alerts]`: who hears about failures, and how often.
+#[derive(Debug, Clone)]
+pub struct AlertsConfig {
+    /// The newest complete snapshot older than this is a STALE alert.
+    pub max_age: Duration,
+    /// A job failing again and again alerts at most once per this long.
+    pub repeat_after: Duration,
+    /// Also report every success (heartbeats are always sent).
+    pub notify_on_success: bool,
+    pub email: Option<EmailConfig>,
+    pub sentry: Option<SentryConfig>,
+    pub heartbeat: Option<HeartbeatConfig>,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        AlertsConfig {
+            max_age: Duration::from_secs(26 * 3600),
+            repeat_after: Duration::from_secs(6 * 3600),
+            notify_on_success: false,
+            email: None,
+            sentry: None,
+            heartbeat: None,
+        }
+    }
+}
+
+/// How the SMTP connection is protected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmtpTls {
+    /// Plain connection upgraded with STARTTLS (port 587); refused if the server cannot.
+    StartTls,
+    /// TLS from the first byte (port 465).
+    Tls,
+    /// No TLS: loopback relays only.
+    None,
+}
+
+#[derive(Debug, Clone)]
+pub struct EmailConfig {
+    pub to: Vec<String>,
+    pub from: String,
+    pub smtp_host: String,
+    pub smtp_port: u16,
+    pub tls: SmtpTls,
+    pub username: Option<String>,
+    pub password: Option<SecretRef>,
+    /// An extra CA (PEM) to trust, for a relay with a private certificate.
+    pub ca_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+pub struct SentryConfig {
+    pub dsn: SecretRef,
+    pub environment: Option<String>,
+    /// Send a cron check-in per job run (Sentry Crons monitors named coffer-<job>).
+    pub check_ins: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct HeartbeatConfig {
+    /// A healthchecks.io-style ping URL (a secret: whoever has it can report success).
+    pub url: SecretRef,
+}
+
 /// `[metrics]`: where the Prometheus text file goes.
 #[derive(Debug, Clone)]
 pub struct MetricsConfig {
@@ -161,6 +270,7 @@ pub struct Config {
     /// The daemon's jobs (`[jobs.*]`), in config order.
     pub jobs: Vec<crate::schedule::JobSpec>,
     pub metrics: Option<MetricsConfig>,
+    pub alerts: AlertsConfig,
     pub encryption: EncryptionConfig,
     pub store: StoreConfig,
     pub compression: CompressOptions,
@@ -266,6 +376,27 @@ pub enum SecretRef {
         file: PathBuf,
         field: String,
     },
+    /// Written in the config itself (accepted only when the config file is private).
+    Literal(LiteralSecret),
+}
+
+/// A secret written in the config; shown as `[redacted]`.
+#[derive(Clone)]
+pub struct LiteralSecret(pub secrecy::SecretString);
+
+impl PartialEq for LiteralSecret {
+    fn eq(&self, other: &Self) -> bool {
+        use secrecy::ExposeSecret;
+        self.0.expose_secret() == other.0.expose_secret()
+    }
+}
+
+impl Eq for LiteralSecret {}
+
+impl std::fmt::Debug for LiteralSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[redacted]")
+    }
 }
 
 impl SecretRef {
@@ -281,6 +412,7 @@ impl SecretRef {
             SecretRef::Env(var) => std::env::var(var)
                 .map(secrecy::SecretString::from)
                 .map_err(|_| format!("environment variable {var} (holding a secret) is not set")),
+            SecretRef::Literal(secret) => Ok(secret.0.clone()),
             SecretRef::JsonField { file, field } => {
                 let text = std::fs::read_to_string(file)
                     .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
@@ -997,6 +1129,10 @@ impl Config {
                 }
             }
         }
+        let alerts = match raw.alerts {
+            None => AlertsConfig::default(),
+            Some(a) => parse_alerts(a, &resolve, config_is_private(path), &mut problems),
+        };
         let metrics = raw.metrics.map(|m| MetricsConfig {
             textfile: resolve(&m.textfile),
         });
@@ -1016,6 +1152,7 @@ impl Config {
             retention,
             jobs,
             metrics,
+            alerts,
             encryption,
             store: StoreConfig {
                 kind,
@@ -1025,6 +1162,164 @@ impl Config {
             compression,
             sources,
         })
+    }
+}
+
+/// Whether nobody but the owner can read the config file (so it may hold a literal secret).
+fn config_is_private(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o077 == 0)
+}
+
+/// A secret given as `<name>_file`, `<name>_env` or (literal, in a private config) `<name>`.
+fn secret_of(
+    key: &str,
+    literal: Option<String>,
+    file: Option<PathBuf>,
+    env: Option<String>,
+    resolve: &dyn Fn(&Path) -> PathBuf,
+    private: bool,
+    problems: &mut Vec<String>,
+) -> Option<SecretRef> {
+    match (literal, file, env) {
+        (None, None, None) => None,
+        (Some(v), None, None) => {
+            if !private {
+                problems.push(format!(
+                    "{key} is written in the config, but the config file is readable by others: \
+                     chmod 600 it, or use {key}_file / {key}_env"
+                ));
+            }
+            Some(SecretRef::Literal(LiteralSecret(
+                secrecy::SecretString::from(v),
+            )))
+        }
+        (None, Some(f), None) => Some(SecretRef::File(resolve(&f))),
+        (None, None, Some(v)) => Some(SecretRef::Env(v)),
+        _ => {
+            problems.push(format!("{key}: give one of {key}, {key}_file or {key}_env"));
+            None
+        }
+    }
+}
+
+fn parse_alerts(
+    a: RawAlerts,
+    resolve: &dyn Fn(&Path) -> PathBuf,
+    private: bool,
+    problems: &mut Vec<String>,
+) -> AlertsConfig {
+    let defaults = AlertsConfig::default();
+    let mut duration = |key: &str, v: Option<String>, default: Duration| match v {
+        None => default,
+        Some(s) => parse_duration(&s).unwrap_or_else(|why| {
+            problems.push(format!("alerts.{key}: {why}"));
+            default
+        }),
+    };
+    let max_age = duration("max_age", a.max_age, defaults.max_age);
+    let repeat_after = duration("repeat_after", a.repeat_after, defaults.repeat_after);
+    let email = a.email.map(|e| {
+        let tls = match e.tls.as_deref().unwrap_or("starttls") {
+            "starttls" => SmtpTls::StartTls,
+            "tls" => SmtpTls::Tls,
+            "none" => SmtpTls::None,
+            other => {
+                problems.push(format!(
+                    "alerts.email.tls '{other}': use \"starttls\" (port 587), \"tls\" (465) or \
+                     \"none\" (a relay on this host only)"
+                ));
+                SmtpTls::StartTls
+            }
+        };
+        let loopback = matches!(e.smtp_host.as_str(), "localhost" | "127.0.0.1" | "::1")
+            || e.smtp_host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback());
+        if tls == SmtpTls::None && !loopback {
+            problems.push(format!(
+                "alerts.email: tls = \"none\" would send the SMTP password and the alerts in \
+                 clear text to {}; it is allowed for a relay on this host only (127.0.0.1)",
+                e.smtp_host
+            ));
+        }
+        if e.to.is_empty() {
+            problems.push("alerts.email.to: name at least one address".into());
+        }
+        for addr in e.to.iter().chain(std::iter::once(&e.from)) {
+            if addr.parse::<lettre::message::Mailbox>().is_err() {
+                problems.push(format!("alerts.email: '{addr}' is not an email address"));
+            }
+        }
+        let password = secret_of(
+            "alerts.email.password",
+            None,
+            e.password_file,
+            e.password_env,
+            resolve,
+            private,
+            problems,
+        );
+        if password.is_some() != e.username.is_some() {
+            problems
+                .push("alerts.email: username and password_file/password_env go together".into());
+        }
+        EmailConfig {
+            to: e.to,
+            from: e.from,
+            smtp_port: e.smtp_port.unwrap_or(match tls {
+                SmtpTls::StartTls => 587,
+                SmtpTls::Tls => 465,
+                SmtpTls::None => 25,
+            }),
+            smtp_host: e.smtp_host,
+            tls,
+            username: e.username,
+            password,
+            ca_file: e.ca_file.as_deref().map(resolve),
+        }
+    });
+    let sentry = a.sentry.and_then(|s| {
+        let dsn = secret_of(
+            "alerts.sentry.dsn",
+            None,
+            s.dsn_file,
+            s.dsn_env,
+            resolve,
+            private,
+            problems,
+        );
+        if dsn.is_none() {
+            problems.push("alerts.sentry: set dsn_file or dsn_env".into());
+        }
+        Some(SentryConfig {
+            dsn: dsn?,
+            environment: s.environment,
+            check_ins: s.check_ins.unwrap_or(true),
+        })
+    });
+    let heartbeat = a.heartbeat.and_then(|h| {
+        let url = secret_of(
+            "alerts.heartbeat.url",
+            h.url,
+            h.url_file,
+            h.url_env,
+            resolve,
+            private,
+            problems,
+        );
+        if url.is_none() {
+            problems.push("alerts.heartbeat: set url, url_file or url_env".into());
+        }
+        Some(HeartbeatConfig { url: url? })
+    });
+    AlertsConfig {
+        max_age,
+        repeat_after,
+        notify_on_success: a.notify_on_success.unwrap_or(false),
+        email,
+        sentry,
+        heartbeat,
     }
 }
 

@@ -5,6 +5,7 @@
 //! the manifest last. Recovery: `verify`, `restore`. `commands` holds one module per
 //! subcommand; `cli` only the argument definitions.
 
+pub mod alert;
 pub mod catalog;
 pub mod cli;
 pub mod commands;

@@ -53,6 +53,7 @@ fn main() -> ExitCode {
         Command::Auth(args) => commands::auth::run(&cli.config, args),
         Command::Prune(args) => commands::prune::run(&cli.config, args),
         Command::Daemon => commands::daemon::run(&cli.config),
+        Command::Alert(args) => commands::alert::run(&cli.config, args),
         Command::Status(args) => commands::status::run(&cli.config, args),
     };
     match result {

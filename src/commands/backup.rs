@@ -23,6 +23,33 @@ use crate::source::{
 };
 use crate::store::{self, Store};
 
+/// Where a backup failed: the context of its error, read by alerts.
+#[derive(Debug)]
+pub struct Failed {
+    pub source: Option<String>,
+    pub stage: &'static str,
+    /// The id the snapshot would have had.
+    pub snapshot: String,
+    message: String,
+}
+
+impl Failed {
+    fn committing(id: &SnapshotId) -> Failed {
+        Failed {
+            source: None,
+            stage: "committing the snapshot",
+            snapshot: id.to_string(),
+            message: format!("no snapshot was written ({id})"),
+        }
+    }
+}
+
+impl std::fmt::Display for Failed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
 /// What a finished backup did.
 #[derive(Debug)]
 pub struct BackupReport {
@@ -219,10 +246,15 @@ pub fn backup_waiting(
         let mut pre = match preflight(source) {
             Ok(pre) => pre,
             Err(e) => {
-                let err = e.context(format!(
-                    "backup of source '{}' failed before its dump; no snapshot was written",
-                    source.name
-                ));
+                let err = e.context(Failed {
+                    source: Some(source.name.clone()),
+                    stage: "connecting to the database",
+                    snapshot: id.to_string(),
+                    message: format!(
+                        "backup of source '{}' failed before its dump; no snapshot was written",
+                        source.name
+                    ),
+                });
                 return Err(discard(store, &id, err));
             }
         };
@@ -339,14 +371,19 @@ pub fn backup_waiting(
         let (encoded, extras) = match result {
             Ok(done) => done,
             Err(e) => {
-                let err = match e {
-                    EncodeError::Source(AnyError(e)) => e,
-                    sink @ EncodeError::Sink { .. } => anyhow!(sink),
-                }
-                .context(format!(
-                    "backup of source '{}' failed; no snapshot was written",
-                    source.name
-                ));
+                let (err, stage) = match e {
+                    EncodeError::Source(AnyError(e)) => (e, "reading the source"),
+                    sink @ EncodeError::Sink { .. } => (anyhow!(sink), "storing the parts"),
+                };
+                let err = err.context(Failed {
+                    source: Some(source.name.clone()),
+                    stage,
+                    snapshot: id.to_string(),
+                    message: format!(
+                        "backup of source '{}' failed; no snapshot was written",
+                        source.name
+                    ),
+                });
                 return Err(discard(store, &id, err));
             }
         };
@@ -395,22 +432,25 @@ pub fn backup_waiting(
     // only what is really there is committed (a store that lost a part, or a sweep from
     // another host, must not produce a manifest naming missing parts).
     if let Err(e) = store.sync() {
-        let err = anyhow!(e).context(format!("no snapshot was written ({id})"));
+        let err = anyhow!(e).context(Failed::committing(&id));
         return Err(discard(store, &id, err));
     }
     if let Err(e) = confirm_parts(store, &prefix, &manifest.sources) {
-        let err = e.context(format!("no snapshot was written ({id})"));
+        let err = e.context(Failed::committing(&id));
         return Err(discard(store, &id, err));
     }
     // A stop requested while the last parts were stored: it never becomes a snapshot.
     if let Err(e) = crate::shutdown::check() {
-        let err = anyhow!(e).context(format!("no snapshot was written ({id})"));
+        let err = anyhow!(e).context(Failed::committing(&id));
         return Err(discard(store, &id, err));
     }
     if let Err(e) = snapshot::write_manifest(store, &manifest) {
-        let err = anyhow!(e).context(format!(
-            "writing the manifest of snapshot {id} failed; no snapshot was written"
-        ));
+        let err = anyhow!(e).context(Failed {
+            message: format!(
+                "writing the manifest of snapshot {id} failed; no snapshot was written"
+            ),
+            ..Failed::committing(&id)
+        });
         return Err(discard(store, &id, err));
     }
     // Stopping: the snapshot is written; the sweep can wait for the next backup.

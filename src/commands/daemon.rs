@@ -22,6 +22,37 @@ use crate::config::Config;
 use crate::schedule::{self, JobKind, JobSpec, RunFuture, Runner, SystemClock, Trigger};
 use crate::store;
 
+/// How often the daemon looks at the newest snapshot's age.
+const STALE_EVERY: Duration = Duration::from_secs(3600);
+
+/// The staleness check: the newest complete snapshot in the store against
+/// `alerts.max_age` (blocking: run on its own thread).
+fn check_stale(config: &Config) {
+    let newest = store::from_config(&config.store)
+        .map_err(|e| e.to_string())
+        .and_then(|s| crate::snapshot::committed_ids(s.as_ref()).map_err(|e| e.to_string()));
+    let newest = match newest {
+        Ok(ids) => ids.into_iter().next_back().and_then(|id| {
+            let at = id.started().map(DateTime::<Utc>::from)?;
+            Some((id.to_string(), at))
+        }),
+        Err(e) => {
+            // A store that cannot be listed is the backups' problem too: they will fail and
+            // alert. The age is unknown, not old.
+            tracing::warn!("staleness check: cannot list the store: {e}");
+            return;
+        }
+    };
+    let alerts = crate::alert::Alerts::from_config(config);
+    let mut catalog = Catalog::open(&config.state_dir).ok();
+    if alerts.check_stale(catalog.as_mut(), newest.clone(), Utc::now()) {
+        tracing::warn!(
+            newest = newest.as_ref().map_or("none", |(id, _)| id.as_str()),
+            "the newest snapshot is older than alerts.max_age"
+        );
+    }
+}
+
 /// How long a stopping job gets before the process exits anyway (systemd's default stop
 /// timeout is 90 s; we promise 30).
 const STOP_GRACE: Duration = Duration::from_secs(25);
@@ -278,6 +309,17 @@ async fn serve(config: Arc<Config>, catch_up: Vec<usize>) -> anyhow::Result<()> 
         "coffer daemon started"
     );
     crate::notify::notify("READY=1\nSTATUS=waiting for the next scheduled job");
+    let stale_config = Arc::clone(&config);
+    let staleness = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(STALE_EVERY);
+        loop {
+            tick.tick().await;
+            let config = Arc::clone(&stale_config);
+            let _ = std::thread::Builder::new()
+                .name("coffer-stale".into())
+                .spawn(move || check_stale(&config));
+        }
+    });
     let watchdog = crate::notify::watchdog_interval().map(|every| {
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
@@ -306,6 +348,7 @@ async fn serve(config: Arc<Config>, catch_up: Vec<usize>) -> anyhow::Result<()> 
             ),
         }
     }
+    staleness.abort();
     if let Some(w) = watchdog {
         w.abort();
     }

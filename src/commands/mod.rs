@@ -1,6 +1,7 @@
 //! One module per subcommand: each loads what it needs, does the work through the library and
 //! prints the result (text, or JSON with `--json`).
 
+pub mod alert;
 pub mod auth;
 pub mod backup;
 pub mod bench;

@@ -3,6 +3,7 @@
 
 mod support;
 
+mod alerts;
 mod config_examples;
 mod daemon;
 mod faults;

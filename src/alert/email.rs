@@ -1,0 +1,99 @@
+//! Email alerts through an SMTP relay (lettre): STARTTLS (required, never silently plain) or
+//! TLS from the first byte, or plain to a relay on this host only; AUTH with a password from
+//! a secret. A plain-text message a tired operator can act on.
+
+use std::time::Duration;
+
+use lettre::message::{Mailbox, header::ContentType};
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
+use lettre::{Message, SmtpTransport, Transport};
+use secrecy::ExposeSecret;
+
+use super::{Event, Kind, Notifier};
+use crate::config::{EmailConfig, SmtpTls};
+
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+pub struct Email {
+    transport: SmtpTransport,
+    from: Mailbox,
+    to: Vec<Mailbox>,
+    relay: String,
+}
+
+impl Email {
+    pub fn new(c: &EmailConfig) -> Result<Email, String> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let tls = match c.tls {
+            SmtpTls::None => None,
+            SmtpTls::StartTls | SmtpTls::Tls => {
+                let mut params = TlsParameters::builder(c.smtp_host.clone());
+                if let Some(ca) = &c.ca_file {
+                    let pem = std::fs::read(ca)
+                        .map_err(|e| format!("cannot read ca_file {}: {e}", ca.display()))?;
+                    let cert = Certificate::from_pem(&pem)
+                        .map_err(|e| format!("ca_file {}: {e}", ca.display()))?;
+                    params = params.add_root_certificate(cert);
+                }
+                Some(params.build().map_err(|e| format!("TLS set-up: {e}"))?)
+            }
+        };
+        let mut builder = SmtpTransport::builder_dangerous(&c.smtp_host)
+            .port(c.smtp_port)
+            .timeout(Some(TIMEOUT));
+        builder = match (c.tls, tls) {
+            (SmtpTls::StartTls, Some(p)) => builder.tls(Tls::Required(p)),
+            (SmtpTls::Tls, Some(p)) => builder.tls(Tls::Wrapper(p)),
+            _ => builder.tls(Tls::None),
+        };
+        if let (Some(user), Some(password)) = (&c.username, &c.password) {
+            let password = password.load()?;
+            builder = builder.credentials(Credentials::new(
+                user.clone(),
+                password.expose_secret().to_string(),
+            ));
+        }
+        let parse = |a: &str| {
+            a.parse::<Mailbox>()
+                .map_err(|e| format!("'{a}' is not an email address: {e}"))
+        };
+        Ok(Email {
+            transport: builder.build(),
+            from: parse(&c.from)?,
+            to: c.to.iter().map(|a| parse(a)).collect::<Result<_, _>>()?,
+            relay: format!("{}:{}", c.smtp_host, c.smtp_port),
+        })
+    }
+}
+
+impl Notifier for Email {
+    fn name(&self) -> &'static str {
+        "email"
+    }
+
+    fn wants(&self, _: &Event) -> bool {
+        true
+    }
+
+    fn send(&self, event: &Event) -> Result<(), String> {
+        let mut message = Message::builder()
+            .from(self.from.clone())
+            .subject(event.subject())
+            .header(ContentType::TEXT_PLAIN);
+        for to in &self.to {
+            message = message.to(to.clone());
+        }
+        let message = message
+            .body(event.text())
+            .map_err(|e| format!("building the message: {e}"))?;
+        self.transport
+            .send(&message)
+            .map(drop)
+            .map_err(|e| format!("SMTP relay {}: {e}", self.relay))?;
+        if event.kind == Kind::Test {
+            tracing::info!("test email sent through {}", self.relay);
+        }
+        Ok(())
+    }
+}

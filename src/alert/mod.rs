@@ -1,0 +1,491 @@
+//! Alerts: the one place a job's outcome becomes notifications.
+//!
+//! `job_finished` is called for every recorded run (`catalog::recorded`), by the daemon and
+//! by hand alike; `stale` by the daemon's hourly check. Each builds one `Event` and hands it
+//! to every configured `Notifier` (email, Sentry, heartbeat). Flood control lives here too:
+//! a job failing again and again alerts at most once per `repeat_after` until it succeeds,
+//! and its first success after failures always alerts (RECOVERED). A notifier that fails is
+//! logged with its reason; the others still fire and the job's own outcome is untouched.
+
+mod email;
+mod heartbeat;
+mod sentry;
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use crate::catalog::{Catalog, Finish, Outcome};
+use crate::config::{AlertsConfig, Config};
+use crate::schedule::Trigger;
+
+/// What happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Failed,
+    Recovered,
+    Stale,
+    Success,
+    Test,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Failed => "failed",
+            Kind::Recovered => "recovered",
+            Kind::Stale => "stale",
+            Kind::Success => "success",
+            Kind::Test => "test",
+        }
+    }
+
+    /// The word a subject starts with.
+    pub fn word(self) -> &'static str {
+        match self {
+            Kind::Failed => "FAILED",
+            Kind::Recovered => "RECOVERED",
+            Kind::Stale => "STALE",
+            Kind::Success => "OK",
+            Kind::Test => "TEST",
+        }
+    }
+}
+
+/// One notification, with everything a person needs to act on it.
+#[derive(Debug, Clone)]
+pub struct Event {
+    pub kind: Kind,
+    /// backup, prune, verify; `store` for staleness; `alert` for a test.
+    pub job: String,
+    pub trigger: Option<Trigger>,
+    pub host: String,
+    pub at: DateTime<Utc>,
+    /// One line: what happened.
+    pub summary: String,
+    /// The error, outermost first.
+    pub errors: Vec<String>,
+    pub source: Option<String>,
+    pub stage: Option<String>,
+    pub snapshot: Option<String>,
+    /// The newest good snapshot and when it was made.
+    pub last_good: Option<(String, DateTime<Utc>)>,
+    /// Commands to retry or look closer.
+    pub commands: Vec<String>,
+    pub timezone: chrono_tz::Tz,
+    pub repeat_after: Duration,
+}
+
+impl Event {
+    /// `[coffer] FAILED backup on host: first line of the error`.
+    pub fn subject(&self) -> String {
+        let mut line = format!(
+            "[coffer] {} {} on {}: {}",
+            self.kind.word(),
+            self.job,
+            self.host,
+            self.summary
+        );
+        if line.chars().count() > 160 {
+            line = line.chars().take(157).collect::<String>() + "...";
+        }
+        line
+    }
+
+    fn local(&self, t: DateTime<Utc>) -> String {
+        t.with_timezone(&self.timezone)
+            .format("%Y-%m-%d %H:%M:%S %Z")
+            .to_string()
+    }
+
+    /// The plain-text body: what, when, the error, the last good snapshot, what to run.
+    pub fn text(&self) -> String {
+        use std::fmt::Write;
+        let mut t = String::new();
+        let when = self.local(self.at);
+        let how = self
+            .trigger
+            .map(|tr| format!(", {}", tr.as_str()))
+            .unwrap_or_default();
+        let _ = writeln!(
+            t,
+            "coffer on {}: {} {} at {when}{how}.",
+            self.host,
+            self.job,
+            self.kind.word()
+        );
+        let _ = writeln!(t, "\n{}", self.summary);
+        if self.source.is_some() || self.stage.is_some() || self.snapshot.is_some() {
+            t.push('\n');
+        }
+        if let Some(s) = &self.source {
+            let _ = writeln!(t, "Source:    {s}");
+        }
+        if let Some(s) = &self.stage {
+            let _ = writeln!(t, "Stage:     {s}");
+        }
+        if let Some(s) = &self.snapshot {
+            let _ = writeln!(t, "Snapshot:  {s}");
+        }
+        if !self.errors.is_empty() {
+            let _ = writeln!(t, "\nError:");
+            for (i, e) in self.errors.iter().enumerate() {
+                let lead = if i == 0 { "  " } else { "  caused by: " };
+                let _ = writeln!(t, "{lead}{e}");
+            }
+        }
+        let _ = writeln!(
+            t,
+            "\nLast good snapshot: {}",
+            match &self.last_good {
+                Some((id, at)) => format!(
+                    "{id}, made {} ({} h ago)",
+                    self.local(*at),
+                    (self.at - *at).num_hours()
+                ),
+                None => "none recorded on this host".into(),
+            }
+        );
+        if !self.commands.is_empty() {
+            let _ = writeln!(t, "\nWhat to run:");
+            for c in &self.commands {
+                let _ = writeln!(t, "  {c}");
+            }
+        }
+        if self.kind == Kind::Failed || self.kind == Kind::Stale {
+            let _ = writeln!(
+                t,
+                "\nThis alert repeats at most every {} h until it is resolved.",
+                self.repeat_after.as_secs() / 3600
+            );
+        }
+        t
+    }
+}
+
+/// A channel that delivers events.
+pub trait Notifier: Send + Sync {
+    /// `email`, `sentry`, `heartbeat`.
+    fn name(&self) -> &'static str;
+    /// Whether this channel reports this event at all.
+    fn wants(&self, event: &Event) -> bool;
+    /// Delivers the event.
+    ///
+    /// # Errors
+    /// Why it could not (the server's answer, a timeout): logged by the caller.
+    fn send(&self, event: &Event) -> Result<(), String>;
+}
+
+/// The configured channels.
+pub struct Alerts {
+    notifiers: Vec<Box<dyn Notifier>>,
+    config: AlertsConfig,
+    timezone: chrono_tz::Tz,
+    config_path: std::path::PathBuf,
+}
+
+impl Alerts {
+    /// The channels of `config`; one that cannot be set up (an unreadable secret) is logged
+    /// and left out, never failing the job.
+    pub fn from_config(config: &Config) -> Alerts {
+        let a = &config.alerts;
+        let mut notifiers: Vec<Box<dyn Notifier>> = Vec::new();
+        let mut add = |made: Result<Box<dyn Notifier>, String>, name: &str| match made {
+            Ok(n) => notifiers.push(n),
+            Err(e) => tracing::error!("alerts through {name} are off: {e}"),
+        };
+        if let Some(e) = &a.email {
+            add(email::Email::new(e).map(|n| Box::new(n) as _), "email");
+        }
+        if let Some(s) = &a.sentry {
+            add(sentry::Sentry::new(s).map(|n| Box::new(n) as _), "Sentry");
+        }
+        if let Some(h) = &a.heartbeat {
+            add(
+                heartbeat::Heartbeat::new(h).map(|n| Box::new(n) as _),
+                "heartbeat",
+            );
+        }
+        Alerts {
+            notifiers,
+            config: a.clone(),
+            timezone: config.timezone,
+            config_path: config.path.clone(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.notifiers.is_empty()
+    }
+
+    fn event(&self, kind: Kind, job: &str, summary: String) -> Event {
+        Event {
+            kind,
+            job: job.to_string(),
+            trigger: None,
+            host: gethostname::gethostname().to_string_lossy().into_owned(),
+            at: Utc::now(),
+            summary,
+            errors: Vec::new(),
+            source: None,
+            stage: None,
+            snapshot: None,
+            last_good: None,
+            commands: Vec::new(),
+            timezone: self.timezone,
+            repeat_after: self.config.repeat_after,
+        }
+    }
+
+    fn coffer(&self, args: &str) -> String {
+        format!("coffer --config {} {args}", self.config_path.display())
+    }
+
+    /// Sends `event` through every channel that wants it; returns each channel's result.
+    pub fn dispatch(&self, event: &Event) -> Vec<(&'static str, Result<(), String>)> {
+        let mut results = Vec::new();
+        for n in self.notifiers.iter().filter(|n| n.wants(event)) {
+            let result = n.send(event);
+            if let Err(e) = &result {
+                tracing::error!(
+                    channel = n.name(),
+                    kind = event.kind.as_str(),
+                    job = event.job,
+                    "could not send the alert: {e}"
+                );
+            }
+            results.push((n.name(), result));
+        }
+        results
+    }
+
+    /// Turns a finished run into notifications, with flood control.
+    pub fn job_finished(
+        &self,
+        catalog: Option<&mut Catalog>,
+        job: &str,
+        trigger: Trigger,
+        finish: &Finish,
+        error: Option<&anyhow::Error>,
+    ) {
+        if self.notifiers.is_empty() {
+            return;
+        }
+        let mut catalog = catalog;
+        let history = catalog.as_mut().and_then(|c| c.history(job).ok());
+        let last_good = catalog
+            .as_mut()
+            .and_then(|c| c.history("backup").ok())
+            .and_then(|h| h.last_success)
+            .and_then(|r| Some((r.snapshot?, r.finished.unwrap_or(r.started))));
+        let kind = match finish.outcome {
+            Outcome::Success => {
+                let recent = catalog
+                    .as_mut()
+                    .and_then(|c| c.recent_outcomes(job, 2).ok())
+                    .unwrap_or_default();
+                // This run is the newest; the one before it failed: recovered.
+                if recent.get(1).is_some_and(|o| o != "success") {
+                    Kind::Recovered
+                } else {
+                    Kind::Success
+                }
+            }
+            Outcome::Failure => Kind::Failed,
+            // Stopped by a shutdown, skipped behind another job: nothing went wrong.
+            Outcome::Stopped | Outcome::Skipped | Outcome::Interrupted => return,
+        };
+        if kind == Kind::Failed {
+            let now = Utc::now();
+            let last_alert = catalog
+                .as_mut()
+                .and_then(|c| c.last_alert(job, "failed").ok())
+                .flatten();
+            let last_success = history
+                .as_ref()
+                .and_then(|h| h.last_success.as_ref())
+                .map(|r| r.started);
+            let repeat = chrono::Duration::from_std(self.config.repeat_after).unwrap_or_default();
+            let quiet = last_alert
+                .is_some_and(|sent| last_success.is_none_or(|ok| sent > ok) && now - sent < repeat);
+            if quiet {
+                tracing::info!(
+                    job,
+                    "failed again; alerted already within alerts.repeat_after, not again"
+                );
+                // The dead man's switch still hears every failure.
+                self.heartbeat_only(job, finish, error);
+                return;
+            }
+        }
+        let mut event = self.event(kind, job, String::new());
+        event.trigger = Some(trigger);
+        event.last_good = last_good;
+        event.snapshot = finish.snapshot.clone();
+        match kind {
+            Kind::Failed => {
+                let err = error.map(|e| e.chain().map(ToString::to_string).collect::<Vec<_>>());
+                event.errors = err.unwrap_or_else(|| finish.error.clone().into_iter().collect());
+                event.summary = event
+                    .errors
+                    .first()
+                    .cloned()
+                    .unwrap_or_else(|| format!("the {job} failed"));
+                if let Some(f) =
+                    error.and_then(|e| e.downcast_ref::<crate::commands::backup::Failed>())
+                {
+                    event.source = f.source.clone();
+                    event.stage = Some(f.stage.to_string());
+                    event.snapshot = Some(f.snapshot.clone());
+                }
+                event.commands = self.commands_for(job);
+            }
+            Kind::Recovered => {
+                event.summary = match &finish.snapshot {
+                    Some(id) => format!("the {job} succeeded again (snapshot {id})"),
+                    None => format!("the {job} succeeded again"),
+                };
+            }
+            _ => {
+                event.summary = match &finish.snapshot {
+                    Some(id) => format!("the {job} succeeded (snapshot {id})"),
+                    None => format!("the {job} succeeded"),
+                };
+            }
+        }
+        if kind == Kind::Success && !self.config.notify_on_success {
+            // Only the heartbeat hears of plain successes.
+            self.heartbeat_only(job, finish, error);
+            return;
+        }
+        let results = self.dispatch(&event);
+        let delivered: Vec<&str> = results
+            .iter()
+            .filter(|(_, r)| r.is_ok())
+            .map(|(n, _)| *n)
+            .collect();
+        if let Some(c) = catalog.as_mut()
+            && !delivered.is_empty()
+            && let Err(e) = c.record_alert(job, kind.as_str(), &delivered)
+        {
+            tracing::warn!("could not record the alert sent: {e}");
+        }
+    }
+
+    /// The heartbeat channel alone (plain successes, repeated failures).
+    fn heartbeat_only(&self, job: &str, finish: &Finish, error: Option<&anyhow::Error>) {
+        let kind = if finish.outcome == Outcome::Success {
+            Kind::Success
+        } else {
+            Kind::Failed
+        };
+        let mut event = self.event(kind, job, String::new());
+        event.summary = error
+            .map(|e| format!("{e:#}"))
+            .or_else(|| finish.error.clone())
+            .unwrap_or_else(|| format!("the {job} succeeded"));
+        for n in self.notifiers.iter().filter(|n| n.name() == "heartbeat") {
+            if n.wants(&event)
+                && let Err(e) = n.send(&event)
+            {
+                tracing::error!(channel = n.name(), job, "could not send the ping: {e}");
+            }
+        }
+    }
+
+    fn commands_for(&self, job: &str) -> Vec<String> {
+        let retry = match job {
+            "backup" => self.coffer("backup"),
+            "prune" => self.coffer("prune --dry-run"),
+            "verify" => self.coffer("verify latest"),
+            other => self.coffer(other),
+        };
+        vec![
+            format!("retry:    {retry}"),
+            format!("inspect:  {}", self.coffer("status")),
+            "          journalctl -u coffer --since -1d".into(),
+        ]
+    }
+
+    /// The daemon's staleness check: the newest complete snapshot (`None`: there is none)
+    /// older than `max_age` alerts, at most once per `repeat_after`.
+    pub fn check_stale(
+        &self,
+        catalog: Option<&mut Catalog>,
+        newest: Option<(String, DateTime<Utc>)>,
+        now: DateTime<Utc>,
+    ) -> bool {
+        let max_age = chrono::Duration::from_std(self.config.max_age).unwrap_or_default();
+        let stale = newest.as_ref().is_none_or(|(_, t)| now - *t > max_age);
+        if !stale || self.notifiers.is_empty() {
+            return stale;
+        }
+        let mut catalog = catalog;
+        let repeat = chrono::Duration::from_std(self.config.repeat_after).unwrap_or_default();
+        let last = catalog
+            .as_mut()
+            .and_then(|c| c.last_alert("store", "stale").ok())
+            .flatten();
+        if last.is_some_and(|sent| now - sent < repeat) {
+            return stale;
+        }
+        let summary = match &newest {
+            Some((id, t)) => format!(
+                "the newest snapshot ({id}) is {} h old, more than alerts.max_age ({} h): \
+                 backups have stopped succeeding",
+                (now - *t).num_hours(),
+                self.config.max_age.as_secs() / 3600
+            ),
+            None => "the store holds no snapshot at all".into(),
+        };
+        let mut event = self.event(Kind::Stale, "store", summary);
+        event.last_good = newest;
+        event.commands = vec![
+            format!("inspect:  {}", self.coffer("status")),
+            format!("          {}", self.coffer("check")),
+            format!("retry:    {}", self.coffer("backup")),
+        ];
+        let results = self.dispatch(&event);
+        let delivered: Vec<&str> = results
+            .iter()
+            .filter(|(_, r)| r.is_ok())
+            .map(|(n, _)| *n)
+            .collect();
+        if let Some(c) = catalog.as_mut()
+            && !delivered.is_empty()
+            && let Err(e) = c.record_alert("store", "stale", &delivered)
+        {
+            tracing::warn!("could not record the alert sent: {e}");
+        }
+        stale
+    }
+
+    /// `coffer alert test`: one test message through every channel.
+    pub fn test(&self) -> Vec<(&'static str, Result<(), String>)> {
+        let mut event = self.event(
+            Kind::Test,
+            "alert",
+            "a test message from 'coffer alert test': this channel works".into(),
+        );
+        event.commands = vec![format!("status:   {}", self.coffer("status"))];
+        self.dispatch(&event)
+    }
+}
+
+/// Called for every recorded run (see `catalog::recorded`).
+pub fn job_finished(
+    config: &Config,
+    job: &str,
+    trigger: Trigger,
+    finish: &Finish,
+    error: Option<&anyhow::Error>,
+) {
+    let alerts = Alerts::from_config(config);
+    if alerts.is_empty() {
+        return;
+    }
+    let mut catalog = Catalog::open(&config.state_dir)
+        .map_err(|e| tracing::warn!("alerts without flood control: {e}"))
+        .ok();
+    alerts.job_finished(catalog.as_mut(), job, trigger, finish, error);
+}

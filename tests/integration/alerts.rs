@@ -1,0 +1,293 @@
+//! Alerts end to end, against local SMTP and HTTP servers: a failed backup reaches email,
+//! Sentry and the heartbeat once, with the tool's error and no secret; a repeat is held back;
+//! the recovery is announced; a stale store alerts from the daemon even with SMTP down.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::support::Env;
+use crate::support::sinks::{HttpSink, Request, SmtpSink};
+
+const SMTP_PASSWORD: &str = "smtp-s3cret-hunter2";
+const SENTRY_KEY: &str = "0123456789abcdef0123456789abcdef";
+const PING_TOKEN: &str = "5a1d-ping-token-77";
+const TOOL_ERROR: &str = "Error: database disk image is malformed";
+
+/// A dump tool that fails the way sqlite3 does on a damaged file.
+fn failing_tool(env: &Env) -> PathBuf {
+    let path = env.path("broken-sqlite3");
+    fs::write(
+        &path,
+        format!(
+            "#!/bin/sh\n\
+             if [ \"$1\" = \"--version\" ]; then echo '3.40.1 2022-12-28 broken'; exit 0; fi\n\
+             cat > /dev/null\n\
+             echo '{TOOL_ERROR}' >&2\n\
+             exit 1\n"
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+/// A config with the three channels: SMTP on `smtp_port`, Sentry and the heartbeat on the
+/// HTTP sink; the SQLite source dumped by `tool` (the built-in dump when `None`).
+fn config(env: &Env, smtp_port: u16, http: &HttpSink, tool: Option<&Path>, extra: &str) -> PathBuf {
+    let secret = |name: &str, value: &str| {
+        let p = env.path(name);
+        fs::write(&p, value).unwrap();
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o600)).unwrap();
+        p
+    };
+    let password = secret("smtp-password", SMTP_PASSWORD);
+    let dsn = secret(
+        "sentry-dsn",
+        &format!("http://{SENTRY_KEY}@127.0.0.1:{}/42", http.port),
+    );
+    let ping = secret(
+        "ping-url",
+        &format!("http://127.0.0.1:{}/ping/{PING_TOKEN}", http.port),
+    );
+    let db = env.path("app.sqlite");
+    if !db.exists() {
+        fs::copy(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/app.sqlite"),
+            &db,
+        )
+        .unwrap();
+    }
+    let tool = tool
+        .map(|t| format!("dump_tool = \"{}\"\n", t.display()))
+        .unwrap_or_default();
+    let path = env.path("coffer.toml");
+    fs::write(
+        &path,
+        format!(
+            "state_dir = \"state\"\n\
+             [encryption]\nrecipients = [\"{}\"]\n\
+             [store]\ntype = \"local\"\npath = \"store\"\n\
+             [retention]\nkeep_last = 10\n\
+             {extra}\n\
+             [alerts]\nrepeat_after = \"6h\"\n\
+             [alerts.email]\nto = [\"ops@example.com\"]\nfrom = \"coffer@example.com\"\n\
+             smtp_host = \"127.0.0.1\"\nsmtp_port = {smtp_port}\ntls = \"none\"\n\
+             username = \"coffer\"\npassword_file = \"{}\"\n\
+             [alerts.sentry]\ndsn_file = \"{}\"\n\
+             [alerts.heartbeat]\nurl_file = \"{}\"\n\
+             [[source]]\nname = \"app\"\ntype = \"sqlite\"\npath = \"{}\"\n{tool}",
+            env.recipient,
+            password.display(),
+            dsn.display(),
+            ping.display(),
+            db.display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// Sentry envelopes that carry an event (not a check-in).
+fn sentry_events(requests: &[Request]) -> Vec<String> {
+    requests
+        .iter()
+        .filter(|r| r.path.starts_with("/api/42/envelope"))
+        .filter(|r| r.body.contains("\"type\":\"event\""))
+        .map(|r| r.body.clone())
+        .collect()
+}
+
+fn pings<'a>(requests: &'a [Request], suffix: &str) -> Vec<&'a Request> {
+    let path = format!("/ping/{PING_TOKEN}{suffix}");
+    requests.iter().filter(|r| r.path == path).collect()
+}
+
+fn assert_no_secret(text: &str) {
+    for secret in [SMTP_PASSWORD, SENTRY_KEY, PING_TOKEN] {
+        assert!(!text.contains(secret), "a secret leaked into: {text}");
+    }
+}
+
+#[test]
+fn a_failed_backup_alerts_every_channel_once_and_its_recovery_is_announced() {
+    let env = Env::new();
+    let smtp = SmtpSink::start();
+    let http = HttpSink::start();
+    let tool = failing_tool(&env);
+    let broken = config(&env, smtp.port, &http, Some(&tool), "");
+
+    let out = env.fails(&broken, &["backup"]);
+    assert!(out.contains(TOOL_ERROR), "{out}");
+    let mails = smtp.mails();
+    assert_eq!(mails.len(), 1, "{mails:#?}");
+    let mail = &mails[0];
+    assert_eq!(
+        mail.auth,
+        Some(("coffer".to_string(), SMTP_PASSWORD.to_string()))
+    );
+    assert!(mail.to.iter().any(|t| t.contains("ops@example.com")));
+    assert!(
+        mail.data.contains("Subject: [coffer] FAILED backup on "),
+        "{}",
+        mail.data
+    );
+    for expected in [
+        TOOL_ERROR,
+        "Source:    app",
+        "Stage:     reading the source",
+        "Last good snapshot: none",
+        "coffer --config",
+        " backup",
+    ] {
+        assert!(
+            mail.data.contains(expected),
+            "{expected:?} not in:\n{}",
+            mail.data
+        );
+    }
+    let requests = http.requests();
+    let events = sentry_events(&requests);
+    assert_eq!(events.len(), 1, "{requests:#?}");
+    assert!(events[0].contains(TOOL_ERROR), "{}", events[0]);
+    assert!(events[0].contains("\"job\":\"backup\""), "{}", events[0]);
+    assert!(events[0].contains("\"source\":\"app\""), "{}", events[0]);
+    let fails = pings(&requests, "/fail");
+    assert_eq!(fails.len(), 1, "{requests:#?}");
+    assert!(fails[0].body.contains(TOOL_ERROR));
+    assert!(
+        pings(&requests, "").is_empty(),
+        "no success ping after a failure"
+    );
+
+    // Failing again within repeat_after: no second email or event; the switch hears it.
+    env.fails(&broken, &["backup"]);
+    assert_eq!(smtp.mails().len(), 1);
+    let requests = http.requests();
+    assert_eq!(sentry_events(&requests).len(), 1);
+    assert_eq!(pings(&requests, "/fail").len(), 2);
+
+    // Fixed: the next backup succeeds and says so.
+    let fixed = config(&env, smtp.port, &http, None, "");
+    let id = env.backup(&fixed);
+    let mails = smtp.mails();
+    assert_eq!(mails.len(), 2, "{mails:#?}");
+    assert!(
+        mails[1]
+            .data
+            .contains("Subject: [coffer] RECOVERED backup on "),
+        "{}",
+        mails[1].data
+    );
+    assert!(mails[1].data.contains(&id), "{}", mails[1].data);
+    let requests = http.requests();
+    assert_eq!(sentry_events(&requests).len(), 2);
+    assert_eq!(pings(&requests, "").len(), 1, "{requests:#?}");
+
+    // A plain success afterwards: only the heartbeat.
+    env.backup(&fixed);
+    assert_eq!(smtp.mails().len(), 2);
+    let requests = http.requests();
+    assert_eq!(sentry_events(&requests).len(), 2);
+    assert_eq!(pings(&requests, "").len(), 2);
+
+    for m in smtp.mails() {
+        assert_no_secret(&m.data);
+    }
+    for r in http.requests() {
+        assert_no_secret(&r.body);
+        assert_no_secret(&r.path.replace(PING_TOKEN, "<token>"));
+    }
+}
+
+#[test]
+fn alert_test_reports_each_channel_and_a_dead_relay_does_not_stop_the_others() {
+    let env = Env::new();
+    let http = HttpSink::start();
+    // Nothing listens on this port.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let cfg = config(&env, dead, &http, None, "");
+    let out = env.run(&cfg, &["alert", "test", "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let by = |name: &str| {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["channel"] == name)
+            .unwrap_or_else(|| panic!("{name} in {v:#}"))
+            .clone()
+    };
+    assert_eq!(by("email")["ok"], false, "{v:#}");
+    assert!(
+        by("email")["error"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("127.0.0.1:{dead}"))
+    );
+    assert_eq!(by("sentry")["ok"], true, "{v:#}");
+    assert_eq!(by("heartbeat")["ok"], true, "{v:#}");
+    let requests = http.requests();
+    assert_eq!(sentry_events(&requests).len(), 1);
+    assert_eq!(pings(&requests, "").len(), 1);
+    assert_no_secret(&String::from_utf8_lossy(&out.stdout));
+    assert_no_secret(&String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn a_stale_store_alerts_from_the_daemon_with_smtp_down_and_the_daemon_keeps_running() {
+    let env = Env::new();
+    let http = HttpSink::start();
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    // The only snapshot is 30 hours old; max_age is the default 26 h.
+    let store = coffer::store::LocalStore::new(env.store());
+    let created = chrono::Utc::now() - chrono::Duration::hours(30);
+    let id = coffer::snapshot::SnapshotId::new(created);
+    crate::support::store_snapshot(&env, &store, &id, created, b"an old snapshot");
+    let cfg = config(
+        &env,
+        dead,
+        &http,
+        None,
+        "[jobs.backup]\nschedule = \"0 0 3 1 1 *\"\ncatch_up = false\n",
+    );
+    let log = env.path("daemon.log");
+    let mut daemon = Command::new(env!("CARGO_BIN_EXE_coffer"))
+        .arg("--config")
+        .arg(&cfg)
+        .arg("daemon")
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(&log).unwrap())
+        .env_remove("NOTIFY_SOCKET")
+        .spawn()
+        .unwrap();
+    let requests = http.wait_for("the STALE event", |r| !sentry_events(r).is_empty());
+    let event = &sentry_events(&requests)[0];
+    assert!(event.contains("STALE"), "{event}");
+    assert!(event.contains(id.as_str()), "{event}");
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(daemon.try_wait().unwrap().is_none(), "the daemon died");
+    rustix::process::kill_process(
+        rustix::process::Pid::from_child(&daemon),
+        rustix::process::Signal::TERM,
+    )
+    .unwrap();
+    assert!(daemon.wait().unwrap().success());
+    let log_text = fs::read_to_string(&log).unwrap();
+    assert!(
+        log_text.contains("could not send the alert") && log_text.contains("channel=\"email\""),
+        "{log_text}"
+    );
+    assert_no_secret(&log_text);
+    assert_no_secret(event);
+}
