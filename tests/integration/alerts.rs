@@ -291,3 +291,60 @@ fn a_stale_store_alerts_from_the_daemon_with_smtp_down_and_the_daemon_keeps_runn
     assert_no_secret(&log_text);
     assert_no_secret(event);
 }
+
+/// A config with only the email channel, over STARTTLS to `port`.
+fn starttls_config(env: &Env, port: u16, ca_file: Option<&Path>) -> PathBuf {
+    let password = env.path("smtp-password");
+    fs::write(&password, SMTP_PASSWORD).unwrap();
+    fs::set_permissions(&password, fs::Permissions::from_mode(0o600)).unwrap();
+    let ca = ca_file
+        .map(|c| format!("ca_file = \"{}\"\n", c.display()))
+        .unwrap_or_default();
+    let path = env.path("tls.toml");
+    fs::write(
+        &path,
+        format!(
+            "state_dir = \"state\"\n\
+             [encryption]\nrecipients = [\"{}\"]\n\
+             [store]\ntype = \"local\"\npath = \"store\"\n\
+             [alerts.email]\nto = [\"ops@example.com\"]\nfrom = \"coffer@example.com\"\n\
+             smtp_host = \"127.0.0.1\"\nsmtp_port = {port}\ntls = \"starttls\"\n\
+             username = \"coffer\"\npassword_file = \"{}\"\n{ca}\
+             [[source]]\nname = \"files\"\ntype = \"directory\"\npath = \"{}\"\n",
+            env.recipient,
+            password.display(),
+            env.dir.path().display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+#[test]
+fn email_goes_over_starttls_and_an_untrusted_relay_certificate_is_refused() {
+    let env = Env::new();
+    let smtp = SmtpSink::start_tls();
+    let ca = crate::support::sinks::smtp_tls_dir().join("ca.pem");
+
+    let trusted = starttls_config(&env, smtp.port, Some(&ca));
+    let out = env.ok(&trusted, &["alert", "test"]);
+    assert!(out.contains("email      sent"), "{out}");
+    let mails = smtp.mails();
+    assert_eq!(mails.len(), 1);
+    assert!(mails[0].encrypted, "the message came in clear text");
+    assert_eq!(
+        mails[0].auth,
+        Some(("coffer".to_string(), SMTP_PASSWORD.to_string()))
+    );
+    assert!(mails[0].data.contains("Subject: [coffer] TEST alert on "));
+
+    // Without the CA the relay's certificate is not trusted: nothing is sent, and the
+    // password never crosses the wire in clear text.
+    let untrusted = starttls_config(&env, smtp.port, None);
+    let out = env.run(&untrusted, &["alert", "test"]);
+    assert_eq!(out.status.code(), Some(1));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("email      FAILED"), "{said}");
+    assert_eq!(smtp.mails().len(), 1);
+    assert_no_secret(&said);
+}

@@ -13,6 +13,8 @@ use base64::Engine;
 #[derive(Debug, Clone, Default)]
 pub struct Mail {
     pub auth: Option<(String, String)>,
+    /// Whether it came over TLS (after STARTTLS).
+    pub encrypted: bool,
     pub from: String,
     pub to: Vec<String>,
     pub data: String,
@@ -23,8 +25,37 @@ pub struct SmtpSink {
     mails: Arc<Mutex<Vec<Mail>>>,
 }
 
+/// Where the sink's test certificates are: a CA (`ca.pem`, for the client's `ca_file`) and
+/// a server certificate it signed for localhost / 127.0.0.1.
+pub fn smtp_tls_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/smtp-tls")
+}
+
 impl SmtpSink {
+    /// A plain SMTP server (no STARTTLS offered).
     pub fn start() -> SmtpSink {
+        Self::start_with(None)
+    }
+
+    /// A server that offers STARTTLS with the test certificate, and refuses AUTH before it.
+    pub fn start_tls() -> SmtpSink {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let dir = smtp_tls_dir();
+        let certs = CertificateDer::pem_file_iter(dir.join("server.pem"))
+            .unwrap()
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        let key = PrivateKeyDer::from_pem_file(dir.join("server.key")).unwrap();
+        let config = rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .unwrap();
+        Self::start_with(Some(Arc::new(config)))
+    }
+
+    fn start_with(tls: Option<Arc<rustls::ServerConfig>>) -> SmtpSink {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let mails = Arc::new(Mutex::new(Vec::new()));
@@ -32,8 +63,9 @@ impl SmtpSink {
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
                 let store = Arc::clone(&store);
+                let tls = tls.clone();
                 std::thread::spawn(move || {
-                    let _ = smtp_session(stream, &store);
+                    let _ = smtp_session(stream, tls, &store);
                 });
             }
         });
@@ -45,34 +77,82 @@ impl SmtpSink {
     }
 }
 
-fn smtp_session(stream: TcpStream, mails: &Mutex<Vec<Mail>>) -> std::io::Result<()> {
+/// The connection, before or after STARTTLS.
+enum Conn {
+    Plain(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ServerConnection, TcpStream>>),
+}
+
+impl Conn {
+    fn read_line(&mut self) -> std::io::Result<String> {
+        let mut line = Vec::new();
+        let mut byte = [0u8; 1];
+        loop {
+            let n = match self {
+                Conn::Plain(s) => s.read(&mut byte)?,
+                Conn::Tls(s) => s.read(&mut byte)?,
+            };
+            if n == 0 || byte[0] == b'\n' {
+                break;
+            }
+            line.push(byte[0]);
+        }
+        Ok(String::from_utf8_lossy(&line).trim_end().to_string())
+    }
+
+    fn say(&mut self, text: &str) -> std::io::Result<()> {
+        match self {
+            Conn::Plain(s) => s.write_all(text.as_bytes()),
+            Conn::Tls(s) => {
+                s.write_all(text.as_bytes())?;
+                s.flush()
+            }
+        }
+    }
+}
+
+fn smtp_session(
+    stream: TcpStream,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    mails: &Mutex<Vec<Mail>>,
+) -> std::io::Result<()> {
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-    let mut out = stream.try_clone()?;
-    let mut lines = BufReader::new(stream);
     let b64 = base64::engine::general_purpose::STANDARD;
     let decode =
         |s: &str| String::from_utf8_lossy(&b64.decode(s.trim()).unwrap_or_default()).into_owned();
-    let mut line = String::new();
-    let mut read = |lines: &mut BufReader<TcpStream>| -> std::io::Result<String> {
-        line.clear();
-        lines.read_line(&mut line)?;
-        Ok(line.trim_end().to_string())
-    };
-    write!(out, "220 sink ESMTP\r\n")?;
+    let mut conn = Conn::Plain(stream);
+    conn.say("220 sink ESMTP\r\n")?;
     let mut mail = Mail::default();
     loop {
-        let cmd = read(&mut lines)?;
+        let cmd = conn.read_line()?;
         let upper = cmd.to_ascii_uppercase();
-        if cmd.is_empty() && upper.is_empty() {
+        let encrypted = matches!(conn, Conn::Tls(_));
+        if cmd.is_empty() {
             return Ok(());
         }
         if upper.starts_with("EHLO") || upper.starts_with("HELO") {
-            write!(out, "250-sink\r\n250-AUTH PLAIN LOGIN\r\n250 8BITMIME\r\n")?;
+            let offer = if tls.is_some() && !encrypted {
+                "250-STARTTLS\r\n"
+            } else {
+                ""
+            };
+            conn.say(&format!(
+                "250-sink\r\n{offer}250-AUTH PLAIN LOGIN\r\n250 8BITMIME\r\n"
+            ))?;
+        } else if upper == "STARTTLS" && !encrypted && tls.is_some() {
+            conn.say("220 go ahead\r\n")?;
+            let Conn::Plain(tcp) = conn else {
+                unreachable!()
+            };
+            let server = rustls::ServerConnection::new(tls.clone().unwrap()).unwrap();
+            conn = Conn::Tls(Box::new(rustls::StreamOwned::new(server, tcp)));
+        } else if upper.starts_with("AUTH") && tls.is_some() && !encrypted {
+            conn.say("530 must issue a STARTTLS command first\r\n")?;
         } else if upper.starts_with("AUTH PLAIN") {
             let arg = cmd[10..].trim().to_string();
             let arg = if arg.is_empty() {
-                write!(out, "334 \r\n")?;
-                read(&mut lines)?
+                conn.say("334 \r\n")?;
+                conn.read_line()?
             } else {
                 arg
             };
@@ -81,25 +161,26 @@ fn smtp_session(stream: TcpStream, mails: &Mutex<Vec<Mail>>) -> std::io::Result<
                 parts.get(1).cloned().unwrap_or_default(),
                 parts.get(2).cloned().unwrap_or_default(),
             ));
-            write!(out, "235 ok\r\n")?;
+            conn.say("235 ok\r\n")?;
         } else if upper.starts_with("AUTH LOGIN") {
-            write!(out, "334 VXNlcm5hbWU6\r\n")?;
-            let user = decode(&read(&mut lines)?);
-            write!(out, "334 UGFzc3dvcmQ6\r\n")?;
-            let pass = decode(&read(&mut lines)?);
+            conn.say("334 VXNlcm5hbWU6\r\n")?;
+            let user = decode(&conn.read_line()?);
+            conn.say("334 UGFzc3dvcmQ6\r\n")?;
+            let pass = decode(&conn.read_line()?);
             mail.auth = Some((user, pass));
-            write!(out, "235 ok\r\n")?;
+            conn.say("235 ok\r\n")?;
         } else if upper.starts_with("MAIL FROM:") {
             mail.from = cmd[10..].trim().to_string();
-            write!(out, "250 ok\r\n")?;
+            mail.encrypted = encrypted;
+            conn.say("250 ok\r\n")?;
         } else if upper.starts_with("RCPT TO:") {
             mail.to.push(cmd[8..].trim().to_string());
-            write!(out, "250 ok\r\n")?;
+            conn.say("250 ok\r\n")?;
         } else if upper == "DATA" {
-            write!(out, "354 go on\r\n")?;
+            conn.say("354 go on\r\n")?;
             let mut data = String::new();
             loop {
-                let l = read(&mut lines)?;
+                let l = conn.read_line()?;
                 if l == "." {
                     break;
                 }
@@ -108,14 +189,14 @@ fn smtp_session(stream: TcpStream, mails: &Mutex<Vec<Mail>>) -> std::io::Result<
             }
             mail.data = data;
             mails.lock().unwrap().push(std::mem::take(&mut mail));
-            write!(out, "250 queued\r\n")?;
+            conn.say("250 queued\r\n")?;
         } else if upper == "QUIT" {
-            write!(out, "221 bye\r\n")?;
+            conn.say("221 bye\r\n")?;
             return Ok(());
         } else if upper == "RSET" || upper == "NOOP" {
-            write!(out, "250 ok\r\n")?;
+            conn.say("250 ok\r\n")?;
         } else {
-            write!(out, "502 not here\r\n")?;
+            conn.say("502 not here\r\n")?;
         }
     }
 }
