@@ -96,4 +96,15 @@ impl Notifier for Email {
         }
         Ok(())
     }
+
+    fn check(&self) -> Result<String, String> {
+        match self.transport.test_connection() {
+            Ok(true) => Ok(format!(
+                "relay {} accepts the connection and the login",
+                self.relay
+            )),
+            Ok(false) => Err(format!("relay {} did not answer NOOP", self.relay)),
+            Err(e) => Err(format!("SMTP relay {}: {e}", self.relay)),
+        }
+    }
 }

@@ -174,11 +174,20 @@ pub trait Notifier: Send + Sync {
     /// # Errors
     /// Why it could not (the server's answer, a timeout): logged by the caller.
     fn send(&self, event: &Event) -> Result<(), String>;
+    /// For `coffer check`: whether the channel can work, without sending anything.
+    ///
+    /// # Errors
+    /// What is wrong.
+    fn check(&self) -> Result<String, String> {
+        Ok("set up (coffer alert test sends a test message)".into())
+    }
 }
 
 /// The configured channels.
 pub struct Alerts {
     notifiers: Vec<Box<dyn Notifier>>,
+    /// Channels configured but not usable, and why.
+    broken: Vec<(&'static str, String)>,
     config: AlertsConfig,
     timezone: chrono_tz::Tz,
     config_path: std::path::PathBuf,
@@ -190,15 +199,19 @@ impl Alerts {
     pub fn from_config(config: &Config) -> Alerts {
         let a = &config.alerts;
         let mut notifiers: Vec<Box<dyn Notifier>> = Vec::new();
-        let mut add = |made: Result<Box<dyn Notifier>, String>, name: &str| match made {
+        let mut broken = Vec::new();
+        let mut add = |made: Result<Box<dyn Notifier>, String>, name: &'static str| match made {
             Ok(n) => notifiers.push(n),
-            Err(e) => tracing::error!("alerts through {name} are off: {e}"),
+            Err(e) => {
+                tracing::error!("alerts through {name} are off: {e}");
+                broken.push((name, e));
+            }
         };
         if let Some(e) = &a.email {
             add(email::Email::new(e).map(|n| Box::new(n) as _), "email");
         }
         if let Some(s) = &a.sentry {
-            add(sentry::Sentry::new(s).map(|n| Box::new(n) as _), "Sentry");
+            add(sentry::Sentry::new(s).map(|n| Box::new(n) as _), "sentry");
         }
         if let Some(h) = &a.heartbeat {
             add(
@@ -208,6 +221,7 @@ impl Alerts {
         }
         Alerts {
             notifiers,
+            broken,
             config: a.clone(),
             timezone: config.timezone,
             config_path: config.path.clone(),
@@ -216,6 +230,17 @@ impl Alerts {
 
     pub fn is_empty(&self) -> bool {
         self.notifiers.is_empty()
+    }
+
+    /// For `coffer check`: every configured channel, usable or not.
+    pub fn check(&self) -> Vec<(&'static str, Result<String, String>)> {
+        let mut out: Vec<_> = self
+            .notifiers
+            .iter()
+            .map(|n| (n.name(), n.check()))
+            .collect();
+        out.extend(self.broken.iter().map(|(n, e)| (*n, Err(e.clone()))));
+        out
     }
 
     fn event(&self, kind: Kind, job: &str, summary: String) -> Event {

@@ -65,6 +65,12 @@ pub fn check(config: &Config) -> Vec<Check> {
             _ => checks.push(outcome(format!("source '{}'", s.name), check_source(s))),
         }
     }
+    for (name, result) in crate::alert::Alerts::from_config(config).check() {
+        checks.push(outcome(
+            format!("alerts.{name}"),
+            result.map_err(|e| anyhow!(e)),
+        ));
+    }
     checks
 }
 

@@ -238,6 +238,28 @@ fn alert_test_reports_each_channel_and_a_dead_relay_does_not_stop_the_others() {
     assert_eq!(pings(&requests, "").len(), 1);
     assert_no_secret(&String::from_utf8_lossy(&out.stdout));
     assert_no_secret(&String::from_utf8_lossy(&out.stderr));
+
+    // `coffer check` names the dead relay without sending anything anywhere.
+    let out = env.run(&cfg, &["check", "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let checks: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let check = |name: &str| {
+        checks
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["check"] == name)
+            .unwrap_or_else(|| panic!("{name} in {checks:#}"))
+            .clone()
+    };
+    assert_eq!(check("alerts.email")["ok"], false, "{checks:#}");
+    assert_eq!(check("alerts.sentry")["ok"], true, "{checks:#}");
+    assert_eq!(check("alerts.heartbeat")["ok"], true, "{checks:#}");
+    assert_eq!(
+        http.requests().len(),
+        requests.len(),
+        "check sent something"
+    );
 }
 
 #[test]
