@@ -366,6 +366,23 @@ impl Catalog {
             .collect())
     }
 
+    /// When `job` first started a run (any outcome).
+    ///
+    /// # Errors
+    /// When the catalog cannot be read.
+    pub fn first_started(&mut self, job: &str) -> Result<Option<DateTime<Utc>>, CatalogError> {
+        let conn = &mut self.conn;
+        let row = self.rt.block_on(async {
+            sqlx::query("SELECT min(started) FROM runs WHERE job = ?")
+                .bind(job)
+                .fetch_one(&mut *conn)
+                .await
+        });
+        let row = row.map_err(|e| self.error(e))?;
+        let at: Option<String> = row.get(0);
+        Ok(at.as_deref().and_then(parse_stamp))
+    }
+
     /// The names of the jobs with recorded runs.
     ///
     /// # Errors
@@ -432,7 +449,7 @@ impl Catalog {
         })
     }
 
-    /// When an alert of `kind` about `job` was last sent (to at least one channel).
+    /// When an alert of `kind` about `job` was last sent (to `channel`, or to any).
     ///
     /// # Errors
     /// When the catalog cannot be read.
@@ -440,14 +457,20 @@ impl Catalog {
         &mut self,
         job: &str,
         kind: &str,
+        channel: Option<&str>,
     ) -> Result<Option<DateTime<Utc>>, CatalogError> {
         let conn = &mut self.conn;
         let row = self.rt.block_on(async {
-            sqlx::query("SELECT max(sent) FROM alerts WHERE job = ? AND kind = ?")
-                .bind(job)
-                .bind(kind)
-                .fetch_one(&mut *conn)
-                .await
+            sqlx::query(
+                "SELECT max(sent) FROM alerts WHERE job = ? AND kind = ? \
+                 AND (? IS NULL OR instr(',' || delivered || ',', ',' || ? || ',') > 0)",
+            )
+            .bind(job)
+            .bind(kind)
+            .bind(channel)
+            .bind(channel)
+            .fetch_one(&mut *conn)
+            .await
         });
         let row = row.map_err(|e| self.error(e))?;
         let sent: Option<String> = row.get(0);
@@ -477,8 +500,8 @@ impl Catalog {
         done.map(drop).map_err(|e| self.error(e))
     }
 
-    /// The outcomes of `job`'s last `n` runs that ran their course or were cut off (newest
-    /// first; skipped and stopped runs left out).
+    /// The outcomes of `job`'s last `n` runs that ran their course (newest first; skipped,
+    /// stopped and interrupted runs left out).
     ///
     /// # Errors
     /// When the catalog cannot be read.
@@ -487,7 +510,7 @@ impl Catalog {
         let rows = self.rt.block_on(async {
             sqlx::query(
                 "SELECT outcome FROM runs WHERE job = ? \
-                 AND outcome IN ('success', 'failure', 'interrupted') \
+                 AND outcome IN ('success', 'failure') \
                  ORDER BY started DESC, id DESC LIMIT ?",
             )
             .bind(job)
@@ -640,7 +663,22 @@ pub fn recorded<T>(
     finish: impl FnOnce(&T) -> Finish,
 ) -> anyhow::Result<T> {
     let recording = Recording::begin(config, job, trigger);
-    let result = work();
+    // A panicking job is a failed job: recorded and alerted, then the panic goes on.
+    let result = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)) {
+        Ok(result) => result,
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(ToString::to_string)
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic".into());
+            let err = anyhow::anyhow!("coffer's {job} panicked: {what} (a bug: please report it)");
+            let finished = Finish::failed(&err);
+            recording.end(&finished);
+            crate::alert::job_finished(config, job, trigger, &finished, Some(&err));
+            std::panic::resume_unwind(panic);
+        }
+    };
     let finished = match &result {
         Ok(done) => finish(done),
         Err(e) => Finish::failed(e),

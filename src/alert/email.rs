@@ -13,7 +13,7 @@ use secrecy::ExposeSecret;
 use super::{Event, Kind, Notifier};
 use crate::config::{EmailConfig, SmtpTls};
 
-const TIMEOUT: Duration = Duration::from_secs(30);
+const TIMEOUT: Duration = Duration::from_secs(15);
 
 pub struct Email {
     transport: SmtpTransport,

@@ -13,8 +13,8 @@ use secrecy::{ExposeSecret, SecretString};
 use super::{Event, Kind, Notifier};
 use crate::config::HeartbeatConfig;
 
-const TIMEOUT: Duration = Duration::from_secs(15);
-const ATTEMPTS: u32 = 3;
+const TIMEOUT: Duration = Duration::from_secs(10);
+const ATTEMPTS: u32 = 2;
 
 pub struct Heartbeat {
     url: SecretString,
@@ -36,13 +36,10 @@ impl Heartbeat {
         })
     }
 
-    fn ping(&self, fail: bool, body: String) -> Result<(), String> {
+    /// POSTs `body` to the URL with `suffix` (`""`, `/fail`, `/log`).
+    fn ping(&self, suffix: &str, body: String) -> Result<(), String> {
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let url = if fail {
-            format!("{}/fail", self.url.expose_secret())
-        } else {
-            self.url.expose_secret().to_string()
-        };
+        let url = format!("{}{suffix}", self.url.expose_secret());
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -59,7 +56,10 @@ impl Heartbeat {
             let mut last = String::new();
             for attempt in 0..ATTEMPTS {
                 if attempt > 0 {
-                    tokio::time::sleep(Duration::from_secs(2 * u64::from(attempt))).await;
+                    if crate::shutdown::requested() {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_secs(2)).await;
                 }
                 let request = hyper::Request::post(url.as_str())
                     .header("content-type", "text/plain; charset=utf-8")
@@ -93,20 +93,23 @@ impl Notifier for Heartbeat {
         "heartbeat"
     }
 
+    /// Runs reach it through `run_finished`; of the events only the test (posted to
+    /// `<url>/log`, which healthchecks.io records without changing the check's state: a
+    /// test must not make a failing check look healthy).
     fn wants(&self, event: &Event) -> bool {
-        match event.kind {
-            // Only backups keep the switch alive; any job's failure trips it.
-            Kind::Success | Kind::Recovered => event.job == "backup",
-            Kind::Failed | Kind::Test => true,
-            Kind::Stale => false,
-        }
+        event.kind == Kind::Test
     }
 
     fn send(&self, event: &Event) -> Result<(), String> {
-        let body = match event.kind {
-            Kind::Failed => event.text(),
-            _ => event.summary.clone(),
-        };
-        self.ping(event.kind == Kind::Failed, body)
+        self.ping("/log", event.summary.clone())
+    }
+
+    /// Only backups keep the switch alive; any job's failure trips it.
+    fn run_finished(&self, job: &str, ok: bool, detail: &str) -> Result<(), String> {
+        match (ok, job) {
+            (true, "backup") => self.ping("", detail.to_string()),
+            (true, _) => Ok(()),
+            (false, _) => self.ping("/fail", detail.to_string()),
+        }
     }
 }

@@ -181,6 +181,14 @@ pub trait Notifier: Send + Sync {
     fn check(&self) -> Result<String, String> {
         Ok("set up (coffer alert test sends a test message)".into())
     }
+    /// Every finished run (success or failure), whatever the flood control says: the
+    /// heartbeat's pings, Sentry's cron check-ins.
+    ///
+    /// # Errors
+    /// Why it could not report.
+    fn run_finished(&self, _job: &str, _ok: bool, _detail: &str) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// The configured channels.
@@ -284,7 +292,7 @@ impl Alerts {
         results
     }
 
-    /// Turns a finished run into notifications, with flood control.
+    /// Turns a finished run into notifications, with flood control per channel.
     pub fn job_finished(
         &self,
         catalog: Option<&mut Catalog>,
@@ -296,57 +304,51 @@ impl Alerts {
         if self.notifiers.is_empty() {
             return;
         }
+        let ok = match finish.outcome {
+            Outcome::Success => true,
+            Outcome::Failure => false,
+            // Stopped by a shutdown, skipped behind another job: nothing went wrong.
+            Outcome::Stopped | Outcome::Skipped | Outcome::Interrupted => return,
+        };
+        let detail = match (ok, error) {
+            (false, Some(e)) => format!("{e:#}"),
+            (false, None) => finish.error.clone().unwrap_or_default(),
+            (true, _) => match &finish.snapshot {
+                Some(id) => format!("the {job} succeeded (snapshot {id})"),
+                None => format!("the {job} succeeded"),
+            },
+        };
+        for n in &self.notifiers {
+            if let Err(e) = n.run_finished(job, ok, &detail) {
+                tracing::error!(channel = n.name(), job, "could not report the run: {e}");
+            }
+        }
         let mut catalog = catalog;
         let history = catalog.as_mut().and_then(|c| c.history(job).ok());
-        let last_good = catalog
+        let kind = if ok {
+            let recent = catalog
+                .as_mut()
+                .and_then(|c| c.recent_outcomes(job, 2).ok())
+                .unwrap_or_default();
+            // This run is the newest; the one before it failed: recovered.
+            if recent.get(1).is_some_and(|o| o == "failure") {
+                Kind::Recovered
+            } else if self.config.notify_on_success {
+                Kind::Success
+            } else {
+                return;
+            }
+        } else {
+            Kind::Failed
+        };
+        let mut event = self.event(kind, job, String::new());
+        event.trigger = Some(trigger);
+        event.snapshot = finish.snapshot.clone();
+        event.last_good = catalog
             .as_mut()
             .and_then(|c| c.history("backup").ok())
             .and_then(|h| h.last_success)
             .and_then(|r| Some((r.snapshot?, r.finished.unwrap_or(r.started))));
-        let kind = match finish.outcome {
-            Outcome::Success => {
-                let recent = catalog
-                    .as_mut()
-                    .and_then(|c| c.recent_outcomes(job, 2).ok())
-                    .unwrap_or_default();
-                // This run is the newest; the one before it failed: recovered.
-                if recent.get(1).is_some_and(|o| o != "success") {
-                    Kind::Recovered
-                } else {
-                    Kind::Success
-                }
-            }
-            Outcome::Failure => Kind::Failed,
-            // Stopped by a shutdown, skipped behind another job: nothing went wrong.
-            Outcome::Stopped | Outcome::Skipped | Outcome::Interrupted => return,
-        };
-        if kind == Kind::Failed {
-            let now = Utc::now();
-            let last_alert = catalog
-                .as_mut()
-                .and_then(|c| c.last_alert(job, "failed").ok())
-                .flatten();
-            let last_success = history
-                .as_ref()
-                .and_then(|h| h.last_success.as_ref())
-                .map(|r| r.started);
-            let repeat = chrono::Duration::from_std(self.config.repeat_after).unwrap_or_default();
-            let quiet = last_alert
-                .is_some_and(|sent| last_success.is_none_or(|ok| sent > ok) && now - sent < repeat);
-            if quiet {
-                tracing::info!(
-                    job,
-                    "failed again; alerted already within alerts.repeat_after, not again"
-                );
-                // The dead man's switch still hears every failure.
-                self.heartbeat_only(job, finish, error);
-                return;
-            }
-        }
-        let mut event = self.event(kind, job, String::new());
-        event.trigger = Some(trigger);
-        event.last_good = last_good;
-        event.snapshot = finish.snapshot.clone();
         match kind {
             Kind::Failed => {
                 let err = error.map(|e| e.chain().map(ToString::to_string).collect::<Vec<_>>());
@@ -371,50 +373,50 @@ impl Alerts {
                     None => format!("the {job} succeeded again"),
                 };
             }
-            _ => {
-                event.summary = match &finish.snapshot {
-                    Some(id) => format!("the {job} succeeded (snapshot {id})"),
-                    None => format!("the {job} succeeded"),
-                };
+            _ => event.summary = detail,
+        }
+        let now = Utc::now();
+        let repeat = chrono::Duration::from_std(self.config.repeat_after).unwrap_or_default();
+        let last_success = history
+            .as_ref()
+            .and_then(|h| h.last_success.as_ref())
+            .map(|r| r.started);
+        let mut delivered = Vec::new();
+        for n in self.notifiers.iter().filter(|n| n.wants(&event)) {
+            // Each channel is quiet on its own: a relay that was down gets the next failure
+            // even if Sentry took the last one.
+            if kind == Kind::Failed {
+                let last = catalog
+                    .as_mut()
+                    .and_then(|c| c.last_alert(job, "failed", Some(n.name())).ok())
+                    .flatten();
+                let quiet = last.is_some_and(|sent| {
+                    last_success.is_none_or(|ok| sent > ok) && now - sent < repeat
+                });
+                if quiet {
+                    tracing::info!(
+                        job,
+                        channel = n.name(),
+                        "failed again; alerted already within alerts.repeat_after"
+                    );
+                    continue;
+                }
+            }
+            match n.send(&event) {
+                Ok(()) => delivered.push(n.name()),
+                Err(e) => tracing::error!(
+                    channel = n.name(),
+                    kind = kind.as_str(),
+                    job,
+                    "could not send the alert: {e}"
+                ),
             }
         }
-        if kind == Kind::Success && !self.config.notify_on_success {
-            // Only the heartbeat hears of plain successes.
-            self.heartbeat_only(job, finish, error);
-            return;
-        }
-        let results = self.dispatch(&event);
-        let delivered: Vec<&str> = results
-            .iter()
-            .filter(|(_, r)| r.is_ok())
-            .map(|(n, _)| *n)
-            .collect();
         if let Some(c) = catalog.as_mut()
             && !delivered.is_empty()
             && let Err(e) = c.record_alert(job, kind.as_str(), &delivered)
         {
             tracing::warn!("could not record the alert sent: {e}");
-        }
-    }
-
-    /// The heartbeat channel alone (plain successes, repeated failures).
-    fn heartbeat_only(&self, job: &str, finish: &Finish, error: Option<&anyhow::Error>) {
-        let kind = if finish.outcome == Outcome::Success {
-            Kind::Success
-        } else {
-            Kind::Failed
-        };
-        let mut event = self.event(kind, job, String::new());
-        event.summary = error
-            .map(|e| format!("{e:#}"))
-            .or_else(|| finish.error.clone())
-            .unwrap_or_else(|| format!("the {job} succeeded"));
-        for n in self.notifiers.iter().filter(|n| n.name() == "heartbeat") {
-            if n.wants(&event)
-                && let Err(e) = n.send(&event)
-            {
-                tracing::error!(channel = n.name(), job, "could not send the ping: {e}");
-            }
         }
     }
 
@@ -434,14 +436,21 @@ impl Alerts {
 
     /// The daemon's staleness check: the newest complete snapshot (`None`: there is none)
     /// older than `max_age` alerts, at most once per `repeat_after`.
+    ///
+    /// `watching_since`: since when backups were expected (the daemon's start, or its first
+    /// recorded backup): an empty store is stale only once that is older than `max_age`.
     pub fn check_stale(
         &self,
         catalog: Option<&mut Catalog>,
         newest: Option<(String, DateTime<Utc>)>,
         now: DateTime<Utc>,
+        watching_since: DateTime<Utc>,
     ) -> bool {
         let max_age = chrono::Duration::from_std(self.config.max_age).unwrap_or_default();
-        let stale = newest.as_ref().is_none_or(|(_, t)| now - *t > max_age);
+        let stale = match &newest {
+            Some((_, t)) => now - *t > max_age,
+            None => now - watching_since > max_age,
+        };
         if !stale || self.notifiers.is_empty() {
             return stale;
         }
@@ -449,7 +458,7 @@ impl Alerts {
         let repeat = chrono::Duration::from_std(self.config.repeat_after).unwrap_or_default();
         let last = catalog
             .as_mut()
-            .and_then(|c| c.last_alert("store", "stale").ok())
+            .and_then(|c| c.last_alert("store", "stale", None).ok())
             .flatten();
         if last.is_some_and(|sent| now - sent < repeat) {
             return stale;
@@ -485,7 +494,8 @@ impl Alerts {
         stale
     }
 
-    /// `coffer alert test`: one test message through every channel.
+    /// `coffer alert test`: one test message through every channel; channels that could
+    /// not be set up are reported as failed.
     pub fn test(&self) -> Vec<(&'static str, Result<(), String>)> {
         let mut event = self.event(
             Kind::Test,
@@ -493,7 +503,9 @@ impl Alerts {
             "a test message from 'coffer alert test': this channel works".into(),
         );
         event.commands = vec![format!("status:   {}", self.coffer("status"))];
-        self.dispatch(&event)
+        let mut results = self.dispatch(&event);
+        results.extend(self.broken.iter().map(|(n, e)| (*n, Err(e.clone()))));
+        results
     }
 }
 
@@ -513,4 +525,68 @@ pub fn job_finished(
         .map_err(|e| tracing::warn!("alerts without flood control: {e}"))
         .ok();
     alerts.job_finished(catalog.as_mut(), job, trigger, finish, error);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn alerts() -> Alerts {
+        let text = "[encryption]\nrecipients = [\"age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p\"]\n\
+                    [store]\ntype = \"local\"\npath = \"/srv/store\"\n\
+                    [[source]]\nname = \"files\"\ntype = \"directory\"\npath = \"/srv/site\"\n";
+        let config = Config::parse(text, std::path::Path::new("/etc/coffer/coffer.toml")).unwrap();
+        Alerts::from_config(&config)
+    }
+
+    #[test]
+    fn staleness_counts_from_the_newest_snapshot_or_from_when_backups_were_expected() {
+        let a = alerts();
+        let now = Utc.with_ymd_and_hms(2026, 11, 23, 12, 0, 0).unwrap();
+        let h = |n: i64| now - chrono::Duration::hours(n);
+        // The default max_age is 26 h.
+        assert!(!a.check_stale(None, Some(("a".into(), h(25))), now, h(100)));
+        assert!(a.check_stale(None, Some(("a".into(), h(27))), now, h(100)));
+        // An empty store on a fresh install is not stale until max_age has passed.
+        assert!(!a.check_stale(None, None, now, h(1)));
+        assert!(a.check_stale(None, None, now, h(30)));
+    }
+
+    #[test]
+    fn the_email_says_what_failed_when_and_what_to_run() {
+        let a = alerts();
+        let mut e = a.event(
+            Kind::Failed,
+            "backup",
+            "backup of source 'db' failed".into(),
+        );
+        e.at = Utc.with_ymd_and_hms(2026, 11, 23, 1, 0, 4).unwrap();
+        e.timezone = "Europe/Berlin".parse().unwrap();
+        e.trigger = Some(Trigger::Schedule);
+        e.errors = vec![
+            "backup of source 'db' failed".into(),
+            "pg_dump exited with status 1".into(),
+        ];
+        e.source = Some("db".into());
+        e.stage = Some("reading the source".into());
+        e.last_good = Some((
+            "20261122T010003Z-0a1b2c".into(),
+            Utc.with_ymd_and_hms(2026, 11, 22, 1, 0, 40).unwrap(),
+        ));
+        e.commands = a.commands_for("backup");
+        assert!(e.subject().starts_with("[coffer] FAILED backup on "));
+        let text = e.text();
+        for expected in [
+            "backup FAILED at 2026-11-23 02:00:04 CET, schedule.",
+            "Source:    db",
+            "Stage:     reading the source",
+            "  caused by: pg_dump exited with status 1",
+            "Last good snapshot: 20261122T010003Z-0a1b2c, made 2026-11-22 02:00:40 CET (23 h ago)",
+            "retry:    coffer --config /etc/coffer/coffer.toml backup",
+            "repeats at most every 6 h",
+        ] {
+            assert!(text.contains(expected), "{expected:?} not in:\n{text}");
+        }
+    }
 }

@@ -17,6 +17,13 @@ use crate::config::SentryConfig;
 
 const FLUSH: Duration = Duration::from_secs(10);
 
+/// Where events go when the options hold no DSN (never: the DSN is checked first).
+struct NoTransport;
+
+impl sentry::Transport for NoTransport {
+    fn send_envelope(&self, _: Envelope) {}
+}
+
 pub struct Sentry {
     client: Arc<Client>,
     check_ins: bool,
@@ -38,8 +45,25 @@ impl Sentry {
         options.environment = c.environment.clone().map(Into::into);
         options.send_default_pii = false;
         options.shutdown_timeout = FLUSH;
-        // The HTTP transport (reqwest, rustls with ring): a bare `Client` has none.
-        options.transport = Some(Arc::new(sentry::transports::DefaultTransportFactory));
+        // The HTTP transport (reqwest, rustls with ring), with timeouts: a Sentry that does
+        // not answer must not hold a job (dropping the client waits for its sender).
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|e| format!("Sentry's HTTP client: {e}"))?;
+        options.transport = Some(Arc::new(
+            move |opts: &ClientOptions| -> Arc<dyn sentry::Transport> {
+                match sentry::TransportOptions::try_from_client_options(opts) {
+                    Some(general) => Arc::new(
+                        sentry::transports::ReqwestHttpTransportOptions::from(general)
+                            .with_client(http.clone())
+                            .build(),
+                    ),
+                    None => Arc::new(NoTransport),
+                }
+            },
+        ));
         Ok(Sentry {
             client: Arc::new(Client::from(options)),
             check_ins: c.check_ins,
@@ -109,23 +133,30 @@ impl Notifier for Sentry {
             ..Default::default()
         };
         self.client.capture_event(sentry_event, None);
-        if self.check_ins && matches!(event.kind, Kind::Failed | Kind::Recovered | Kind::Success) {
-            let check_in = MonitorCheckIn {
-                check_in_id: sentry::types::Uuid::from_bytes(rand::random()),
-                monitor_slug: format!("coffer-{}", event.job),
-                status: if event.kind == Kind::Failed {
-                    MonitorCheckInStatus::Error
-                } else {
-                    MonitorCheckInStatus::Ok
-                },
-                environment: self.environment.clone(),
-                duration: None,
-                monitor_config: None,
-            };
-            let mut envelope = Envelope::new();
-            envelope.add_item(check_in);
-            self.client.send_envelope(envelope);
+        self.flush()
+    }
+
+    /// A cron check-in for every finished run (monitor `coffer-<job>`), flood control or not:
+    /// a monitor that hears only failures would call every quiet day a miss.
+    fn run_finished(&self, job: &str, ok: bool, _detail: &str) -> Result<(), String> {
+        if !self.check_ins {
+            return Ok(());
         }
+        let check_in = MonitorCheckIn {
+            check_in_id: sentry::types::Uuid::from_bytes(rand::random()),
+            monitor_slug: format!("coffer-{job}"),
+            status: if ok {
+                MonitorCheckInStatus::Ok
+            } else {
+                MonitorCheckInStatus::Error
+            },
+            environment: self.environment.clone(),
+            duration: None,
+            monitor_config: None,
+        };
+        let mut envelope = Envelope::new();
+        envelope.add_item(check_in);
+        self.client.send_envelope(envelope);
         self.flush()
     }
 }

@@ -27,15 +27,22 @@ const STALE_EVERY: Duration = Duration::from_secs(3600);
 
 /// The staleness check: the newest complete snapshot in the store against
 /// `alerts.max_age` (blocking: run on its own thread).
-fn check_stale(config: &Config) {
+fn check_stale(config: &Config, daemon_started: DateTime<Utc>) {
     let newest = store::from_config(&config.store)
         .map_err(|e| e.to_string())
-        .and_then(|s| crate::snapshot::committed_ids(s.as_ref()).map_err(|e| e.to_string()));
+        .and_then(|s| {
+            let ids = crate::snapshot::committed_ids(s.as_ref()).map_err(|e| e.to_string())?;
+            // Its age counts from when it was committed (a long backup's start is older).
+            Ok(ids.into_iter().next_back().and_then(|id| {
+                let at = crate::snapshot::read_manifest(s.as_ref(), &id)
+                    .map(|m| m.finished)
+                    .ok()
+                    .or_else(|| id.started().map(DateTime::<Utc>::from))?;
+                Some((id.to_string(), at))
+            }))
+        });
     let newest = match newest {
-        Ok(ids) => ids.into_iter().next_back().and_then(|id| {
-            let at = id.started().map(DateTime::<Utc>::from)?;
-            Some((id.to_string(), at))
-        }),
+        Ok(newest) => newest,
         Err(e) => {
             // A store that cannot be listed is the backups' problem too: they will fail and
             // alert. The age is unknown, not old.
@@ -45,7 +52,12 @@ fn check_stale(config: &Config) {
     };
     let alerts = crate::alert::Alerts::from_config(config);
     let mut catalog = Catalog::open(&config.state_dir).ok();
-    if alerts.check_stale(catalog.as_mut(), newest.clone(), Utc::now()) {
+    let first_backup = catalog
+        .as_mut()
+        .and_then(|c| c.first_started("backup").ok())
+        .flatten();
+    let watching_since = first_backup.map_or(daemon_started, |f| f.min(daemon_started));
+    if alerts.check_stale(catalog.as_mut(), newest.clone(), Utc::now(), watching_since) {
         tracing::warn!(
             newest = newest.as_ref().map_or("none", |(id, _)| id.as_str()),
             "the newest snapshot is older than alerts.max_age"
@@ -310,14 +322,24 @@ async fn serve(config: Arc<Config>, catch_up: Vec<usize>) -> anyhow::Result<()> 
     );
     crate::notify::notify("READY=1\nSTATUS=waiting for the next scheduled job");
     let stale_config = Arc::clone(&config);
+    let daemon_started = Utc::now();
     let staleness = tokio::spawn(async move {
+        let checking = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let mut tick = tokio::time::interval(STALE_EVERY);
         loop {
             tick.tick().await;
+            // A check still going (a store that does not answer) is not doubled.
+            if checking.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                continue;
+            }
             let config = Arc::clone(&stale_config);
+            let checking = Arc::clone(&checking);
             let _ = std::thread::Builder::new()
                 .name("coffer-stale".into())
-                .spawn(move || check_stale(&config));
+                .spawn(move || {
+                    check_stale(&config, daemon_started);
+                    checking.store(false, std::sync::atomic::Ordering::SeqCst);
+                });
         }
     });
     let watchdog = crate::notify::watchdog_interval().map(|every| {

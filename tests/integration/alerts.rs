@@ -100,6 +100,16 @@ fn sentry_events(requests: &[Request]) -> Vec<String> {
         .collect()
 }
 
+/// Sentry envelopes that carry a cron check-in.
+fn check_ins(requests: &[Request]) -> Vec<String> {
+    requests
+        .iter()
+        .filter(|r| r.path.starts_with("/api/42/envelope"))
+        .filter(|r| r.body.contains("\"type\":\"check_in\""))
+        .map(|r| r.body.clone())
+        .collect()
+}
+
 fn pings<'a>(requests: &'a [Request], suffix: &str) -> Vec<&'a Request> {
     let path = format!("/ping/{PING_TOKEN}{suffix}");
     requests.iter().filter(|r| r.path == path).collect()
@@ -121,6 +131,7 @@ fn a_failed_backup_alerts_every_channel_once_and_its_recovery_is_announced() {
 
     let out = env.fails(&broken, &["backup"]);
     assert!(out.contains(TOOL_ERROR), "{out}");
+    assert_no_secret(&out);
     let mails = smtp.mails();
     assert_eq!(mails.len(), 1, "{mails:#?}");
     let mail = &mails[0];
@@ -186,19 +197,57 @@ fn a_failed_backup_alerts_every_channel_once_and_its_recovery_is_announced() {
     assert_eq!(sentry_events(&requests).len(), 2);
     assert_eq!(pings(&requests, "").len(), 1, "{requests:#?}");
 
-    // A plain success afterwards: only the heartbeat.
+    // A plain success afterwards: the heartbeat and Sentry's monitor hear of it, nobody is
+    // mailed.
     env.backup(&fixed);
     assert_eq!(smtp.mails().len(), 2);
     let requests = http.requests();
     assert_eq!(sentry_events(&requests).len(), 2);
     assert_eq!(pings(&requests, "").len(), 2);
+    let monitor = check_ins(&requests);
+    assert_eq!(
+        monitor.len(),
+        4,
+        "one check-in per finished run: {monitor:#?}"
+    );
+    assert!(
+        monitor[0].contains("\"status\":\"error\""),
+        "{}",
+        monitor[0]
+    );
+    assert!(monitor[3].contains("\"status\":\"ok\""), "{}", monitor[3]);
+    assert!(monitor[3].contains("coffer-backup"), "{}", monitor[3]);
+
+    // Broken again after that success: a new failure, alerted at once.
+    let broken = config(&env, smtp.port, &http, Some(&tool), "");
+    env.fails(&broken, &["backup"]);
+    let mails = smtp.mails();
+    assert_eq!(mails.len(), 3, "{mails:#?}");
+    assert!(
+        mails[2]
+            .data
+            .contains("Subject: [coffer] FAILED backup on ")
+    );
+    assert!(
+        mails[2].data.contains("Last good snapshot: 2"),
+        "the last good snapshot is named: {}",
+        mails[2].data
+    );
 
     for m in smtp.mails() {
         assert_no_secret(&m.data);
     }
     for r in http.requests() {
         assert_no_secret(&r.body);
-        assert_no_secret(&r.path.replace(PING_TOKEN, "<token>"));
+        // The ping token belongs in the heartbeat's own path, nowhere else.
+        if !r.path.starts_with("/ping/") {
+            assert_no_secret(&r.path);
+        }
+        for (name, value) in &r.headers {
+            if name != "x-sentry-auth" {
+                assert_no_secret(value);
+            }
+        }
     }
 }
 
@@ -235,7 +284,9 @@ fn alert_test_reports_each_channel_and_a_dead_relay_does_not_stop_the_others() {
     assert_eq!(by("heartbeat")["ok"], true, "{v:#}");
     let requests = http.requests();
     assert_eq!(sentry_events(&requests).len(), 1);
-    assert_eq!(pings(&requests, "").len(), 1);
+    // A test goes to <url>/log: it must not make a failing check look healthy.
+    assert_eq!(pings(&requests, "/log").len(), 1, "{requests:#?}");
+    assert!(pings(&requests, "").is_empty());
     assert_no_secret(&String::from_utf8_lossy(&out.stdout));
     assert_no_secret(&String::from_utf8_lossy(&out.stderr));
 
@@ -299,12 +350,14 @@ fn a_stale_store_alerts_from_the_daemon_with_smtp_down_and_the_daemon_keeps_runn
     assert!(event.contains(id.as_str()), "{event}");
     std::thread::sleep(Duration::from_millis(500));
     assert!(daemon.try_wait().unwrap().is_none(), "the daemon died");
+    let asked = std::time::Instant::now();
     rustix::process::kill_process(
         rustix::process::Pid::from_child(&daemon),
         rustix::process::Signal::TERM,
     )
     .unwrap();
     assert!(daemon.wait().unwrap().success());
+    assert!(asked.elapsed() < Duration::from_secs(30));
     let log_text = fs::read_to_string(&log).unwrap();
     assert!(
         log_text.contains("could not send the alert") && log_text.contains("channel=\"email\""),
@@ -369,4 +422,10 @@ fn email_goes_over_starttls_and_an_untrusted_relay_certificate_is_refused() {
     assert!(said.contains("email      FAILED"), "{said}");
     assert_eq!(smtp.mails().len(), 1);
     assert_no_secret(&said);
+    // Every AUTH the relay saw came over TLS.
+    let auths = smtp.auth_attempts();
+    assert!(
+        !auths.is_empty() && auths.iter().all(|tls| *tls),
+        "{auths:?}"
+    );
 }

@@ -23,6 +23,8 @@ pub struct Mail {
 pub struct SmtpSink {
     pub port: u16,
     mails: Arc<Mutex<Vec<Mail>>>,
+    /// Every AUTH command seen, and whether the connection was encrypted then.
+    auths: Arc<Mutex<Vec<bool>>>,
 }
 
 /// Where the sink's test certificates are: a CA (`ca.pem`, for the client's `ca_file`) and
@@ -59,21 +61,27 @@ impl SmtpSink {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let mails = Arc::new(Mutex::new(Vec::new()));
-        let store = Arc::clone(&mails);
+        let auths = Arc::new(Mutex::new(Vec::new()));
+        let (store, seen) = (Arc::clone(&mails), Arc::clone(&auths));
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
-                let store = Arc::clone(&store);
+                let (store, seen) = (Arc::clone(&store), Arc::clone(&seen));
                 let tls = tls.clone();
                 std::thread::spawn(move || {
-                    let _ = smtp_session(stream, tls, &store);
+                    let _ = smtp_session(stream, tls, &store, &seen);
                 });
             }
         });
-        SmtpSink { port, mails }
+        SmtpSink { port, mails, auths }
     }
 
     pub fn mails(&self) -> Vec<Mail> {
         self.mails.lock().unwrap().clone()
+    }
+
+    /// For each AUTH command received: whether it came over TLS.
+    pub fn auth_attempts(&self) -> Vec<bool> {
+        self.auths.lock().unwrap().clone()
     }
 }
 
@@ -115,6 +123,7 @@ fn smtp_session(
     stream: TcpStream,
     tls: Option<Arc<rustls::ServerConfig>>,
     mails: &Mutex<Vec<Mail>>,
+    auths: &Mutex<Vec<bool>>,
 ) -> std::io::Result<()> {
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
     let b64 = base64::engine::general_purpose::STANDARD;
@@ -129,6 +138,9 @@ fn smtp_session(
         let encrypted = matches!(conn, Conn::Tls(_));
         if cmd.is_empty() {
             return Ok(());
+        }
+        if upper.starts_with("AUTH") {
+            auths.lock().unwrap().push(encrypted);
         }
         if upper.starts_with("EHLO") || upper.starts_with("HELO") {
             let offer = if tls.is_some() && !encrypted {
