@@ -663,6 +663,7 @@ pub fn recorded<T>(
     finish: impl FnOnce(&T) -> Finish,
 ) -> anyhow::Result<T> {
     let recording = Recording::begin(config, job, trigger);
+    let watch = crate::alert::watch(config, job);
     // A panicking job is a failed job: recorded and alerted, then the panic goes on.
     let result = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)) {
         Ok(result) => result,
@@ -675,7 +676,7 @@ pub fn recorded<T>(
             let err = anyhow::anyhow!("coffer's {job} panicked: {what} (a bug: please report it)");
             let finished = Finish::failed(&err);
             recording.end(&finished);
-            crate::alert::job_finished(config, job, trigger, &finished, Some(&err));
+            watch.finished(config, job, trigger, &finished, Some(&err));
             std::panic::resume_unwind(panic);
         }
     };
@@ -684,7 +685,7 @@ pub fn recorded<T>(
         Err(e) => Finish::failed(e),
     };
     recording.end(&finished);
-    crate::alert::job_finished(config, job, trigger, &finished, result.as_ref().err());
+    watch.finished(config, job, trigger, &finished, result.as_ref().err());
     result
 }
 

@@ -10,7 +10,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use secrecy::{ExposeSecret, SecretString};
 
-use super::{Event, Kind, Notifier};
+use super::{Event, FinishedRun, Kind, Notifier};
 use crate::config::HeartbeatConfig;
 
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -105,11 +105,11 @@ impl Notifier for Heartbeat {
     }
 
     /// Only backups keep the switch alive; any job's failure trips it.
-    fn run_finished(&self, job: &str, ok: bool, detail: &str) -> Result<(), String> {
-        match (ok, job) {
-            (true, "backup") => self.ping("", detail.to_string()),
+    fn run_finished(&self, run: &FinishedRun<'_>) -> Result<(), String> {
+        match (run.ok, run.job) {
+            (true, "backup") => self.ping("", run.detail.to_string()),
             (true, _) => Ok(()),
-            (false, _) => self.ping("/fail", detail.to_string()),
+            (false, _) => self.ping("/fail", run.detail.to_string()),
         }
     }
 }

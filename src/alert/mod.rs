@@ -181,14 +181,35 @@ pub trait Notifier: Send + Sync {
     fn check(&self) -> Result<String, String> {
         Ok("set up (coffer alert test sends a test message)".into())
     }
+    /// A run starts (Sentry's in-progress check-in); returns what `run_finished` gets back.
+    fn run_started(&self, _job: &str) -> Option<String> {
+        None
+    }
     /// Every finished run (success or failure), whatever the flood control says: the
     /// heartbeat's pings, Sentry's cron check-ins.
     ///
     /// # Errors
     /// Why it could not report.
-    fn run_finished(&self, _job: &str, _ok: bool, _detail: &str) -> Result<(), String> {
+    fn run_finished(&self, _run: &FinishedRun<'_>) -> Result<(), String> {
         Ok(())
     }
+}
+
+/// A run that ended in success or failure, for the per-run hooks.
+pub struct FinishedRun<'a> {
+    pub job: &'a str,
+    pub ok: bool,
+    /// The error, or what succeeded.
+    pub detail: &'a str,
+    /// What this channel's `run_started` returned.
+    pub token: Option<&'a str>,
+    pub seconds: Option<f64>,
+}
+
+/// What the channels said when a run started.
+pub struct Started {
+    tokens: Vec<Option<String>>,
+    at: std::time::Instant,
 }
 
 /// The configured channels.
@@ -292,6 +313,14 @@ impl Alerts {
         results
     }
 
+    /// Tells the channels a run of `job` starts.
+    pub fn run_started(&self, job: &str) -> Started {
+        Started {
+            tokens: self.notifiers.iter().map(|n| n.run_started(job)).collect(),
+            at: std::time::Instant::now(),
+        }
+    }
+
     /// Turns a finished run into notifications, with flood control per channel.
     pub fn job_finished(
         &self,
@@ -300,6 +329,7 @@ impl Alerts {
         trigger: Trigger,
         finish: &Finish,
         error: Option<&anyhow::Error>,
+        started: Option<&Started>,
     ) {
         if self.notifiers.is_empty() {
             return;
@@ -318,8 +348,17 @@ impl Alerts {
                 None => format!("the {job} succeeded"),
             },
         };
-        for n in &self.notifiers {
-            if let Err(e) = n.run_finished(job, ok, &detail) {
+        for (i, n) in self.notifiers.iter().enumerate() {
+            let run = FinishedRun {
+                job,
+                ok,
+                detail: &detail,
+                token: started
+                    .and_then(|s| s.tokens.get(i))
+                    .and_then(|t| t.as_deref()),
+                seconds: started.map(|s| s.at.elapsed().as_secs_f64()),
+            };
+            if let Err(e) = n.run_finished(&run) {
                 tracing::error!(channel = n.name(), job, "could not report the run: {e}");
             }
         }
@@ -509,22 +548,44 @@ impl Alerts {
     }
 }
 
-/// Called for every recorded run (see `catalog::recorded`).
-pub fn job_finished(
-    config: &Config,
-    job: &str,
-    trigger: Trigger,
-    finish: &Finish,
-    error: Option<&anyhow::Error>,
-) {
+/// A run being watched by the alert channels, from its start (see `catalog::recorded`).
+pub struct Watch {
+    alerts: Alerts,
+    started: Option<Started>,
+}
+
+/// Starts watching a run of `job`.
+pub fn watch(config: &Config, job: &str) -> Watch {
     let alerts = Alerts::from_config(config);
-    if alerts.is_empty() {
-        return;
+    let started = (!alerts.is_empty()).then(|| alerts.run_started(job));
+    Watch { alerts, started }
+}
+
+impl Watch {
+    /// The run ended: the per-run hooks, then the alerts it calls for.
+    pub fn finished(
+        self,
+        config: &Config,
+        job: &str,
+        trigger: Trigger,
+        finish: &Finish,
+        error: Option<&anyhow::Error>,
+    ) {
+        if self.alerts.is_empty() {
+            return;
+        }
+        let mut catalog = Catalog::open(&config.state_dir)
+            .map_err(|e| tracing::warn!("alerts without flood control: {e}"))
+            .ok();
+        self.alerts.job_finished(
+            catalog.as_mut(),
+            job,
+            trigger,
+            finish,
+            error,
+            self.started.as_ref(),
+        );
     }
-    let mut catalog = Catalog::open(&config.state_dir)
-        .map_err(|e| tracing::warn!("alerts without flood control: {e}"))
-        .ok();
-    alerts.job_finished(catalog.as_mut(), job, trigger, finish, error);
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use sentry::protocol::{
 };
 use sentry::{Client, ClientOptions, Envelope};
 
-use super::{Event, Kind, Notifier};
+use super::{Event, FinishedRun, Kind, Notifier};
 use crate::config::SentryConfig;
 
 const FLUSH: Duration = Duration::from_secs(10);
@@ -80,6 +80,28 @@ impl Sentry {
     }
 }
 
+impl Sentry {
+    fn check_in(
+        &self,
+        job: &str,
+        id: sentry::types::Uuid,
+        status: MonitorCheckInStatus,
+        duration: Option<f64>,
+    ) {
+        let check_in = MonitorCheckIn {
+            check_in_id: id,
+            monitor_slug: format!("coffer-{job}"),
+            status,
+            environment: self.environment.clone(),
+            duration,
+            monitor_config: None,
+        };
+        let mut envelope = Envelope::new();
+        envelope.add_item(check_in);
+        self.client.send_envelope(envelope);
+    }
+}
+
 impl Notifier for Sentry {
     fn name(&self) -> &'static str {
         "sentry"
@@ -136,27 +158,33 @@ impl Notifier for Sentry {
         self.flush()
     }
 
-    /// A cron check-in for every finished run (monitor `coffer-<job>`), flood control or not:
-    /// a monitor that hears only failures would call every quiet day a miss.
-    fn run_finished(&self, job: &str, ok: bool, _detail: &str) -> Result<(), String> {
+    /// An in-progress check-in when a run starts (monitor `coffer-<job>`); its id comes back
+    /// to `run_finished`, so Sentry sees the run's duration and a run that never ends.
+    fn run_started(&self, job: &str) -> Option<String> {
+        if !self.check_ins {
+            return None;
+        }
+        let id = sentry::types::Uuid::from_bytes(rand::random());
+        self.check_in(job, id, MonitorCheckInStatus::InProgress, None);
+        Some(id.simple().to_string())
+    }
+
+    /// A cron check-in for every finished run, flood control or not: a monitor that hears
+    /// only failures would call every quiet day a miss.
+    fn run_finished(&self, run: &FinishedRun<'_>) -> Result<(), String> {
         if !self.check_ins {
             return Ok(());
         }
-        let check_in = MonitorCheckIn {
-            check_in_id: sentry::types::Uuid::from_bytes(rand::random()),
-            monitor_slug: format!("coffer-{job}"),
-            status: if ok {
-                MonitorCheckInStatus::Ok
-            } else {
-                MonitorCheckInStatus::Error
-            },
-            environment: self.environment.clone(),
-            duration: None,
-            monitor_config: None,
+        let id = run
+            .token
+            .and_then(|t| t.parse().ok())
+            .unwrap_or_else(|| sentry::types::Uuid::from_bytes(rand::random()));
+        let status = if run.ok {
+            MonitorCheckInStatus::Ok
+        } else {
+            MonitorCheckInStatus::Error
         };
-        let mut envelope = Envelope::new();
-        envelope.add_item(check_in);
-        self.client.send_envelope(envelope);
+        self.check_in(run.job, id, status, run.seconds);
         self.flush()
     }
 }

@@ -204,19 +204,34 @@ fn a_failed_backup_alerts_every_channel_once_and_its_recovery_is_announced() {
     let requests = http.requests();
     assert_eq!(sentry_events(&requests).len(), 2);
     assert_eq!(pings(&requests, "").len(), 2);
+    // Sentry's monitor: an in-progress check-in when each run starts, its end (same id, with
+    // the duration) when it ends.
     let monitor = check_ins(&requests);
+    let with = |status: &str| {
+        monitor
+            .iter()
+            .filter(|m| m.contains(&format!("\"status\":\"{status}\"")))
+            .count()
+    };
     assert_eq!(
-        monitor.len(),
-        4,
-        "one check-in per finished run: {monitor:#?}"
+        (with("in_progress"), with("error"), with("ok")),
+        (4, 2, 2),
+        "{monitor:#?}"
     );
+    assert!(monitor.iter().all(|m| m.contains("coffer-backup")));
+    let id_of = |m: &str| {
+        let at = m.find("\"check_in_id\":\"").unwrap() + 15;
+        m[at..at + 32].to_string()
+    };
+    let last = monitor.last().unwrap();
+    assert!(last.contains("\"duration\":"), "{last}");
     assert!(
-        monitor[0].contains("\"status\":\"error\""),
-        "{}",
-        monitor[0]
+        monitor
+            .iter()
+            .filter(|m| m.contains("in_progress"))
+            .any(|m| id_of(m) == id_of(last)),
+        "the end carries its start's id: {monitor:#?}"
     );
-    assert!(monitor[3].contains("\"status\":\"ok\""), "{}", monitor[3]);
-    assert!(monitor[3].contains("coffer-backup"), "{}", monitor[3]);
 
     // Broken again after that success: a new failure, alerted at once.
     let broken = config(&env, smtp.port, &http, Some(&tool), "");
