@@ -283,8 +283,6 @@ fn restore_to_database(
         .ok_or_else(|| anyhow!("--db-url needs --source NAME (the database source)"))?;
     let s = m.source(name)?;
     let address = Address::parse(url).map_err(|e| anyhow!("--db-url: {e}"))?;
-    staging::check_engine(s, &address)?;
-    staging::check_not_system(&address)?;
     let password = match (&args.db_password_file, &args.db_password_env) {
         (Some(f), _) => Some(crate::config::SecretRef::File(f.clone())),
         (None, Some(v)) => Some(crate::config::SecretRef::Env(v.clone())),
@@ -300,58 +298,21 @@ fn restore_to_database(
         overwrite_source: args.overwrite_source_database,
         client: args.client.clone(),
     };
-    if !opts.overwrite_source {
-        // A target that does not exist yet (--create) may not answer at all; any other
-        // failure to identify it stops the restore.
-        let fingerprint = match staging::target_fingerprint(&target) {
-            Ok(fp) => fp,
-            Err(crate::database::DbError::Connect { .. }) if opts.create => None,
-            Err(e) => return Err(e.into()),
-        };
-        staging::guard_sources(
-            &target.address,
-            fingerprint.as_ref(),
-            &configured_databases(config),
-        )?;
-    }
-    // Everything that can fail without touching the target fails first: the client, the
-    // parts, the key (the stream is opened and its header decrypted).
-    staging::check_client(&target, &opts)?;
-    precheck(store, m, s)?;
-    let stream = open_checked(store, m, s, identities, identity_file)?;
-    let prepared = staging::prepare(&target, &opts)?;
-    let started = Instant::now();
-    let bar = Progress::bytes(&format!("restore {}", s.name), Some(s.plaintext_bytes));
-    let counted = CountingRead {
-        inner: stream,
-        bar: &bar,
-    };
-    let loaded =
-        std::thread::scope(|scope| staging::load(&target, &opts, &mut read_ahead(scope, counted)));
-    bar.finish();
-    let loaded = loaded.map_err(|e| {
-        let next = match &e {
-            crate::source::FeedError::Input(io) => match find_part_problem(io) {
-                Some(p) if !p.is_damage() => {
-                    "the load was stopped; check that the store is reachable, then restore again with --force"
-                }
-                _ => "the load was stopped; restore an older snapshot ('coffer list') with --force",
-            },
-            crate::source::FeedError::Tool(_) => {
-                "fix what the client reports (privileges, roles, the server's version) and restore again with --force"
-            }
-        };
-        anyhow!(e).context(format!(
-            "loading '{}' of snapshot {} into {} failed ({next})",
-            s.name, m.id, target.address
-        ))
-    })?;
-    if !loaded.stderr.is_empty() {
-        tracing::warn!(source = s.name, "the client said: {}", loaded.stderr);
-    }
-    let restored = staging::restored_counts(&target)?;
-    let cmp = staging::compare(s.database.as_ref(), &restored);
-    let seconds = started.elapsed().as_secs_f64();
+    let LoadedDatabase {
+        prepared,
+        bytes,
+        seconds,
+        comparison: cmp,
+    } = load_database(
+        config,
+        store,
+        m,
+        s,
+        &target,
+        &opts,
+        identities,
+        identity_file,
+    )?;
     let failures = cmp.failures();
     if args.json {
         let out = serde_json::json!({
@@ -359,7 +320,7 @@ fn restore_to_database(
             "source": s.name,
             "target": target.address.to_string(),
             "prepared": prepared,
-            "bytes": loaded.bytes,
+            "bytes": bytes,
             "seconds": seconds,
             "counted": s.database.as_ref().map(|d| d.counted.clone()),
             "ok": failures.is_empty(),
@@ -377,7 +338,7 @@ fn restore_to_database(
                 staging::Prepared::Created => "created",
                 staging::Prepared::Recreated => "dropped and re-created",
             },
-            human_bytes(loaded.bytes)
+            human_bytes(bytes)
         );
         let show_all = cmp.tables.len() <= 50;
         let width = cmp
@@ -469,6 +430,98 @@ fn restore_to_database(
         return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// What loading a database source into a staging database did.
+pub struct LoadedDatabase {
+    pub prepared: crate::staging::Prepared,
+    /// SQL bytes fed to the client.
+    pub bytes: u64,
+    /// From the first byte loaded to the last table counted.
+    pub seconds: f64,
+    pub comparison: crate::staging::Comparison,
+}
+
+/// Loads database source `s` of snapshot `m` into the staging database `target`: the guards
+/// (never a configured source's database unless `opts.overwrite_source`), then everything
+/// that can fail without touching the target (client, parts, key), then prepare, load, and
+/// compare every table's row count with the manifest's. Used by `restore --db-url` and drills.
+///
+/// # Errors
+/// A guard, the client, the parts, the key, or the load failed (the message says what to do
+/// next); a comparison that finds differences is not an error.
+#[allow(clippy::too_many_arguments)]
+pub fn load_database(
+    config: &crate::config::Config,
+    store: &dyn Store,
+    m: &Manifest,
+    s: &SourceRecord,
+    target: &crate::database::Database,
+    opts: &crate::staging::StagingOptions,
+    identities: &[Box<dyn age::Identity + Send + Sync>],
+    identity_file: &str,
+) -> anyhow::Result<LoadedDatabase> {
+    use crate::staging;
+    staging::check_engine(s, &target.address)?;
+    staging::check_not_system(&target.address)?;
+    if !opts.overwrite_source {
+        // A target that does not exist yet (--create) may not answer at all; any other
+        // failure to identify it stops the restore.
+        let fingerprint = match staging::target_fingerprint(target) {
+            Ok(fp) => fp,
+            Err(crate::database::DbError::Connect { .. }) if opts.create => None,
+            Err(e) => return Err(e.into()),
+        };
+        staging::guard_sources(
+            &target.address,
+            fingerprint.as_ref(),
+            &configured_databases(config),
+        )?;
+    }
+    // Everything that can fail without touching the target fails first: the client, the
+    // parts, the key (the stream is opened and its header decrypted).
+    staging::check_client(target, opts)?;
+    precheck(store, m, s)?;
+    let stream = open_checked(store, m, s, identities, identity_file)?;
+    let prepared = staging::prepare(target, opts)?;
+    let started = Instant::now();
+    let bar = Progress::bytes(&format!("restore {}", s.name), Some(s.plaintext_bytes));
+    let counted = CountingRead {
+        inner: stream,
+        bar: &bar,
+    };
+    let loaded =
+        std::thread::scope(|scope| staging::load(target, opts, &mut read_ahead(scope, counted)));
+    bar.finish();
+    let loaded = loaded.map_err(|e| {
+        let next = match &e {
+            crate::source::FeedError::Input(io) => match find_part_problem(io) {
+                Some(p) if !p.is_damage() => {
+                    "the load was stopped; check that the store is reachable, then restore again with --force"
+                }
+                _ => "the load was stopped; restore an older snapshot ('coffer list') with --force",
+            },
+            crate::source::FeedError::Tool(_) => {
+                "fix what the client reports (privileges, roles, the server's version) and restore again with --force"
+            }
+        };
+        anyhow!(e).context(format!(
+            "loading '{}' of snapshot {} into {} failed ({next})",
+            s.name, m.id, target.address
+        ))
+    })?;
+    if !loaded.stderr.is_empty() {
+        tracing::warn!(source = s.name, "the client said: {}", loaded.stderr);
+    }
+    let restored = staging::restored_counts(target)?;
+    let cmp = staging::compare(s.database.as_ref(), &restored);
+    let seconds = started.elapsed().as_secs_f64();
+    Ok(LoadedDatabase {
+        prepared,
+        bytes: loaded.bytes,
+        seconds,
+        comparison: cmp,
+    })
 }
 
 /// Opens a stream for reading; when that fails, rules out a damaged or unreadable first part

@@ -384,6 +384,11 @@ fn a_stale_store_alerts_from_the_daemon_with_smtp_down_and_the_daemon_keeps_runn
 
 /// A config with only the email channel, over STARTTLS to `port`.
 fn starttls_config(env: &Env, port: u16, ca_file: Option<&Path>) -> PathBuf {
+    tls_config(env, port, "starttls", ca_file)
+}
+
+/// A config with only the email channel, with `tls` to `port`.
+fn tls_config(env: &Env, port: u16, tls: &str, ca_file: Option<&Path>) -> PathBuf {
     let password = env.path("smtp-password");
     fs::write(&password, SMTP_PASSWORD).unwrap();
     fs::set_permissions(&password, fs::Permissions::from_mode(0o600)).unwrap();
@@ -398,7 +403,7 @@ fn starttls_config(env: &Env, port: u16, ca_file: Option<&Path>) -> PathBuf {
              [encryption]\nrecipients = [\"{}\"]\n\
              [store]\ntype = \"local\"\npath = \"store\"\n\
              [alerts.email]\nto = [\"ops@example.com\"]\nfrom = \"coffer@example.com\"\n\
-             smtp_host = \"127.0.0.1\"\nsmtp_port = {port}\ntls = \"starttls\"\n\
+             smtp_host = \"127.0.0.1\"\nsmtp_port = {port}\ntls = \"{tls}\"\n\
              username = \"coffer\"\npassword_file = \"{}\"\n{ca}\
              [[source]]\nname = \"files\"\ntype = \"directory\"\npath = \"{}\"\n",
             env.recipient,
@@ -442,5 +447,22 @@ fn email_goes_over_starttls_and_an_untrusted_relay_certificate_is_refused() {
     assert!(
         !auths.is_empty() && auths.iter().all(|tls| *tls),
         "{auths:?}"
+    );
+}
+
+#[test]
+fn email_goes_over_implicit_tls() {
+    let env = Env::new();
+    let smtp = SmtpSink::start_implicit_tls();
+    let ca = crate::support::sinks::smtp_tls_dir().join("ca.pem");
+    let cfg = tls_config(&env, smtp.port, "tls", Some(&ca));
+    let out = env.ok(&cfg, &["alert", "test"]);
+    assert!(out.contains("email      sent"), "{out}");
+    let mails = smtp.mails();
+    assert_eq!(mails.len(), 1);
+    assert!(mails[0].encrypted);
+    assert_eq!(
+        mails[0].auth,
+        Some(("coffer".to_string(), SMTP_PASSWORD.to_string()))
     );
 }

@@ -36,11 +36,20 @@ pub fn smtp_tls_dir() -> std::path::PathBuf {
 impl SmtpSink {
     /// A plain SMTP server (no STARTTLS offered).
     pub fn start() -> SmtpSink {
-        Self::start_with(None)
+        Self::start_with(None, false)
     }
 
     /// A server that offers STARTTLS with the test certificate, and refuses AUTH before it.
     pub fn start_tls() -> SmtpSink {
+        Self::start_with(Some(Self::tls_config()), false)
+    }
+
+    /// A server that speaks TLS from the first byte (port 465 style).
+    pub fn start_implicit_tls() -> SmtpSink {
+        Self::start_with(Some(Self::tls_config()), true)
+    }
+
+    fn tls_config() -> Arc<rustls::ServerConfig> {
         use rustls::pki_types::pem::PemObject;
         use rustls::pki_types::{CertificateDer, PrivateKeyDer};
         let _ = rustls::crypto::ring::default_provider().install_default();
@@ -54,10 +63,10 @@ impl SmtpSink {
             .with_no_client_auth()
             .with_single_cert(certs, key)
             .unwrap();
-        Self::start_with(Some(Arc::new(config)))
+        Arc::new(config)
     }
 
-    fn start_with(tls: Option<Arc<rustls::ServerConfig>>) -> SmtpSink {
+    fn start_with(tls: Option<Arc<rustls::ServerConfig>>, implicit: bool) -> SmtpSink {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let mails = Arc::new(Mutex::new(Vec::new()));
@@ -68,7 +77,7 @@ impl SmtpSink {
                 let (store, seen) = (Arc::clone(&store), Arc::clone(&seen));
                 let tls = tls.clone();
                 std::thread::spawn(move || {
-                    let _ = smtp_session(stream, tls, &store, &seen);
+                    let _ = smtp_session(stream, tls, implicit, &store, &seen);
                 });
             }
         });
@@ -122,6 +131,7 @@ impl Conn {
 fn smtp_session(
     stream: TcpStream,
     tls: Option<Arc<rustls::ServerConfig>>,
+    implicit: bool,
     mails: &Mutex<Vec<Mail>>,
     auths: &Mutex<Vec<bool>>,
 ) -> std::io::Result<()> {
@@ -129,7 +139,13 @@ fn smtp_session(
     let b64 = base64::engine::general_purpose::STANDARD;
     let decode =
         |s: &str| String::from_utf8_lossy(&b64.decode(s.trim()).unwrap_or_default()).into_owned();
-    let mut conn = Conn::Plain(stream);
+    let mut conn = match (&tls, implicit) {
+        (Some(config), true) => {
+            let server = rustls::ServerConnection::new(Arc::clone(config)).unwrap();
+            Conn::Tls(Box::new(rustls::StreamOwned::new(server, stream)))
+        }
+        _ => Conn::Plain(stream),
+    };
     conn.say("220 sink ESMTP\r\n")?;
     let mut mail = Mail::default();
     loop {
