@@ -45,6 +45,13 @@ fn migrator() -> Migrator {
             include_str!("../migrations/0002_alerts.sql").into_sql_str(),
             false,
         ),
+        Migration::new(
+            3,
+            "run reports".into(),
+            MigrationType::Simple,
+            include_str!("../migrations/0003_run_reports.sql").into_sql_str(),
+            false,
+        ),
     ])
 }
 
@@ -93,6 +100,8 @@ pub struct Finish {
     pub bytes: Option<u64>,
     pub snapshots: Option<u64>,
     pub error: Option<String>,
+    /// The run's own report (JSON), e.g. a drill's timings and checks.
+    pub report: Option<serde_json::Value>,
 }
 
 impl Finish {
@@ -103,6 +112,7 @@ impl Finish {
             bytes: None,
             snapshots: None,
             error: None,
+            report: None,
         }
     }
 
@@ -116,9 +126,13 @@ impl Finish {
         } else {
             Outcome::Failure
         };
+        // A drill that ran its course but found differences keeps its report.
+        let failed_drill = err.downcast_ref::<crate::drill::DrillFailed>();
         Finish {
             outcome,
             error: Some(format!("{err:#}")),
+            snapshot: failed_drill.map(|f| f.report.snapshot.clone()),
+            report: failed_drill.and_then(|f| serde_json::to_value(f.report.summary()).ok()),
             ..Finish::success()
         }
     }
@@ -138,6 +152,9 @@ pub struct Run {
     pub bytes: Option<u64>,
     pub snapshots: Option<u64>,
     pub error: Option<String>,
+    /// The run's own report (JSON), e.g. a drill's timings and checks.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub report: Option<serde_json::Value>,
 }
 
 impl Run {
@@ -296,7 +313,7 @@ impl Catalog {
         let done = self.rt.block_on(async {
             sqlx::query(
                 "UPDATE runs SET finished = ?, outcome = ?, snapshot = ?, bytes = ?, \
-                 snapshots = ?, error = ? WHERE id = ?",
+                 snapshots = ?, error = ?, report = ? WHERE id = ?",
             )
             .bind(stamp(Utc::now()))
             .bind(f.outcome.as_str())
@@ -304,6 +321,7 @@ impl Catalog {
             .bind(f.bytes.map(|b| b as i64))
             .bind(f.snapshots.map(|b| b as i64))
             .bind(f.error.as_deref())
+            .bind(f.report.as_ref().map(ToString::to_string))
             .bind(id)
             .execute(&mut *conn)
             .await
@@ -404,7 +422,7 @@ impl Catalog {
     /// When the catalog cannot be read.
     pub fn history(&mut self, job: &str) -> Result<JobHistory, CatalogError> {
         const COLUMNS: &str = "id, job, trigger, pid, started, finished, outcome, snapshot, \
-                               bytes, snapshots, error";
+                               bytes, snapshots, error, report";
         let conn = &mut self.conn;
         let result = self.rt.block_on(async {
             let one = |condition: &str| {
@@ -567,6 +585,11 @@ fn run_of(r: &sqlx::sqlite::SqliteRow) -> Run {
         bytes: r.get::<Option<i64>, _>(8).map(|b| b as u64),
         snapshots: r.get::<Option<i64>, _>(9).map(|b| b as u64),
         error: r.get(10),
+        report: r
+            .try_get::<Option<String>, _>(11)
+            .ok()
+            .flatten()
+            .and_then(|t| serde_json::from_str(&t).ok()),
     }
 }
 

@@ -51,6 +51,9 @@ pub enum Command {
     Daemon,
     /// Alert channels: `coffer alert test` sends a test message through each.
     Alert(AlertArgs),
+    /// Restore a snapshot into the [drill] staging databases and folder, check it against
+    /// the manifest, and report the recovery time and recovery point.
+    Drill(DrillArgs),
     /// Show each job's last success, last failure, next run, and the newest snapshot's age.
     Status(StatusArgs),
     /// Check the config: state folder, store, identity, and every source (databases are
@@ -135,6 +138,22 @@ pub enum AlertAction {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct DrillArgs {
+    /// Snapshot id, or "latest".
+    #[arg(default_value = "latest")]
+    pub snapshot: String,
+    /// Identity file (default: encryption.identity_file).
+    #[arg(long, value_name = "FILE")]
+    pub identity: Option<PathBuf>,
+    /// If another job is running, wait up to this long for it (e.g. 30m).
+    #[arg(long, value_name = "DURATION", default_value = "0s")]
+    pub wait: WaitFor,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

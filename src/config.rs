@@ -43,8 +43,41 @@ struct RawConfig {
     jobs: Option<RawJobs>,
     metrics: Option<RawMetrics>,
     alerts: Option<RawAlerts>,
+    drill: Option<RawDrill>,
     #[serde(default)]
     source: Vec<RawSource>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDrill {
+    staging_dir: Option<PathBuf>,
+    #[serde(default)]
+    database: Vec<RawDrillDatabase>,
+    http: Option<RawDrillHttp>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDrillDatabase {
+    source: String,
+    url: String,
+    password_file: Option<PathBuf>,
+    password_env: Option<String>,
+    #[serde(default)]
+    probes: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDrillHttp {
+    url: String,
+    token: Option<String>,
+    token_file: Option<PathBuf>,
+    token_env: Option<String>,
+    expect_status: Option<u16>,
+    expect_body: Option<String>,
+    timeout: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -251,6 +284,41 @@ pub struct HeartbeatConfig {
     pub url: SecretRef,
 }
 
+/// `[drill]`: where a restore drill restores to, and what it checks there.
+#[derive(Debug, Clone)]
+pub struct DrillConfig {
+    /// Directory sources are restored into `<staging_dir>/<source>` (default
+    /// `<state_dir>/drill`); coffer marks the folder as its own and empties it before each
+    /// drill.
+    pub staging_dir: PathBuf,
+    pub databases: Vec<DrillDatabase>,
+    pub http: Option<DrillHttp>,
+}
+
+/// `[[drill.database]]`: the staging database a database source is loaded into.
+#[derive(Debug, Clone)]
+pub struct DrillDatabase {
+    /// The database source (as the snapshot names it, e.g. `erp-db` for a frappe source).
+    pub source: String,
+    pub address: crate::database::Address,
+    pub password: Option<SecretRef>,
+    /// SQL whose first value must be true (or a number above 0) after the load.
+    pub probes: Vec<String>,
+}
+
+/// `[drill.http]`: a request to the staging application once everything is restored.
+#[derive(Debug, Clone)]
+pub struct DrillHttp {
+    pub url: String,
+    /// `KEY:SECRET` for Frappe's `Authorization: token KEY:SECRET`.
+    pub token: Option<SecretRef>,
+    pub expect_status: u16,
+    /// A text the answer's body must contain.
+    pub expect_body: Option<String>,
+    /// How long the application gets to answer as expected (it is asked every 2 s).
+    pub timeout: Duration,
+}
+
 /// `[metrics]`: where the Prometheus text file goes.
 #[derive(Debug, Clone)]
 pub struct MetricsConfig {
@@ -271,6 +339,7 @@ pub struct Config {
     pub jobs: Vec<crate::schedule::JobSpec>,
     pub metrics: Option<MetricsConfig>,
     pub alerts: AlertsConfig,
+    pub drill: DrillConfig,
     pub encryption: EncryptionConfig,
     pub store: StoreConfig,
     pub compression: CompressOptions,
@@ -1111,12 +1180,19 @@ impl Config {
                 }
                 wanted.push(("verify", job, JobKind::Verify { deep }, false));
             }
-            if raw_jobs.drill.is_some() {
-                problems.push(
-                    "jobs.drill: restore drills are not available in this version of coffer; \
-                     remove [jobs.drill]"
-                        .into(),
-                );
+            if let Some(job) = raw_jobs.drill {
+                if job.deep.is_some() {
+                    problems.push("jobs.drill: 'deep' is a setting of [jobs.verify]".into());
+                }
+                if identity_missing {
+                    problems.push(
+                        "jobs.drill: a drill restores the snapshot, so it needs \
+                         encryption.identity_file (the private key; run drills on a staging \
+                         host that holds it)"
+                            .into(),
+                    );
+                }
+                wanted.push(("drill", job, JobKind::Drill, false));
             }
             for (name, job, kind, catch_up) in wanted {
                 match Schedule::parse(&job.schedule) {
@@ -1136,6 +1212,18 @@ impl Config {
         let metrics = raw.metrics.map(|m| MetricsConfig {
             textfile: resolve(&m.textfile),
         });
+        let state_dir = raw
+            .state_dir
+            .as_deref()
+            .map_or_else(|| PathBuf::from("/var/lib/coffer"), resolve);
+        let drill = parse_drill(
+            raw.drill,
+            &state_dir,
+            &sources,
+            &resolve,
+            config_is_private(path),
+            &mut problems,
+        );
         if !problems.is_empty() {
             return Err(ConfigError::Invalid {
                 path: path.to_path_buf(),
@@ -1144,15 +1232,13 @@ impl Config {
         }
         Ok(Config {
             path: path.to_path_buf(),
-            state_dir: raw
-                .state_dir
-                .as_deref()
-                .map_or_else(|| PathBuf::from("/var/lib/coffer"), resolve),
+            state_dir,
             timezone,
             retention,
             jobs,
             metrics,
             alerts,
+            drill,
             encryption,
             store: StoreConfig {
                 kind,
@@ -1200,6 +1286,136 @@ fn secret_of(
             problems.push(format!("{key}: give one of {key}, {key}_file or {key}_env"));
             None
         }
+    }
+}
+
+fn parse_drill(
+    raw: Option<RawDrill>,
+    state_dir: &Path,
+    sources: &[SourceConfig],
+    resolve: &dyn Fn(&Path) -> PathBuf,
+    private: bool,
+    problems: &mut Vec<String>,
+) -> DrillConfig {
+    let Some(raw) = raw else {
+        return DrillConfig {
+            staging_dir: state_dir.join("drill"),
+            databases: Vec::new(),
+            http: None,
+        };
+    };
+    let staging_dir = raw
+        .staging_dir
+        .as_deref()
+        .map_or_else(|| state_dir.join("drill"), resolve);
+    if !staging_dir.is_absolute() || staging_dir.parent().is_none() {
+        problems.push(format!(
+            "drill.staging_dir {} must be an absolute folder below / (coffer empties it before \
+             each drill)",
+            staging_dir.display()
+        ));
+    }
+    for s in sources {
+        let path = match &s.kind {
+            SourceKind::Directory { path, .. } | SourceKind::Frappe { path } => path,
+            _ => continue,
+        };
+        if staging_dir.starts_with(path) || path.starts_with(&staging_dir) {
+            problems.push(format!(
+                "drill.staging_dir {} overlaps source '{}' ({}): a drill empties its staging \
+                 folder, so it must be apart from every backed-up folder",
+                staging_dir.display(),
+                s.name,
+                path.display()
+            ));
+        }
+    }
+    let mut databases: Vec<DrillDatabase> = Vec::new();
+    for (i, d) in raw.database.into_iter().enumerate() {
+        let key = format!("drill.database[{i}] (source '{}')", d.source);
+        if databases.iter().any(|o| o.source == d.source) {
+            problems.push(format!("{key}: source '{}' is listed twice", d.source));
+        }
+        let address = match crate::database::Address::parse(&d.url) {
+            Ok(a) => a,
+            Err(why) => {
+                problems.push(format!("{key}.url: {why}"));
+                continue;
+            }
+        };
+        if let Some(s) = sources.iter().find(|s| s.name == d.source)
+            && let Some((source_address, _)) = crate::database::for_source(&s.kind)
+        {
+            if source_address.engine() != address.engine() {
+                problems.push(format!(
+                    "{key}.url: source '{}' is a {} database, the url is {}",
+                    d.source,
+                    source_address.engine().kind(),
+                    address.engine().kind()
+                ));
+            } else if source_address.to_string() == address.to_string() {
+                problems.push(format!(
+                    "{key}.url is the source database itself ({address}); a drill drops and \
+                     re-creates its staging database: give a separate staging database"
+                ));
+            }
+        }
+        if d.probes.iter().any(|p| p.trim().is_empty()) {
+            problems.push(format!("{key}.probes: a probe is empty"));
+        }
+        let password = secret_of(
+            &format!("{key}.password"),
+            None,
+            d.password_file,
+            d.password_env,
+            resolve,
+            private,
+            problems,
+        );
+        databases.push(DrillDatabase {
+            source: d.source,
+            address,
+            password,
+            probes: d.probes,
+        });
+    }
+    let http = raw.http.map(|h| {
+        match h.url.parse::<hyper::Uri>() {
+            Ok(u) if matches!(u.scheme_str(), Some("http" | "https")) => {}
+            _ => problems.push(format!(
+                "drill.http.url '{}' is not an http(s) URL",
+                redact_url(&h.url)
+            )),
+        }
+        let timeout = match h.timeout.as_deref().map(parse_duration) {
+            None => Duration::from_secs(60),
+            Some(Ok(d)) => d,
+            Some(Err(why)) => {
+                problems.push(format!("drill.http.timeout: {why}"));
+                Duration::from_secs(60)
+            }
+        };
+        let token = secret_of(
+            "drill.http.token",
+            h.token,
+            h.token_file,
+            h.token_env,
+            resolve,
+            private,
+            problems,
+        );
+        DrillHttp {
+            url: h.url,
+            token,
+            expect_status: h.expect_status.unwrap_or(200),
+            expect_body: h.expect_body,
+            timeout,
+        }
+    });
+    DrillConfig {
+        staging_dir,
+        databases,
+        http,
     }
 }
 
@@ -1461,7 +1677,49 @@ mod tests {
             all.contains("deep = true needs encryption.identity_file"),
             "{all}"
         );
-        assert!(all.contains("jobs.drill"), "{all}");
+        assert!(
+            all.contains("jobs.drill: a drill restores the snapshot, so it needs"),
+            "{all}"
+        );
+    }
+
+    #[test]
+    fn drill_settings_are_checked() {
+        let base = "state_dir = \"/var/lib/coffer\"\n[encryption]\n\
+                    recipients = [\"age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p\"]\n\
+                    identity_file = \"/etc/coffer/key.txt\"\n\
+                    [store]\ntype = \"local\"\npath = \"/srv/store\"\n\
+                    [[source]]\nname = \"files\"\ntype = \"directory\"\npath = \"/srv/site\"\n\
+                    [[source]]\nname = \"db\"\ntype = \"postgres\"\nurl = \"postgres://erp@db/erp\"\n";
+        let c = Config::parse(
+            &format!("{base}[jobs.drill]\nschedule = \"0 0 5 * * Sat\"\n"),
+            Path::new("/etc/coffer/coffer.toml"),
+        )
+        .unwrap();
+        assert_eq!(c.drill.staging_dir, Path::new("/var/lib/coffer/drill"));
+        assert_eq!(c.jobs[0].kind, crate::schedule::JobKind::Drill);
+        assert!(!c.jobs[0].catch_up);
+        let bad = format!(
+            "{base}[drill]\nstaging_dir = \"/srv/site/tmp\"\n\
+             [[drill.database]]\nsource = \"db\"\nurl = \"mysql://root@127.0.0.1/erp_drill\"\n\
+             [[drill.database]]\nsource = \"db\"\nurl = \"postgres://erp:pw@db/erp_drill\"\n\
+             [drill.http]\nurl = \"ftp://staging/ping\"\ntimeout = \"soon\"\n"
+        );
+        let err = Config::parse(&bad, Path::new("c.toml")).unwrap_err();
+        let ConfigError::Invalid { problems, .. } = err else {
+            panic!("{err}")
+        };
+        let all = problems.join("\n");
+        assert_eq!(problems.len(), 6, "{all}");
+        assert!(all.contains("overlaps source 'files'"), "{all}");
+        assert!(
+            all.contains("source 'db' is a postgres database, the url is mysql"),
+            "{all}"
+        );
+        assert!(all.contains("source 'db' is listed twice"), "{all}");
+        assert!(!all.contains("pw@"), "a password was shown: {all}");
+        assert!(all.contains("drill.http.url"), "{all}");
+        assert!(all.contains("drill.http.timeout"), "{all}");
     }
 
     #[test]

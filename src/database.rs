@@ -366,6 +366,51 @@ pub fn for_source(kind: &SourceKind) -> Option<(Address, Option<&SecretRef>)> {
     }
 }
 
+/// How long one drill probe may run.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// The verdict on a probe's first row: its first value judged as `Session::probe` says.
+fn truthy<'r, R: Row>(row: &'r R) -> Result<(bool, String), sqlx::Error>
+where
+    usize: sqlx::ColumnIndex<R>,
+    bool: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    i32: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    f64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    if row.columns().is_empty() {
+        return Ok((false, "no column".into()));
+    }
+    if let Ok(v) = row.try_get::<Option<i64>, _>(0) {
+        return Ok(v.map_or((false, "NULL".into()), |n| (n > 0, n.to_string())));
+    }
+    if let Ok(v) = row.try_get::<Option<i32>, _>(0) {
+        return Ok(v.map_or((false, "NULL".into()), |n| (n > 0, n.to_string())));
+    }
+    if let Ok(v) = row.try_get::<Option<bool>, _>(0) {
+        return Ok(v.map_or((false, "NULL".into()), |b| (b, b.to_string())));
+    }
+    if let Ok(v) = row.try_get::<Option<f64>, _>(0) {
+        return Ok(v.map_or((false, "NULL".into()), |n| (n > 0.0, n.to_string())));
+    }
+    match row.try_get::<Option<String>, _>(0) {
+        Ok(None) => Ok((false, "NULL".into())),
+        Ok(Some(text)) => {
+            let t = text.trim();
+            let ok = t.eq_ignore_ascii_case("t")
+                || t.eq_ignore_ascii_case("true")
+                || t.parse::<f64>().is_ok_and(|n| n > 0.0);
+            Ok((ok, text))
+        }
+        Err(_) => Err(sqlx::Error::Protocol(
+            "its first value is of a type coffer cannot judge; make it a number or a boolean \
+             (e.g. count(*), or CAST(... AS BIGINT), or a comparison like ... > 0)"
+                .into(),
+        )),
+    }
+}
+
 /// Quotes an identifier for the engine (`"a""b"` or `` `a``b` ``).
 fn quote(engine: Engine, name: &str) -> String {
     match engine {
@@ -620,6 +665,48 @@ impl Session {
             }
         }
         Ok(out)
+    }
+
+    /// Runs an operator's probe query and judges its first row's first value: true, or a
+    /// number above 0, or text reading `t`/`true`/a number above 0, passes; false, 0, NULL,
+    /// no row, or anything else fails. `Ok` carries the verdict and the value as text.
+    ///
+    /// # Errors
+    /// `Query` when the statement fails or its value is of a type coffer cannot read.
+    pub fn probe(&mut self, sql: &str) -> Result<(bool, String), DbError> {
+        let Session { rt, conn, .. } = self;
+        let q = || AssertSqlSafe(sql.to_string());
+        let result = rt.block_on(async {
+            let run = async {
+                match conn {
+                    Conn::Pg(c) => {
+                        let row = sqlx::query(q()).fetch_optional(c).await?;
+                        row.as_ref().map(truthy).transpose()
+                    }
+                    Conn::My(c) => {
+                        let row = sqlx::query(q()).fetch_optional(c).await?;
+                        row.as_ref().map(truthy).transpose()
+                    }
+                    Conn::Lite(c) => {
+                        let row = sqlx::query(q()).fetch_optional(c).await?;
+                        row.as_ref().map(truthy).transpose()
+                    }
+                }
+            };
+            tokio::time::timeout(PROBE_TIMEOUT, run)
+                .await
+                .unwrap_or_else(|_| {
+                    Err(sqlx::Error::Protocol(format!(
+                        "no answer within {} s",
+                        PROBE_TIMEOUT.as_secs()
+                    )))
+                })
+        });
+        match result {
+            Ok(Some(verdict)) => Ok(verdict),
+            Ok(None) => Ok((false, "no row".into())),
+            Err(e) => Err(self.query_err("the probe", e)),
+        }
     }
 
     /// How many tables, views, sequences and routines the database holds (0: empty).

@@ -11,6 +11,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod database;
+pub mod drill;
 pub mod keys;
 pub mod lock;
 pub mod metrics;

@@ -40,7 +40,10 @@ fn main() -> ExitCode {
             .with(layer.json().with_filter(filter.and(guard)))
             .init(),
     }
-    if matches!(cli.command, Command::Backup(_) | Command::Prune(_)) {
+    if matches!(
+        cli.command,
+        Command::Backup(_) | Command::Prune(_) | Command::Drill(_)
+    ) {
         coffer::shutdown::stop_on_signals();
     }
     let result = match &cli.command {
@@ -55,6 +58,7 @@ fn main() -> ExitCode {
         Command::Daemon => commands::daemon::run(&cli.config),
         Command::Alert(args) => commands::alert::run(&cli.config, args),
         Command::Status(args) => commands::status::run(&cli.config, args),
+        Command::Drill(args) => commands::drill::run(&cli.config, args),
     };
     match result {
         Ok(code) => code,

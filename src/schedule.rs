@@ -115,6 +115,8 @@ pub enum JobKind {
     Backup,
     /// A verify of the newest snapshot (`deep`: decrypt and read it all).
     Verify { deep: bool },
+    /// A restore drill of the newest snapshot into the `[drill]` staging targets.
+    Drill,
 }
 
 impl JobKind {
@@ -123,6 +125,7 @@ impl JobKind {
         match self {
             JobKind::Backup => "backup",
             JobKind::Verify { .. } => "verify",
+            JobKind::Drill => "drill",
         }
     }
 }

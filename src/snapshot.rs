@@ -145,6 +145,9 @@ pub struct SourceRecord {
     /// Entry counts of a directory stream.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub entries: Option<EntryCounts>,
+    /// Directory streams: bytes of file content in the tar (absent in older snapshots).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_bytes: Option<u64>,
     /// Counts of non-fatal problems met while reading the source, by kind (`changed`,
     /// `vanished`, `unreadable`, `special`); the paths go to the backup's log, not here.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -526,6 +529,7 @@ mod tests {
             sha256: "00".into(),
             parts: vec![part],
             entries: None,
+            file_bytes: None,
             warnings: BTreeMap::new(),
             dump_tool: None,
             dump_tool_version: None,

@@ -94,6 +94,7 @@ pub fn expand_sources(
 /// What a source reports besides its bytes.
 struct SourceExtras {
     entries: Option<crate::snapshot::EntryCounts>,
+    file_bytes: Option<u64>,
     warnings: Vec<Warning>,
     /// The dump tool and its version, for database sources.
     tool: Option<(String, Option<String>)>,
@@ -113,6 +114,7 @@ fn dumped(
     }
     Ok(SourceExtras {
         entries: None,
+        file_bytes: None,
         warnings: Vec::new(),
         tool: Some((tool.to_string(), version.clone())),
         database: None,
@@ -278,6 +280,7 @@ pub fn backup_waiting(
                     let walk = dir.write_tar(w)?;
                     Ok(SourceExtras {
                         entries: Some(walk.counts),
+                        file_bytes: Some(walk.file_bytes),
                         warnings: walk.warnings,
                         tool: None,
                         database: None,
@@ -314,6 +317,7 @@ pub fn backup_waiting(
                         let (_, info) = crate::source::sqlite_dump(path, w)?;
                         Ok(SourceExtras {
                             entries: None,
+                            file_bytes: None,
                             warnings: Vec::new(),
                             tool: Some((tool.clone(), version.clone())),
                             database: Some(info),
@@ -406,6 +410,7 @@ pub fn backup_waiting(
             sha256: encoded.sha256,
             parts: encoded.parts,
             entries: extras.entries,
+            file_bytes: extras.file_bytes,
             warnings: counts,
             dump_tool,
             dump_tool_version,

@@ -145,6 +145,33 @@ pub fn run_job(config: &Config, kind: JobKind, trigger: Trigger) -> anyhow::Resu
             );
             Ok(())
         }
+        JobKind::Drill => {
+            let opts = crate::drill::DrillOptions {
+                snapshot: "latest",
+                identity: None,
+                wait: Duration::ZERO,
+            };
+            let report = catalog::recorded(
+                config,
+                "drill",
+                trigger,
+                || crate::drill::drill_checked(config, &opts),
+                crate::drill::finish_of,
+            )?;
+            tracing::info!(
+                job = "drill",
+                snapshot = report.snapshot,
+                recovery_time_seconds = report.recovery_time_seconds,
+                recovery_point_seconds = report.recovery_point_seconds,
+                "snapshot {} restored into staging and checked in {:.1} s",
+                report.snapshot,
+                report.recovery_time_seconds
+            );
+            for n in &report.notes {
+                tracing::warn!(job = "drill", "{n}");
+            }
+            Ok(())
+        }
     }
 }
 

@@ -7,6 +7,7 @@ pub mod backup;
 pub mod bench;
 pub mod check;
 pub mod daemon;
+pub mod drill;
 pub mod keygen;
 pub mod list;
 pub mod prune;
@@ -38,6 +39,23 @@ pub fn human_bytes(n: u64) -> String {
         format!("{n} B")
     } else {
         format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
+/// `42.1 s`, `3 min 12 s`, `5 h 2 min`, `3 d 4 h` for people.
+pub fn human_seconds(secs: f64) -> String {
+    let s = secs.max(0.0);
+    if s < 10.0 {
+        return format!("{s:.2} s");
+    }
+    if s < 60.0 {
+        return format!("{s:.1} s");
+    }
+    let whole = s.round() as u64;
+    match whole {
+        0..3600 => format!("{} min {} s", whole / 60, whole % 60),
+        3600..172_800 => format!("{} h {} min", whole / 3600, whole % 3600 / 60),
+        _ => format!("{} d {} h", whole / 86400, whole % 86400 / 3600),
     }
 }
 

@@ -303,6 +303,7 @@ fn restore_to_database(
         bytes,
         seconds,
         comparison: cmp,
+        ..
     } = load_database(
         config,
         store,
@@ -437,8 +438,12 @@ pub struct LoadedDatabase {
     pub prepared: crate::staging::Prepared,
     /// SQL bytes fed to the client.
     pub bytes: u64,
-    /// From the first byte loaded to the last table counted.
+    /// From the first byte loaded to the client's end.
     pub seconds: f64,
+    /// Of `seconds`, the time spent decrypting and decompressing (on another thread).
+    pub decode_seconds: f64,
+    /// Counting the restored tables and comparing them with the manifest.
+    pub check_seconds: f64,
     pub comparison: crate::staging::Comparison,
 }
 
@@ -486,13 +491,12 @@ pub fn load_database(
     let prepared = staging::prepare(target, opts)?;
     let started = Instant::now();
     let bar = Progress::bytes(&format!("restore {}", s.name), Some(s.plaintext_bytes));
-    let counted = CountingRead {
-        inner: stream,
-        bar: &bar,
-    };
+    let busy = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counted = crate::drill::Timed::new(CountingRead::new(stream, &bar), busy.clone());
     let loaded =
         std::thread::scope(|scope| staging::load(target, opts, &mut read_ahead(scope, counted)));
     bar.finish();
+    let seconds = started.elapsed().as_secs_f64();
     let loaded = loaded.map_err(|e| {
         let next = match &e {
             crate::source::FeedError::Input(io) => match find_part_problem(io) {
@@ -513,13 +517,15 @@ pub fn load_database(
     if !loaded.stderr.is_empty() {
         tracing::warn!(source = s.name, "the client said: {}", loaded.stderr);
     }
+    let counting = Instant::now();
     let restored = staging::restored_counts(target)?;
     let cmp = staging::compare(s.database.as_ref(), &restored);
-    let seconds = started.elapsed().as_secs_f64();
     Ok(LoadedDatabase {
         prepared,
         bytes: loaded.bytes,
         seconds,
+        decode_seconds: crate::drill::busy_seconds(&busy),
+        check_seconds: counting.elapsed().as_secs_f64(),
         comparison: cmp,
     })
 }
@@ -679,9 +685,16 @@ fn restore_one(
     Ok(summary)
 }
 
-struct CountingRead<'a, R> {
+/// A reader that moves a progress bar.
+pub(crate) struct CountingRead<'a, R> {
     inner: R,
     bar: &'a Progress,
+}
+
+impl<'a, R> CountingRead<'a, R> {
+    pub(crate) fn new(inner: R, bar: &'a Progress) -> Self {
+        CountingRead { inner, bar }
+    }
 }
 
 impl<R: std::io::Read> std::io::Read for CountingRead<'_, R> {

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 
-use super::{human_bytes, load_config};
+use super::{human_bytes, human_seconds, load_config};
 use crate::catalog::{Catalog, JobHistory, Run};
 use crate::cli::StatusArgs;
 use crate::snapshot::{self, SnapshotId};
@@ -152,6 +152,23 @@ pub fn run(config_path: &Path, args: &StatusArgs) -> anyhow::Result<ExitCode> {
         }
         if r.trigger != "schedule" {
             parts.push(r.trigger.clone());
+        }
+        // A drill's own figures: how long a recovery takes, how much it loses.
+        let figure = |key: &str| {
+            r.report
+                .as_ref()
+                .and_then(|rep| rep.get(key))
+                .and_then(serde_json::Value::as_f64)
+        };
+        if let (Some(rto), Some(rpo)) = (
+            figure("recovery_time_seconds"),
+            figure("recovery_point_seconds"),
+        ) {
+            parts.push(format!(
+                "recovery time {}, recovery point {}",
+                human_seconds(rto),
+                human_seconds(rpo)
+            ));
         }
         parts.join(", ")
     };

@@ -79,6 +79,8 @@ pub struct Warning {
 #[derive(Debug, Default, Clone)]
 pub struct WalkOutcome {
     pub counts: EntryCounts,
+    /// Bytes of regular files' content in the tar.
+    pub file_bytes: u64,
     pub warnings: Vec<Warning>,
 }
 
@@ -432,6 +434,7 @@ impl Walk<'_> {
             .get_mut()
             .write_all(&[0u8; 512][..pad as usize])?;
         self.outcome.counts.files += 1;
+        self.outcome.file_bytes += size;
         if let Some(e) = exact.error {
             self.warn(
                 rel,

@@ -330,6 +330,7 @@ pub fn store_snapshot(
             sha256: encoded.sha256,
             parts: encoded.parts,
             entries: None,
+            file_bytes: None,
             warnings: Default::default(),
             dump_tool: None,
             dump_tool_version: None,

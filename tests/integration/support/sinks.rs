@@ -246,6 +246,11 @@ pub struct HttpSink {
 
 impl HttpSink {
     pub fn start() -> HttpSink {
+        Self::answering(200, "{}")
+    }
+
+    /// A sink that answers every request with `status` and `body`.
+    pub fn answering(status: u16, body: &'static str) -> HttpSink {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let requests = Arc::new(Mutex::new(Vec::new()));
@@ -254,7 +259,7 @@ impl HttpSink {
             for stream in listener.incoming().flatten() {
                 let store = Arc::clone(&store);
                 std::thread::spawn(move || {
-                    let _ = http_session(stream, &store);
+                    let _ = http_session(stream, &store, status, body);
                 });
             }
         });
@@ -282,7 +287,12 @@ impl HttpSink {
     }
 }
 
-fn http_session(stream: TcpStream, requests: &Mutex<Vec<Request>>) -> std::io::Result<()> {
+fn http_session(
+    stream: TcpStream,
+    requests: &Mutex<Vec<Request>>,
+    status: u16,
+    answer: &str,
+) -> std::io::Result<()> {
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
     let mut out = stream.try_clone()?;
     let mut reader = BufReader::new(stream);
@@ -337,7 +347,8 @@ fn http_session(stream: TcpStream, requests: &Mutex<Vec<Request>>) -> std::io::R
         });
         write!(
             out,
-            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{{}}"
+            "HTTP/1.1 {status} Answer\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{answer}",
+            answer.len()
         )?;
         out.flush()?;
     }

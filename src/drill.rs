@@ -1,0 +1,996 @@
+//! Restore drills: the proof that a snapshot restores, measured.
+//!
+//! A drill downloads every part of a snapshot into a spool below the staging folder (checking
+//! each part's size and sha256 as it lands), then restores from that spool: each database
+//! source that has a `[[drill.database]]` is loaded into its staging database (dropped and
+//! re-created; never a source's database — the same guards as `restore --db-url`), each
+//! directory source is extracted into `<staging_dir>/<source>`, and a database source without
+//! a staging database is decrypted and decompressed to its end. Then the checks: every table
+//! and its row count against the manifest, the operator's SQL probes, the entry counts and file
+//! bytes of every folder, and an optional HTTP probe of the staging application.
+//!
+//! The report has per-stage timings; the whole drill is the measured recovery time and the
+//! snapshot's age the recovery point. Downloading first and restoring from local disk is what
+//! a recovery on a fresh server does too, and it keeps the stage timings apart.
+
+use std::fs;
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, anyhow, bail};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::config::{Config, DrillDatabase, DrillHttp};
+use crate::pipeline::{PartProblem, read_ahead};
+use crate::progress::Progress;
+use crate::snapshot::{EntryCounts, Manifest, SourceRecord};
+use crate::staging::{Prepared, StagingOptions, TableCheck, TableStatus};
+use crate::store::LocalStore;
+use crate::store::Store;
+
+/// The file that marks a staging folder as coffer's own (a drill empties only such a folder).
+pub const MARKER: &str = ".coffer-drill";
+/// Where the parts are downloaded to, below the staging folder.
+const SPOOL: &str = ".download";
+
+/// A reader that adds the time spent inside `read` to a shared counter: the decryption and
+/// decompression done on the read-ahead thread while the load or the extract goes on.
+pub struct Timed<R> {
+    inner: R,
+    busy: Arc<AtomicU64>,
+}
+
+impl<R> Timed<R> {
+    pub fn new(inner: R, busy: Arc<AtomicU64>) -> Timed<R> {
+        Timed { inner, busy }
+    }
+}
+
+impl<R: Read> Read for Timed<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let t = Instant::now();
+        let n = self.inner.read(buf);
+        let nanos = u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.busy.fetch_add(nanos, Ordering::Relaxed);
+        n
+    }
+}
+
+/// Seconds accumulated by `Timed` readers.
+pub fn busy_seconds(busy: &AtomicU64) -> f64 {
+    busy.load(Ordering::Relaxed) as f64 / 1e9
+}
+
+/// Seconds per stage, summed over the sources.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Stages {
+    /// Fetching every part from the store into the spool, each checked against its sha256.
+    pub download: f64,
+    /// Decrypting and decompressing (it overlaps the load and the extract, on another core).
+    pub decrypt_decompress: f64,
+    pub database_load: f64,
+    pub file_extract: f64,
+    /// Row counts, SQL probes, the folders' counts, the HTTP probe.
+    pub checks: f64,
+}
+
+/// What the drill restored of one folder, against the manifest.
+#[derive(Debug, Clone, Serialize)]
+pub struct FilesCheck {
+    pub target: PathBuf,
+    /// The manifest's counts (`None`: an older snapshot that recorded none).
+    pub expected: Option<EntryCounts>,
+    pub restored: EntryCounts,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expected_file_bytes: Option<u64>,
+    pub restored_file_bytes: u64,
+}
+
+/// One SQL probe's verdict.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProbeResult {
+    pub sql: String,
+    pub ok: bool,
+    /// The first value it returned, as text.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// What the drill loaded of one database, against the manifest.
+#[derive(Debug, Clone, Serialize)]
+pub struct DatabaseCheck {
+    /// The staging database (no password in it).
+    pub target: String,
+    pub prepared: Prepared,
+    /// SQL bytes fed to the client.
+    pub sql_bytes: u64,
+    /// Whether the snapshot recorded row counts (older ones did not).
+    pub counts_recorded: bool,
+    pub tables: Vec<TableCheck>,
+    pub probes: Vec<ProbeResult>,
+}
+
+/// One source of the snapshot in the drill.
+#[derive(Debug, Clone, Serialize)]
+pub struct SourceResult {
+    pub name: String,
+    pub kind: String,
+    pub stored_bytes: u64,
+    pub plaintext_bytes: u64,
+    pub download_seconds: f64,
+    pub decrypt_decompress_seconds: f64,
+    /// Loading the database, or extracting the folder (or, read only, reading the stream).
+    pub restore_seconds: f64,
+    pub check_seconds: f64,
+    /// `loaded`, `extracted`, or `read` (a database source with no `[[drill.database]]`: its
+    /// stream was decrypted and decompressed to its end, not loaded).
+    pub restored: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub files: Option<FilesCheck>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database: Option<DatabaseCheck>,
+    pub failures: Vec<String>,
+}
+
+/// The HTTP probe's verdict.
+#[derive(Debug, Clone, Serialize)]
+pub struct HttpResult {
+    pub url: String,
+    pub ok: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    pub attempts: u32,
+    pub seconds: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// A drill's report.
+#[derive(Debug, Clone, Serialize)]
+pub struct DrillReport {
+    pub snapshot: String,
+    pub snapshot_host: String,
+    pub snapshot_created: DateTime<Utc>,
+    pub started: DateTime<Utc>,
+    /// The snapshot's age when the drill started: the data a disaster at that moment loses
+    /// (the recovery point).
+    pub recovery_point_seconds: f64,
+    /// From the first download to the last check: how long a recovery takes (the recovery
+    /// time).
+    pub recovery_time_seconds: f64,
+    pub stored_bytes: u64,
+    pub stages: Stages,
+    pub sources: Vec<SourceResult>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http: Option<HttpResult>,
+    /// Every check that failed, each naming what differed; empty: the drill passed.
+    pub failures: Vec<String>,
+    /// What the drill did not check, and why.
+    pub notes: Vec<String>,
+}
+
+impl DrillReport {
+    pub fn passed(&self) -> bool {
+        self.failures.is_empty()
+    }
+
+    /// What the run history keeps (and `coffer status` shows).
+    pub fn summary(&self) -> serde_json::Value {
+        serde_json::json!({
+            "snapshot": self.snapshot,
+            "recovery_time_seconds": self.recovery_time_seconds,
+            "recovery_point_seconds": self.recovery_point_seconds,
+            "stored_bytes": self.stored_bytes,
+            "stages": self.stages,
+            "failures": self.failures.iter().take(20).collect::<Vec<_>>(),
+        })
+    }
+}
+
+/// A drill that ran its course and found differences (the error of a failed drill run).
+#[derive(Debug)]
+pub struct DrillFailed {
+    pub report: DrillReport,
+}
+
+impl std::fmt::Display for DrillFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let n = self.report.failures.len();
+        write!(
+            f,
+            "the restore drill of snapshot {} failed {n} check{}: {}",
+            self.report.snapshot,
+            if n == 1 { "" } else { "s" },
+            self.report.failures.join("; ")
+        )
+    }
+}
+
+impl std::error::Error for DrillFailed {}
+
+/// What to drill.
+pub struct DrillOptions<'a> {
+    /// A snapshot id or `latest`.
+    pub snapshot: &'a str,
+    /// The identity file (default `encryption.identity_file`).
+    pub identity: Option<&'a Path>,
+    /// How long to wait for another job's lock.
+    pub wait: Duration,
+}
+
+/// Runs a drill: an `Err` for a drill that could not run its course (no key, a damaged
+/// part, a staging database that cannot be reached, …), `DrillFailed` inside it for one that
+/// ran and found differences.
+///
+/// # Errors
+/// As above; every message names the snapshot, the source or the part, and what to do.
+pub fn drill(config: &Config, opts: &DrillOptions<'_>) -> anyhow::Result<DrillReport> {
+    let _lock = crate::lock::lock_state_for(&config.state_dir, "drill", opts.wait)?;
+    let store = crate::store::from_config(&config.store)?;
+    let (identities, identity_file) = crate::commands::load_identities(config, opts.identity)
+        .context("a drill decrypts the snapshot: run it on a host that holds the private key")?;
+    let m = crate::snapshot::resolve(store.as_ref(), opts.snapshot)?;
+    let started = Utc::now();
+    let clock = Instant::now();
+    for d in &config.drill.databases {
+        if !m.sources.iter().any(|s| s.name == d.source) {
+            let names: Vec<&str> = m.sources.iter().map(|s| s.name.as_str()).collect();
+            bail!(
+                "[[drill.database]] names source '{}', which snapshot {} does not hold (it holds \
+                 {}); fix drill.database.source",
+                d.source,
+                m.id,
+                names.join(", ")
+            );
+        }
+    }
+    let staging = &config.drill.staging_dir;
+    prepare_staging(staging)?;
+    check_space(staging, &m)?;
+    let spool = Spool::create(staging.join(SPOOL))?;
+    let mut report = DrillReport {
+        snapshot: m.id.to_string(),
+        snapshot_host: m.host.clone(),
+        snapshot_created: m.created,
+        started,
+        recovery_point_seconds: (started - m.created).num_milliseconds() as f64 / 1000.0,
+        recovery_time_seconds: 0.0,
+        stored_bytes: m.stored_bytes(),
+        stages: Stages::default(),
+        sources: Vec::new(),
+        http: None,
+        failures: Vec::new(),
+        notes: Vec::new(),
+    };
+
+    // Download everything first: a damaged part stops the drill before any staging target is
+    // touched, naming every bad part.
+    let bar = Progress::bytes("download", Some(m.stored_bytes()));
+    let mut problems = Vec::new();
+    let mut downloads = Vec::new();
+    for s in &m.sources {
+        let t = Instant::now();
+        problems.extend(download(store.as_ref(), &spool.store, &m, s, &bar)?);
+        downloads.push(t.elapsed().as_secs_f64());
+    }
+    bar.finish();
+    if !problems.is_empty() {
+        let listed: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        let next = if problems.iter().all(|p| !p.is_damage()) {
+            "check that the store is reachable and readable, then run the drill again"
+        } else {
+            "this snapshot cannot be restored: back up again now, and run 'coffer verify --all' \
+             to see which other snapshots are affected"
+        };
+        bail!(
+            "the drill of snapshot {} stopped at the download: {}; {next}",
+            m.id,
+            listed.join("; ")
+        );
+    }
+
+    let keys = Keys {
+        identities: &identities,
+        identity_file: &identity_file,
+    };
+    for (s, download_seconds) in m.sources.iter().zip(downloads) {
+        crate::shutdown::check()?;
+        let mut result = SourceResult {
+            name: s.name.clone(),
+            kind: s.kind.clone(),
+            stored_bytes: s.encrypted_bytes,
+            plaintext_bytes: s.plaintext_bytes,
+            download_seconds,
+            decrypt_decompress_seconds: 0.0,
+            restore_seconds: 0.0,
+            check_seconds: 0.0,
+            restored: "read",
+            files: None,
+            database: None,
+            failures: Vec::new(),
+        };
+        if s.kind == "directory" {
+            extract_folder(
+                &spool.store,
+                &m,
+                s,
+                &staging.join(&s.name),
+                &keys,
+                &mut result,
+            )?;
+            report.stages.file_extract += result.restore_seconds;
+        } else if let Some(d) = config.drill.databases.iter().find(|d| d.source == s.name) {
+            load_database(config, &spool.store, &m, s, d, &keys, &mut result)?;
+            report.stages.database_load += result.restore_seconds;
+        } else {
+            read_through(&spool.store, &m, s, &keys, &mut result)?;
+            report.notes.push(format!(
+                "'{}' ({}) was decrypted and decompressed but not loaded: add a \
+                 [[drill.database]] with source = \"{}\" to load it into a staging database \
+                 and check its tables",
+                s.name, s.kind, s.name
+            ));
+        }
+        report.stages.download += result.download_seconds;
+        report.stages.decrypt_decompress += result.decrypt_decompress_seconds;
+        report.stages.checks += result.check_seconds;
+        report.failures.extend(result.failures.iter().cloned());
+        report.sources.push(result);
+    }
+    drop(spool);
+    if let Some(http) = &config.drill.http {
+        crate::shutdown::check()?;
+        let result = http_probe(http);
+        report.stages.checks += result.seconds;
+        if !result.ok {
+            report.failures.push(format!(
+                "the HTTP probe of {} failed: {}",
+                result.url,
+                result.error.as_deref().unwrap_or("no answer")
+            ));
+        }
+        report.http = Some(result);
+    }
+    report.recovery_time_seconds = clock.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// Runs a drill and turns a report with failures into a `DrillFailed` error.
+///
+/// # Errors
+/// As `drill`, or `DrillFailed`.
+pub fn drill_checked(config: &Config, opts: &DrillOptions<'_>) -> anyhow::Result<DrillReport> {
+    let report = drill(config, opts)?;
+    if report.passed() {
+        Ok(report)
+    } else {
+        Err(DrillFailed { report }.into())
+    }
+}
+
+/// What the run history keeps of a drill that passed.
+pub fn finish_of(report: &DrillReport) -> crate::catalog::Finish {
+    crate::catalog::Finish {
+        snapshot: Some(report.snapshot.clone()),
+        bytes: Some(report.stored_bytes),
+        report: Some(report.summary()),
+        ..crate::catalog::Finish::success()
+    }
+}
+
+struct Keys<'a> {
+    identities: &'a [Box<dyn age::Identity + Send + Sync>],
+    identity_file: &'a str,
+}
+
+/// Makes the staging folder coffer's own (created 0700: it will hold a site's private
+/// files), or checks that it already is: a drill only ever empties a folder carrying the
+/// marker, so a mistyped `staging_dir` cannot wipe a folder that holds something else.
+fn prepare_staging(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    let marked = || {
+        fs::write(
+            dir.join(MARKER),
+            "This folder is coffer's drill staging folder: each drill empties and refills it.\n",
+        )
+        .with_context(|| format!("marking the drill staging folder {}", dir.display()))
+    };
+    match fs::read_dir(dir) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .with_context(|| format!("creating the drill staging folder {}", dir.display()))?;
+            marked()
+        }
+        Err(e) => Err(e).with_context(|| format!("reading drill.staging_dir {}", dir.display())),
+        Ok(mut entries) => {
+            if dir.join(MARKER).is_file() {
+                Ok(())
+            } else if entries.next().is_none() {
+                marked()
+            } else {
+                bail!(
+                    "drill.staging_dir {} holds files that coffer did not put there (it has no \
+                     {MARKER} file); a drill empties its staging folder, so give a new or empty \
+                     folder",
+                    dir.display()
+                )
+            }
+        }
+    }
+}
+
+/// Refuses to start a drill that would fill the disk: the parts and the extracted folders
+/// must fit (the databases go to their servers).
+fn check_space(dir: &Path, m: &Manifest) -> anyhow::Result<()> {
+    let Ok(st) = rustix::fs::statvfs(dir) else {
+        return Ok(());
+    };
+    let free = st.f_bavail.saturating_mul(st.f_frsize);
+    let folders: u64 = m
+        .sources
+        .iter()
+        .filter(|s| s.kind == "directory")
+        .map(|s| s.plaintext_bytes)
+        .sum();
+    // What an earlier drill left there is replaced.
+    let needed = m.stored_bytes() + folders;
+    let reclaimable = m
+        .sources
+        .iter()
+        .filter(|s| s.kind == "directory")
+        .map(|s| tree_bytes(&dir.join(&s.name)))
+        .sum::<u64>();
+    if free + reclaimable < needed {
+        bail!(
+            "the drill of snapshot {} needs about {} in {} (its parts and its folders), but \
+             {} is free; free some space or set drill.staging_dir to a larger disk",
+            m.id,
+            crate::commands::human_bytes(needed),
+            dir.display(),
+            crate::commands::human_bytes(free + reclaimable)
+        );
+    }
+    Ok(())
+}
+
+fn tree_bytes(path: &Path) -> u64 {
+    let Ok(meta) = fs::symlink_metadata(path) else {
+        return 0;
+    };
+    if !meta.is_dir() {
+        return meta.len();
+    }
+    fs::read_dir(path).map_or(0, |entries| {
+        entries
+            .flatten()
+            .map(|e| tree_bytes(&e.path()))
+            .sum::<u64>()
+    })
+}
+
+/// Removes a tree a drill restored, read-only folders included.
+fn remove_tree(path: &Path) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    match fs::remove_dir_all(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(_) => {
+            fn writable(p: &Path) {
+                if let Ok(m) = fs::symlink_metadata(p)
+                    && m.is_dir()
+                {
+                    let _ = fs::set_permissions(p, fs::Permissions::from_mode(0o700));
+                    if let Ok(entries) = fs::read_dir(p) {
+                        for e in entries.flatten() {
+                            writable(&e.path());
+                        }
+                    }
+                }
+            }
+            writable(path);
+            fs::remove_dir_all(path)
+        }
+    }
+}
+
+/// The download spool: removed when the drill ends, whatever happened.
+struct Spool {
+    dir: PathBuf,
+    store: LocalStore,
+}
+
+impl Spool {
+    fn create(dir: PathBuf) -> anyhow::Result<Spool> {
+        remove_tree(&dir).with_context(|| format!("removing {}", dir.display()))?;
+        fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        Ok(Spool {
+            store: LocalStore::new(&dir),
+            dir,
+        })
+    }
+}
+
+impl Drop for Spool {
+    fn drop(&mut self) {
+        if let Err(e) = remove_tree(&self.dir) {
+            tracing::warn!(
+                "cannot remove the drill's download spool {}: {e}",
+                self.dir.display()
+            );
+        }
+    }
+}
+
+/// Copies every part of `s` into the spool, checking sizes and sha256 (each part's and the
+/// whole stream's). Problems with parts are returned; a spool that cannot be written is an
+/// error.
+fn download(
+    store: &dyn Store,
+    spool: &LocalStore,
+    m: &Manifest,
+    s: &SourceRecord,
+    bar: &Progress,
+) -> anyhow::Result<Vec<PartProblem>> {
+    let prefix = m.id.prefix();
+    let mut problems = Vec::new();
+    let mut whole = Sha256::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    for part in &s.parts {
+        let key = format!("{prefix}{}", part.name);
+        let mut reader = match store.get(&key) {
+            Ok(r) => r,
+            Err(e) if e.is_not_found() => {
+                problems.push(PartProblem::Missing {
+                    part: part.name.clone(),
+                });
+                continue;
+            }
+            Err(e) => {
+                problems.push(PartProblem::Unreadable {
+                    part: part.name.clone(),
+                    why: e.to_string(),
+                });
+                continue;
+            }
+        };
+        let mut out = spool
+            .put(&key)
+            .with_context(|| format!("writing the drill's download spool ({})", spool))?;
+        let mut hasher = Sha256::new();
+        let mut size = 0u64;
+        let read = loop {
+            crate::shutdown::check()?;
+            match reader.read(&mut buf) {
+                Ok(0) => break Ok(()),
+                Ok(n) => {
+                    hasher.update(&buf[..n]);
+                    whole.update(&buf[..n]);
+                    size += n as u64;
+                    bar.inc(n as u64);
+                    out.write_all(&buf[..n])
+                        .with_context(|| format!("writing the drill's download spool ({spool})"))?;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => break Err(e),
+            }
+        };
+        if let Err(e) = read {
+            problems.push(PartProblem::Unreadable {
+                part: part.name.clone(),
+                why: e.to_string(),
+            });
+            continue;
+        }
+        out.finish()
+            .with_context(|| format!("writing the drill's download spool ({spool})"))?;
+        let got = hex::encode(hasher.finalize());
+        if size < part.size {
+            problems.push(PartProblem::Truncated {
+                part: part.name.clone(),
+                got: size,
+                expected: part.size,
+            });
+        } else if size > part.size {
+            problems.push(PartProblem::TooLong {
+                part: part.name.clone(),
+                expected: part.size,
+            });
+        } else if got != part.sha256 {
+            problems.push(PartProblem::Corrupted {
+                part: part.name.clone(),
+                got,
+                expected: part.sha256.clone(),
+            });
+        }
+    }
+    if problems.is_empty() {
+        let got = hex::encode(whole.finalize());
+        if got != s.sha256 {
+            problems.push(PartProblem::StreamCorrupted {
+                got,
+                expected: s.sha256.clone(),
+            });
+        }
+    }
+    Ok(problems)
+}
+
+/// Extracts a folder source into `dir` (emptied first) and compares it with the manifest.
+fn extract_folder(
+    spool: &dyn Store,
+    m: &Manifest,
+    s: &SourceRecord,
+    dir: &Path,
+    keys: &Keys<'_>,
+    result: &mut SourceResult,
+) -> anyhow::Result<()> {
+    remove_tree(dir).with_context(|| format!("emptying {} for the drill", dir.display()))?;
+    fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let stream =
+        crate::commands::restore::open_checked(spool, m, s, keys.identities, keys.identity_file)?;
+    let busy = Arc::new(AtomicU64::new(0));
+    let bar = Progress::bytes(&format!("extract {}", s.name), Some(s.plaintext_bytes));
+    let t = Instant::now();
+    let timed = Timed::new(
+        crate::commands::restore::CountingRead::new(stream, &bar),
+        busy.clone(),
+    );
+    let extracted =
+        std::thread::scope(|scope| crate::restore::extract(read_ahead(scope, timed), dir));
+    bar.finish();
+    result.restore_seconds = t.elapsed().as_secs_f64();
+    result.decrypt_decompress_seconds = busy_seconds(&busy);
+    let summary = extracted.map_err(|e| {
+        anyhow!(e).context(format!(
+            "the drill could not extract '{}' of snapshot {} into {}",
+            s.name,
+            m.id,
+            dir.display()
+        ))
+    })?;
+    result.restored = "extracted";
+    let t = Instant::now();
+    if let Some(expected) = s.entries
+        && expected != summary.counts
+    {
+        result.failures.push(format!(
+            "'{}': {} files, {} directories, {} symlinks were restored, the manifest records {}, \
+             {} and {}",
+            s.name,
+            summary.counts.files,
+            summary.counts.directories,
+            summary.counts.symlinks,
+            expected.files,
+            expected.directories,
+            expected.symlinks
+        ));
+    }
+    if let Some(expected) = s.file_bytes
+        && expected != summary.file_bytes
+    {
+        result.failures.push(format!(
+            "'{}': {} bytes of file content were restored, the manifest records {expected}",
+            s.name, summary.file_bytes
+        ));
+    }
+    result.check_seconds = t.elapsed().as_secs_f64();
+    result.files = Some(FilesCheck {
+        target: dir.to_path_buf(),
+        expected: s.entries,
+        restored: summary.counts,
+        expected_file_bytes: s.file_bytes,
+        restored_file_bytes: summary.file_bytes,
+    });
+    Ok(())
+}
+
+/// Loads a database source into its staging database, compares the tables, runs the probes.
+fn load_database(
+    config: &Config,
+    spool: &dyn Store,
+    m: &Manifest,
+    s: &SourceRecord,
+    d: &DrillDatabase,
+    keys: &Keys<'_>,
+    result: &mut SourceResult,
+) -> anyhow::Result<()> {
+    let password = d
+        .password
+        .as_ref()
+        .map(crate::config::SecretRef::load)
+        .transpose()
+        .map_err(|e| {
+            anyhow!(
+                "cannot read the password of the staging database for '{}': {e}",
+                s.name
+            )
+        })?;
+    let target = crate::database::Database {
+        address: d.address.clone(),
+        password,
+    };
+    // A drill target is disposable by definition: created if missing, emptied if not. The
+    // guards still refuse a configured source's database.
+    let opts = StagingOptions {
+        create: true,
+        force: true,
+        overwrite_source: false,
+        client: None,
+    };
+    let loaded = crate::commands::restore::load_database(
+        config,
+        spool,
+        m,
+        s,
+        &target,
+        &opts,
+        keys.identities,
+        keys.identity_file,
+    )
+    .with_context(|| format!("the drill could not load '{}' into {}", s.name, d.address))?;
+    result.restored = "loaded";
+    result.restore_seconds = loaded.seconds;
+    result.decrypt_decompress_seconds = loaded.decode_seconds;
+    let t = Instant::now();
+    for c in loaded.comparison.failures() {
+        result.failures.push(match c.status {
+            TableStatus::Missing => format!(
+                "'{}': table {} is missing from the restored database (the backup recorded {} rows)",
+                s.name,
+                c.table,
+                c.backed_up.unwrap_or(0)
+            ),
+            _ => format!(
+                "'{}': table {} has {} rows in the restored database, the backup recorded {}",
+                s.name,
+                c.table,
+                c.restored.unwrap_or(0),
+                c.backed_up.unwrap_or(0)
+            ),
+        });
+    }
+    let mut probes = Vec::new();
+    if !d.probes.is_empty() {
+        match target.connect() {
+            Err(e) => result
+                .failures
+                .push(format!("'{}': the probes could not run: {e}", s.name)),
+            Ok(mut session) => {
+                for sql in &d.probes {
+                    let probe = match session.probe(sql) {
+                        Ok((ok, value)) => ProbeResult {
+                            sql: sql.clone(),
+                            ok,
+                            value: Some(value),
+                            error: None,
+                        },
+                        Err(e) => ProbeResult {
+                            sql: sql.clone(),
+                            ok: false,
+                            value: None,
+                            error: Some(e.to_string()),
+                        },
+                    };
+                    if !probe.ok {
+                        result.failures.push(match (&probe.error, &probe.value) {
+                            (Some(e), _) => format!("'{}': probe `{sql}` failed: {e}", s.name),
+                            (None, v) => format!(
+                                "'{}': probe `{sql}` returned {}; it must return true or a number above 0",
+                                s.name,
+                                v.as_deref().unwrap_or("nothing")
+                            ),
+                        });
+                    }
+                    probes.push(probe);
+                }
+                session.close();
+            }
+        }
+    }
+    result.check_seconds = loaded.check_seconds + t.elapsed().as_secs_f64();
+    result.database = Some(DatabaseCheck {
+        target: d.address.to_string(),
+        prepared: loaded.prepared,
+        sql_bytes: loaded.bytes,
+        counts_recorded: loaded.comparison.recorded,
+        tables: loaded.comparison.tables,
+        probes,
+    });
+    Ok(())
+}
+
+/// Decrypts and decompresses a database stream to its end (no staging database for it).
+fn read_through(
+    spool: &dyn Store,
+    m: &Manifest,
+    s: &SourceRecord,
+    keys: &Keys<'_>,
+    result: &mut SourceResult,
+) -> anyhow::Result<()> {
+    let stream =
+        crate::commands::restore::open_checked(spool, m, s, keys.identities, keys.identity_file)?;
+    let busy = Arc::new(AtomicU64::new(0));
+    let t = Instant::now();
+    let mut timed = Timed::new(stream, busy.clone());
+    let n = io::copy(&mut timed, &mut io::sink()).map_err(|e| {
+        anyhow!(e).context(format!(
+            "the drill could not read '{}' of snapshot {} to its end",
+            s.name, m.id
+        ))
+    })?;
+    result.restore_seconds = t.elapsed().as_secs_f64();
+    result.decrypt_decompress_seconds = busy_seconds(&busy);
+    if n != s.plaintext_bytes {
+        result.failures.push(format!(
+            "'{}': the stream decompressed to {n} bytes, the manifest records {}",
+            s.name, s.plaintext_bytes
+        ));
+    }
+    Ok(())
+}
+
+/// Asks the staging application, every 2 s until `timeout`, for the expected answer.
+fn http_probe(http: &DrillHttp) -> HttpResult {
+    use http_body_util::{BodyExt, Empty};
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
+    use secrecy::ExposeSecret;
+
+    let shown = crate::config::redact_url(&http.url);
+    let started = Instant::now();
+    let mut result = HttpResult {
+        url: shown.clone(),
+        ok: false,
+        status: None,
+        attempts: 0,
+        seconds: 0.0,
+        error: None,
+    };
+    let token = match http
+        .token
+        .as_ref()
+        .map(crate::config::SecretRef::load)
+        .transpose()
+    {
+        Ok(t) => t,
+        Err(e) => {
+            result.error = Some(format!("cannot read drill.http's token: {e}"));
+            return result;
+        }
+    };
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            result.error = Some(e.to_string());
+            return result;
+        }
+    };
+    rt.block_on(async {
+        let connector = match hyper_rustls::HttpsConnectorBuilder::new().with_native_roots() {
+            Ok(b) => b.https_or_http().enable_http1().build(),
+            Err(e) => {
+                result.error = Some(format!("no TLS roots: {e}"));
+                return;
+            }
+        };
+        let client: Client<_, Empty<bytes::Bytes>> =
+            Client::builder(TokioExecutor::new()).build(connector);
+        let deadline = started + http.timeout;
+        loop {
+            result.attempts += 1;
+            let mut request = hyper::Request::get(http.url.as_str())
+                .header("user-agent", concat!("coffer/", env!("CARGO_PKG_VERSION")))
+                .header("accept", "application/json, text/plain, */*");
+            if let Some(t) = &token {
+                request = request.header("authorization", format!("token {}", t.expose_secret()));
+            }
+            let request = match request.body(Empty::new()) {
+                Ok(r) => r,
+                Err(_) => {
+                    result.error =
+                        Some("drill.http.url or its token is not valid in a request".into());
+                    return;
+                }
+            };
+            let left = deadline
+                .saturating_duration_since(Instant::now())
+                .max(Duration::from_secs(1));
+            match tokio::time::timeout(left, client.request(request)).await {
+                Ok(Ok(response)) => {
+                    let status = response.status().as_u16();
+                    result.status = Some(status);
+                    let body = tokio::time::timeout(left, response.into_body().collect())
+                        .await
+                        .ok()
+                        .and_then(Result::ok)
+                        .map(|b| String::from_utf8_lossy(&b.to_bytes()).into_owned())
+                        .unwrap_or_default();
+                    let body_ok = http
+                        .expect_body
+                        .as_deref()
+                        .is_none_or(|want| body.contains(want));
+                    if status == http.expect_status && body_ok {
+                        result.ok = true;
+                        result.error = None;
+                        break;
+                    }
+                    let snippet: String = body.chars().take(200).collect();
+                    result.error = Some(if status == http.expect_status {
+                        format!(
+                            "the answer ({status}) does not contain {:?}; it began {:?}",
+                            http.expect_body.as_deref().unwrap_or(""),
+                            snippet
+                        )
+                    } else {
+                        format!(
+                            "it answered {status}, expected {}; the answer began {snippet:?}",
+                            http.expect_status
+                        )
+                    });
+                }
+                Ok(Err(e)) => result.error = Some(format!("cannot reach it: {e}")),
+                Err(_) => result.error = Some("no answer in time".into()),
+            }
+            if Instant::now() + Duration::from_secs(2) >= deadline || crate::shutdown::requested() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+    });
+    result.seconds = started.elapsed().as_secs_f64();
+    if let Some(e) = &mut result.error {
+        *e = format!(
+            "{e} (after {} attempt{} in {:.0} s)",
+            result.attempts,
+            if result.attempts == 1 { "" } else { "s" },
+            result.seconds
+        );
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_staging_folder_is_used_only_when_it_is_new_empty_or_marked() {
+        let t = tempfile::tempdir().unwrap();
+        let fresh = t.path().join("drill");
+        prepare_staging(&fresh).unwrap();
+        assert!(fresh.join(MARKER).is_file());
+        prepare_staging(&fresh).unwrap();
+        let foreign = t.path().join("site");
+        fs::create_dir_all(&foreign).unwrap();
+        fs::write(foreign.join("important.txt"), "x").unwrap();
+        let err = prepare_staging(&foreign).unwrap_err().to_string();
+        assert!(err.contains("did not put there"), "{err}");
+        assert!(foreign.join("important.txt").is_file());
+    }
+
+    #[test]
+    fn read_only_trees_are_removed() {
+        use std::os::unix::fs::PermissionsExt;
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path().join("a/b");
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join("f"), "x").unwrap();
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o555)).unwrap();
+        remove_tree(&t.path().join("a")).unwrap();
+        assert!(!t.path().join("a").exists());
+    }
+}
