@@ -52,6 +52,7 @@ struct RawConfig {
 #[serde(deny_unknown_fields)]
 struct RawDrill {
     staging_dir: Option<PathBuf>,
+    check_files: Option<String>,
     #[serde(default)]
     database: Vec<RawDrillDatabase>,
     http: Option<RawDrillHttp>,
@@ -291,9 +292,24 @@ pub struct DrillConfig {
     /// `<state_dir>/drill`); coffer marks the folder as its own and empties it before each
     /// drill.
     pub staging_dir: PathBuf,
+    /// Which restored files are hashed against the snapshot's checksum list.
+    pub check_files: FileCheck,
     pub databases: Vec<DrillDatabase>,
     pub http: Option<DrillHttp>,
 }
+
+/// `drill.check_files`: which restored files a drill hashes against the backup's list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileCheck {
+    /// Every file (reads everything restored once more).
+    All,
+    /// This many files spread evenly over the list.
+    Sample(usize),
+    None,
+}
+
+/// How many files `check_files = "sample"` hashes.
+pub const FILE_SAMPLE: usize = 1000;
 
 /// `[[drill.database]]`: the staging database a database source is loaded into.
 #[derive(Debug, Clone)]
@@ -1297,13 +1313,12 @@ fn parse_drill(
     private: bool,
     problems: &mut Vec<String>,
 ) -> DrillConfig {
-    let Some(raw) = raw else {
-        return DrillConfig {
-            staging_dir: state_dir.join("drill"),
-            databases: Vec::new(),
-            http: None,
-        };
-    };
+    let raw = raw.unwrap_or(RawDrill {
+        staging_dir: None,
+        check_files: None,
+        database: Vec::new(),
+        http: None,
+    });
     let staging_dir = raw
         .staging_dir
         .as_deref()
@@ -1380,12 +1395,27 @@ fn parse_drill(
         });
     }
     let http = raw.http.map(|h| {
+        let mut plain_remote = false;
         match h.url.parse::<hyper::Uri>() {
-            Ok(u) if matches!(u.scheme_str(), Some("http" | "https")) => {}
+            Ok(u) if matches!(u.scheme_str(), Some("http" | "https")) => {
+                let host = u.host().unwrap_or("").trim_matches(['[', ']']);
+                let loopback = host == "localhost"
+                    || host
+                        .parse::<std::net::IpAddr>()
+                        .is_ok_and(|ip| ip.is_loopback());
+                plain_remote = u.scheme_str() == Some("http") && !loopback;
+            }
             _ => problems.push(format!(
                 "drill.http.url '{}' is not an http(s) URL",
                 redact_url(&h.url)
             )),
+        }
+        if plain_remote && (h.token.is_some() || h.token_file.is_some() || h.token_env.is_some()) {
+            problems.push(
+                "drill.http: the token would travel in clear text over http:// to another host; \
+                 use an https:// url (or a staging application on this host)"
+                    .into(),
+            );
         }
         let timeout = match h.timeout.as_deref().map(parse_duration) {
             None => Duration::from_secs(60),
@@ -1412,8 +1442,21 @@ fn parse_drill(
             timeout,
         }
     });
+    let check_files = match raw.check_files.as_deref() {
+        None | Some("all") => FileCheck::All,
+        Some("sample") => FileCheck::Sample(FILE_SAMPLE),
+        Some("none") => FileCheck::None,
+        Some(other) => {
+            problems.push(format!(
+                "drill.check_files '{other}': use \"all\" (hash every restored file), \
+                 \"sample\" ({FILE_SAMPLE} files) or \"none\""
+            ));
+            FileCheck::All
+        }
+    };
     DrillConfig {
         staging_dir,
+        check_files,
         databases,
         http,
     }
@@ -1720,6 +1763,30 @@ mod tests {
         assert!(!all.contains("pw@"), "a password was shown: {all}");
         assert!(all.contains("drill.http.url"), "{all}");
         assert!(all.contains("drill.http.timeout"), "{all}");
+        // A token goes over TLS, or to this host only.
+        let remote = |url: &str| {
+            Config::parse(
+                &format!("{base}[drill.http]\nurl = \"{url}\"\ntoken_env = \"COFFER_TOKEN\"\n"),
+                Path::new("c.toml"),
+            )
+        };
+        let err = remote("http://staging.example.com/api/method/ping").unwrap_err();
+        assert!(
+            err.to_string().contains("clear text") || format!("{err:?}").contains("clear text"),
+            "{err:?}"
+        );
+        remote("https://staging.example.com/api/method/ping").unwrap();
+        remote("http://127.0.0.1:8000/api/method/ping").unwrap();
+        // Without a [drill] section the default staging folder is checked all the same.
+        let overlapping = base.replace(
+            "state_dir = \"/var/lib/coffer\"",
+            "state_dir = \"/srv/site/state\"",
+        );
+        let err = Config::parse(&overlapping, Path::new("c.toml")).unwrap_err();
+        assert!(
+            format!("{err:?}").contains("overlaps source 'files'"),
+            "{err:?}"
+        );
     }
 
     #[test]

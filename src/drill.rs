@@ -15,6 +15,7 @@
 
 use std::fs;
 use std::io::{self, Read, Write};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,7 +26,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::config::{Config, DrillDatabase, DrillHttp};
+use crate::config::{Config, DrillDatabase, DrillHttp, FileCheck};
 use crate::pipeline::{PartProblem, read_ahead};
 use crate::progress::Progress;
 use crate::snapshot::{EntryCounts, Manifest, SourceRecord};
@@ -53,6 +54,8 @@ impl<R> Timed<R> {
 
 impl<R: Read> Read for Timed<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        // A stop request ends a load or an extract at the next read.
+        crate::shutdown::check_io()?;
         let t = Instant::now();
         let n = self.inner.read(buf);
         let nanos = u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX);
@@ -89,6 +92,12 @@ pub struct FilesCheck {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub expected_file_bytes: Option<u64>,
     pub restored_file_bytes: u64,
+    /// Files hashed against the snapshot's checksum list, and how many differed or were
+    /// missing.
+    pub hashed: u64,
+    pub hash_failures: u64,
+    /// `all`, `sample`, `none` (check_files), or `not recorded` (an older snapshot).
+    pub hash_check: &'static str,
 }
 
 /// One SQL probe's verdict.
@@ -189,7 +198,7 @@ impl DrillReport {
             "recovery_point_seconds": self.recovery_point_seconds,
             "stored_bytes": self.stored_bytes,
             "stages": self.stages,
-            "failures": self.failures.iter().take(20).collect::<Vec<_>>(),
+            "failures": self.failures.iter().take(100).collect::<Vec<_>>(),
         })
     }
 }
@@ -203,12 +212,23 @@ pub struct DrillFailed {
 impl std::fmt::Display for DrillFailed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let n = self.report.failures.len();
+        let mut named: Vec<&str> = self
+            .report
+            .failures
+            .iter()
+            .take(10)
+            .map(String::as_str)
+            .collect();
+        let more = format!("and {} more", n.saturating_sub(10));
+        if n > 10 {
+            named.push(&more);
+        }
         write!(
             f,
             "the restore drill of snapshot {} failed {n} check{}: {}",
             self.report.snapshot,
             if n == 1 { "" } else { "s" },
-            self.report.failures.join("; ")
+            named.join("; ")
         )
     }
 }
@@ -232,15 +252,22 @@ pub struct DrillOptions<'a> {
 /// # Errors
 /// As above; every message names the snapshot, the source or the part, and what to do.
 pub fn drill(config: &Config, opts: &DrillOptions<'_>) -> anyhow::Result<DrillReport> {
-    let _lock = crate::lock::lock_state_for(&config.state_dir, "drill", opts.wait)?;
+    // The lock every job shares keeps a prune from deleting the snapshot while it downloads;
+    // it is released once the parts are local.
+    let lock = crate::lock::lock_state_for(&config.state_dir, "drill", opts.wait)?;
     let store = crate::store::from_config(&config.store)?;
     let (identities, identity_file) = crate::commands::load_identities(config, opts.identity)
         .context("a drill decrypts the snapshot: run it on a host that holds the private key")?;
     let m = crate::snapshot::resolve(store.as_ref(), opts.snapshot)?;
-    let started = Utc::now();
-    let clock = Instant::now();
+    let staging = &config.drill.staging_dir;
+    let _staging_lock = prepare_staging(staging)?;
+    check_apart(config)?;
+    // Every staging database is checked before hours of downloading: the guards, the
+    // client, and that a database holding data is one a drill made.
+    let known = known_targets(&config.state_dir);
+    let mut targets = Vec::new();
     for d in &config.drill.databases {
-        if !m.sources.iter().any(|s| s.name == d.source) {
+        let Some(s) = m.sources.iter().find(|s| s.name == d.source) else {
             let names: Vec<&str> = m.sources.iter().map(|s| s.name.as_str()).collect();
             bail!(
                 "[[drill.database]] names source '{}', which snapshot {} does not hold (it holds \
@@ -249,12 +276,36 @@ pub fn drill(config: &Config, opts: &DrillOptions<'_>) -> anyhow::Result<DrillRe
                 m.id,
                 names.join(", ")
             );
+        };
+        if s.kind == "directory" {
+            bail!(
+                "[[drill.database]] names source '{}', a folder; only database sources load into a \
+                 staging database (folders go to drill.staging_dir)",
+                s.name
+            );
         }
+        let target = staging_database(d, s)?;
+        crate::commands::restore::guard_target(config, s, &target, &drill_options())?;
+        let shown = target.address.to_string();
+        if !known.contains(&shown) && crate::staging::occupied(&target)? {
+            bail!(
+                "staging database {shown} (for '{}') holds data that no coffer drill put there; \
+                 a drill drops and re-creates its staging database, so name a database that does \
+                 not exist yet (the drill creates it) or an empty one",
+                s.name
+            );
+        }
+        targets.push((d, target));
     }
-    let staging = &config.drill.staging_dir;
-    prepare_staging(staging)?;
-    check_space(staging, &m)?;
+    // What an earlier drill left is removed before the clock starts.
+    for s in m.sources.iter().filter(|s| s.kind == "directory") {
+        let dir = staging.join(&s.name);
+        remove_tree(&dir).with_context(|| format!("emptying {} for the drill", dir.display()))?;
+    }
     let spool = Spool::create(staging.join(SPOOL))?;
+    check_space(staging, &m)?;
+    let started = Utc::now();
+    let clock = Instant::now();
     let mut report = DrillReport {
         snapshot: m.id.to_string(),
         snapshot_host: m.host.clone(),
@@ -277,7 +328,9 @@ pub fn drill(config: &Config, opts: &DrillOptions<'_>) -> anyhow::Result<DrillRe
     let mut downloads = Vec::new();
     for s in &m.sources {
         let t = Instant::now();
-        problems.extend(download(store.as_ref(), &spool.store, &m, s, &bar)?);
+        for stream in s.streams() {
+            problems.extend(download(store.as_ref(), &spool.store, &m, &stream, &bar)?);
+        }
         downloads.push(t.elapsed().as_secs_f64());
     }
     bar.finish();
@@ -295,6 +348,7 @@ pub fn drill(config: &Config, opts: &DrillOptions<'_>) -> anyhow::Result<DrillRe
             listed.join("; ")
         );
     }
+    drop(lock);
 
     let keys = Keys {
         identities: &identities,
@@ -317,17 +371,35 @@ pub fn drill(config: &Config, opts: &DrillOptions<'_>) -> anyhow::Result<DrillRe
             failures: Vec::new(),
         };
         if s.kind == "directory" {
-            extract_folder(
+            let dir = staging.join(&s.name);
+            extract_folder(&spool.store, &m, s, &dir, &keys, &mut result)?;
+            let t = Instant::now();
+            check_file_sums(
                 &spool.store,
                 &m,
                 s,
-                &staging.join(&s.name),
+                &dir,
+                config.drill.check_files,
                 &keys,
                 &mut result,
+                &mut report.notes,
             )?;
+            result.check_seconds += t.elapsed().as_secs_f64();
             report.stages.file_extract += result.restore_seconds;
-        } else if let Some(d) = config.drill.databases.iter().find(|d| d.source == s.name) {
-            load_database(config, &spool.store, &m, s, d, &keys, &mut result)?;
+        } else if let Some((d, target)) = targets.iter().find(|(d, _)| d.source == s.name) {
+            load_database(config, &spool.store, &m, s, d, target, &keys, &mut result)?;
+            remember_target(&config.state_dir, &target.address.to_string());
+            if result
+                .database
+                .as_ref()
+                .is_some_and(|db| !db.counts_recorded)
+            {
+                report.notes.push(format!(
+                    "'{}': snapshot {} records no row counts (an older coffer made it): its \
+                     tables were loaded but not compared",
+                    s.name, m.id
+                ));
+            }
             report.stages.database_load += result.restore_seconds;
         } else {
             read_through(&spool.store, &m, s, &keys, &mut result)?;
@@ -385,6 +457,103 @@ pub fn finish_of(report: &DrillReport) -> crate::catalog::Finish {
     }
 }
 
+/// A drill target is disposable by definition: created if missing, emptied if not (the
+/// checks before the download make sure a drill made it). The guards still refuse a
+/// configured source's database.
+fn drill_options() -> StagingOptions {
+    StagingOptions {
+        create: true,
+        force: true,
+        overwrite_source: false,
+        client: None,
+    }
+}
+
+/// The staging database of `[[drill.database]]` `d`, its password read.
+fn staging_database(
+    d: &DrillDatabase,
+    s: &SourceRecord,
+) -> anyhow::Result<crate::database::Database> {
+    let password = d
+        .password
+        .as_ref()
+        .map(crate::config::SecretRef::load)
+        .transpose()
+        .map_err(|e| {
+            anyhow!(
+                "cannot read the password of the staging database for '{}': {e}",
+                s.name
+            )
+        })?;
+    Ok(crate::database::Database {
+        address: d.address.clone(),
+        password,
+    })
+}
+
+/// The file listing the staging databases drills have loaded (one address per line): only
+/// those may be dropped when they hold data.
+const TARGETS_FILE: &str = "drill-targets";
+
+fn known_targets(state_dir: &Path) -> std::collections::BTreeSet<String> {
+    fs::read_to_string(state_dir.join(TARGETS_FILE))
+        .map(|t| t.lines().map(str::to_string).collect())
+        .unwrap_or_default()
+}
+
+fn remember_target(state_dir: &Path, address: &str) {
+    use std::os::unix::fs::OpenOptionsExt;
+    if known_targets(state_dir).contains(address) {
+        return;
+    }
+    let written = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(state_dir.join(TARGETS_FILE))
+        .and_then(|mut f| writeln!(f, "{address}"));
+    if let Err(e) = written {
+        tracing::warn!(
+            "cannot record {address} as a drill's staging database ({e}); the next drill will \
+             refuse to drop it"
+        );
+    }
+}
+
+/// Refuses a staging folder that is, holds, or lies inside a backed-up folder or the local
+/// store, comparing real paths (symlinks and `..` resolved).
+fn check_apart(config: &Config) -> anyhow::Result<()> {
+    let real = |p: &Path| fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    let staging = real(&config.drill.staging_dir);
+    let mut others: Vec<(String, PathBuf)> = config
+        .sources
+        .iter()
+        .filter_map(|s| match &s.kind {
+            crate::config::SourceKind::Directory { path, .. }
+            | crate::config::SourceKind::Frappe { path } => {
+                Some((format!("source '{}'", s.name), path.clone()))
+            }
+            _ => None,
+        })
+        .collect();
+    if let crate::config::StoreKind::Local { path } = &config.store.kind {
+        others.push(("the store".into(), path.clone()));
+    }
+    for (what, path) in others {
+        let path = real(&path);
+        if staging.starts_with(&path) || path.starts_with(&staging) {
+            bail!(
+                "drill.staging_dir {} overlaps {what} ({}): a drill empties its staging folder \
+                 and writes plaintext there, so it must be apart from every backed-up folder and \
+                 from the store",
+                staging.display(),
+                path.display()
+            );
+        }
+    }
+    Ok(())
+}
+
 struct Keys<'a> {
     identities: &'a [Box<dyn age::Identity + Send + Sync>],
     identity_file: &'a str,
@@ -393,40 +562,64 @@ struct Keys<'a> {
 /// Makes the staging folder coffer's own (created 0700: it will hold a site's private
 /// files), or checks that it already is: a drill only ever empties a folder carrying the
 /// marker, so a mistyped `staging_dir` cannot wipe a folder that holds something else.
-fn prepare_staging(dir: &Path) -> anyhow::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    let marked = || {
-        fs::write(
-            dir.join(MARKER),
-            "This folder is coffer's drill staging folder: each drill empties and refills it.\n",
-        )
-        .with_context(|| format!("marking the drill staging folder {}", dir.display()))
-    };
-    match fs::read_dir(dir) {
+fn prepare_staging(dir: &Path) -> anyhow::Result<fs::File> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+    let fresh = match fs::read_dir(dir) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             fs::DirBuilder::new()
                 .recursive(true)
                 .mode(0o700)
                 .create(dir)
                 .with_context(|| format!("creating the drill staging folder {}", dir.display()))?;
-            marked()
+            true
         }
-        Err(e) => Err(e).with_context(|| format!("reading drill.staging_dir {}", dir.display())),
+        Err(e) => {
+            return Err(e).with_context(|| format!("reading drill.staging_dir {}", dir.display()));
+        }
         Ok(mut entries) => {
             if dir.join(MARKER).is_file() {
-                Ok(())
+                false
             } else if entries.next().is_none() {
-                marked()
+                true
             } else {
                 bail!(
-                    "drill.staging_dir {} holds files that coffer did not put there (it has no \
-                     {MARKER} file); a drill empties its staging folder, so give a new or empty \
-                     folder",
+                    "drill.staging_dir {} holds files that coffer did not put there; a drill \
+                     empties its staging folder, so give a new or empty folder",
                     dir.display()
                 )
             }
         }
+    };
+    if fresh {
+        // It will hold a site's private files.
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("making {} private", dir.display()))?;
     }
+    let marker = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(dir.join(MARKER))
+        .with_context(|| format!("marking the drill staging folder {}", dir.display()))?;
+    if fresh {
+        (&marker)
+            .write_all(
+                b"This folder is coffer's drill staging folder: each drill empties and refills it.\n",
+            )
+            .with_context(|| format!("marking the drill staging folder {}", dir.display()))?;
+    }
+    // One drill at a time per staging folder (several sites' configs may share one).
+    rustix::fs::flock(
+        &marker,
+        rustix::fs::FlockOperation::NonBlockingLockExclusive,
+    )
+    .map_err(|_| {
+        anyhow!(
+            "another drill is using the staging folder {}; wait for it to finish",
+            dir.display()
+        )
+    })?;
+    Ok(marker)
 }
 
 /// Refuses to start a drill that would fill the disk: the parts and the extracted folders
@@ -690,50 +883,155 @@ fn extract_folder(
         restored: summary.counts,
         expected_file_bytes: s.file_bytes,
         restored_file_bytes: summary.file_bytes,
+        hashed: 0,
+        hash_failures: 0,
+        hash_check: "none",
     });
     Ok(())
 }
 
+/// Hashes restored files (all, or a sample spread over the list) against the checksum list
+/// the backup stored with the folder.
+#[allow(clippy::too_many_arguments)]
+fn check_file_sums(
+    spool: &dyn Store,
+    m: &Manifest,
+    s: &SourceRecord,
+    dir: &Path,
+    mode: FileCheck,
+    keys: &Keys<'_>,
+    result: &mut SourceResult,
+    notes: &mut Vec<String>,
+) -> anyhow::Result<()> {
+    let Some(files) = result.files.as_mut() else {
+        return Ok(());
+    };
+    let Some(stream) = s.checksums_stream() else {
+        files.hash_check = "not recorded";
+        notes.push(format!(
+            "'{}': snapshot {} records no file checksums (an older coffer made it): only the \
+             counts and bytes of its files were checked",
+            s.name, m.id
+        ));
+        return Ok(());
+    };
+    let every = match mode {
+        FileCheck::None => return Ok(()),
+        FileCheck::All => 1,
+        FileCheck::Sample(n) => {
+            let total = s.checksums.as_ref().map_or(0, |c| c.files) as usize;
+            total.div_ceil(n.max(1)).max(1)
+        }
+    };
+    files.hash_check = if every == 1 { "all" } else { "sample" };
+    let mut text = Vec::new();
+    crate::commands::restore::open_checked(spool, m, &stream, keys.identities, keys.identity_file)?
+        .read_to_end(&mut text)
+        .map_err(|e| {
+            anyhow!(e).context(format!(
+                "the drill could not read the checksum list of '{}' in snapshot {}",
+                s.name, m.id
+            ))
+        })?;
+    let list = crate::checksums::parse(&text).map_err(|why| {
+        anyhow!(
+            "the checksum list of '{}' in snapshot {} is damaged: {why}",
+            s.name,
+            m.id
+        )
+    })?;
+    if let Some(expected) = s.entries
+        && list.len() as u64 != expected.files
+    {
+        result.failures.push(format!(
+            "'{}': the checksum list names {} files, the manifest counts {}",
+            s.name,
+            list.len(),
+            expected.files
+        ));
+    }
+    let bar = Progress::bytes(&format!("hash {}", s.name), None);
+    let mut bad = Vec::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    for entry in list.iter().step_by(every) {
+        crate::shutdown::check()?;
+        let shown = entry.path.display().to_string();
+        let Ok(Some(rel)) = crate::restore::safe_relative(entry.path.as_os_str().as_bytes()) else {
+            bad.push(format!(
+                "{shown} (the list names a path outside the folder)"
+            ));
+            continue;
+        };
+        let path = dir.join(rel);
+        let mut hash = || -> io::Result<Option<String>> {
+            if !fs::symlink_metadata(&path)?.is_file() {
+                return Ok(None);
+            }
+            let mut f = fs::File::open(&path)?;
+            let mut h = Sha256::new();
+            loop {
+                let n = f.read(&mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                h.update(&buf[..n]);
+                bar.inc(n as u64);
+            }
+            Ok(Some(hex::encode(h.finalize())))
+        };
+        let hashed = hash();
+        files.hashed += 1;
+        match hashed {
+            Ok(Some(got)) if got == entry.sha256 => {}
+            Ok(Some(got)) => bad.push(format!(
+                "{shown} differs (sha256 {}…, the backup recorded {}…)",
+                &got[..12],
+                &entry.sha256[..12]
+            )),
+            Ok(None) => bad.push(format!("{shown} is not a regular file")),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                bad.push(format!("{shown} is missing"));
+            }
+            Err(e) => bad.push(format!("{shown} cannot be read ({e})")),
+        }
+    }
+    bar.finish();
+    files.hash_failures = bad.len() as u64;
+    if !bad.is_empty() {
+        let n = bad.len();
+        let mut named: Vec<String> = bad.into_iter().take(10).collect();
+        if n > 10 {
+            named.push(format!("and {} more", n - 10));
+        }
+        result.failures.push(format!(
+            "'{}': {n} of {} restored files do not match the backup's checksums: {}",
+            s.name,
+            files.hashed,
+            named.join(", ")
+        ));
+    }
+    Ok(())
+}
+
 /// Loads a database source into its staging database, compares the tables, runs the probes.
+#[allow(clippy::too_many_arguments)]
 fn load_database(
     config: &Config,
     spool: &dyn Store,
     m: &Manifest,
     s: &SourceRecord,
     d: &DrillDatabase,
+    target: &crate::database::Database,
     keys: &Keys<'_>,
     result: &mut SourceResult,
 ) -> anyhow::Result<()> {
-    let password = d
-        .password
-        .as_ref()
-        .map(crate::config::SecretRef::load)
-        .transpose()
-        .map_err(|e| {
-            anyhow!(
-                "cannot read the password of the staging database for '{}': {e}",
-                s.name
-            )
-        })?;
-    let target = crate::database::Database {
-        address: d.address.clone(),
-        password,
-    };
-    // A drill target is disposable by definition: created if missing, emptied if not. The
-    // guards still refuse a configured source's database.
-    let opts = StagingOptions {
-        create: true,
-        force: true,
-        overwrite_source: false,
-        client: None,
-    };
     let loaded = crate::commands::restore::load_database(
         config,
         spool,
         m,
         s,
-        &target,
-        &opts,
+        target,
+        &drill_options(),
         keys.identities,
         keys.identity_file,
     )
@@ -846,7 +1144,11 @@ fn http_probe(http: &DrillHttp) -> HttpResult {
     use hyper_util::rt::TokioExecutor;
     use secrecy::ExposeSecret;
 
-    let shown = crate::config::redact_url(&http.url);
+    // A query string may carry a key: it is not shown.
+    let shown = match http.url.split_once('?') {
+        Some((base, _)) => format!("{}?…", crate::config::redact_url(base)),
+        None => crate::config::redact_url(&http.url),
+    };
     let started = Instant::now();
     let mut result = HttpResult {
         url: shown.clone(),

@@ -7,6 +7,7 @@
 
 pub mod alert;
 pub mod catalog;
+pub mod checksums;
 pub mod cli;
 pub mod commands;
 pub mod config;

@@ -148,6 +148,10 @@ pub struct SourceRecord {
     /// Directory streams: bytes of file content in the tar (absent in older snapshots).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file_bytes: Option<u64>,
+    /// Directory streams: the encrypted stream of every file's sha256 (absent in older
+    /// snapshots).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checksums: Option<ChecksumsRecord>,
     /// Counts of non-fatal problems met while reading the source, by kind (`changed`,
     /// `vanished`, `unreadable`, `special`); the paths go to the backup's log, not here.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -190,6 +194,53 @@ pub struct TableRows {
     pub rows_after: Option<u64>,
 }
 
+/// The stream of a directory source's per-file sha256 list (`crate::checksums`), stored
+/// like any stream: age over gzip, in parts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChecksumsRecord {
+    /// `<source>.sha256.gz.age`.
+    pub stream: String,
+    /// Lines (regular files) in the list.
+    pub files: u64,
+    pub plaintext_bytes: u64,
+    pub compressed_bytes: u64,
+    pub encrypted_bytes: u64,
+    pub sha256: String,
+    pub parts: Vec<PartRecord>,
+}
+
+impl SourceRecord {
+    /// The checksum list as a stream of its own, for the code that reads, checks and
+    /// downloads streams.
+    pub fn checksums_stream(&self) -> Option<SourceRecord> {
+        let c = self.checksums.as_ref()?;
+        Some(SourceRecord {
+            name: format!("{} checksums", self.name),
+            kind: "checksums".into(),
+            stream: c.stream.clone(),
+            plaintext_bytes: c.plaintext_bytes,
+            compressed_bytes: c.compressed_bytes,
+            encrypted_bytes: c.encrypted_bytes,
+            sha256: c.sha256.clone(),
+            parts: c.parts.clone(),
+            entries: None,
+            file_bytes: None,
+            checksums: None,
+            warnings: BTreeMap::new(),
+            dump_tool: None,
+            dump_tool_version: None,
+            database: None,
+        })
+    }
+
+    /// This stream and its checksum stream, if any.
+    pub fn streams(&self) -> Vec<SourceRecord> {
+        std::iter::once(self.clone())
+            .chain(self.checksums_stream())
+            .collect()
+    }
+}
+
 /// One stored part of a stream.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PartRecord {
@@ -209,7 +260,10 @@ pub struct EntryCounts {
 impl Manifest {
     /// Stored bytes of the whole snapshot (parts only).
     pub fn stored_bytes(&self) -> u64 {
-        self.sources.iter().map(|s| s.encrypted_bytes).sum()
+        self.sources
+            .iter()
+            .map(|s| s.encrypted_bytes + s.checksums.as_ref().map_or(0, |c| c.encrypted_bytes))
+            .sum()
     }
 
     /// Bytes read from the sources.
@@ -262,22 +316,33 @@ impl Manifest {
                     s.name, s.stream
                 ));
             }
-            for (n, part) in s.parts.iter().enumerate() {
-                if part.name != crate::pipeline::part_name(&s.stream, n + 1) {
+            if let Some(c) = &s.checksums
+                && c.stream != format!("{}.sha256.gz.age", s.name)
+            {
+                return Err(format!(
+                    "source '{}' has an invalid checksum stream name '{}'",
+                    s.name, c.stream
+                ));
+            }
+            for st in s.streams() {
+                for (n, part) in st.parts.iter().enumerate() {
+                    if part.name != crate::pipeline::part_name(&st.stream, n + 1) {
+                        return Err(format!(
+                            "source '{}': part {} of {} is named '{}'",
+                            s.name,
+                            n + 1,
+                            st.stream,
+                            part.name
+                        ));
+                    }
+                }
+                let sum: u64 = st.parts.iter().map(|p| p.size).sum();
+                if sum != st.encrypted_bytes || st.parts.is_empty() {
                     return Err(format!(
-                        "source '{}': part {} is named '{}'",
-                        s.name,
-                        n + 1,
-                        part.name
+                        "source '{}': the parts of {} add up to {sum} bytes, not {}",
+                        s.name, st.stream, st.encrypted_bytes
                     ));
                 }
-            }
-            let sum: u64 = s.parts.iter().map(|p| p.size).sum();
-            if sum != s.encrypted_bytes || s.parts.is_empty() {
-                return Err(format!(
-                    "source '{}': parts add up to {sum} bytes, not {}",
-                    s.name, s.encrypted_bytes
-                ));
             }
         }
         Ok(())
@@ -530,6 +595,7 @@ mod tests {
             parts: vec![part],
             entries: None,
             file_bytes: None,
+            checksums: None,
             warnings: BTreeMap::new(),
             dump_tool: None,
             dump_tool_version: None,

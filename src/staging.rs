@@ -221,6 +221,20 @@ pub fn check_client(target: &Database, opts: &StagingOptions) -> anyhow::Result<
     })
 }
 
+/// Whether the target exists and holds something (tables, views, sequences, routines).
+///
+/// # Errors
+/// When the server cannot be asked.
+pub fn occupied(target: &Database) -> anyhow::Result<bool> {
+    if let Address::Sqlite(path) = &target.address {
+        return Ok(path.exists() && objects(target)? > 0);
+    }
+    let mut server = target.connect_server()?;
+    let exists = server.database_exists(&target.address.database())?;
+    server.close();
+    Ok(exists && objects(target)? > 0)
+}
+
 /// Makes sure the target exists and is empty: creates it (`create`), or drops and re-creates
 /// a non-empty one (`force`).
 ///

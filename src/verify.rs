@@ -52,7 +52,12 @@ pub fn verify_snapshot(
     let prefix = manifest.id.prefix();
     let listed = store.list(&prefix)?;
     let mut reports = Vec::new();
-    for source in &manifest.sources {
+    for source in &manifest
+        .sources
+        .iter()
+        .flat_map(SourceRecord::streams)
+        .collect::<Vec<_>>()
+    {
         // A store that reports each object's sha256 (Drive) is asked, not read; a deep check
         // reads everything anyway.
         let mut report = match (deep, check_listed(&prefix, source, &listed)) {

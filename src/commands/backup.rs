@@ -15,7 +15,8 @@ use crate::database::{self, Database, Session};
 use crate::pipeline::{EncodeError, EncodeOptions, encode_stream};
 use crate::progress::Progress;
 use crate::snapshot::{
-    self, DatabaseInfo, FORMAT_NAME, FORMAT_VERSION, Manifest, SnapshotId, SourceRecord,
+    self, ChecksumsRecord, DatabaseInfo, FORMAT_NAME, FORMAT_VERSION, Manifest, SnapshotId,
+    SourceRecord,
 };
 use crate::source::{
     DirectorySource, DumpError, DumpOutcome, Excludes, MysqlSource, PostgresSource, SqliteSource,
@@ -95,6 +96,8 @@ pub fn expand_sources(
 struct SourceExtras {
     entries: Option<crate::snapshot::EntryCounts>,
     file_bytes: Option<u64>,
+    /// Directory sources: every file's sha256, stored as a stream of its own.
+    checksums: Option<Vec<u8>>,
     warnings: Vec<Warning>,
     /// The dump tool and its version, for database sources.
     tool: Option<(String, Option<String>)>,
@@ -115,6 +118,7 @@ fn dumped(
     Ok(SourceExtras {
         entries: None,
         file_bytes: None,
+        checksums: None,
         warnings: Vec::new(),
         tool: Some((tool.to_string(), version.clone())),
         database: None,
@@ -281,6 +285,7 @@ pub fn backup_waiting(
                     Ok(SourceExtras {
                         entries: Some(walk.counts),
                         file_bytes: Some(walk.file_bytes),
+                        checksums: Some(walk.checksums),
                         warnings: walk.warnings,
                         tool: None,
                         database: None,
@@ -318,6 +323,7 @@ pub fn backup_waiting(
                         Ok(SourceExtras {
                             entries: None,
                             file_bytes: None,
+                            checksums: None,
                             warnings: Vec::new(),
                             tool: Some((tool.clone(), version.clone())),
                             database: Some(info),
@@ -391,6 +397,46 @@ pub fn backup_waiting(
                 return Err(discard(store, &id, err));
             }
         };
+        // A folder's file list with each file's sha256, encrypted as a stream of its own
+        // (the manifest never names a file): what a drill checks restored files against.
+        let checksums = match &extras.checksums {
+            None => None,
+            Some(list) => {
+                let stream = format!("{}.sha256.gz.age", source.name);
+                let stored = encode_stream(
+                    store,
+                    &prefix,
+                    &stream,
+                    &config.encryption.recipients,
+                    &opts,
+                    &|_| {},
+                    |w| std::io::Write::write_all(w, list),
+                );
+                match stored {
+                    Ok((c, ())) => Some(ChecksumsRecord {
+                        stream,
+                        files: list.iter().filter(|&&b| b == b'\n').count() as u64,
+                        plaintext_bytes: c.plaintext_bytes,
+                        compressed_bytes: c.compressed_bytes,
+                        encrypted_bytes: c.encrypted_bytes,
+                        sha256: c.sha256,
+                        parts: c.parts,
+                    }),
+                    Err(e) => {
+                        let err = anyhow!(e).context(Failed {
+                            source: Some(source.name.clone()),
+                            stage: "storing the parts",
+                            snapshot: id.to_string(),
+                            message: format!(
+                                "backup of source '{}' failed; no snapshot was written",
+                                source.name
+                            ),
+                        });
+                        return Err(discard(store, &id, err));
+                    }
+                }
+            }
+        };
         let mut counts: BTreeMap<String, u64> = BTreeMap::new();
         for w in &extras.warnings {
             *counts.entry(w.kind.as_str().to_string()).or_default() += 1;
@@ -411,6 +457,7 @@ pub fn backup_waiting(
             parts: encoded.parts,
             entries: extras.entries,
             file_bytes: extras.file_bytes,
+            checksums,
             warnings: counts,
             dump_tool,
             dump_tool_version,
@@ -480,7 +527,7 @@ pub fn backup_waiting(
 /// Checks by listing that every part of every stream is stored with its recorded size.
 fn confirm_parts(store: &dyn Store, prefix: &str, sources: &[SourceRecord]) -> anyhow::Result<()> {
     let listed = store.list(prefix)?;
-    for s in sources {
+    for s in sources.iter().flat_map(SourceRecord::streams) {
         for p in &s.parts {
             let key = format!("{prefix}{}", p.name);
             match listed.iter().find(|o| o.key == key) {

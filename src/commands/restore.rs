@@ -433,6 +433,38 @@ fn restore_to_database(
     Ok(ExitCode::SUCCESS)
 }
 
+/// The checks that need no data: the engine, not a system database, not a configured
+/// source's database (unless `opts.overwrite_source`), and a client that runs.
+///
+/// # Errors
+/// Naming what is wrong and what to give instead.
+pub(crate) fn guard_target(
+    config: &crate::config::Config,
+    s: &SourceRecord,
+    target: &crate::database::Database,
+    opts: &crate::staging::StagingOptions,
+) -> anyhow::Result<()> {
+    use crate::staging;
+    staging::check_engine(s, &target.address)?;
+    staging::check_not_system(&target.address)?;
+    if !opts.overwrite_source {
+        // A target that does not exist yet (--create) may not answer at all; any other
+        // failure to identify it stops the restore.
+        let fingerprint = match staging::target_fingerprint(target) {
+            Ok(fp) => fp,
+            Err(crate::database::DbError::Connect { .. }) if opts.create => None,
+            Err(e) => return Err(e.into()),
+        };
+        staging::guard_sources(
+            &target.address,
+            fingerprint.as_ref(),
+            &configured_databases(config),
+        )?;
+    }
+    staging::check_client(target, opts)?;
+    Ok(())
+}
+
 /// What loading a database source into a staging database did.
 pub struct LoadedDatabase {
     pub prepared: crate::staging::Prepared,
@@ -467,25 +499,9 @@ pub fn load_database(
     identity_file: &str,
 ) -> anyhow::Result<LoadedDatabase> {
     use crate::staging;
-    staging::check_engine(s, &target.address)?;
-    staging::check_not_system(&target.address)?;
-    if !opts.overwrite_source {
-        // A target that does not exist yet (--create) may not answer at all; any other
-        // failure to identify it stops the restore.
-        let fingerprint = match staging::target_fingerprint(target) {
-            Ok(fp) => fp,
-            Err(crate::database::DbError::Connect { .. }) if opts.create => None,
-            Err(e) => return Err(e.into()),
-        };
-        staging::guard_sources(
-            &target.address,
-            fingerprint.as_ref(),
-            &configured_databases(config),
-        )?;
-    }
+    guard_target(config, s, target, opts)?;
     // Everything that can fail without touching the target fails first: the client, the
     // parts, the key (the stream is opened and its header decrypted).
-    staging::check_client(target, opts)?;
     precheck(store, m, s)?;
     let stream = open_checked(store, m, s, identities, identity_file)?;
     let prepared = staging::prepare(target, opts)?;
@@ -501,12 +517,12 @@ pub fn load_database(
         let next = match &e {
             crate::source::FeedError::Input(io) => match find_part_problem(io) {
                 Some(p) if !p.is_damage() => {
-                    "the load was stopped; check that the store is reachable, then restore again with --force"
+                    "the load was stopped; check that the store is reachable, then run it again (a restore with --force)"
                 }
-                _ => "the load was stopped; restore an older snapshot ('coffer list') with --force",
+                _ => "the load was stopped; the snapshot's stream is damaged: use an older snapshot ('coffer list')",
             },
             crate::source::FeedError::Tool(_) => {
-                "fix what the client reports (privileges, roles, the server's version) and restore again with --force"
+                "fix what the client reports (privileges, roles, the server's version) and run it again (a restore with --force)"
             }
         };
         anyhow!(e).context(format!(

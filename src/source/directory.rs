@@ -18,6 +18,7 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
+use sha2::Digest;
 use tar::{EntryType, Header};
 
 use crate::snapshot::EntryCounts;
@@ -81,6 +82,8 @@ pub struct WalkOutcome {
     pub counts: EntryCounts,
     /// Bytes of regular files' content in the tar.
     pub file_bytes: u64,
+    /// Every regular file's sha256, in `sha256sum` format (`crate::checksums`).
+    pub checksums: Vec<u8>,
     pub warnings: Vec<Warning>,
 }
 
@@ -420,14 +423,21 @@ impl Walk<'_> {
             error: None,
         };
         let mut written = 0u64;
+        let mut hasher = sha2::Sha256::new();
         loop {
             let n = exact.read(&mut self.buf)?;
             if n == 0 {
                 break;
             }
             self.builder.get_mut().write_all(&self.buf[..n])?;
+            hasher.update(&self.buf[..n]);
             written += n as u64;
         }
+        crate::checksums::push_line(
+            &mut self.outcome.checksums,
+            &hex::encode(hasher.finalize()),
+            rel.as_os_str().as_bytes(),
+        );
         debug_assert_eq!(written, size);
         let pad = (512 - size % 512) % 512;
         self.builder

@@ -160,6 +160,12 @@ fn a_drill_restores_files_and_database_into_staging_checks_them_and_reports_timi
         files["files"]["expected_file_bytes"]
     );
     crate::support::assert_same_tree(&d.site, &d.env.path("drill/files"));
+    assert_eq!(files["files"]["hash_check"], "all");
+    assert_eq!(
+        files["files"]["hashed"],
+        files["files"]["expected"]["files"]
+    );
+    assert_eq!(files["files"]["hash_failures"], 0);
 
     // The database: every table's count, the probe's value, the rows themselves.
     let app = &source(&r, "app")["database"];
@@ -436,6 +442,23 @@ fn the_guards_refuse_a_staging_target_that_is_the_source() {
     assert!(out.contains("configured source 'app'"), "{out}");
     assert_eq!(sqlite(&app, "SELECT count(*) FROM invoice"), before);
 
+    // A staging database that holds data no drill put there is not dropped.
+    let foreign_db = env.path("someones.db");
+    sqlite(
+        &foreign_db,
+        "CREATE TABLE precious (x); INSERT INTO precious VALUES (1);",
+    );
+    let config = cfg(
+        &format!("sqlite://{}", foreign_db.display()),
+        &env.path("drill"),
+    );
+    let out = env.fails(&config, &["drill"]);
+    assert!(
+        out.contains("holds data that no coffer drill put there"),
+        "{out}"
+    );
+    assert_eq!(sqlite(&foreign_db, "SELECT count(*) FROM precious"), "1");
+
     // A staging folder that holds something coffer did not put there is not emptied.
     let foreign = env.path("foreign");
     fs::create_dir_all(&foreign).unwrap();
@@ -571,4 +594,105 @@ fn a_drill_of_a_mariadb_snapshot_loads_the_staging_database_and_runs_the_probes(
             "SELECT count(*), sum(grand_total) FROM `tabSales Invoice`"
         )
     );
+}
+
+fn have_age() -> bool {
+    let ok = Command::new("age").arg("--version").output().is_ok();
+    crate::support::prerequisite(ok, "age is not installed", "apt-get install age")
+}
+
+#[test]
+fn every_restored_file_is_hashed_against_the_backup_and_a_differing_file_is_named() {
+    use sha2::{Digest, Sha256};
+    if !have_sqlite3() || !have_age() {
+        return;
+    }
+    let d = Drill::new(&[], "");
+    // GNU sha256sum escapes such names; the list must read back in coffer and in sha256sum.
+    fs::write(d.site.join("odd\\name\nwith newline.txt"), "escaped").unwrap();
+    let id = d.env.backup(&d.config);
+    let (ok, r) = d.drill_json(&[]);
+    assert!(ok, "{r:#}");
+    let files = &source(&r, "files")["files"];
+    assert_eq!(files["hashed"], files["expected"]["files"], "{files:#}");
+    assert_eq!(files["hash_failures"], 0);
+
+    // Stock tools read the list and check the restore with it.
+    let snap = d.env.store().join("snapshots").join(&id);
+    let part = snap.join("files.sha256.gz.age.00001");
+    assert!(!snap.join("files.sha256.gz.age.00002").exists());
+    let sums = d.env.path("sums.txt");
+    let decrypt = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "age -d -i '{}' '{}' | gunzip > '{}'",
+            d.env.identity.display(),
+            part.display(),
+            sums.display()
+        ))
+        .status()
+        .unwrap();
+    assert!(decrypt.success());
+    let check = Command::new("sha256sum")
+        .args(["-c", "--quiet"])
+        .arg(&sums)
+        .current_dir(d.env.path("drill/files"))
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "sha256sum -c: {}{}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
+
+    // A list that disagrees about one file (as a restore that lost its content would): the
+    // drill names the file.
+    // (Names need not be UTF-8: the list is bytes.)
+    let text = fs::read(&sums).unwrap();
+    let changed: Vec<u8> = text
+        .split_inclusive(|&b| b == b'\n')
+        .flat_map(|l| {
+            if l.ends_with(b"private/files/data.csv\n") {
+                [&[b'0'; 64][..], &l[64..]].concat()
+            } else {
+                l.to_vec()
+            }
+        })
+        .collect();
+    assert_ne!(changed, text);
+    fs::write(&sums, changed).unwrap();
+    let encrypt = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "gzip -c '{}' | age -r {} > '{}'",
+            sums.display(),
+            d.env.recipient,
+            part.display()
+        ))
+        .status()
+        .unwrap();
+    assert!(encrypt.success());
+    let bytes = fs::read(&part).unwrap();
+    let sha = format!("{:x}", Sha256::digest(&bytes));
+    let path = d.manifest_path(&id);
+    let mut m: serde_json::Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+    for s in m["sources"].as_array_mut().unwrap() {
+        if s["name"] == "files" {
+            let c = &mut s["checksums"];
+            c["encrypted_bytes"] = bytes.len().into();
+            c["sha256"] = sha.clone().into();
+            c["parts"][0]["size"] = bytes.len().into();
+            c["parts"][0]["sha256"] = sha.clone().into();
+        }
+    }
+    fs::write(&path, serde_json::to_vec_pretty(&m).unwrap()).unwrap();
+    let (ok, r) = d.drill_json(&[]);
+    assert!(!ok);
+    let failures = r["failures"].to_string();
+    assert!(
+        failures.contains("1 of") && failures.contains("private/files/data.csv differs"),
+        "{failures}"
+    );
+    assert_eq!(source(&r, "files")["files"]["hash_failures"], 1);
 }

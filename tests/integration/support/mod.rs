@@ -331,6 +331,7 @@ pub fn store_snapshot(
             parts: encoded.parts,
             entries: None,
             file_bytes: None,
+            checksums: None,
             warnings: Default::default(),
             dump_tool: None,
             dump_tool_version: None,
