@@ -1313,12 +1313,16 @@ fn parse_drill(
     private: bool,
     problems: &mut Vec<String>,
 ) -> DrillConfig {
-    let raw = raw.unwrap_or(RawDrill {
-        staging_dir: None,
-        check_files: None,
-        database: Vec::new(),
-        http: None,
-    });
+    // Without a [drill] section the default staging folder is checked when a drill runs
+    // (a config that never drills is not refused for it).
+    let Some(raw) = raw else {
+        return DrillConfig {
+            staging_dir: state_dir.join("drill"),
+            check_files: FileCheck::All,
+            databases: Vec::new(),
+            http: None,
+        };
+    };
     let staging_dir = raw
         .staging_dir
         .as_deref()
@@ -1352,6 +1356,9 @@ fn parse_drill(
             problems.push(format!("{key}: source '{}' is listed twice", d.source));
         }
         let address = match crate::database::Address::parse(&d.url) {
+            // A relative file is relative to the config, as every path in it (the daemon and
+            // the CLI run from different folders).
+            Ok(crate::database::Address::Sqlite(p)) => crate::database::Address::Sqlite(resolve(&p)),
             Ok(a) => a,
             Err(why) => {
                 problems.push(format!("{key}.url: {why}"));
@@ -1777,16 +1784,13 @@ mod tests {
         );
         remote("https://staging.example.com/api/method/ping").unwrap();
         remote("http://127.0.0.1:8000/api/method/ping").unwrap();
-        // Without a [drill] section the default staging folder is checked all the same.
+        // Without a [drill] section the default staging folder is checked when a drill runs.
         let overlapping = base.replace(
             "state_dir = \"/var/lib/coffer\"",
             "state_dir = \"/srv/site/state\"",
         );
-        let err = Config::parse(&overlapping, Path::new("c.toml")).unwrap_err();
-        assert!(
-            format!("{err:?}").contains("overlaps source 'files'"),
-            "{err:?}"
-        );
+        let c = Config::parse(&overlapping, Path::new("c.toml")).unwrap();
+        assert_eq!(c.drill.staging_dir, Path::new("/srv/site/state/drill"));
     }
 
     #[test]

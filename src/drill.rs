@@ -252,6 +252,7 @@ pub struct DrillOptions<'a> {
 /// # Errors
 /// As above; every message names the snapshot, the source or the part, and what to do.
 pub fn drill(config: &Config, opts: &DrillOptions<'_>) -> anyhow::Result<DrillReport> {
+    check_apart(config)?;
     // The lock every job shares keeps a prune from deleting the snapshot while it downloads;
     // it is released once the parts are local.
     let lock = crate::lock::lock_state_for(&config.state_dir, "drill", opts.wait)?;
@@ -261,7 +262,6 @@ pub fn drill(config: &Config, opts: &DrillOptions<'_>) -> anyhow::Result<DrillRe
     let m = crate::snapshot::resolve(store.as_ref(), opts.snapshot)?;
     let staging = &config.drill.staging_dir;
     let _staging_lock = prepare_staging(staging)?;
-    check_apart(config)?;
     // Every staging database is checked before hours of downloading: the guards, the
     // client, and that a database holding data is one a drill made.
     let known = known_targets(&config.state_dir);

@@ -431,6 +431,12 @@ fn the_guards_refuse_a_staging_target_that_is_the_source() {
     let out = env.fails(&config, &["drill"]);
     assert!(out.contains("overlaps source 'files'"), "{out}");
 
+    // The default staging folder (in the state folder) inside a backed-up folder: refused
+    // when a drill runs (a config that never drills is not refused for it).
+    let whole = env.config(env.dir.path(), "64KiB", "");
+    let out = env.fails(&whole, &["drill"]);
+    assert!(out.contains("overlaps source 'files'"), "{out}");
+
     // Reached by another name (a symlink): refused when the drill runs, the source intact.
     let alias = env.path("alias.sqlite");
     std::os::unix::fs::symlink(&app, &alias).unwrap();
@@ -695,4 +701,59 @@ fn every_restored_file_is_hashed_against_the_backup_and_a_differing_file_is_name
         "{failures}"
     );
     assert_eq!(source(&r, "files")["files"]["hash_failures"], 1);
+}
+
+#[test]
+fn a_scheduled_drill_runs_from_the_daemon_and_its_failure_is_alerted() {
+    use crate::support::sinks::SmtpSink;
+    if !have_sqlite3() {
+        return;
+    }
+    let smtp = SmtpSink::start();
+    let d = Drill::new(
+        &["SELECT count(*) FROM invoice WHERE paid = 7"],
+        &format!(
+            "[jobs.drill]\nschedule = \"*/2 * * * * *\"\n\
+             [alerts]\n[alerts.email]\nto = [\"ops@example.com\"]\nfrom = \"coffer@example.com\"\n\
+             smtp_host = \"127.0.0.1\"\nsmtp_port = {}\ntls = \"none\"\n",
+            smtp.port
+        ),
+    );
+    let id = d.env.backup(&d.config);
+    let log = d.env.path("daemon.log");
+    let mut daemon = std::process::Command::new(env!("CARGO_BIN_EXE_coffer"))
+        .arg("--config")
+        .arg(&d.config)
+        .arg("daemon")
+        .stdout(std::process::Stdio::null())
+        .stderr(fs::File::create(&log).unwrap())
+        .env_remove("NOTIFY_SOCKET")
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while smtp.mails().is_empty() {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "no alert mail; daemon log:\n{}",
+            fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    rustix::process::kill_process(
+        rustix::process::Pid::from_child(&daemon),
+        rustix::process::Signal::TERM,
+    )
+    .unwrap();
+    assert!(daemon.wait().unwrap().success());
+    let mail = &smtp.mails()[0].data;
+    assert!(mail.contains("drill"), "{mail}");
+    assert!(mail.contains(&id), "{mail}");
+    assert!(mail.contains("returned 0"), "{mail}");
+    let status = d.status();
+    let failure = &drill_job(&status)["last_failure"];
+    assert_eq!(failure["trigger"], "schedule", "{failure:#}");
+    assert!(
+        failure["report"]["recovery_time_seconds"].as_f64().unwrap() > 0.0,
+        "{failure:#}"
+    );
 }

@@ -200,6 +200,12 @@ fn transient_faults_during_uploads_are_survived_without_duplicates() {
         .iter()
         .map(|p| p["name"].as_str().unwrap().to_string())
         .collect();
+    for p in v["manifest"]["sources"][0]["checksums"]["parts"]
+        .as_array()
+        .unwrap()
+    {
+        expected.push(p["name"].as_str().unwrap().to_string());
+    }
     expected.push("manifest.json".into());
     expected.sort();
     let mut stored: Vec<String> = drive
