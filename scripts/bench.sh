@@ -401,6 +401,12 @@ for ((RUN = 1; RUN <= BENCH_RUNS; RUN++)); do
     rm -rf "$RESTORED"
     measure coffer_restore "$COFFER_BIN" --config "$CFG" restore latest --to "$RESTORED"
     check_restore coffer "$RESTORED"
+    # A restore drill of the same snapshot: download + check every part, extract, then hash
+    # every restored file against the backup's per-file sha256 list.
+    if "$COFFER_BIN" drill --help >/dev/null 2>&1; then
+        measure coffer_drill "$COFFER_BIN" --config "$CFG" drill
+        check_restore coffer-drill "$STATE/drill/files"
+    fi
     rm -rf "$STORE" "$STATE" "$RESTORED"
 
     # D. restic: fresh repository, first backup, restore latest
@@ -464,6 +470,9 @@ att_bytes=$(find "$SITE" -path '*/files/*' -type f -printf '%s\n' | awk '{s += $
     fi
     row coffer backup coffer_backup
     row coffer restore coffer_restore
+    if [[ -n ${MED[coffer_drill]:-} ]]; then
+        row coffer "drill (restore + all checks)" coffer_drill
+    fi
     row "restic $(restic version | awk '{print $2}')" backup restic_backup
     row "restic $(restic version | awk '{print $2}')" restore restic_restore
     echo
@@ -472,6 +481,9 @@ att_bytes=$(find "$SITE" -path '*/files/*' -type f -printf '%s\n' | awk '{s += $
     echo "- coffer backup throughput / baseline backup throughput: **$(ratio "${MED[base_backup]}" "${MED[coffer_backup]}")x**"
     echo "- coffer restore throughput / baseline restore throughput: **$(ratio "${MED[base_restore]}" "${MED[coffer_restore]}")x**"
     echo "- coffer stored size / baseline size: **$(ratio "${STORED[coffer_backup]}" "${STORED[base_backup]}")x**"
+    if [[ -n ${MED[coffer_drill]:-} ]]; then
+        echo "- coffer drill time / coffer restore time: $(ratio "${MED[coffer_drill]}" "${MED[coffer_restore]}")x (the drill downloads first, then restores, then hashes every file)"
+    fi
     if ((USE_PIGZ)); then
         echo "- coffer backup throughput / pigz baseline backup throughput: $(ratio "${MED[pigz_backup]}" "${MED[coffer_backup]}")x"
     fi
