@@ -1358,7 +1358,9 @@ fn parse_drill(
         let address = match crate::database::Address::parse(&d.url) {
             // A relative file is relative to the config, as every path in it (the daemon and
             // the CLI run from different folders).
-            Ok(crate::database::Address::Sqlite(p)) => crate::database::Address::Sqlite(resolve(&p)),
+            Ok(crate::database::Address::Sqlite(p)) => {
+                crate::database::Address::Sqlite(resolve(&p))
+            }
             Ok(a) => a,
             Err(why) => {
                 problems.push(format!("{key}.url: {why}"));

@@ -285,7 +285,23 @@ pub fn drill(config: &Config, opts: &DrillOptions<'_>) -> anyhow::Result<DrillRe
             );
         }
         let target = staging_database(d, s)?;
-        crate::commands::restore::guard_target(config, s, &target, &drill_options())?;
+        crate::commands::restore::guard_target(config, s, &target, &drill_options()).map_err(
+            |e| match e.downcast_ref::<crate::staging::IsSourceDatabase>() {
+                Some(same) => anyhow!(
+                    "refusing to drill into {}: it is the database of the configured source '{}' \
+                     ({}), and a drill drops and re-creates its staging database. Give \
+                     [[drill.database]] source = \"{}\" a separate staging database",
+                    same.target,
+                    same.source,
+                    same.address,
+                    s.name
+                ),
+                None => e.context(format!(
+                    "the staging database of '{}' ({}) cannot be used",
+                    s.name, d.address
+                )),
+            },
+        )?;
         let shown = target.address.to_string();
         if !known.contains(&shown) && crate::staging::occupied(&target)? {
             bail!(
@@ -359,7 +375,7 @@ pub fn drill(config: &Config, opts: &DrillOptions<'_>) -> anyhow::Result<DrillRe
         let mut result = SourceResult {
             name: s.name.clone(),
             kind: s.kind.clone(),
-            stored_bytes: s.encrypted_bytes,
+            stored_bytes: s.streams().iter().map(|st| st.encrypted_bytes).sum(),
             plaintext_bytes: s.plaintext_bytes,
             download_seconds,
             decrypt_decompress_seconds: 0.0,
@@ -387,8 +403,10 @@ pub fn drill(config: &Config, opts: &DrillOptions<'_>) -> anyhow::Result<DrillRe
             result.check_seconds += t.elapsed().as_secs_f64();
             report.stages.file_extract += result.restore_seconds;
         } else if let Some((d, target)) = targets.iter().find(|(d, _)| d.source == s.name) {
-            load_database(config, &spool.store, &m, s, d, target, &keys, &mut result)?;
+            // Recorded before the load: a load cut short leaves tables a drill made, which the
+            // next drill must be free to drop.
             remember_target(&config.state_dir, &target.address.to_string());
+            load_database(config, &spool.store, &m, s, d, target, &keys, &mut result)?;
             if result
                 .database
                 .as_ref()
@@ -523,7 +541,24 @@ fn remember_target(state_dir: &Path, address: &str) {
 /// Refuses a staging folder that is, holds, or lies inside a backed-up folder or the local
 /// store, comparing real paths (symlinks and `..` resolved).
 fn check_apart(config: &Config) -> anyhow::Result<()> {
-    let real = |p: &Path| fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    // The deepest part that exists, resolved, and the rest as written (a staging folder
+    // that does not exist yet may sit under a symlink).
+    let real = |p: &Path| {
+        let mut rest = Vec::new();
+        let mut at = p.to_path_buf();
+        loop {
+            if let Ok(r) = fs::canonicalize(&at) {
+                return rest.iter().rev().fold(r, |acc: PathBuf, c| acc.join(c));
+            }
+            match (at.file_name().map(ToOwned::to_owned), at.parent()) {
+                (Some(name), Some(parent)) => {
+                    rest.push(name);
+                    at = parent.to_path_buf();
+                }
+                _ => return p.to_path_buf(),
+            }
+        }
+    };
     let staging = real(&config.drill.staging_dir);
     let mut others: Vec<(String, PathBuf)> = config
         .sources
@@ -890,6 +925,44 @@ fn extract_folder(
     Ok(())
 }
 
+/// Hashes the restored file `rel` below `dir` without following a symlink anywhere on the
+/// way (a forged list could point through a restored link out of the folder).
+fn hash_beneath(dir: &Path, rel: &Path, buf: &mut [u8], bar: &Progress) -> Result<String, String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let Ok(Some(rel)) = crate::restore::safe_relative(rel.as_os_str().as_bytes()) else {
+        return Err("is named outside the folder by the list".into());
+    };
+    crate::restore::check_parents(dir, &rel)
+        .map_err(|_| "lies below a symlink or a file (not followed)".to_string())?;
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .open(dir.join(&rel));
+    let mut file = match file {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Err("is missing".into()),
+        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) => {
+            return Err("is a symlink, not a file".into());
+        }
+        Err(e) => return Err(format!("cannot be read ({e})")),
+    };
+    if !file.metadata().is_ok_and(|m| m.is_file()) {
+        return Err("is not a regular file".into());
+    }
+    let mut h = Sha256::new();
+    loop {
+        let n = file
+            .read(buf)
+            .map_err(|e| format!("cannot be read ({e})"))?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+        bar.inc(n as u64);
+    }
+    Ok(hex::encode(h.finalize()))
+}
+
 /// Hashes restored files (all, or a sample spread over the list) against the checksum list
 /// the backup stored with the folder.
 #[allow(clippy::too_many_arguments)]
@@ -906,6 +979,9 @@ fn check_file_sums(
     let Some(files) = result.files.as_mut() else {
         return Ok(());
     };
+    if mode == FileCheck::None {
+        return Ok(());
+    }
     let Some(stream) = s.checksums_stream() else {
         files.hash_check = "not recorded";
         notes.push(format!(
@@ -915,85 +991,67 @@ fn check_file_sums(
         ));
         return Ok(());
     };
+    let total = s.checksums.as_ref().map_or(0, |c| c.files) as usize;
     let every = match mode {
-        FileCheck::None => return Ok(()),
-        FileCheck::All => 1,
-        FileCheck::Sample(n) => {
-            let total = s.checksums.as_ref().map_or(0, |c| c.files) as usize;
-            total.div_ceil(n.max(1)).max(1)
-        }
+        FileCheck::None | FileCheck::All => 1,
+        FileCheck::Sample(n) => total.div_ceil(n.max(1)).max(1),
     };
     files.hash_check = if every == 1 { "all" } else { "sample" };
-    let mut text = Vec::new();
-    crate::commands::restore::open_checked(spool, m, &stream, keys.identities, keys.identity_file)?
-        .read_to_end(&mut text)
-        .map_err(|e| {
+    // Read line by line, never more than the manifest says: the list is decrypted data that
+    // anyone holding the public key could have forged.
+    let stream = crate::commands::restore::open_checked(
+        spool,
+        m,
+        &stream,
+        keys.identities,
+        keys.identity_file,
+    )?;
+    let reader =
+        io::BufReader::new(stream.take(s.checksums.as_ref().map_or(0, |c| c.plaintext_bytes) + 1));
+    let bar = Progress::bytes(&format!("hash {}", s.name), None);
+    let mut bad = Vec::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut listed = 0u64;
+    for (n, line) in io::BufRead::split(reader, b'\n').enumerate() {
+        crate::shutdown::check()?;
+        let line = line.map_err(|e| {
             anyhow!(e).context(format!(
                 "the drill could not read the checksum list of '{}' in snapshot {}",
                 s.name, m.id
             ))
         })?;
-    let list = crate::checksums::parse(&text).map_err(|why| {
-        anyhow!(
-            "the checksum list of '{}' in snapshot {} is damaged: {why}",
-            s.name,
-            m.id
-        )
-    })?;
-    if let Some(expected) = s.entries
-        && list.len() as u64 != expected.files
-    {
-        result.failures.push(format!(
-            "'{}': the checksum list names {} files, the manifest counts {}",
-            s.name,
-            list.len(),
-            expected.files
-        ));
-    }
-    let bar = Progress::bytes(&format!("hash {}", s.name), None);
-    let mut bad = Vec::new();
-    let mut buf = vec![0u8; 256 * 1024];
-    for entry in list.iter().step_by(every) {
-        crate::shutdown::check()?;
-        let shown = entry.path.display().to_string();
-        let Ok(Some(rel)) = crate::restore::safe_relative(entry.path.as_os_str().as_bytes()) else {
-            bad.push(format!(
-                "{shown} (the list names a path outside the folder)"
-            ));
+        let entry = crate::checksums::parse_line(&line).map_err(|why| {
+            anyhow!(
+                "the checksum list of '{}' in snapshot {} is damaged at line {}: {why}",
+                s.name,
+                m.id,
+                n + 1
+            )
+        })?;
+        listed += 1;
+        if n % every != 0 {
             continue;
-        };
-        let path = dir.join(rel);
-        let mut hash = || -> io::Result<Option<String>> {
-            if !fs::symlink_metadata(&path)?.is_file() {
-                return Ok(None);
-            }
-            let mut f = fs::File::open(&path)?;
-            let mut h = Sha256::new();
-            loop {
-                let n = f.read(&mut buf)?;
-                if n == 0 {
-                    break;
-                }
-                h.update(&buf[..n]);
-                bar.inc(n as u64);
-            }
-            Ok(Some(hex::encode(h.finalize())))
-        };
-        let hashed = hash();
+        }
         files.hashed += 1;
-        match hashed {
-            Ok(Some(got)) if got == entry.sha256 => {}
-            Ok(Some(got)) => bad.push(format!(
+        // Shown escaped: a name may hold any byte.
+        let shown = format!("{:?}", entry.path.to_string_lossy());
+        match hash_beneath(dir, &entry.path, &mut buf, &bar) {
+            Ok(got) if got == entry.sha256 => {}
+            Ok(got) => bad.push(format!(
                 "{shown} differs (sha256 {}…, the backup recorded {}…)",
                 &got[..12],
                 &entry.sha256[..12]
             )),
-            Ok(None) => bad.push(format!("{shown} is not a regular file")),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                bad.push(format!("{shown} is missing"));
-            }
-            Err(e) => bad.push(format!("{shown} cannot be read ({e})")),
+            Err(why) => bad.push(format!("{shown} {why}")),
         }
+    }
+    if let Some(expected) = s.entries
+        && listed != expected.files
+    {
+        result.failures.push(format!(
+            "'{}': the checksum list names {listed} files, the manifest counts {}",
+            s.name, expected.files
+        ));
     }
     bar.finish();
     files.hash_failures = bad.len() as u64;
@@ -1282,6 +1340,32 @@ mod tests {
         let err = prepare_staging(&foreign).unwrap_err().to_string();
         assert!(err.contains("did not put there"), "{err}");
         assert!(foreign.join("important.txt").is_file());
+    }
+
+    #[test]
+    fn file_checks_never_follow_a_symlink_out_of_the_folder() {
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path().join("files");
+        fs::create_dir_all(dir.join("a")).unwrap();
+        fs::write(dir.join("a/f"), "x").unwrap();
+        let outside = t.path().join("outside");
+        fs::create_dir_all(&outside).unwrap();
+        fs::write(outside.join("secret"), "s").unwrap();
+        std::os::unix::fs::symlink(&outside, dir.join("l")).unwrap();
+        std::os::unix::fs::symlink(outside.join("secret"), dir.join("s")).unwrap();
+        let bar = Progress::bytes("t", None);
+        let mut buf = vec![0u8; 1024];
+        let got = hash_beneath(&dir, Path::new("a/f"), &mut buf, &bar).unwrap();
+        assert_eq!(got, hex::encode(Sha256::digest(b"x")));
+        for (path, why) in [
+            ("l/secret", "below a symlink"),
+            ("s", "is a symlink"),
+            ("../outside/secret", "outside the folder"),
+            ("a/missing", "is missing"),
+        ] {
+            let err = hash_beneath(&dir, Path::new(path), &mut buf, &bar).unwrap_err();
+            assert!(err.contains(why), "{path}: {err}");
+        }
     }
 
     #[test]

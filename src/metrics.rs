@@ -79,6 +79,28 @@ pub fn render(histories: &[(String, JobHistory)]) -> String {
                 .map(|n| n as f64)
         }),
     );
+    // A drill's own figures, from its last successful run.
+    let drill_figure = |key: &'static str| {
+        move |h: &JobHistory| {
+            h.last_success
+                .as_ref()
+                .and_then(|r| r.report.as_ref())
+                .and_then(|rep| rep.get(key))
+                .and_then(serde_json::Value::as_f64)
+        }
+    };
+    family(
+        "coffer_drill_recovery_time_seconds",
+        "gauge",
+        "The last passed restore drill, from its first download to its last check.",
+        per_job(&drill_figure("recovery_time_seconds")),
+    );
+    family(
+        "coffer_drill_recovery_point_seconds",
+        "gauge",
+        "The age of the snapshot the last passed restore drill restored, when it started.",
+        per_job(&drill_figure("recovery_point_seconds")),
+    );
     family(
         "coffer_running",
         "gauge",
@@ -153,6 +175,18 @@ mod tests {
             },
         )
         .unwrap();
+        let id = c.begin("drill", Trigger::Schedule).unwrap();
+        c.finish(
+            id,
+            &Finish {
+                report: Some(serde_json::json!({
+                    "recovery_time_seconds": 312.5,
+                    "recovery_point_seconds": 10800.0
+                })),
+                ..Finish::success()
+            },
+        )
+        .unwrap();
         let id = c.begin("verify", Trigger::Manual).unwrap();
         c.finish(id, &Finish::failed(&anyhow::anyhow!("part damaged")))
             .unwrap();
@@ -181,6 +215,14 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("# TYPE coffer_runs_total counter\n"));
+        assert!(
+            text.contains("coffer_drill_recovery_time_seconds{job=\"drill\"} 312.5\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("coffer_drill_recovery_point_seconds{job=\"drill\"} 10800\n"),
+            "{text}"
+        );
         assert!(!text.contains("old"));
         // Only the final file is left in the folder.
         let names: Vec<_> = std::fs::read_dir(dir.path())

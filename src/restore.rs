@@ -62,7 +62,7 @@ pub(crate) fn safe_relative(raw: &[u8]) -> Result<Option<PathBuf>, &'static str>
 }
 
 /// Fails if any existing ancestor of `rel` below `target` is not a real directory.
-fn check_parents(target: &Path, rel: &Path) -> Result<(), &'static str> {
+pub(crate) fn check_parents(target: &Path, rel: &Path) -> Result<(), &'static str> {
     let mut at = target.to_path_buf();
     let parents: Vec<_> = rel.components().collect();
     for c in &parents[..parents.len().saturating_sub(1)] {

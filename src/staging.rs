@@ -45,6 +45,29 @@ pub enum Prepared {
     Recreated,
 }
 
+/// The refusal of a target that is a configured source's own database.
+#[derive(Debug)]
+pub struct IsSourceDatabase {
+    pub target: String,
+    pub source: String,
+    pub address: String,
+}
+
+impl std::fmt::Display for IsSourceDatabase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "refusing to restore into {}: it is the database of the configured source '{}' \
+             ({}), and restoring there would overwrite it. Restore into a staging database \
+             instead; if you really mean to replace that database, pass \
+             --overwrite-source-database (with --force)",
+            self.target, self.source, self.address
+        )
+    }
+}
+
+impl std::error::Error for IsSourceDatabase {}
+
 /// Refuses a target of another engine than the dump's.
 ///
 /// # Errors
@@ -108,13 +131,12 @@ pub fn guard_sources(
             }
         };
         if same {
-            bail!(
-                "refusing to restore into {target}: it is the database of the configured source \
-                 '{}' ({address}), and restoring there would overwrite it. Restore into a \
-                 staging database instead; if you really mean to replace that database, pass \
-                 --overwrite-source-database (with --force)",
-                s.name
-            );
+            return Err(IsSourceDatabase {
+                target: target.to_string(),
+                source: s.name.clone(),
+                address: address.to_string(),
+            }
+            .into());
         }
     }
     Ok(())

@@ -97,7 +97,7 @@ struct SourceExtras {
     entries: Option<crate::snapshot::EntryCounts>,
     file_bytes: Option<u64>,
     /// Directory sources: every file's sha256, stored as a stream of its own.
-    checksums: Option<Vec<u8>>,
+    checksums: Option<crate::checksums::ChecksumList>,
     warnings: Vec<Warning>,
     /// The dump tool and its version, for database sources.
     tool: Option<(String, Option<String>)>,
@@ -378,7 +378,7 @@ pub fn backup_waiting(
             session.close();
             info
         });
-        let (encoded, extras) = match result {
+        let (encoded, mut extras) = match result {
             Ok(done) => done,
             Err(e) => {
                 let (err, stage) = match e {
@@ -399,9 +399,9 @@ pub fn backup_waiting(
         };
         // A folder's file list with each file's sha256, encrypted as a stream of its own
         // (the manifest never names a file): what a drill checks restored files against.
-        let checksums = match &extras.checksums {
+        let checksums = match extras.checksums.take() {
             None => None,
-            Some(list) => {
+            Some(mut list) => {
                 let stream = format!("{}.sha256.gz.age", source.name);
                 let stored = encode_stream(
                     store,
@@ -410,12 +410,12 @@ pub fn backup_waiting(
                     &config.encryption.recipients,
                     &opts,
                     &|_| {},
-                    |w| std::io::Write::write_all(w, list),
+                    |w| list.write_to(w),
                 );
                 match stored {
                     Ok((c, ())) => Some(ChecksumsRecord {
                         stream,
-                        files: list.iter().filter(|&&b| b == b'\n').count() as u64,
+                        files: list.lines(),
                         plaintext_bytes: c.plaintext_bytes,
                         compressed_bytes: c.compressed_bytes,
                         encrypted_bytes: c.encrypted_bytes,

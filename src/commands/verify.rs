@@ -79,6 +79,12 @@ fn print_reports(m: &Manifest, reports: &[StreamReport]) {
             Some(Ok(s)) if r.stream.ends_with(".sql.gz.age") => {
                 format!(", deep: {} of SQL decoded", human_bytes(s.file_bytes))
             }
+            Some(Ok(s)) if r.stream.ends_with(".sha256.gz.age") => {
+                format!(
+                    ", deep: {} of file checksums decoded",
+                    human_bytes(s.file_bytes)
+                )
+            }
             Some(Ok(s)) => format!(
                 ", deep: {} files, {} directories, {} symlinks read",
                 s.counts.files, s.counts.directories, s.counts.symlinks

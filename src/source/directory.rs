@@ -77,13 +77,13 @@ pub struct Warning {
 }
 
 /// What a walk wrote.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default)]
 pub struct WalkOutcome {
     pub counts: EntryCounts,
     /// Bytes of regular files' content in the tar.
     pub file_bytes: u64,
     /// Every regular file's sha256, in `sha256sum` format (`crate::checksums`).
-    pub checksums: Vec<u8>,
+    pub checksums: crate::checksums::ChecksumList,
     pub warnings: Vec<Warning>,
 }
 
@@ -433,11 +433,9 @@ impl Walk<'_> {
             hasher.update(&self.buf[..n]);
             written += n as u64;
         }
-        crate::checksums::push_line(
-            &mut self.outcome.checksums,
-            &hex::encode(hasher.finalize()),
-            rel.as_os_str().as_bytes(),
-        );
+        self.outcome
+            .checksums
+            .push(&hex::encode(hasher.finalize()), rel.as_os_str().as_bytes())?;
         debug_assert_eq!(written, size);
         let pad = (512 - size % 512) % 512;
         self.builder

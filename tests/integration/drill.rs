@@ -444,7 +444,8 @@ fn the_guards_refuse_a_staging_target_that_is_the_source() {
     env.backup(&config);
     let before = sqlite(&app, "SELECT count(*) FROM invoice");
     let out = env.fails(&config, &["drill"]);
-    assert!(out.contains("refusing to restore into"), "{out}");
+    assert!(out.contains("refusing to drill into"), "{out}");
+    assert!(!out.contains("--overwrite-source-database"), "{out}");
     assert!(out.contains("configured source 'app'"), "{out}");
     assert_eq!(sqlite(&app, "SELECT count(*) FROM invoice"), before);
 
@@ -697,7 +698,7 @@ fn every_restored_file_is_hashed_against_the_backup_and_a_differing_file_is_name
     assert!(!ok);
     let failures = r["failures"].to_string();
     assert!(
-        failures.contains("1 of") && failures.contains("private/files/data.csv differs"),
+        failures.contains("1 of") && failures.contains(r#"\"private/files/data.csv\" differs"#),
         "{failures}"
     );
     assert_eq!(source(&r, "files")["files"]["hash_failures"], 1);
