@@ -48,8 +48,10 @@ cd "$BENCH_DIR"
 SRC=coffer_bench_src
 STG=coffer_bench_stg
 BASE=coffer_bench_base
+DRILL=coffer_bench_drill
 drop() { $PG -d postgres -c "DROP DATABASE IF EXISTS $1 WITH (FORCE)" >/dev/null 2>&1 || true; }
-trap 'drop $SRC; drop $STG; drop $BASE' EXIT
+trap 'drop $SRC; drop $STG; drop $BASE; drop $DRILL' EXIT
+drop $DRILL
 
 log "generating $BENCH_ROWS rows"
 drop $SRC
@@ -86,6 +88,13 @@ EOF
 }
 config exact.toml "exact_count_limit = 1000000000000"
 config estimate.toml "exact_count_limit = 0"
+config drill.toml "exact_count_limit = 0
+[drill]
+staging_dir = \"drill\"
+[[drill.database]]
+source = \"db\"
+url = \"postgres://postgres@127.0.0.1:5432/$DRILL\"
+probes = [\"SELECT count(*) FROM \\\"tabSales Invoice\\\" WHERE flag\"]"
 
 # once NAME CMD: runs CMD once (after a CHECKPOINT, so one run's writes do not slow the next),
 # appending "seconds max_rss_kib" to logs/NAME.times.
@@ -132,6 +141,16 @@ done
 read -r r_coffer rss_r < <(summary restore-coffer)
 read -r r_base _ < <(summary restore-baseline)
 
+# A drill of the same snapshot: download and check the parts, load into its staging database
+# (dropped and re-created each run), count every table, run one probe.
+if "$COFFER_BIN" drill --help >/dev/null 2>&1; then
+    log "drills"
+    for ((i = 1; i <= BENCH_RUNS; i++)); do
+        once drill-coffer "$COFFER_BIN --config drill.toml drill"
+    done
+    read -r d_coffer rss_d < <(summary drill-coffer)
+fi
+
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
 {
     echo "## Database path: PostgreSQL, $BENCH_ROWS + 20000 rows (median of $BENCH_RUNS)"
@@ -145,6 +164,9 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
     echo "| backup: coffer (server estimates only) | $b_est | $(ratio "$b_base" "$b_est")x faster | |"
     echo "| restore: createdb; age -d \\| gunzip \\| psql --single-transaction -f - | $r_base | 1.00x | |"
     echo "| restore: coffer --db-url (+ counting every table) | $r_coffer | $(ratio "$r_base" "$r_coffer")x faster | $((rss_r / 1024)) MiB |"
+    if [[ -n ${d_coffer:-} ]]; then
+        echo "| drill: coffer drill (download, load, count every table, 1 probe) | $d_coffer | $(ratio "$r_base" "$d_coffer")x faster | $((rss_d / 1024)) MiB |"
+    fi
     echo
     echo "Stored: coffer $(ratio "$stored" 1048576) MiB, baseline $(ratio "$base_size" 1048576) MiB (SQL: $(ratio "${plain:-0}" 1048576) MiB)."
 } | tee "$BENCH_DIR/results.md"

@@ -1323,14 +1323,16 @@ fn parse_drill(
             http: None,
         };
     };
+    // Absolute (a config read by a relative path resolves relative to the working folder).
     let staging_dir = raw
         .staging_dir
         .as_deref()
         .map_or_else(|| state_dir.join("drill"), resolve);
-    if !staging_dir.is_absolute() || staging_dir.parent().is_none() {
+    let staging_dir = std::path::absolute(&staging_dir).unwrap_or(staging_dir);
+    if staging_dir.parent().is_none() {
         problems.push(format!(
-            "drill.staging_dir {} must be an absolute folder below / (coffer empties it before \
-             each drill)",
+            "drill.staging_dir {} must be a folder below / (coffer empties what it restored \
+             there before each drill)",
             staging_dir.display()
         ));
     }
@@ -1793,6 +1795,14 @@ mod tests {
         );
         let c = Config::parse(&overlapping, Path::new("c.toml")).unwrap();
         assert_eq!(c.drill.staging_dir, Path::new("/srv/site/state/drill"));
+        // A config read by a relative path: the staging folder is made absolute.
+        let c = Config::parse(
+            &format!("{base}[drill]\nstaging_dir = \"drill\"\n"),
+            Path::new("c.toml"),
+        )
+        .unwrap();
+        assert!(c.drill.staging_dir.is_absolute());
+        assert!(c.drill.staging_dir.ends_with("drill"));
     }
 
     #[test]
