@@ -452,6 +452,74 @@ pub fn drill(config: &Config, opts: &DrillOptions<'_>) -> anyhow::Result<DrillRe
     Ok(report)
 }
 
+/// What `coffer check` says about the drill set-up, without changing anything: the staging
+/// folder, and each staging database (password, guards, client, and whether a drill may
+/// drop it).
+pub fn check_setup(config: &Config) -> Vec<(String, anyhow::Result<String>)> {
+    let mut out = Vec::new();
+    let staging = &config.drill.staging_dir;
+    let folder = check_apart(config).and_then(|()| match fs::read_dir(staging) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(format!(
+            "{} (created 0700 by the first drill)",
+            staging.display()
+        )),
+        Err(e) => Err(anyhow!(e).context(format!("reading {}", staging.display()))),
+        Ok(mut entries) => {
+            if staging.join(MARKER).is_file() {
+                Ok(format!("{} (a drill's)", staging.display()))
+            } else if entries.next().is_none() {
+                Ok(format!("{} (empty)", staging.display()))
+            } else {
+                Err(anyhow!(
+                    "{} holds files that coffer did not put there; a drill empties its staging \
+                     folder, so give a new or empty folder",
+                    staging.display()
+                ))
+            }
+        }
+    });
+    out.push(("drill.staging_dir".to_string(), folder));
+    let known = known_targets(&config.state_dir);
+    for d in &config.drill.databases {
+        let result = (|| {
+            let kind = d.address.engine().kind();
+            let record = SourceRecord {
+                name: d.source.clone(),
+                kind: kind.to_string(),
+                stream: String::new(),
+                plaintext_bytes: 0,
+                compressed_bytes: 0,
+                encrypted_bytes: 0,
+                sha256: String::new(),
+                parts: Vec::new(),
+                entries: None,
+                file_bytes: None,
+                checksums: None,
+                warnings: std::collections::BTreeMap::new(),
+                dump_tool: None,
+                dump_tool_version: None,
+                database: None,
+            };
+            let target = staging_database(d, &record)?;
+            crate::commands::restore::guard_target(config, &record, &target, &drill_options())?;
+            let shown = target.address.to_string();
+            let state = if known.contains(&shown) {
+                "a drill's own: each drill drops and re-creates it"
+            } else if crate::staging::occupied(&target)? {
+                bail!(
+                    "{shown} holds data that no coffer drill put there: a drill would refuse it; \
+                     name a database that does not exist yet (the drill creates it) or an empty one"
+                );
+            } else {
+                "missing or empty: the first drill creates or fills it"
+            };
+            Ok(format!("{shown}: {state}"))
+        })();
+        out.push((format!("drill.database '{}'", d.source), result));
+    }
+    out
+}
+
 /// Runs a drill and turns a report with failures into a `DrillFailed` error.
 ///
 /// # Errors
@@ -913,7 +981,7 @@ fn extract_folder(
     }
     result.check_seconds = t.elapsed().as_secs_f64();
     result.files = Some(FilesCheck {
-        target: dir.to_path_buf(),
+        target: fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf()),
         expected: s.entries,
         restored: summary.counts,
         expected_file_bytes: s.file_bytes,

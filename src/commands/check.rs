@@ -65,6 +65,17 @@ pub fn check(config: &Config) -> Vec<Check> {
             _ => checks.push(outcome(format!("source '{}'", s.name), check_source(s))),
         }
     }
+    // The drill set-up, on a host that drills (it has a [jobs.drill] or staging databases).
+    let drills = !config.drill.databases.is_empty()
+        || config
+            .jobs
+            .iter()
+            .any(|j| j.kind == crate::schedule::JobKind::Drill);
+    if drills {
+        for (name, result) in crate::drill::check_setup(config) {
+            checks.push(outcome(name, result));
+        }
+    }
     for (name, result) in crate::alert::Alerts::from_config(config).check() {
         checks.push(outcome(
             format!("alerts.{name}"),

@@ -246,7 +246,9 @@ pub fn run(config_path: &Path, args: &RestoreArgs) -> anyhow::Result<ExitCode> {
 
 /// The configured database sources, frappe presets expanded where their site can be read (a
 /// staging host may not have the site: it is then left out of the guard, with a note).
-fn configured_databases(config: &crate::config::Config) -> Vec<crate::config::SourceConfig> {
+pub(crate) fn configured_databases(
+    config: &crate::config::Config,
+) -> Vec<crate::config::SourceConfig> {
     let mut out = Vec::new();
     for s in &config.sources {
         match &s.kind {

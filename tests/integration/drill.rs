@@ -121,6 +121,12 @@ fn a_drill_restores_files_and_database_into_staging_checks_them_and_reports_timi
         return;
     }
     let d = Drill::new(&["SELECT count(*) FROM invoice WHERE paid = 1"], "");
+    // `coffer check` looks at the drill set-up before the first drill.
+    let check = d.env.ok(&d.config, &["check"]);
+    assert!(
+        check.contains("ok   drill.staging_dir") && check.contains("ok   drill.database 'app'"),
+        "{check}"
+    );
     let id = d.env.backup(&d.config);
     let (ok, r) = d.drill_json(&[]);
     assert!(ok, "{r:#}");
@@ -463,6 +469,12 @@ fn the_guards_refuse_a_staging_target_that_is_the_source() {
     assert!(
         out.contains("holds data that no coffer drill put there"),
         "{out}"
+    );
+    let check = env.fails(&config, &["check"]);
+    assert!(
+        check.contains("FAIL drill.database 'app'")
+            && check.contains("holds data that no coffer drill put there"),
+        "{check}"
     );
     assert_eq!(sqlite(&foreign_db, "SELECT count(*) FROM precious"), "1");
 
