@@ -944,9 +944,8 @@ impl Config {
         }
 
         let mut sources = Vec::new();
-        if raw.source.is_empty() {
-            problems.push("no [[source]] is configured: nothing to back up".into());
-        }
+        // A restore or drill host needs no source; a host that backs up on a schedule does.
+        let no_sources = raw.source.is_empty();
         for s in raw.source {
             if !crate::snapshot::is_valid_source_name(&s.name) {
                 problems.push(format!(
@@ -1220,6 +1219,15 @@ impl Config {
                     Err(why) => problems.push(format!("jobs.{name}.schedule: {why}")),
                 }
             }
+        }
+        if no_sources
+            && jobs
+                .iter()
+                .any(|j| j.kind == crate::schedule::JobKind::Backup)
+        {
+            problems.push(
+                "[jobs.backup] is set but no [[source]] is configured: nothing to back up".into(),
+            );
         }
         let alerts = match raw.alerts {
             None => AlertsConfig::default(),
@@ -1795,6 +1803,15 @@ mod tests {
         );
         let c = Config::parse(&overlapping, Path::new("c.toml")).unwrap();
         assert_eq!(c.drill.staging_dir, Path::new("/srv/site/state/drill"));
+        // A staging host's config needs no source, unless it backs up on a schedule.
+        let sourceless = base[..base.find("[[source]]").unwrap()].to_string();
+        Config::parse(&sourceless, Path::new("c.toml")).unwrap();
+        let err = Config::parse(
+            &format!("{sourceless}[jobs.backup]\nschedule = \"0 0 2 * * *\"\n"),
+            Path::new("c.toml"),
+        )
+        .unwrap_err();
+        assert!(format!("{err:?}").contains("nothing to back up"), "{err:?}");
         // A config read by a relative path: the staging folder is made absolute.
         let c = Config::parse(
             &format!("{base}[drill]\nstaging_dir = \"drill\"\n"),

@@ -217,6 +217,13 @@ pub fn backup_waiting(
     progress: &(dyn Fn(u64) + Sync),
     wait: std::time::Duration,
 ) -> anyhow::Result<BackupReport> {
+    if config.sources.is_empty() {
+        anyhow::bail!(
+            "no [[source]] is configured in {}: nothing to back up (a config without sources \
+             serves restores and drills only)",
+            config.path.display()
+        );
+    }
     let _lock = crate::lock::lock_state_for(&config.state_dir, "backup", wait)?;
     let started = Instant::now();
     let created = Utc::now();

@@ -209,6 +209,28 @@ fn a_drill_restores_files_and_database_into_staging_checks_them_and_reports_timi
         "{human}"
     );
     assert!(!d.env.path("drill/files/stray.txt").exists());
+
+    // A staging host's config: the same store and key, no sources (nothing to back up there).
+    let staging_cfg = d.env.path("staging.toml");
+    fs::write(
+        &staging_cfg,
+        format!(
+            "state_dir = \"staging-state\"\n[encryption]\nrecipients = [\"{}\"]\n\
+             identity_file = \"{}\"\n[store]\ntype = \"local\"\npath = \"store\"\n\
+             [drill]\nstaging_dir = \"staging-drill\"\n",
+            d.env.recipient,
+            d.env.identity.display()
+        ),
+    )
+    .unwrap();
+    let out = d.env.ok(&staging_cfg, &["drill"]);
+    assert!(
+        out.contains("PASSED") && out.contains("'app' (sqlite) was decrypted"),
+        "{out}"
+    );
+    crate::support::assert_same_tree(&d.site, &d.env.path("staging-drill/files"));
+    let out = d.env.fails(&staging_cfg, &["backup"]);
+    assert!(out.contains("nothing to back up"), "{out}");
 }
 
 #[test]
