@@ -284,9 +284,10 @@ pub fn drill(config: &Config, opts: &DrillOptions<'_>) -> anyhow::Result<DrillRe
                 s.name
             );
         }
-        let target = staging_database(d, s)?;
-        crate::commands::restore::guard_target(config, s, &target, &drill_options()).map_err(
-            |e| match e.downcast_ref::<crate::staging::IsSourceDatabase>() {
+        let target = staging_database(d, &s.name)?;
+        crate::staging::check_engine(s, &target.address)?;
+        crate::commands::restore::guard_target(config, &target, &drill_options()).map_err(|e| {
+            match e.downcast_ref::<crate::staging::IsSourceDatabase>() {
                 Some(same) => anyhow!(
                     "refusing to drill into {}: it is the database of the configured source '{}' \
                      ({}), and a drill drops and re-creates its staging database. Give \
@@ -300,8 +301,8 @@ pub fn drill(config: &Config, opts: &DrillOptions<'_>) -> anyhow::Result<DrillRe
                     "the staging database of '{}' ({}) cannot be used",
                     s.name, d.address
                 )),
-            },
-        )?;
+            }
+        })?;
         let shown = target.address.to_string();
         if !known.contains(&shown) && crate::staging::occupied(&target)? {
             bail!(
@@ -482,26 +483,8 @@ pub fn check_setup(config: &Config) -> Vec<(String, anyhow::Result<String>)> {
     let known = known_targets(&config.state_dir);
     for d in &config.drill.databases {
         let result = (|| {
-            let kind = d.address.engine().kind();
-            let record = SourceRecord {
-                name: d.source.clone(),
-                kind: kind.to_string(),
-                stream: String::new(),
-                plaintext_bytes: 0,
-                compressed_bytes: 0,
-                encrypted_bytes: 0,
-                sha256: String::new(),
-                parts: Vec::new(),
-                entries: None,
-                file_bytes: None,
-                checksums: None,
-                warnings: std::collections::BTreeMap::new(),
-                dump_tool: None,
-                dump_tool_version: None,
-                database: None,
-            };
-            let target = staging_database(d, &record)?;
-            crate::commands::restore::guard_target(config, &record, &target, &drill_options())?;
+            let target = staging_database(d, &d.source)?;
+            crate::commands::restore::guard_target(config, &target, &drill_options())?;
             let shown = target.address.to_string();
             let state = if known.contains(&shown) {
                 "a drill's own: each drill drops and re-creates it"
@@ -556,20 +539,14 @@ fn drill_options() -> StagingOptions {
 }
 
 /// The staging database of `[[drill.database]]` `d`, its password read.
-fn staging_database(
-    d: &DrillDatabase,
-    s: &SourceRecord,
-) -> anyhow::Result<crate::database::Database> {
+fn staging_database(d: &DrillDatabase, source: &str) -> anyhow::Result<crate::database::Database> {
     let password = d
         .password
         .as_ref()
         .map(crate::config::SecretRef::load)
         .transpose()
         .map_err(|e| {
-            anyhow!(
-                "cannot read the password of the staging database for '{}': {e}",
-                s.name
-            )
+            anyhow!("cannot read the password of the staging database for '{source}': {e}")
         })?;
     Ok(crate::database::Database {
         address: d.address.clone(),
@@ -828,8 +805,8 @@ impl Drop for Spool {
 }
 
 /// Copies every part of `s` into the spool, checking sizes and sha256 (each part's and the
-/// whole stream's). Problems with parts are returned; a spool that cannot be written is an
-/// error.
+/// whole stream's) as `verify` does. Problems with parts are returned; a spool that cannot be
+/// written is an error.
 fn download(
     store: &dyn Store,
     spool: &LocalStore,
@@ -838,87 +815,57 @@ fn download(
     bar: &Progress,
 ) -> anyhow::Result<Vec<PartProblem>> {
     let prefix = m.id.prefix();
-    let mut problems = Vec::new();
-    let mut whole = Sha256::new();
-    let mut buf = vec![0u8; 256 * 1024];
-    for part in &s.parts {
-        let key = format!("{prefix}{}", part.name);
-        let mut reader = match store.get(&key) {
-            Ok(r) => r,
-            Err(e) if e.is_not_found() => {
-                problems.push(PartProblem::Missing {
-                    part: part.name.clone(),
-                });
-                continue;
-            }
-            Err(e) => {
-                problems.push(PartProblem::Unreadable {
-                    part: part.name.clone(),
-                    why: e.to_string(),
-                });
-                continue;
-            }
-        };
-        let mut out = spool
-            .put(&key)
-            .with_context(|| format!("writing the drill's download spool ({})", spool))?;
-        let mut hasher = Sha256::new();
-        let mut size = 0u64;
-        let read = loop {
-            crate::shutdown::check()?;
-            match reader.read(&mut buf) {
-                Ok(0) => break Ok(()),
-                Ok(n) => {
-                    hasher.update(&buf[..n]);
-                    whole.update(&buf[..n]);
-                    size += n as u64;
-                    bar.inc(n as u64);
-                    out.write_all(&buf[..n])
-                        .with_context(|| format!("writing the drill's download spool ({spool})"))?;
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => break Err(e),
-            }
-        };
-        if let Err(e) = read {
-            problems.push(PartProblem::Unreadable {
-                part: part.name.clone(),
-                why: e.to_string(),
-            });
-            continue;
-        }
-        out.finish()
-            .with_context(|| format!("writing the drill's download spool ({spool})"))?;
-        let got = hex::encode(hasher.finalize());
-        if size < part.size {
-            problems.push(PartProblem::Truncated {
-                part: part.name.clone(),
-                got: size,
-                expected: part.size,
-            });
-        } else if size > part.size {
-            problems.push(PartProblem::TooLong {
-                part: part.name.clone(),
-                expected: part.size,
-            });
-        } else if got != part.sha256 {
-            problems.push(PartProblem::Corrupted {
-                part: part.name.clone(),
-                got,
-                expected: part.sha256.clone(),
-            });
-        }
+    let mut sink = SpoolSink {
+        spool,
+        prefix: &prefix,
+        current: None,
+    };
+    let report = crate::verify::read_stream(store, &prefix, s, &|n| bar.inc(n), &mut sink)?;
+    // A stop request surfaces as a part that could not be read: report it as the stop it is.
+    crate::shutdown::check()?;
+    Ok(report.problems)
+}
+
+/// Writes the parts being checked into the spool.
+struct SpoolSink<'a> {
+    spool: &'a LocalStore,
+    prefix: &'a str,
+    current: Option<Box<dyn crate::store::ObjectWriter>>,
+}
+
+impl SpoolSink<'_> {
+    fn failed(&self, e: impl std::fmt::Display) -> anyhow::Error {
+        anyhow!("writing the drill's download spool ({}): {e}", self.spool)
     }
-    if problems.is_empty() {
-        let got = hex::encode(whole.finalize());
-        if got != s.sha256 {
-            problems.push(PartProblem::StreamCorrupted {
-                got,
-                expected: s.sha256.clone(),
-            });
-        }
+}
+
+impl crate::verify::PartSink for SpoolSink<'_> {
+    type Error = anyhow::Error;
+
+    fn begin(&mut self, part: &crate::snapshot::PartRecord) -> anyhow::Result<()> {
+        // A writer left by a part that could not be read is dropped: nothing of it stays.
+        self.current = Some(
+            self.spool
+                .put(&format!("{}{}", self.prefix, part.name))
+                .map_err(|e| self.failed(e))?,
+        );
+        Ok(())
     }
-    Ok(problems)
+
+    fn data(&mut self, bytes: &[u8]) -> anyhow::Result<()> {
+        match self.current.as_mut() {
+            Some(w) => w.write_all(bytes).map_err(|e| anyhow!("{e}")),
+            None => Ok(()),
+        }
+        .map_err(|e| self.failed(e))
+    }
+
+    fn end(&mut self) -> anyhow::Result<()> {
+        if let Some(w) = self.current.take() {
+            w.finish().map_err(|e| self.failed(e))?;
+        }
+        Ok(())
+    }
 }
 
 /// Extracts a folder source into `dir` (emptied first) and compares it with the manifest.

@@ -7,7 +7,7 @@ use sha2::{Digest, Sha256};
 
 use crate::pipeline::{PartProblem, open_stream};
 use crate::restore;
-use crate::snapshot::{Manifest, SourceRecord};
+use crate::snapshot::{Manifest, PartRecord, SourceRecord};
 use crate::store::Store;
 
 /// The verdict on one stream.
@@ -138,6 +138,29 @@ pub fn check_listed(
     Some(report)
 }
 
+/// Where the bytes of the parts go while they are checked (`read_stream`): nowhere for a
+/// verify, into a local copy for a drill's download.
+pub trait PartSink {
+    type Error;
+    /// A part is about to be read.
+    fn begin(&mut self, _part: &PartRecord) -> Result<(), Self::Error> {
+        Ok(())
+    }
+    fn data(&mut self, _bytes: &[u8]) -> Result<(), Self::Error> {
+        Ok(())
+    }
+    /// The part was read to its end (a part that could not be read gets no `end`).
+    fn end(&mut self) -> Result<(), Self::Error> {
+        Ok(())
+    }
+}
+
+struct Nowhere;
+
+impl PartSink for Nowhere {
+    type Error = std::convert::Infallible;
+}
+
 /// Checks every part of one stream (size and sha256) and the whole stream's sha256.
 pub fn check_stream(
     store: &dyn Store,
@@ -145,6 +168,23 @@ pub fn check_stream(
     source: &SourceRecord,
     progress: &dyn Fn(u64),
 ) -> StreamReport {
+    match read_stream(store, prefix, source, progress, &mut Nowhere) {
+        Ok(report) => report,
+        Err(never) => match never {},
+    }
+}
+
+/// As `check_stream`, handing every byte read to `sink` too.
+///
+/// # Errors
+/// Only the sink's own; problems with parts are in the report.
+pub fn read_stream<S: PartSink>(
+    store: &dyn Store,
+    prefix: &str,
+    source: &SourceRecord,
+    progress: &dyn Fn(u64),
+    sink: &mut S,
+) -> Result<StreamReport, S::Error> {
     let mut report = StreamReport {
         source: source.name.clone(),
         stream: source.stream.clone(),
@@ -170,6 +210,7 @@ pub fn check_stream(
                 continue;
             }
         };
+        sink.begin(part)?;
         let mut hasher = Sha256::new();
         let mut size = 0u64;
         let read = loop {
@@ -183,6 +224,7 @@ pub fn check_stream(
                     whole.update(&buf[..n]);
                     size += n as u64;
                     progress(n as u64);
+                    sink.data(&buf[..n])?;
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) => break Err(e),
@@ -196,6 +238,7 @@ pub fn check_stream(
             });
             continue;
         }
+        sink.end()?;
         let got = hex::encode(hasher.finalize());
         let problem = if got == part.sha256 && size == part.size {
             continue;
@@ -233,7 +276,7 @@ pub fn check_stream(
             });
         }
     }
-    report
+    Ok(report)
 }
 
 fn deep_check(

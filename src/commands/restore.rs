@@ -435,19 +435,17 @@ fn restore_to_database(
     Ok(ExitCode::SUCCESS)
 }
 
-/// The checks that need no data: the engine, not a system database, not a configured
-/// source's database (unless `opts.overwrite_source`), and a client that runs.
+/// The checks of a staging database that need no data: not a system database, not a
+/// configured source's database (unless `opts.overwrite_source`), and a client that runs.
 ///
 /// # Errors
 /// Naming what is wrong and what to give instead.
 pub(crate) fn guard_target(
     config: &crate::config::Config,
-    s: &SourceRecord,
     target: &crate::database::Database,
     opts: &crate::staging::StagingOptions,
 ) -> anyhow::Result<()> {
     use crate::staging;
-    staging::check_engine(s, &target.address)?;
     staging::check_not_system(&target.address)?;
     if !opts.overwrite_source {
         // A target that does not exist yet (--create) may not answer at all; any other
@@ -501,7 +499,8 @@ pub fn load_database(
     identity_file: &str,
 ) -> anyhow::Result<LoadedDatabase> {
     use crate::staging;
-    guard_target(config, s, target, opts)?;
+    staging::check_engine(s, &target.address)?;
+    guard_target(config, target, opts)?;
     // Everything that can fail without touching the target fails first: the client, the
     // parts, the key (the stream is opened and its header decrypted).
     precheck(store, m, s)?;
