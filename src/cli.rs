@@ -40,8 +40,12 @@ pub enum Command {
     Verify(VerifyArgs),
     /// Restore a snapshot into a folder, or a database dump into a staging database.
     Restore(RestoreArgs),
-    /// Write a new age identity file and print its recipient (public key).
+    /// Write a new age identity file and print its recipient (public key); with --signing, a
+    /// snapshot signing key and its public key.
     Keygen(KeygenArgs),
+    /// Delete the named snapshots whatever their signature says: for snapshots planted in the
+    /// store, and for unsigned ones prune never touches.
+    Forget(ForgetArgs),
     /// Delete the snapshots the [retention] policy does not keep (--dry-run: only show).
     Prune(PruneArgs),
     /// Authorize a store once (Google Drive with a user's account: sign in through a browser).
@@ -154,6 +158,10 @@ pub struct DrillArgs {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Also accept a snapshot without a signature (made by a coffer before 0.2): only for
+    /// snapshots you know are yours. A signature that does not verify is refused regardless.
+    #[arg(long)]
+    pub allow_unsigned: bool,
 }
 
 #[derive(Debug, Args)]
@@ -187,6 +195,10 @@ pub struct VerifyArgs {
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Also accept a snapshot without a signature (made by a coffer before 0.2): only for
+    /// snapshots you know are yours. A signature that does not verify is refused regardless.
+    #[arg(long)]
+    pub allow_unsigned: bool,
 }
 
 #[derive(Debug, Args)]
@@ -245,11 +257,33 @@ pub struct RestoreArgs {
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Also accept a snapshot without a signature (made by a coffer before 0.2): only for
+    /// snapshots you know are yours. A signature that does not verify is refused regardless.
+    #[arg(long)]
+    pub allow_unsigned: bool,
 }
 
 #[derive(Debug, Args)]
 pub struct KeygenArgs {
-    /// Where to write the identity (mode 0600; never overwritten).
+    /// Where to write the key (mode 0600; never overwritten).
     #[arg(long, short, value_name = "FILE")]
     pub output: PathBuf,
+    /// Make an Ed25519 snapshot signing key (OpenSSH format, for [signing] key_file) instead
+    /// of an age identity; its public key goes to FILE.pub and to stdout.
+    #[arg(long)]
+    pub signing: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ForgetArgs {
+    /// Snapshot ids to delete.
+    #[arg(required = true, value_name = "ID")]
+    pub snapshots: Vec<String>,
+    /// Also delete a snapshot signed by a trusted key (retention, `coffer prune`, is the
+    /// usual way to remove those).
+    #[arg(long)]
+    pub force: bool,
+    /// Print what was deleted as JSON.
+    #[arg(long)]
+    pub json: bool,
 }

@@ -37,6 +37,7 @@ struct RawConfig {
     state_dir: Option<PathBuf>,
     timezone: Option<String>,
     encryption: Option<RawEncryption>,
+    signing: Option<RawSigning>,
     store: Option<RawStore>,
     compression: Option<RawCompression>,
     retention: Option<RawRetention>,
@@ -168,6 +169,15 @@ struct RawEncryption {
     #[serde(default)]
     recipients: Vec<String>,
     identity_file: Option<PathBuf>,
+    #[serde(default)]
+    trusted_signers: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSigning {
+    key_file: Option<PathBuf>,
+    key_env: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -357,6 +367,8 @@ pub struct Config {
     pub alerts: AlertsConfig,
     pub drill: DrillConfig,
     pub encryption: EncryptionConfig,
+    /// Where the host's signing key is (`[signing]`, else `state_dir/signing-key`).
+    pub signing_key: crate::signing::KeySource,
     pub store: StoreConfig,
     pub compression: CompressOptions,
     pub sources: Vec<SourceConfig>,
@@ -367,6 +379,8 @@ pub struct EncryptionConfig {
     pub recipients: Vec<age::x25519::Recipient>,
     /// Only restore and `verify --deep` read it.
     pub identity_file: Option<PathBuf>,
+    /// Keys whose snapshots readers act on (besides the host's own signing key).
+    pub trusted_signers: Vec<crate::signing::Signer>,
 }
 
 #[derive(Debug, Clone)]
@@ -688,6 +702,19 @@ pub fn check_postgres_url(url: &str) -> Result<(), String> {
 }
 
 impl Config {
+    /// The keys whose snapshots this host acts on: `encryption.trusted_signers` and the
+    /// host's own signing key (when it has one and can read it).
+    pub fn trusted(&self) -> crate::signing::Trusted {
+        let own = match crate::signing::SigningKey::load(&self.signing_key) {
+            Ok(key) => key.map(|k| k.public()),
+            Err(e) => {
+                tracing::warn!("this host's own signing key is not trusted: {e}");
+                None
+            }
+        };
+        crate::signing::Trusted::new(self.encryption.trusted_signers.iter().cloned().chain(own))
+    }
+
     /// Reads and validates the config at `path`.
     ///
     /// # Errors
@@ -730,6 +757,7 @@ impl Config {
                 EncryptionConfig {
                     recipients: Vec::new(),
                     identity_file: None,
+                    trusted_signers: Vec::new(),
                 }
             }
             Some(e) => {
@@ -745,9 +773,21 @@ impl Config {
                         )),
                     }
                 }
+                let mut trusted_signers = Vec::new();
+                for line in &e.trusted_signers {
+                    match crate::signing::Signer::parse(line) {
+                        Ok(signer) => trusted_signers.push(signer),
+                        Err(why) => problems.push(format!(
+                            "encryption.trusted_signers: '{}' is {why}; expected the backup \
+                             host's public signing key, 'ssh-ed25519 AAAA… name'",
+                            crate::text::Printable(line)
+                        )),
+                    }
+                }
                 EncryptionConfig {
                     recipients,
                     identity_file: e.identity_file.as_deref().map(resolve),
+                    trusted_signers,
                 }
             }
         };
@@ -1240,6 +1280,25 @@ impl Config {
             .state_dir
             .as_deref()
             .map_or_else(|| PathBuf::from("/var/lib/coffer"), resolve);
+        let signing_key = match raw.signing {
+            None
+            | Some(RawSigning {
+                key_file: None,
+                key_env: None,
+            }) => crate::signing::KeySource::Default(state_dir.join("signing-key")),
+            Some(RawSigning {
+                key_file: Some(f),
+                key_env: None,
+            }) => crate::signing::KeySource::File(resolve(&f)),
+            Some(RawSigning {
+                key_file: None,
+                key_env: Some(v),
+            }) => crate::signing::KeySource::Env(v),
+            Some(_) => {
+                problems.push("[signing]: give key_file or key_env, not both".into());
+                crate::signing::KeySource::Default(state_dir.join("signing-key"))
+            }
+        };
         let drill = parse_drill(
             raw.drill,
             &state_dir,
@@ -1264,6 +1323,7 @@ impl Config {
             alerts,
             drill,
             encryption,
+            signing_key,
             store: StoreConfig {
                 kind,
                 part_size,

@@ -243,6 +243,8 @@ pub struct DrillOptions<'a> {
     pub identity: Option<&'a Path>,
     /// How long to wait for another job's lock.
     pub wait: Duration,
+    /// Also drill a snapshot without a signature (`--allow-unsigned`; never the daemon).
+    pub allow_unsigned: bool,
 }
 
 /// Runs a drill: an `Err` for a drill that could not run its course (no key, a damaged
@@ -259,7 +261,14 @@ pub fn drill(config: &Config, opts: &DrillOptions<'_>) -> anyhow::Result<DrillRe
     let store = crate::store::from_config(&config.store)?;
     let (identities, identity_file) = crate::commands::load_identities(config, opts.identity)
         .context("a drill decrypts the snapshot: run it on a host that holds the private key")?;
-    let m = crate::snapshot::resolve(store.as_ref(), opts.snapshot)?;
+    let accept = if opts.allow_unsigned {
+        crate::snapshot::Accept::TrustedOrUnsigned
+    } else {
+        crate::snapshot::Accept::Trusted
+    };
+    let resolved =
+        crate::snapshot::resolve(store.as_ref(), opts.snapshot, &config.trusted(), accept)?;
+    let m = resolved.manifest;
     let staging = &config.drill.staging_dir;
     let _staging_lock = prepare_staging(staging)?;
     // Every staging database is checked before hours of downloading: the guards, the
@@ -335,7 +344,19 @@ pub fn drill(config: &Config, opts: &DrillOptions<'_>) -> anyhow::Result<DrillRe
         sources: Vec::new(),
         http: None,
         failures: Vec::new(),
-        notes: Vec::new(),
+        notes: resolved
+            .passed_over
+            .iter()
+            .map(|p| format!("passed over {p}"))
+            .chain(
+                (resolved.trust == crate::signing::Trust::Unsigned).then(|| {
+                    format!(
+                        "snapshot {} is not signed; drilled because of --allow-unsigned",
+                        m.id
+                    )
+                }),
+            )
+            .collect(),
     };
 
     // Download everything first: a damaged part stops the drill before any staging target is

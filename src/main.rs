@@ -42,7 +42,7 @@ fn main() -> ExitCode {
     }
     if matches!(
         cli.command,
-        Command::Backup(_) | Command::Prune(_) | Command::Drill(_)
+        Command::Backup(_) | Command::Prune(_) | Command::Drill(_) | Command::Forget(_)
     ) {
         coffer::shutdown::stop_on_signals();
     }
@@ -59,11 +59,13 @@ fn main() -> ExitCode {
         Command::Alert(args) => commands::alert::run(&cli.config, args),
         Command::Status(args) => commands::status::run(&cli.config, args),
         Command::Drill(args) => commands::drill::run(&cli.config, args),
+        Command::Forget(args) => commands::forget::run(&cli.config, args),
     };
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // Errors quote names from file trees, archives and the store: escaped.
+            eprintln!("error: {}", coffer::text::PrintableLines(&format!("{e:#}")));
             if coffer::lock::is_busy(&e) {
                 eprintln!(
                     "hint: wait for it to finish, or pass --wait DURATION to queue behind it"

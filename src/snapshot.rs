@@ -1,9 +1,13 @@
-//! Snapshots on a store: ids, the manifest (the commit marker and only index), listing, and the
-//! sweep of unfinished snapshots.
+//! Snapshots on a store: ids, the manifest (the commit marker and only index), its signature,
+//! listing, and the sweep of unfinished snapshots.
 //!
-//! Layout (docs/FORMAT.md is the contract):
-//! `snapshots/<id>/manifest.json` and `snapshots/<id>/<stream>.<NNNNN>`.
-//! A snapshot exists once its manifest exists; the manifest is written last.
+//! Layout (docs/FORMAT.md is the contract): `snapshots/<id>/<stream>.<NNNNN>`, then
+//! `snapshots/<id>/manifest.json.sig`, then `snapshots/<id>/manifest.json`, last. A snapshot
+//! exists once its manifest exists.
+//!
+//! THE STORE IS UNTRUSTED: anyone who can write to it can plant a manifest. Readers act on a
+//! snapshot only when its signature is by a key they trust (`signing::Trusted`); every
+//! manifest is read within a size cap and checked for consistency before anything else.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -13,6 +17,7 @@ use std::time::{Duration, SystemTime};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::signing::{MAX_SIGNATURE_BYTES, SigningError, SigningKey, Trust, Trusted};
 use crate::store::{self, Store, StoreError};
 
 /// The on-store format this build writes, and the newest it reads.
@@ -22,6 +27,16 @@ pub const FORMAT_NAME: &str = "coffer-snapshot";
 /// Folder of all snapshots in a store.
 pub const SNAPSHOTS_PREFIX: &str = "snapshots/";
 const MANIFEST_NAME: &str = "manifest.json";
+/// The manifest's SSH signature, written just before the manifest.
+pub const SIGNATURE_NAME: &str = "manifest.json.sig";
+/// The largest manifest a reader reads: a real manifest of a 1 TiB snapshot is about 3 MB.
+pub const MAX_MANIFEST_BYTES: u64 = 64 * 1024 * 1024;
+/// How far a manifest's `created` may be from the time in its id.
+const CREATED_SLACK: chrono::TimeDelta = chrono::TimeDelta::hours(1);
+/// The longest a backup may run (`finished` − `created`).
+const LONGEST_RUN: chrono::TimeDelta = chrono::TimeDelta::days(31);
+/// How far ahead of this host's clock a manifest's times may be (clocks differ a little).
+const CLOCK_SKEW: chrono::TimeDelta = chrono::TimeDelta::hours(1);
 
 /// A snapshot id: `YYYYMMDDTHHMMSSZ-xxxxxx` (UTC time, 6 random hex digits); ids sort by time.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -62,12 +77,27 @@ impl SnapshotId {
         self.key(MANIFEST_NAME)
     }
 
+    /// The key of this snapshot's manifest signature.
+    pub fn signature_key(&self) -> String {
+        self.key(SIGNATURE_NAME)
+    }
+
+    /// The start time encoded in the id (whole seconds, UTC): what retention and staleness
+    /// go by, since a manifest's own times are only as good as its consistency with it.
+    pub fn time(&self) -> DateTime<Utc> {
+        parse_id_time(&self.0).expect("a SnapshotId holds a valid time")
+    }
+
     /// The start time encoded in the id.
     pub fn started(&self) -> Option<SystemTime> {
-        chrono::NaiveDateTime::parse_from_str(&self.0[..16], "%Y%m%dT%H%M%SZ")
-            .ok()
-            .map(|t| t.and_utc().into())
+        Some(self.time().into())
     }
+}
+
+fn parse_id_time(id: &str) -> Option<DateTime<Utc>> {
+    chrono::NaiveDateTime::parse_from_str(id.get(..16)?, "%Y%m%dT%H%M%SZ")
+        .ok()
+        .map(|t| t.and_utc())
 }
 
 impl fmt::Display for SnapshotId {
@@ -88,7 +118,8 @@ impl FromStr for SnapshotId {
             && b[16] == b'-'
             && b[17..]
                 .iter()
-                .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(c));
+                .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(c))
+            && parse_id_time(s).is_some();
         if ok {
             Ok(SnapshotId(s.to_string()))
         } else {
@@ -286,7 +317,9 @@ impl Manifest {
             })
     }
 
-    fn check(&self) -> Result<(), String> {
+    /// Checks that the manifest is consistent (and names only what coffer writes), as seen
+    /// at `now`.
+    fn check_at(&self, now: DateTime<Utc>) -> Result<(), String> {
         if self.format != FORMAT_NAME {
             return Err(format!("format is '{}', not '{FORMAT_NAME}'", self.format));
         }
@@ -296,8 +329,34 @@ impl Manifest {
                 self.format_version
             ));
         }
-        // The manifest is not authenticated: names from it become paths and keys, so they must
-        // be exactly what coffer writes.
+        let t = self.id.time();
+        if (self.created - t).abs() > CREATED_SLACK {
+            return Err(format!(
+                "it says it was created {}, far from the time in its id ({})",
+                self.created, t
+            ));
+        }
+        if self.finished < self.created || self.finished - self.created > LONGEST_RUN {
+            return Err(format!(
+                "it says it finished {}, which cannot follow its start {}",
+                self.finished, self.created
+            ));
+        }
+        let ahead = [t, self.created, self.finished]
+            .into_iter()
+            .max()
+            .unwrap_or(t);
+        if ahead > now + CLOCK_SKEW {
+            return Err(format!(
+                "its time ({ahead}) is in the future of this host's clock ({now}); if this \
+                 host's clock is wrong, set it right"
+            ));
+        }
+        if self.sources.is_empty() {
+            return Err("it holds no source".into());
+        }
+        // Names from the manifest become paths and keys, so they must be exactly what coffer
+        // writes, even in a signed one.
         for (i, s) in self.sources.iter().enumerate() {
             if !is_safe_name(&s.name) {
                 return Err(format!("source name '{}' is not a valid name", s.name));
@@ -373,7 +432,46 @@ pub enum SnapshotError {
     #[error("{store} holds no snapshot yet")]
     Empty { store: String },
     #[error("manifest of snapshot {id} is unreadable: {why}")]
-    BadManifest { id: String, why: String },
+    BadManifest {
+        id: String,
+        why: String,
+        /// Whether its signature is by a trusted key (a real snapshot this coffer cannot read,
+        /// not a planted one).
+        signed: bool,
+    },
+    #[error(
+        "snapshot {id} is not signed by a trusted key: {why}. Someone with write access to the \
+         store may have planted it: do not restore it ('coffer forget {id}' removes it)"
+    )]
+    NotTrusted { id: String, why: String },
+    #[error(
+        "snapshot {id} is not signed: it was made by a coffer older than 0.2, or planted by \
+         someone with write access to the store. Only if you know it is yours, pass \
+         --allow-unsigned to use it"
+    )]
+    Unsigned { id: String },
+    #[error(
+        "no trusted signing key: put the backup host's public key (ssh-ed25519 AAAA… name; \
+         'coffer check' on the backup host prints it, and it is in its \
+         state_dir/signing-key.pub) in encryption.trusted_signers"
+    )]
+    NoTrustedKey,
+    #[error(
+        "{store} holds no snapshot signed by a trusted key{}",
+        if passed_over.is_empty() { String::new() } else {
+            format!(" (passed over: {})", passed_over.join("; "))
+        }
+    )]
+    NoTrustedSnapshot {
+        store: String,
+        passed_over: Vec<String>,
+    },
+    #[error("signing the manifest of snapshot {id}: {source}")]
+    Sign {
+        id: String,
+        #[source]
+        source: SigningError,
+    },
     #[error("snapshot {id} has no source '{name}' (it has: {})", have.join(", "))]
     NoSuchSource {
         id: String,
@@ -384,63 +482,173 @@ pub enum SnapshotError {
     Store(#[from] StoreError),
 }
 
-/// Commits a snapshot by writing its manifest. Call only after every part is stored.
+/// Commits a snapshot: writes its signature, then its manifest (the commit marker). Call
+/// only after every part is stored. Returns the time the signature took (signing and storing
+/// it): what signing adds to a backup.
 ///
 /// # Errors
-/// Store errors; the snapshot then does not exist.
-pub fn write_manifest(store: &dyn Store, manifest: &Manifest) -> Result<(), SnapshotError> {
+/// Signing or store errors; the snapshot then does not exist.
+pub fn write_manifest(
+    store: &dyn Store,
+    manifest: &Manifest,
+    key: &SigningKey,
+) -> Result<Duration, SnapshotError> {
     let mut json = serde_json::to_vec_pretty(manifest).expect("a manifest always serialises");
     json.push(b'\n');
+    let started = std::time::Instant::now();
+    let signature = key.sign(&json).map_err(|source| SnapshotError::Sign {
+        id: manifest.id.to_string(),
+        source,
+    })?;
+    store::put_bytes(store, &manifest.id.signature_key(), &signature)?;
+    let signing = started.elapsed();
     store::put_bytes(store, &manifest.id.manifest_key(), &json)?;
-    Ok(())
+    Ok(signing)
 }
 
-/// Reads and checks one snapshot's manifest.
+/// A manifest that parsed and is consistent, with what its signature says.
+#[derive(Debug, Clone)]
+pub struct Checked {
+    pub manifest: Manifest,
+    pub trust: Trust,
+}
+
+/// Reads one snapshot's manifest (within `MAX_MANIFEST_BYTES`) and its signature, checks the
+/// signature against `trusted`, then parses and checks the manifest. The snapshot's folder is
+/// listed first, so a manifest the store says is too large is refused without being read.
 ///
 /// # Errors
-/// `NotFound` when the snapshot has no manifest, `BadManifest` when it does not parse or is
-/// inconsistent.
-pub fn read_manifest(store: &dyn Store, id: &SnapshotId) -> Result<Manifest, SnapshotError> {
-    let bytes = match store::get_bytes(store, &id.manifest_key()) {
+/// `NotFound` when the snapshot has no manifest, `BadManifest` when it is too large, does not
+/// parse or is inconsistent; store errors.
+pub fn read_checked(
+    store: &dyn Store,
+    id: &SnapshotId,
+    trusted: &Trusted,
+) -> Result<Checked, SnapshotError> {
+    let manifest_key = id.manifest_key();
+    let size = store
+        .list(&id.prefix())?
+        .into_iter()
+        .find(|o| o.key == manifest_key)
+        .map(|o| o.size)
+        .ok_or_else(|| SnapshotError::NotFound {
+            store: store.to_string(),
+            id: id.to_string(),
+        })?;
+    read_listed(store, id, size, trusted)
+}
+
+/// `read_checked` for a manifest the store listed with `size` bytes.
+fn read_listed(
+    store: &dyn Store,
+    id: &SnapshotId,
+    size: u64,
+    trusted: &Trusted,
+) -> Result<Checked, SnapshotError> {
+    let bad = |why: String, signed: bool| SnapshotError::BadManifest {
+        id: id.to_string(),
+        why,
+        signed,
+    };
+    if size > MAX_MANIFEST_BYTES {
+        return Err(bad(too_large(Some(size)), false));
+    }
+    let bytes = match store::get_bytes_limited(store, &id.manifest_key(), MAX_MANIFEST_BYTES) {
         Err(e) if e.is_not_found() => {
             return Err(SnapshotError::NotFound {
                 store: store.to_string(),
                 id: id.to_string(),
             });
         }
+        Err(StoreError::TooLarge { .. }) => return Err(bad(too_large(None), false)),
         other => other?,
     };
-    let bad = |why: String| SnapshotError::BadManifest {
-        id: id.to_string(),
-        why,
+    let trust = match store::get_bytes_limited(store, &id.signature_key(), MAX_SIGNATURE_BYTES) {
+        Ok(sig) => trusted.verify(&bytes, &sig),
+        Err(e) if e.is_not_found() => Trust::Unsigned,
+        Err(StoreError::TooLarge { .. }) => Trust::Untrusted {
+            why: format!("its signature file is larger than {MAX_SIGNATURE_BYTES} bytes"),
+        },
+        Err(e) => return Err(e.into()),
     };
-    let manifest: Manifest = serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
+    let signed = trust.is_trusted();
+    let manifest: Manifest =
+        serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string(), signed))?;
     if &manifest.id != id {
-        return Err(bad(format!("it names itself {}", manifest.id)));
+        return Err(bad(format!("it names itself {}", manifest.id), signed));
     }
-    manifest.check().map_err(bad)?;
-    Ok(manifest)
+    manifest
+        .check_at(Utc::now())
+        .map_err(|why| bad(why, signed))?;
+    Ok(Checked { manifest, trust })
 }
 
-/// Every committed snapshot, newest first, with the manifests that could not be read.
+fn too_large(size: Option<u64>) -> String {
+    match size {
+        Some(n) => format!(
+            "it is {n} bytes, more than the {MAX_MANIFEST_BYTES} a manifest may have (a real one \
+             of a 1 TiB snapshot has about 3 MB): it was not read"
+        ),
+        None => format!(
+            "it is larger than the {MAX_MANIFEST_BYTES} bytes a manifest may have (a real one of \
+             a 1 TiB snapshot has about 3 MB): reading stopped there"
+        ),
+    }
+}
+
+/// Every committed snapshot of a store, newest first, with what its signature says.
+#[derive(Debug, Default)]
+pub struct Listing {
+    pub snapshots: Vec<Checked>,
+    /// Manifests that could not be read, are too large or are inconsistent.
+    pub unreadable: Vec<SnapshotError>,
+}
+
+impl Listing {
+    /// The snapshots signed by a trusted key, newest first: the only ones retention, the
+    /// staleness check and `latest` consider.
+    pub fn trusted(&self) -> impl Iterator<Item = &Manifest> {
+        self.snapshots
+            .iter()
+            .filter(|c| c.trust.is_trusted())
+            .map(|c| &c.manifest)
+    }
+
+    /// The snapshots that are not signed by a trusted key (unsigned or untrusted).
+    pub fn not_trusted(&self) -> impl Iterator<Item = &Checked> {
+        self.snapshots.iter().filter(|c| !c.trust.is_trusted())
+    }
+}
+
+/// Every committed snapshot, newest first, each with its trust, and the manifests that could
+/// not be read. A manifest the store lists as larger than `MAX_MANIFEST_BYTES` is not read.
 ///
 /// # Errors
-/// Only a failure to list the store; unreadable manifests are returned, not raised.
-pub fn list(store: &dyn Store) -> Result<(Vec<Manifest>, Vec<SnapshotError>), SnapshotError> {
-    let mut good = Vec::new();
-    let mut bad = Vec::new();
-    for id in committed_ids(store)? {
-        match read_manifest(store, &id) {
-            Ok(m) => good.push(m),
-            Err(e) => bad.push(e),
+/// Only a failure to list the store or to read an object it listed.
+pub fn list(store: &dyn Store, trusted: &Trusted) -> Result<Listing, SnapshotError> {
+    let mut listing = Listing::default();
+    let mut manifests: BTreeMap<SnapshotId, u64> = BTreeMap::new();
+    for o in store.list(SNAPSHOTS_PREFIX)? {
+        if let Some((id, MANIFEST_NAME)) = split_key(&o.key)
+            && let Ok(id) = id.parse::<SnapshotId>()
+        {
+            manifests.insert(id, o.size);
         }
     }
-    good.sort_by(|a, b| b.id.cmp(&a.id));
-    Ok((good, bad))
+    for (id, size) in manifests.into_iter().rev() {
+        match read_listed(store, &id, size, trusted) {
+            Ok(c) => listing.snapshots.push(c),
+            // Deleted between the listing and the read (a prune elsewhere): not a snapshot.
+            Err(SnapshotError::NotFound { .. }) => {}
+            Err(e @ SnapshotError::BadManifest { .. }) => listing.unreadable.push(e),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(listing)
 }
 
 /// The ids of every committed snapshot (those with a manifest), oldest first, without
-/// reading the manifests.
+/// reading the manifests (nor checking them: planted ones included).
 ///
 /// # Errors
 /// A failure to list the store.
@@ -459,23 +667,136 @@ fn split_key(key: &str) -> Option<(&str, &str)> {
     key.strip_prefix(SNAPSHOTS_PREFIX)?.split_once('/')
 }
 
-/// Resolves `latest` or an id to a manifest.
+/// Which snapshots a reader may act on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accept {
+    /// Only snapshots signed by a trusted key (the default, and always in the daemon).
+    Trusted,
+    /// Also unsigned ones (`--allow-unsigned`: snapshots of a coffer before 0.2). A
+    /// signature that does not verify is refused all the same.
+    TrustedOrUnsigned,
+}
+
+impl Accept {
+    fn admits(self, trust: &Trust) -> bool {
+        match trust {
+            Trust::Trusted { .. } => true,
+            Trust::Unsigned => self == Accept::TrustedOrUnsigned,
+            Trust::Untrusted { .. } => false,
+        }
+    }
+}
+
+/// A snapshot a reader may act on.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    pub manifest: Manifest,
+    pub trust: Trust,
+    /// Newer snapshots `latest` passed over, each with why (planted, unsigned, unreadable).
+    pub passed_over: Vec<String>,
+}
+
+fn refusal(id: &SnapshotId, trust: &Trust) -> SnapshotError {
+    match trust {
+        Trust::Unsigned => SnapshotError::Unsigned { id: id.to_string() },
+        Trust::Untrusted { why } => SnapshotError::NotTrusted {
+            id: id.to_string(),
+            why: why.clone(),
+        },
+        Trust::Trusted { .. } => unreachable!("a trusted snapshot is never refused"),
+    }
+}
+
+/// Resolves `latest` or an id to a snapshot `accept` admits. `latest` is the newest such
+/// snapshot: newer ones that are planted, unsigned or unreadable (but not signed by a trusted
+/// key) are passed over and named; a newer one signed by a trusted key whose manifest this
+/// coffer cannot read is an error, never silently skipped.
 ///
 /// # Errors
-/// `Empty` when `latest` is asked of an empty store, `BadId`, `NotFound`, `BadManifest`.
-pub fn resolve(store: &dyn Store, which: &str) -> Result<Manifest, SnapshotError> {
-    if which == "latest" {
-        // The newest committed snapshot, even if its manifest is bad: silently falling back to
-        // an older one would restore or verify the wrong data.
-        let newest = committed_ids(store)?
-            .into_iter()
-            .next_back()
-            .ok_or_else(|| SnapshotError::Empty {
-                store: store.to_string(),
-            })?;
-        return read_manifest(store, &newest);
+/// `NoTrustedKey` when nothing is trusted, `Empty`, `NoTrustedSnapshot`, `BadId`, `NotFound`,
+/// `BadManifest`, `NotTrusted`, `Unsigned`.
+pub fn resolve(
+    store: &dyn Store,
+    which: &str,
+    trusted: &Trusted,
+    accept: Accept,
+) -> Result<Resolved, SnapshotError> {
+    if trusted.is_empty() && accept == Accept::Trusted {
+        return Err(SnapshotError::NoTrustedKey);
     }
-    read_manifest(store, &which.parse()?)
+    if which != "latest" {
+        let id: SnapshotId = which.parse()?;
+        let c = read_checked(store, &id, trusted)?;
+        if !accept.admits(&c.trust) {
+            return Err(refusal(&id, &c.trust));
+        }
+        return Ok(Resolved {
+            manifest: c.manifest,
+            trust: c.trust,
+            passed_over: Vec::new(),
+        });
+    }
+    let ids = committed_ids(store)?;
+    if ids.is_empty() {
+        return Err(SnapshotError::Empty {
+            store: store.to_string(),
+        });
+    }
+    let mut passed_over = Vec::new();
+    for id in ids.into_iter().rev() {
+        match read_checked(store, &id, trusted) {
+            Ok(c) if accept.admits(&c.trust) => {
+                return Ok(Resolved {
+                    manifest: c.manifest,
+                    trust: c.trust,
+                    passed_over,
+                });
+            }
+            Ok(c) => passed_over.push(format!("{id}: {}", refusal(&id, &c.trust))),
+            Err(SnapshotError::NotFound { .. }) => {}
+            // Signed by a trusted key but unreadable (a newer coffer's?): restoring an older
+            // one instead would hand back the wrong data without a word.
+            Err(e @ SnapshotError::BadManifest { signed: true, .. }) => return Err(e),
+            Err(e @ SnapshotError::BadManifest { .. }) => passed_over.push(e.to_string()),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(SnapshotError::NoTrustedSnapshot {
+        store: store.to_string(),
+        passed_over,
+    })
+}
+
+/// The newest snapshot signed by a trusted key, reading manifests newest first only until it
+/// is found (the staleness check and `status`); `None` when there is none.
+///
+/// # Errors
+/// Store errors.
+pub fn newest_trusted(
+    store: &dyn Store,
+    trusted: &Trusted,
+) -> Result<Option<Manifest>, SnapshotError> {
+    for id in committed_ids(store)?.into_iter().rev() {
+        match read_checked(store, &id, trusted) {
+            Ok(c) if c.trust.is_trusted() => return Ok(Some(c.manifest)),
+            Ok(_) | Err(SnapshotError::NotFound { .. } | SnapshotError::BadManifest { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(None)
+}
+
+/// Deletes one snapshot: its manifest first (from then on it is no snapshot), then its other
+/// objects. A deletion cut short leaves parts for the orphan sweep, never a snapshot with holes.
+///
+/// # Errors
+/// The first store error; what is left is swept later.
+pub fn delete_snapshot(store: &dyn Store, id: &SnapshotId) -> Result<(), SnapshotError> {
+    store.delete(&id.manifest_key())?;
+    for o in store.list(&id.prefix())? {
+        store.delete(&o.key)?;
+    }
+    Ok(())
 }
 
 /// The shortest grace `sweep_orphans` accepts: anything shorter could remove the parts of a
@@ -574,17 +895,13 @@ mod tests {
         assert_eq!(store.list("").unwrap().len(), 3);
     }
 
-    #[test]
-    fn manifests_with_hostile_names_are_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = LocalStore::new(dir.path());
-        let id = SnapshotId::new(Utc::now());
+    fn sample(id: &SnapshotId) -> Manifest {
         let part = PartRecord {
             name: "files.tar.gz.age.00001".into(),
             size: 1,
             sha256: "00".into(),
         };
-        let good = SourceRecord {
+        let source = SourceRecord {
             name: "files".into(),
             kind: "directory".into(),
             stream: "files.tar.gz.age".into(),
@@ -601,31 +918,183 @@ mod tests {
             dump_tool_version: None,
             database: None,
         };
-        let manifest = |source: SourceRecord| Manifest {
+        Manifest {
             format: FORMAT_NAME.into(),
             format_version: FORMAT_VERSION,
             id: id.clone(),
-            created: Utc::now(),
-            finished: Utc::now(),
+            created: id.time(),
+            finished: id.time() + chrono::TimeDelta::seconds(5),
             host: "h".into(),
             coffer_version: "0".into(),
             recipients: vec![],
             sources: vec![source],
-        };
-        write_manifest(&store, &manifest(good.clone())).unwrap();
-        read_manifest(&store, &id).unwrap();
+        }
+    }
+
+    fn id_at(t: &str) -> SnapshotId {
+        SnapshotId::new(t.parse().unwrap())
+    }
+
+    /// Writes a manifest as a store writer could: any bytes, signed or not.
+    fn plant(store: &LocalStore, m: &Manifest, key: Option<&SigningKey>) {
+        match key {
+            Some(key) => {
+                write_manifest(store, m, key).unwrap();
+            }
+            None => {
+                store::put_bytes(store, &m.id.manifest_key(), &serde_json::to_vec(m).unwrap())
+                    .unwrap();
+            }
+        }
+    }
+
+    #[test]
+    fn manifests_with_hostile_names_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(dir.path());
+        let key = SigningKey::generate("h");
+        let trusted = Trusted::new([key.public()]);
+        let id = SnapshotId::new(Utc::now());
+        let good = sample(&id);
+        write_manifest(&store, &good, &key).unwrap();
+        assert!(
+            read_checked(&store, &id, &trusted)
+                .unwrap()
+                .trust
+                .is_trusted()
+        );
         let mut by_name = good.clone();
-        by_name.name = "../../etc".into();
+        by_name.sources[0].name = "../../etc".into();
         let mut by_stream = good.clone();
-        by_stream.stream = "../x.tar.gz.age".into();
+        by_stream.sources[0].stream = "../x.tar.gz.age".into();
         let mut by_part = good;
-        by_part.parts[0].name = "../../x".into();
+        by_part.sources[0].parts[0].name = "../../x".into();
         for bad in [by_name, by_stream, by_part] {
-            write_manifest(&store, &manifest(bad)).unwrap();
+            write_manifest(&store, &bad, &key).unwrap();
             assert!(matches!(
-                read_manifest(&store, &id),
-                Err(SnapshotError::BadManifest { .. })
+                read_checked(&store, &id, &trusted),
+                Err(SnapshotError::BadManifest { signed: true, .. })
             ));
         }
+    }
+
+    #[test]
+    fn inconsistent_manifests_are_refused() {
+        let now: DateTime<Utc> = "2026-12-07T02:00:00Z".parse().unwrap();
+        let id = id_at("2026-12-06T02:00:00Z");
+        assert_eq!(sample(&id).check_at(now), Ok(()));
+        let mut far = sample(&id);
+        far.created = "2099-01-01T00:00:00Z".parse().unwrap();
+        far.finished = far.created;
+        let mut backwards = sample(&id);
+        backwards.finished = id.time() - chrono::TimeDelta::seconds(1);
+        let mut empty = sample(&id);
+        empty.sources.clear();
+        let future_id = id_at("2026-12-07T04:00:00Z");
+        for (m, what) in [
+            (far, "far from the time in its id"),
+            (backwards, "cannot follow its start"),
+            (empty, "no source"),
+            (sample(&future_id), "in the future"),
+        ] {
+            let why = m.check_at(now).unwrap_err();
+            assert!(why.contains(what), "{why}");
+        }
+    }
+
+    #[test]
+    fn latest_is_the_newest_trusted_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(dir.path());
+        let ours = SigningKey::generate("ours");
+        let theirs = SigningKey::generate("theirs");
+        let trusted = Trusted::new([ours.public()]);
+        let real = id_at("2026-12-01T02:00:00Z");
+        let planted_signed = id_at("2026-12-02T02:00:00Z");
+        let planted_unsigned = id_at("2026-12-03T02:00:00Z");
+        plant(&store, &sample(&real), Some(&ours));
+        plant(&store, &sample(&planted_signed), Some(&theirs));
+        plant(&store, &sample(&planted_unsigned), None);
+        // A 2099 forgery with garbage in it: unreadable, passed over.
+        store::put_bytes(&store, &id_at("2026-12-04T02:00:00Z").manifest_key(), b"{").unwrap();
+
+        let r = resolve(&store, "latest", &trusted, Accept::Trusted).unwrap();
+        assert_eq!(r.manifest.id, real);
+        assert_eq!(r.passed_over.len(), 3, "{:?}", r.passed_over);
+        let r = resolve(&store, "latest", &trusted, Accept::TrustedOrUnsigned).unwrap();
+        assert_eq!(
+            (r.manifest.id, r.trust),
+            (planted_unsigned.clone(), Trust::Unsigned)
+        );
+        assert!(matches!(
+            resolve(
+                &store,
+                planted_signed.as_str(),
+                &trusted,
+                Accept::TrustedOrUnsigned
+            ),
+            Err(SnapshotError::NotTrusted { .. })
+        ));
+        assert!(matches!(
+            resolve(&store, planted_unsigned.as_str(), &trusted, Accept::Trusted),
+            Err(SnapshotError::Unsigned { .. })
+        ));
+        assert!(matches!(
+            resolve(&store, "latest", &Trusted::default(), Accept::Trusted),
+            Err(SnapshotError::NoTrustedKey)
+        ));
+        assert_eq!(newest_trusted(&store, &trusted).unwrap().unwrap().id, real);
+        let listing = list(&store, &trusted).unwrap();
+        assert_eq!(
+            listing.trusted().map(|m| &m.id).collect::<Vec<_>>(),
+            [&real]
+        );
+        assert_eq!(listing.not_trusted().count(), 2);
+        assert_eq!(listing.unreadable.len(), 1);
+    }
+
+    #[test]
+    fn a_signature_moved_from_another_snapshot_does_not_verify() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(dir.path());
+        let key = SigningKey::generate("h");
+        let trusted = Trusted::new([key.public()]);
+        let (a, b) = (id_at("2026-12-01T02:00:00Z"), id_at("2026-12-02T02:00:00Z"));
+        plant(&store, &sample(&a), Some(&key));
+        plant(&store, &sample(&b), None);
+        let sig = store::get_bytes(&store, &a.signature_key()).unwrap();
+        store::put_bytes(&store, &b.signature_key(), &sig).unwrap();
+        let c = read_checked(&store, &b, &trusted).unwrap();
+        assert!(
+            matches!(&c.trust, Trust::Untrusted { why } if why.contains("moved")),
+            "{:?}",
+            c.trust
+        );
+    }
+
+    #[test]
+    fn oversized_manifests_are_not_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(dir.path());
+        let id = id_at("2026-12-01T02:00:00Z");
+        let folder = dir.path().join(id.prefix());
+        std::fs::create_dir_all(&folder).unwrap();
+        let f = std::fs::File::create(folder.join(MANIFEST_NAME)).unwrap();
+        f.set_len(MAX_MANIFEST_BYTES + 1).unwrap();
+        let trusted = Trusted::new([SigningKey::generate("h").public()]);
+        let listing = list(&store, &trusted).unwrap();
+        assert!(
+            matches!(&listing.unreadable[..], [SnapshotError::BadManifest { why, .. }] if why.contains("was not read"))
+        );
+        assert!(matches!(
+            read_checked(&store, &id, &trusted),
+            Err(SnapshotError::BadManifest { why, .. }) if why.contains("was not read")
+        ));
+        // A store that lists a small size but holds more is cut at the limit all the same.
+        let limited = store::get_bytes_limited(&store, &id.manifest_key(), 10);
+        assert!(matches!(
+            limited,
+            Err(StoreError::TooLarge { limit: 10, .. })
+        ));
     }
 }

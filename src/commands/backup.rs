@@ -60,6 +60,11 @@ pub struct BackupReport {
     pub seconds: f64,
     /// Unfinished snapshots of earlier runs removed after this one.
     pub swept: Vec<String>,
+    /// The signing key this backup made (the first backup without `[signing]`): its public
+    /// half must reach `trusted_signers` on the hosts that restore.
+    pub new_signing_key: Option<crate::signing::Signer>,
+    /// Seconds spent signing the manifest.
+    pub signing_seconds: f64,
 }
 
 /// The sources to back up, with presets (frappe) expanded into their parts.
@@ -225,6 +230,15 @@ pub fn backup_waiting(
         );
     }
     let _lock = crate::lock::lock_state_for(&config.state_dir, "backup", wait)?;
+    // The key first: a backup that could not be signed would be refused by every reader.
+    let (signing_key, made) = crate::signing::SigningKey::load_or_create(&config.signing_key)
+        .map_err(|e| {
+            anyhow!(e).context(
+                "the backup cannot sign its snapshot, so no reader would trust it; nothing was \
+                 backed up",
+            )
+        })?;
+    let new_signing_key = made.then(|| signing_key.public());
     let started = Instant::now();
     let created = Utc::now();
     // Another host sharing the store could (rarely) draw the same id: never write into a
@@ -503,15 +517,18 @@ pub fn backup_waiting(
         let err = anyhow!(e).context(Failed::committing(&id));
         return Err(discard(store, &id, err));
     }
-    if let Err(e) = snapshot::write_manifest(store, &manifest) {
-        let err = anyhow!(e).context(Failed {
-            message: format!(
-                "writing the manifest of snapshot {id} failed; no snapshot was written"
-            ),
-            ..Failed::committing(&id)
-        });
-        return Err(discard(store, &id, err));
-    }
+    let signing = match snapshot::write_manifest(store, &manifest, &signing_key) {
+        Ok(d) => d,
+        Err(e) => {
+            let err = anyhow!(e).context(Failed {
+                message: format!(
+                    "writing the manifest of snapshot {id} failed; no snapshot was written"
+                ),
+                ..Failed::committing(&id)
+            });
+            return Err(discard(store, &id, err));
+        }
+    };
     // Stopping: the snapshot is written; the sweep can wait for the next backup.
     let swept = if crate::shutdown::requested() {
         Vec::new()
@@ -523,11 +540,14 @@ pub fn backup_waiting(
             },
         )
     };
+    let signing_seconds = signing.as_secs_f64();
     Ok(BackupReport {
         manifest,
         warnings,
         seconds: started.elapsed().as_secs_f64(),
         swept,
+        new_signing_key,
+        signing_seconds,
     })
 }
 
@@ -586,6 +606,20 @@ fn discard(store: &dyn Store, id: &SnapshotId, err: anyhow::Error) -> anyhow::Er
         }
     }
     err
+}
+
+/// What to tell the operator once, when the first backup made the host's signing key.
+pub fn new_key_notice(config: &Config, key: &crate::signing::Signer) -> String {
+    format!(
+        "note: this backup made the host's signing key {} ({}), which signs every snapshot.\n\
+         \x20 Keep a copy of it beside the age identity (off this host), and put this line in\n\
+         \x20 encryption.trusted_signers on every host that restores or drills:\n\
+         \x20   \"{}\"\n\
+         \x20 Those hosts restore only snapshots signed by a key they trust.",
+        config.signing_key,
+        key.fingerprint(),
+        key.openssh()
+    )
 }
 
 /// What the run history keeps of a backup.
@@ -660,6 +694,11 @@ pub fn run(config_path: &Path, args: &BackupArgs) -> anyhow::Result<ExitCode> {
             "seconds": report.seconds,
             "warnings": warnings,
             "swept": report.swept,
+            "signing_seconds": report.signing_seconds,
+            "new_signing_key": report.new_signing_key.as_ref().map(|k| serde_json::json!({
+                "public_key": k.openssh(),
+                "fingerprint": k.fingerprint(),
+            })),
             "manifest": m,
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
@@ -697,6 +736,9 @@ pub fn run(config_path: &Path, args: &BackupArgs) -> anyhow::Result<ExitCode> {
                 report.swept.join(", ")
             );
         }
+    }
+    if let Some(key) = &report.new_signing_key {
+        eprintln!("{}", new_key_notice(&config, key));
     }
     Ok(ExitCode::SUCCESS)
 }

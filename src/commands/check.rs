@@ -46,6 +46,8 @@ pub fn check(config: &Config) -> Vec<Check> {
     let mut checks = vec![
         outcome("state_dir", check_state_dir(&config.state_dir)),
         outcome("store", check_store(config)),
+        outcome("signing", check_signing(config)),
+        outcome("trusted_signers", check_trusted(config)),
     ];
     if let Some(path) = &config.encryption.identity_file {
         checks.push(outcome("identity", check_identity(config, path)));
@@ -86,19 +88,94 @@ pub fn check(config: &Config) -> Vec<Check> {
 }
 
 fn check_state_dir(dir: &Path) -> anyhow::Result<String> {
-    std::fs::create_dir_all(dir).map_err(|e| {
-        anyhow!(
-            "cannot create {}: {e}; create it, owned by the user coffer runs as",
-            dir.display()
-        )
-    })?;
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| {
+            anyhow!(
+                "cannot create {}: {e}; create it (mode 0700), owned by the user coffer runs as",
+                dir.display()
+            )
+        })?;
     tempfile::tempfile_in(dir).map_err(|e| {
         anyhow!(
             "cannot write in {}: {e}; give the user coffer runs as write access",
             dir.display()
         )
     })?;
-    Ok(format!("{} is writable", dir.display()))
+    let meta = std::fs::metadata(dir)?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(anyhow!(
+            "{} is mode {mode:03o}: it holds the signing key, the lock and the run history, so \
+             only its owner may use it; chmod 700 it",
+            dir.display()
+        ));
+    }
+    if meta.uid() != rustix::process::geteuid().as_raw() {
+        return Err(anyhow!(
+            "{} belongs to uid {}, not to the user coffer runs as (uid {}); chown it",
+            dir.display(),
+            meta.uid(),
+            rustix::process::geteuid().as_raw()
+        ));
+    }
+    Ok(format!("{} is writable, mode {mode:03o}", dir.display()))
+}
+
+/// The host's signing key: readable, and what to do with its public half.
+fn check_signing(config: &Config) -> anyhow::Result<String> {
+    match crate::signing::SigningKey::load(&config.signing_key)? {
+        Some(key) => {
+            let public = key.public();
+            Ok(format!(
+                "snapshots are signed with {} ({}); on the hosts that restore and drill, \
+                 encryption.trusted_signers holds \"{}\"",
+                public.fingerprint(),
+                config.signing_key,
+                public.openssh()
+            ))
+        }
+        None if config.sources.is_empty() => Ok(format!(
+            "no signing key ({} does not exist): this host makes no backups",
+            config.signing_key
+        )),
+        None => Ok(format!(
+            "{} does not exist yet: the first backup makes it and prints its public key",
+            config.signing_key
+        )),
+    }
+}
+
+/// The keys this host trusts: without one, every reader refuses every snapshot.
+fn check_trusted(config: &Config) -> anyhow::Result<String> {
+    let trusted = config.trusted();
+    if trusted.is_empty() {
+        if !config.sources.is_empty()
+            && matches!(config.signing_key, crate::signing::KeySource::Default(_))
+        {
+            return Ok(
+                "this host's own key, once the first backup has made it (add \
+                 encryption.trusted_signers for snapshots of other hosts)"
+                    .into(),
+            );
+        }
+        return Err(anyhow!(
+            "{}; until then restore, verify, drill and prune refuse every snapshot",
+            crate::snapshot::SnapshotError::NoTrustedKey
+        ));
+    }
+    let names: Vec<String> = trusted
+        .signers()
+        .iter()
+        .map(|s| format!("{} ({})", crate::text::Printable(s.name()), s.fingerprint()))
+        .collect();
+    Ok(format!(
+        "snapshots signed by {} are trusted",
+        names.join(", ")
+    ))
 }
 
 /// Writes, reads back and deletes a small object.

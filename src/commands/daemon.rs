@@ -28,19 +28,15 @@ const STALE_EVERY: Duration = Duration::from_secs(3600);
 /// The staleness check: the newest complete snapshot in the store against
 /// `alerts.max_age` (blocking: run on its own thread).
 fn check_stale(config: &Config, daemon_started: DateTime<Utc>) {
+    // Only a snapshot signed by a trusted key counts, and its age is its id's time: a planted
+    // manifest dated 2099 must not keep the alert quiet.
     let newest = store::from_config(&config.store)
         .map_err(|e| e.to_string())
         .and_then(|s| {
-            let ids = crate::snapshot::committed_ids(s.as_ref()).map_err(|e| e.to_string())?;
-            // Its age counts from when it was committed (a long backup's start is older).
-            Ok(ids.into_iter().next_back().and_then(|id| {
-                let at = crate::snapshot::read_manifest(s.as_ref(), &id)
-                    .map(|m| m.finished)
-                    .ok()
-                    .or_else(|| id.started().map(DateTime::<Utc>::from))?;
-                Some((id.to_string(), at))
-            }))
-        });
+            crate::snapshot::newest_trusted(s.as_ref(), &config.trusted())
+                .map_err(|e| e.to_string())
+        })
+        .map(|m| m.map(|m| (m.id.to_string(), m.id.time())));
     let newest = match newest {
         Ok(newest) => newest,
         Err(e) => {
@@ -87,6 +83,13 @@ pub fn run_job(config: &Config, kind: JobKind, trigger: Trigger) -> anyhow::Resu
                 super::backup::finish_of,
             )?;
             let m = &report.manifest;
+            if let Some(key) = &report.new_signing_key {
+                tracing::warn!(
+                    job = "backup",
+                    "{}",
+                    super::backup::new_key_notice(config, key)
+                );
+            }
             tracing::info!(
                 job = "backup",
                 snapshot = %m.id,
@@ -150,6 +153,8 @@ pub fn run_job(config: &Config, kind: JobKind, trigger: Trigger) -> anyhow::Resu
                 snapshot: "latest",
                 identity: None,
                 wait: Duration::ZERO,
+                // The daemon never acts on an unsigned snapshot.
+                allow_unsigned: false,
             };
             let report = catalog::recorded(
                 config,
@@ -179,7 +184,16 @@ pub fn run_job(config: &Config, kind: JobKind, trigger: Trigger) -> anyhow::Resu
 fn verify_newest(config: &Config, deep: bool) -> anyhow::Result<Finish> {
     let _lock = crate::lock::lock_state_for(&config.state_dir, "verify", Duration::ZERO)?;
     let store = store::from_config(&config.store)?;
-    let manifest = crate::snapshot::resolve(store.as_ref(), "latest")?;
+    let resolved = crate::snapshot::resolve(
+        store.as_ref(),
+        "latest",
+        &config.trusted(),
+        crate::snapshot::Accept::Trusted,
+    )?;
+    for p in &resolved.passed_over {
+        tracing::warn!(job = "verify", "passed over: {p}");
+    }
+    let manifest = resolved.manifest;
     let keys = if deep {
         Some(super::load_identities(config, None)?)
     } else {

@@ -16,6 +16,7 @@ pub fn run(config_path: &Path, args: &DrillArgs) -> anyhow::Result<ExitCode> {
         snapshot: &args.snapshot,
         identity: args.identity.as_deref(),
         wait: args.wait.0,
+        allow_unsigned: args.allow_unsigned,
     };
     let result = catalog::recorded(
         &config,

@@ -8,6 +8,7 @@ pub mod bench;
 pub mod check;
 pub mod daemon;
 pub mod drill;
+pub mod forget;
 pub mod keygen;
 pub mod list;
 pub mod prune;
@@ -24,6 +25,37 @@ use crate::config::Config;
 /// Loads the config named on the command line.
 pub(crate) fn load_config(path: &Path) -> anyhow::Result<Config> {
     Config::load(path).context("loading the configuration (--config or COFFER_CONFIG)")
+}
+
+/// Resolves `latest` or an id to a snapshot this host may act on (signed by a trusted key,
+/// or with `allow_unsigned` also unsigned), telling on stderr which newer snapshots were
+/// passed over and when an unsigned one is used.
+///
+/// # Errors
+/// As `snapshot::resolve`.
+pub(crate) fn resolve_snapshot(
+    config: &Config,
+    store: &dyn crate::store::Store,
+    which: &str,
+    allow_unsigned: bool,
+) -> anyhow::Result<crate::snapshot::Manifest> {
+    let accept = if allow_unsigned {
+        crate::snapshot::Accept::TrustedOrUnsigned
+    } else {
+        crate::snapshot::Accept::Trusted
+    };
+    let r = crate::snapshot::resolve(store, which, &config.trusted(), accept)?;
+    for p in &r.passed_over {
+        eprintln!("note: passed over {}", crate::text::Printable(p));
+    }
+    if r.trust == crate::signing::Trust::Unsigned {
+        eprintln!(
+            "warning: snapshot {} is not signed; it is used because of --allow-unsigned. \
+             Anyone with write access to the store could have made it",
+            r.manifest.id
+        );
+    }
+    Ok(r.manifest)
 }
 
 /// `1.5 GiB`-style sizes for people.

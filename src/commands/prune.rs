@@ -1,8 +1,11 @@
 //! `coffer prune [--dry-run] [--json]`: applies the retention policy to the store.
 //!
-//! Only snapshots with a readable manifest take part; the newest is always kept. A pruned
-//! snapshot loses its manifest first (from then on it is no snapshot), then its parts. Parts
-//! of unfinished snapshots older than `store.orphan_grace` are removed too.
+//! Only snapshots signed by a trusted key take part, ranked by the time in their id; the
+//! newest is always kept. Unsigned, untrusted and unreadable snapshots are never counted and
+//! never deleted here (only `coffer forget` removes them): manifests planted in the store
+//! cannot push the real snapshots out of retention. A pruned snapshot loses its manifest first
+//! (from then on it is no snapshot), then its parts. Parts of unfinished snapshots older than
+//! `store.orphan_grace` are removed too.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -26,6 +29,9 @@ pub struct PruneReport {
     pub swept: Vec<String>,
     /// Snapshots whose manifest cannot be read: never pruned, named so they get looked at.
     pub unreadable: Vec<String>,
+    /// Snapshots not signed by a trusted key (unsigned or untrusted), with why: never
+    /// counted, never pruned.
+    pub not_trusted: Vec<(String, String)>,
 }
 
 /// Plans and (unless `dry_run`) carries out the retention of `config` on `store`.
@@ -40,17 +46,32 @@ pub fn prune(
     wait: std::time::Duration,
 ) -> anyhow::Result<PruneReport> {
     let _lock = crate::lock::lock_state_for(&config.state_dir, "prune", wait)?;
-    let (manifests, bad) = snapshot::list(store).context("listing the snapshots")?;
-    let candidates: Vec<Candidate> = manifests
-        .iter()
+    let trusted = config.trusted();
+    if trusted.is_empty() {
+        return Err(anyhow!(snapshot::SnapshotError::NoTrustedKey)
+            .context("prune acts only on snapshots signed by a trusted key"));
+    }
+    let listing = snapshot::list(store, &trusted).context("listing the snapshots")?;
+    let candidates: Vec<Candidate> = listing
+        .trusted()
         .map(|m| Candidate {
             id: m.id.to_string(),
-            time: m.created,
+            time: m.id.time(),
         })
         .collect();
     let plan = retention::plan(&candidates, &config.retention, config.timezone);
     let mut report = PruneReport {
-        unreadable: bad.iter().map(ToString::to_string).collect(),
+        unreadable: listing.unreadable.iter().map(ToString::to_string).collect(),
+        not_trusted: listing
+            .not_trusted()
+            .map(|c| {
+                let why = match &c.trust {
+                    crate::signing::Trust::Untrusted { why } => why.clone(),
+                    _ => "not signed".to_string(),
+                };
+                (c.manifest.id.to_string(), why)
+            })
+            .collect(),
         ..PruneReport::default()
     };
     if !dry_run {
@@ -59,14 +80,8 @@ pub fn prune(
             crate::shutdown::check()?;
             let sid: SnapshotId = id.parse().map_err(|e| anyhow!("{e}"))?;
             // The manifest first: a prune cut short leaves parts, never a snapshot with holes.
-            store
-                .delete(&sid.manifest_key())
-                .with_context(|| format!("deleting the manifest of snapshot {id}"))?;
-            for o in store.list(&sid.prefix())? {
-                store
-                    .delete(&o.key)
-                    .with_context(|| format!("deleting {} of pruned snapshot {id}", o.key))?;
-            }
+            snapshot::delete_snapshot(store, &sid)
+                .with_context(|| format!("deleting pruned snapshot {id}"))?;
             report.deleted.push(id.clone());
         }
         report.swept =
@@ -112,6 +127,10 @@ pub fn run(config_path: &Path, args: &PruneArgs) -> anyhow::Result<ExitCode> {
             "deleted": report.deleted,
             "swept": report.swept,
             "unreadable": report.unreadable,
+            "not_trusted": report.not_trusted.iter().map(|(id, why)| serde_json::json!({
+                "id": id,
+                "why": why,
+            })).collect::<Vec<_>>(),
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(ExitCode::SUCCESS);
@@ -147,7 +166,17 @@ pub fn run(config_path: &Path, args: &PruneArgs) -> anyhow::Result<ExitCode> {
         );
     }
     for u in &report.unreadable {
-        println!("note: left alone, its manifest cannot be read: {u}");
+        println!(
+            "note: left alone, its manifest cannot be read: {}",
+            crate::text::Printable(u)
+        );
+    }
+    for (id, why) in &report.not_trusted {
+        println!(
+            "note: left alone and not counted, not signed by a trusted key ({}): {id}; \
+             'coffer forget {id}' removes it once you know you do not need it",
+            crate::text::Printable(why)
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -12,7 +12,7 @@ use crate::cli::RestoreArgs;
 use crate::pipeline::{find_part_problem, open_stream, read_ahead};
 use crate::progress::Progress;
 use crate::restore::{self, TarSummary};
-use crate::snapshot::{self, Manifest, SourceRecord};
+use crate::snapshot::{Manifest, SourceRecord};
 use crate::store::{self, Store};
 use crate::verify::check_stream;
 
@@ -70,7 +70,7 @@ pub fn run(config_path: &Path, args: &RestoreArgs) -> anyhow::Result<ExitCode> {
     let config = load_config(config_path)?;
     let store = store::from_config(&config.store)?;
     let (identities, identity_file) = load_identities(&config, args.identity.as_deref())?;
-    let m = snapshot::resolve(store.as_ref(), &args.snapshot)?;
+    let m = super::resolve_snapshot(&config, store.as_ref(), &args.snapshot, args.allow_unsigned)?;
     let to = match (&args.db_url, &args.to) {
         (Some(url), _) => {
             return restore_to_database(

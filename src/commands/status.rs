@@ -89,11 +89,14 @@ pub fn run(config_path: &Path, args: &StatusArgs) -> anyhow::Result<ExitCode> {
             .find(|j| j.kind.name() == job)
             .map(|j| (j.schedule.to_string(), j.schedule.next_after(now, tz)))
     };
+    // The newest snapshot signed by a trusted key, by the time in its id.
+    let trusted = config.trusted();
     let newest = store::from_config(&config.store)
         .map_err(|e| e.to_string())
-        .and_then(|s| snapshot::committed_ids(s.as_ref()).map_err(|e| e.to_string()))
-        .map(|ids| ids.into_iter().next_back());
-    let newest_time = |id: &SnapshotId| id.started().map(DateTime::<Utc>::from);
+        .and_then(|s| snapshot::newest_trusted(s.as_ref(), &trusted).map_err(|e| e.to_string()))
+        .map(|m| m.map(|m| m.id));
+    let newest_time = |id: &SnapshotId| Some(id.time());
+    let signing = signing_status(&config);
 
     if args.json {
         let jobs: Vec<_> = histories
@@ -127,6 +130,11 @@ pub fn run(config_path: &Path, args: &StatusArgs) -> anyhow::Result<ExitCode> {
             "newest_snapshot": newest_json,
             "store_error": newest.as_ref().err(),
             "history_error": catalog_error,
+            "signing_key": signing.0,
+            "trusted_signers": trusted.signers().iter().map(|s| serde_json::json!({
+                "name": s.name(),
+                "fingerprint": s.fingerprint(),
+            })).collect::<Vec<_>>(),
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(ExitCode::SUCCESS);
@@ -212,10 +220,46 @@ pub fn run(config_path: &Path, args: &StatusArgs) -> anyhow::Result<ExitCode> {
             Some(t) => println!("newest snapshot  {id}, {}", ago(t, now)),
             None => println!("newest snapshot  {id}"),
         },
-        Ok(None) => println!("newest snapshot  none: the store holds no snapshot yet"),
+        Ok(None) => println!(
+            "newest snapshot  none signed by a trusted key{}",
+            if trusted.is_empty() {
+                " (no key is trusted: set encryption.trusted_signers)"
+            } else {
+                ""
+            }
+        ),
         Err(e) => println!("newest snapshot  unknown: {e}"),
     }
+    println!("signing key      {}", signing.1);
     Ok(ExitCode::SUCCESS)
+}
+
+/// This host's signing key: (JSON, one line for people).
+fn signing_status(config: &crate::config::Config) -> (serde_json::Value, String) {
+    match crate::signing::SigningKey::load(&config.signing_key) {
+        Ok(Some(key)) => {
+            let public = key.public();
+            (
+                serde_json::json!({
+                    "file": config.signing_key.to_string(),
+                    "fingerprint": public.fingerprint(),
+                    "public_key": public.openssh(),
+                }),
+                format!("{} ({})", public.fingerprint(), config.signing_key),
+            )
+        }
+        Ok(None) => (
+            serde_json::Value::Null,
+            format!(
+                "none yet ({} is made by the first backup)",
+                config.signing_key
+            ),
+        ),
+        Err(e) => (
+            serde_json::json!({"error": e.to_string()}),
+            format!("unreadable: {e}"),
+        ),
+    }
 }
 
 #[cfg(test)]

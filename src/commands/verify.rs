@@ -6,8 +6,10 @@ use std::process::ExitCode;
 use super::{human_bytes, load_config, load_identities};
 use crate::cli::VerifyArgs;
 use crate::progress::Progress;
+use crate::signing::Trust;
 use crate::snapshot::{self, Manifest};
 use crate::store;
+use crate::text::Printable;
 use crate::verify::{DeepKeys, StreamReport, verify_snapshot};
 
 pub fn run(config_path: &Path, args: &VerifyArgs) -> anyhow::Result<ExitCode> {
@@ -25,22 +27,67 @@ pub fn run(config_path: &Path, args: &VerifyArgs) -> anyhow::Result<ExitCode> {
     let mut failed = 0usize;
     let mut json = Vec::new();
     let manifests: Vec<Manifest> = if args.all {
-        let (good, bad) = snapshot::list(store.as_ref())?;
-        for e in &bad {
-            if args.json {
+        let trusted = config.trusted();
+        if trusted.is_empty() && !args.allow_unsigned {
+            return Err(snapshot::SnapshotError::NoTrustedKey.into());
+        }
+        let listing = snapshot::list(store.as_ref(), &trusted)?;
+        let mut refused: Vec<(Option<String>, String)> = listing
+            .unreadable
+            .iter()
+            .map(|e| {
                 let id = match e {
-                    snapshot::SnapshotError::BadManifest { id, .. } => Some(id.as_str()),
+                    snapshot::SnapshotError::BadManifest { id, .. } => Some(id.clone()),
                     _ => None,
                 };
-                json.push(serde_json::json!({"id": id, "ok": false, "error": e.to_string()}));
-            } else {
-                println!("BAD  {e}");
+                (id, e.to_string())
+            })
+            .collect();
+        let mut good = Vec::new();
+        for c in listing.snapshots {
+            match &c.trust {
+                Trust::Trusted { .. } => good.push(c.manifest),
+                Trust::Unsigned if args.allow_unsigned => {
+                    eprintln!(
+                        "warning: snapshot {} is not signed; verified because of \
+                         --allow-unsigned",
+                        c.manifest.id
+                    );
+                    good.push(c.manifest);
+                }
+                Trust::Unsigned => refused.push((
+                    Some(c.manifest.id.to_string()),
+                    snapshot::SnapshotError::Unsigned {
+                        id: c.manifest.id.to_string(),
+                    }
+                    .to_string(),
+                )),
+                Trust::Untrusted { why } => refused.push((
+                    Some(c.manifest.id.to_string()),
+                    snapshot::SnapshotError::NotTrusted {
+                        id: c.manifest.id.to_string(),
+                        why: why.clone(),
+                    }
+                    .to_string(),
+                )),
             }
         }
-        failed += bad.len();
+        for (id, e) in &refused {
+            if args.json {
+                json.push(serde_json::json!({"id": id, "ok": false, "error": e}));
+            } else {
+                println!("BAD  {}", Printable(e));
+            }
+        }
+        failed += refused.len();
         good
     } else {
-        vec![snapshot::resolve(store.as_ref(), &args.snapshot)?]
+        vec![super::resolve_snapshot(
+            &config,
+            store.as_ref(),
+            &args.snapshot,
+            args.allow_unsigned,
+        )?]
     };
 
     for m in &manifests {

@@ -68,6 +68,14 @@ impl DecodedStream<'_> {
 
 impl Read for DecodedStream<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        // Never hand out more than the manifest's plaintext size (and one byte to notice):
+        // a decompression bomb stops here, not after it has filled the disk.
+        let room = self
+            .expected_plaintext
+            .saturating_sub(self.read)
+            .saturating_add(1);
+        let take = buf.len().min(usize::try_from(room).unwrap_or(usize::MAX));
+        let buf = &mut buf[..take];
         let n = self.inner.read(buf).map_err(|e| {
             if super::parts::find_part_problem(&e).is_some() {
                 return e;
@@ -83,6 +91,16 @@ impl Read for DecodedStream<'_> {
             )
         })?;
         self.read += n as u64;
+        if self.read > self.expected_plaintext {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                StreamError(format!(
+                    "stream {} decodes to more than the {} bytes its manifest records; \
+                     stopped there (a damaged or hostile stream)",
+                    self.stream, self.expected_plaintext
+                )),
+            ));
+        }
         if n == 0 && !buf.is_empty() {
             if !self.cursor.done() {
                 return Err(io::Error::new(

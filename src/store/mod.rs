@@ -45,6 +45,12 @@ pub enum StoreError {
     },
     #[error("invalid object key '{key}': {why}")]
     InvalidKey { key: String, why: &'static str },
+    #[error("object '{key}' in {store} is larger than the {limit} bytes coffer reads of it")]
+    TooLarge {
+        store: String,
+        key: String,
+        limit: u64,
+    },
 }
 
 impl StoreError {
@@ -146,6 +152,34 @@ pub fn get_bytes(store: &dyn Store, key: &str) -> Result<Vec<u8>, StoreError> {
             retryable: true,
             source,
         })?;
+    Ok(out)
+}
+
+/// Reads a small object whole, but never more than `limit` bytes of it (a planted 300 MB
+/// "manifest" must not become 300 MB of memory).
+///
+/// # Errors
+/// As `get_bytes`, and `TooLarge` when the object holds more than `limit` bytes.
+pub fn get_bytes_limited(store: &dyn Store, key: &str, limit: u64) -> Result<Vec<u8>, StoreError> {
+    let mut out = Vec::new();
+    store
+        .get(key)?
+        .take(limit.saturating_add(1))
+        .read_to_end(&mut out)
+        .map_err(|source| StoreError::Io {
+            store: store.to_string(),
+            op: "reading",
+            key: key.to_string(),
+            retryable: true,
+            source,
+        })?;
+    if out.len() as u64 > limit {
+        return Err(StoreError::TooLarge {
+            store: store.to_string(),
+            key: key.to_string(),
+            limit,
+        });
+    }
     Ok(out)
 }
 

@@ -216,10 +216,12 @@ fn a_drill_restores_files_and_database_into_staging_checks_them_and_reports_timi
         &staging_cfg,
         format!(
             "state_dir = \"staging-state\"\n[encryption]\nrecipients = [\"{}\"]\n\
-             identity_file = \"{}\"\n[store]\ntype = \"local\"\npath = \"store\"\n\
+             identity_file = \"{}\"\ntrusted_signers = [\"{}\"]\n\
+             [store]\ntype = \"local\"\npath = \"store\"\n\
              [drill]\nstaging_dir = \"staging-drill\"\n",
             d.env.recipient,
-            d.env.identity.display()
+            d.env.identity.display(),
+            d.env.signer_line()
         ),
     )
     .unwrap();
@@ -285,7 +287,8 @@ fn a_missing_table_and_a_row_count_that_differs_fail_the_drill_naming_each() {
         }
     }
     tables.push(serde_json::json!({"name": "ledger", "rows": 5, "exact": true}));
-    fs::write(&path, serde_json::to_vec_pretty(&m).unwrap()).unwrap();
+    d.env
+        .write_signed_manifest(&path, &serde_json::to_vec_pretty(&m).unwrap());
 
     let (ok, r) = d.drill_json(&[]);
     assert!(!ok);
@@ -727,7 +730,8 @@ fn every_restored_file_is_hashed_against_the_backup_and_a_differing_file_is_name
             c["parts"][0]["sha256"] = sha.clone().into();
         }
     }
-    fs::write(&path, serde_json::to_vec_pretty(&m).unwrap()).unwrap();
+    d.env
+        .write_signed_manifest(&path, &serde_json::to_vec_pretty(&m).unwrap());
     let (ok, r) = d.drill_json(&[]);
     assert!(!ok);
     let failures = r["failures"].to_string();

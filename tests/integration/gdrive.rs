@@ -207,6 +207,7 @@ fn transient_faults_during_uploads_are_survived_without_duplicates() {
         expected.push(p["name"].as_str().unwrap().to_string());
     }
     expected.push("manifest.json".into());
+    expected.push("manifest.json.sig".into());
     expected.sort();
     let mut stored: Vec<String> = drive
         .files()

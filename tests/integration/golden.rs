@@ -23,12 +23,31 @@ fn format_v1_golden_snapshot_still_restores() {
         ),
     )
     .unwrap();
-    let out = env.ok(&config, &["verify", "--all", "--deep"]);
-    assert!(out.contains("ok ") && out.contains("5 parts"), "{out}");
+    // Format 1 snapshots before signatures are unsigned: refused unless the operator says
+    // they are theirs.
     let target = env.path("restored");
-    env.ok(
+    let out = env.fails(
         &config,
         &["restore", "latest", "--to", target.to_str().unwrap()],
+    );
+    assert!(out.contains("no trusted signing key"), "{out}");
+    assert!(!target.exists());
+    let out = env.ok(&config, &["verify", "--all", "--deep", "--allow-unsigned"]);
+    assert!(out.contains("ok ") && out.contains("5 parts"), "{out}");
+    let out = env.run(
+        &config,
+        &[
+            "restore",
+            "latest",
+            "--to",
+            target.to_str().unwrap(),
+            "--allow-unsigned",
+        ],
+    );
+    assert!(out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("is not signed"),
+        "the operator is warned"
     );
     // git keeps neither mtimes nor most modes: compare kinds, bytes and link targets.
     let site = root.join("site");

@@ -59,7 +59,11 @@ fn stream_of_exactly_part_size_and_one_byte_more() {
     // predicted: cut this stream itself at its own size, and one byte less, through the same
     // splitter the backup uses, and restore both.
     let store = LocalStore::new(env.store());
-    let manifest = snapshot::read_manifest(&store, &first.parse().unwrap()).unwrap();
+    let key = env.signing_key();
+    let trusted = coffer::signing::Trusted::new([key.public()]);
+    let manifest = snapshot::read_checked(&store, &first.parse().unwrap(), &trusted)
+        .unwrap()
+        .manifest;
     let stream: Vec<u8> = env
         .parts(&first)
         .iter()
@@ -79,7 +83,7 @@ fn stream_of_exactly_part_size_and_one_byte_more() {
         m.sources[0].parts = out.parts;
         // Only the tar stream was copied to the new snapshot.
         m.sources[0].checksums = None;
-        snapshot::write_manifest(&store, &m).unwrap();
+        snapshot::write_manifest(&store, &m, &key).unwrap();
         let target = env.path(&format!("restored-{part_size}"));
         env.ok(
             &config,
@@ -222,11 +226,12 @@ fn latest_never_falls_back_past_a_bad_newest_manifest() {
         .join(&newest)
         .join("manifest.json");
     let text = fs::read_to_string(&manifest).unwrap();
-    fs::write(
+    // As a newer coffer on the backup host would write it: signed by the trusted key.
+    env.write_signed_manifest(
         &manifest,
-        text.replace("\"format_version\": 1", "\"format_version\": 99"),
-    )
-    .unwrap();
+        text.replace("\"format_version\": 1", "\"format_version\": 99")
+            .as_bytes(),
+    );
     let out = env.fails(&config, &["verify"]);
     assert!(
         out.contains(&newest) && out.contains("upgrade coffer"),

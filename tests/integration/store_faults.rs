@@ -27,6 +27,8 @@ enum FailAt {
     Put(usize),
     /// The put of the manifest.
     Manifest,
+    /// The put of the manifest's signature (just before the manifest).
+    Signature,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -96,6 +98,7 @@ impl Store for FaultyStore {
         let hit = match self.fail_at {
             FailAt::Put(at) => n == at,
             FailAt::Manifest => key.ends_with("/manifest.json"),
+            FailAt::Signature => key.ends_with("/manifest.json.sig"),
         };
         let mode = hit.then_some(self.mode);
         if matches!(mode, Some(Mode::Open)) {
@@ -131,9 +134,15 @@ fn a_failing_store_never_leaves_a_snapshot() {
         fs::write(site.join(format!("f{i}")), noise(i, 40_000)).unwrap();
     }
     let config = Config::load(&env.config(&site, "16KiB", "")).unwrap();
-    // About ten parts, then the manifest: fail the first part, a middle one, and the manifest.
+    // About ten parts, then the signature and the manifest: fail the first part, a middle
+    // one, the signature and the manifest.
     for mode in [Mode::Open, Mode::Write, Mode::Finish] {
-        for fail_at in [FailAt::Put(1), FailAt::Put(5), FailAt::Manifest] {
+        for fail_at in [
+            FailAt::Put(1),
+            FailAt::Put(5),
+            FailAt::Signature,
+            FailAt::Manifest,
+        ] {
             let store = FaultyStore {
                 inner: LocalStore::new(env.store()),
                 puts: AtomicUsize::new(0),
@@ -151,8 +160,9 @@ fn a_failing_store_never_leaves_a_snapshot() {
                 msg.contains("injected fault"),
                 "{mode:?} at {fail_at:?}: {msg}"
             );
-            let (snapshots, bad) = snapshot::list(&store).unwrap();
-            assert!(snapshots.is_empty() && bad.is_empty());
+            // Listed whatever their signature: nothing at all may be visible.
+            let listing = snapshot::list(&store, &Default::default()).unwrap();
+            assert!(listing.snapshots.is_empty() && listing.unreadable.is_empty());
             assert_eq!(
                 store.list("").unwrap(),
                 vec![],
@@ -175,7 +185,12 @@ fn a_failing_store_never_leaves_a_snapshot() {
     );
     assert!(msg.contains("injected fault: no space left"), "{msg}");
     assert!(!msg.contains("may be visible"), "{msg}");
-    assert!(snapshot::list(&store).unwrap().0.is_empty());
+    assert!(
+        snapshot::list(&store, &Default::default())
+            .unwrap()
+            .snapshots
+            .is_empty()
+    );
     assert!(
         !store.list("").unwrap().is_empty(),
         "parts were left for the sweep"

@@ -41,6 +41,30 @@ impl Env {
         self.path("store")
     }
 
+    /// Writes `bytes` as the manifest at `path` and signs them with the test host's key, as
+    /// the backup host itself would (tests that make a snapshot say something else).
+    pub fn write_signed_manifest(&self, path: &Path, bytes: &[u8]) {
+        fs::write(path, bytes).unwrap();
+        let sig = self.signing_key().sign(bytes).unwrap();
+        fs::write(path.with_file_name("manifest.json.sig"), sig).unwrap();
+    }
+
+    /// The `trusted_signers` line of the test host's key.
+    pub fn signer_line(&self) -> String {
+        self.signing_key().public().openssh()
+    }
+
+    /// The test host's own signing key (`state/signing-key`, made as the first backup would).
+    pub fn signing_key(&self) -> coffer::signing::SigningKey {
+        fs::create_dir_all(self.path("state")).unwrap();
+        fs::set_permissions(self.path("state"), fs::Permissions::from_mode(0o700)).unwrap();
+        coffer::signing::SigningKey::load_or_create(&coffer::signing::KeySource::Default(
+            self.path("state/signing-key"),
+        ))
+        .unwrap()
+        .0
+    }
+
     /// Writes a config backing up `site` as source `files` and returns its path.
     pub fn config(&self, site: &Path, part_size: &str, extra: &str) -> PathBuf {
         self.config_with(
@@ -284,8 +308,8 @@ pub fn assert_same_tree_excluding(expected: &Path, actual: &Path, excluded: &str
 }
 
 /// Stores, through the real pipeline, a snapshot `id` made at `created` whose one directory
-/// stream ("files") holds `bytes`, as a writer holding only the public key could; returns the
-/// id.
+/// stream ("files") holds `bytes`, signed with the test host's own key (as a compromised
+/// source or dump tool on the backup host could make one); returns the id.
 pub fn store_snapshot(
     env: &Env,
     store: &dyn coffer::store::Store,
@@ -338,6 +362,6 @@ pub fn store_snapshot(
             database: None,
         }],
     };
-    coffer::snapshot::write_manifest(store, &manifest).unwrap();
+    coffer::snapshot::write_manifest(store, &manifest, &env.signing_key()).unwrap();
     id.to_string()
 }
