@@ -342,6 +342,40 @@ fn a_stale_store_alerts_from_the_daemon_with_smtp_down_and_the_daemon_keeps_runn
     let created = chrono::Utc::now() - chrono::Duration::hours(30);
     let id = coffer::snapshot::SnapshotId::new(created);
     crate::support::store_snapshot(&env, &store, &id, created, b"an old snapshot");
+    // Newer snapshots planted in the store must not keep the alert quiet: one dated 2099,
+    // unsigned, and a fresh one signed by a key nobody trusts.
+    let forged = coffer::snapshot::SnapshotId::new(chrono::Utc::now());
+    let dir = env.store().join("snapshots").join(forged.as_str());
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(
+        dir.join("manifest.json"),
+        format!(
+            "{{\"format\":\"coffer-snapshot\",\"format_version\":1,\"id\":\"{forged}\",\
+             \"created\":\"2099-01-01T00:00:00Z\",\"finished\":\"2099-01-01T00:00:00Z\",\
+             \"host\":\"x\",\"coffer_version\":\"0\",\"recipients\":[],\"sources\":[]}}"
+        ),
+    )
+    .unwrap();
+    let recent = chrono::Utc::now() - chrono::Duration::hours(1);
+    let planted = crate::support::store_snapshot(
+        &env,
+        &store,
+        &coffer::snapshot::SnapshotId::new(recent),
+        recent,
+        b"planted",
+    );
+    let m = env
+        .store()
+        .join("snapshots")
+        .join(&planted)
+        .join("manifest.json");
+    fs::write(
+        m.with_extension("json.sig"),
+        coffer::signing::SigningKey::generate("attacker")
+            .sign(&fs::read(&m).unwrap())
+            .unwrap(),
+    )
+    .unwrap();
     let cfg = config(
         &env,
         dead,

@@ -1,0 +1,437 @@
+//! The store is untrusted: each test is an attack by someone who can write to the store and
+//! knows the public recipients (issue 15), and checks that it now does no harm.
+
+use std::fs;
+use std::io::Read as _;
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+use coffer::snapshot::SnapshotId;
+use coffer::store::LocalStore;
+
+use crate::support::{Env, assert_same_tree};
+
+/// A second config on the same store with the victim's recipients, as the attacker writes
+/// it: its own state folder, so its first backup makes its own signing key.
+fn attacker_config(env: &Env, victim: &Path, site: &Path) -> PathBuf {
+    let text = fs::read_to_string(victim).unwrap();
+    let text = text
+        .replace("state_dir = \"state\"", "state_dir = \"attacker-state\"")
+        .replace(
+            &format!("path = \"{}\"", env.path("site").display()),
+            &format!("path = \"{}\"", site.display()),
+        );
+    let path = env.path("attacker.toml");
+    fs::write(&path, text).unwrap();
+    path
+}
+
+fn site_with_invoice(root: &Path, invoice: &[u8]) {
+    fs::create_dir_all(root.join("private/files")).unwrap();
+    fs::write(root.join("private/files/invoice.pdf"), invoice).unwrap();
+    fs::write(root.join("site_config.json"), b"{\"db_name\": \"erp\"}").unwrap();
+}
+
+fn manifest_path(env: &Env, id: &str) -> PathBuf {
+    env.store().join("snapshots").join(id).join("manifest.json")
+}
+
+#[test]
+fn a_snapshot_planted_by_a_store_writer_is_listed_as_untrusted_and_never_restored() {
+    let env = Env::new();
+    let site = env.path("site");
+    site_with_invoice(&site, b"%PDF real invoice");
+    let config = env.config(&site, "64MiB", "");
+    let real = env.backup(&config);
+
+    // The attacker's site: a web shell where the invoice was.
+    let evil_site = env.path("evil-site");
+    site_with_invoice(&evil_site, b"<?php system($_GET['c']); ?>");
+    let attacker = attacker_config(&env, &config, &evil_site);
+    let planted = env.backup(&attacker);
+    assert!(planted > real, "the planted snapshot is the newest");
+
+    let list = env.ok(&config, &["list"]);
+    let line = |id: &str| {
+        list.lines()
+            .find(|l| l.starts_with(id))
+            .unwrap()
+            .to_string()
+    };
+    assert!(line(&real).contains(" signed "), "{list}");
+    assert!(line(&planted).contains("UNTRUSTED"), "{list}");
+    assert!(list.contains("may have planted it"), "{list}");
+
+    // `latest` is the newest *trusted* snapshot, and the planted one is named on the way.
+    let out = env.run(&config, &["verify", "latest", "--json"]);
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v[0]["id"], real.as_str());
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&planted));
+    let target = env.path("restored");
+    env.ok(
+        &config,
+        &["restore", "latest", "--to", target.to_str().unwrap()],
+    );
+    assert_same_tree(&site, &target);
+
+    // Named explicitly, it is refused, and nothing is written — even with --allow-unsigned,
+    // since it is signed, by a key nobody trusts.
+    for extra in [&[][..], &["--allow-unsigned"][..]] {
+        let target = env.path("planted-restore");
+        let mut args = vec![
+            "restore",
+            planted.as_str(),
+            "--to",
+            target.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        let out = env.fails(&config, &args);
+        assert!(
+            out.contains("not signed by a trusted key") && out.contains("do not restore it"),
+            "{out}"
+        );
+        assert!(!target.exists(), "nothing is written");
+        let out = env.fails(
+            &config,
+            &[&["verify", planted.as_str()][..], extra].concat(),
+        );
+        assert!(out.contains("not signed by a trusted key"), "{out}");
+    }
+
+    // Without its signature it is unsigned: refused unless the operator vouches for it.
+    fs::remove_file(manifest_path(&env, &planted).with_extension("json.sig")).unwrap();
+    let target = env.path("unsigned-restore");
+    let out = env.fails(
+        &config,
+        &["restore", &planted, "--to", target.to_str().unwrap()],
+    );
+    assert!(
+        out.contains("is not signed") && out.contains("--allow-unsigned"),
+        "{out}"
+    );
+    assert!(!target.exists());
+
+    // And the operator removes it by name.
+    let out = env.fails(&config, &["forget", &real]);
+    assert!(
+        out.contains("--force"),
+        "a trusted snapshot needs --force: {out}"
+    );
+    env.ok(&config, &["forget", &planted]);
+    assert!(!env.store().join("snapshots").join(&planted).exists());
+    assert!(env.store().join("snapshots").join(&real).exists());
+}
+
+#[test]
+fn an_altered_manifest_or_signature_or_a_moved_signature_is_refused() {
+    let env = Env::new();
+    let site = env.path("site");
+    site_with_invoice(&site, b"%PDF real invoice");
+    let config = env.config(&site, "64MiB", "");
+    let first = env.backup(&config);
+    let second = env.backup(&config);
+    let (m2, s2) = (
+        manifest_path(&env, &second),
+        manifest_path(&env, &second).with_extension("json.sig"),
+    );
+    let (manifest, signature) = (fs::read(&m2).unwrap(), fs::read(&s2).unwrap());
+    let refused = |what: &str| {
+        let out = env.fails(&config, &["verify", &second]);
+        assert!(
+            out.contains("not signed by a trusted key") && out.contains(&second),
+            "{what}: {out}"
+        );
+        let out = env.run(&config, &["verify", "latest", "--json"]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(
+            v[0]["id"],
+            first.as_str(),
+            "{what}: latest falls back to the good one"
+        );
+    };
+
+    // One flipped bit in the manifest (a hex digit of a part's sha256: it still parses and
+    // is consistent, only the signature can tell).
+    let mut altered = manifest.clone();
+    let at = altered
+        .windows(8)
+        .position(|w| w == b"\"sha256\"")
+        .expect("a sha256 field")
+        + 11;
+    altered[at] = if altered[at] == b'0' { b'1' } else { b'0' };
+    fs::write(&m2, &altered).unwrap();
+    refused("a flipped byte in manifest.json");
+    fs::write(&m2, &manifest).unwrap();
+    env.ok(&config, &["verify", &second]);
+
+    // One flipped byte in the signature's base64.
+    let mut bad_sig = signature.clone();
+    let at = bad_sig.len() / 2;
+    bad_sig[at] = if bad_sig[at] == b'A' { b'B' } else { b'A' };
+    fs::write(&s2, &bad_sig).unwrap();
+    refused("a flipped byte in manifest.json.sig");
+
+    // The first snapshot's (valid) signature moved onto the second.
+    fs::copy(manifest_path(&env, &first).with_extension("json.sig"), &s2).unwrap();
+    refused("a signature moved from another snapshot");
+    let out = env.fails(&config, &["verify", &second]);
+    assert!(out.contains("moved from another snapshot"), "{out}");
+}
+
+#[test]
+fn stock_ssh_keygen_verifies_a_backups_signature() {
+    if !crate::support::prerequisite(
+        std::process::Command::new("ssh-keygen")
+            .arg("-?")
+            .output()
+            .is_ok(),
+        "ssh-keygen",
+        "apt-get install openssh-client",
+    ) {
+        return;
+    }
+    let env = Env::new();
+    let site = env.path("site");
+    site_with_invoice(&site, b"%PDF");
+    let config = env.config(&site, "64MiB", "");
+    let id = env.backup(&config);
+    // What docs/RECOVERY.md tells the operator to write.
+    let public = fs::read_to_string(env.path("state/signing-key.pub")).unwrap();
+    let key = public
+        .split_whitespace()
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(" ");
+    let allowed = env.path("allowed_signers");
+    fs::write(
+        &allowed,
+        format!("backup-host namespaces=\"coffer\" {key}\n"),
+    )
+    .unwrap();
+    let verify = |manifest: &Path| {
+        std::process::Command::new("ssh-keygen")
+            .args(["-Y", "verify", "-f"])
+            .arg(&allowed)
+            .args(["-I", "backup-host", "-n", "coffer", "-s"])
+            .arg(manifest.with_extension("json.sig"))
+            .stdin(fs::File::open(manifest).unwrap())
+            .output()
+            .unwrap()
+    };
+    let m = manifest_path(&env, &id);
+    let out = verify(&m);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Good \"coffer\" signature"));
+    let text = fs::read_to_string(&m).unwrap();
+    fs::write(&m, text.replacen("\"host\"", "\"host\" ", 1)).unwrap();
+    assert!(!verify(&m).status.success());
+}
+
+/// A snapshot as the attacker forges it: an old id, `created` in 2099, no sources, 200 bytes.
+fn forged_manifest(id: &str) -> String {
+    format!(
+        "{{\"format\":\"coffer-snapshot\",\"format_version\":1,\"id\":\"{id}\",\
+         \"created\":\"2099-01-01T00:00:00Z\",\"finished\":\"2099-01-01T00:00:00Z\",\
+         \"host\":\"x\",\"coffer_version\":\"0\",\"recipients\":[],\"sources\":[]}}"
+    )
+}
+
+fn snapshot_at(env: &Env, store: &LocalStore, time: &str) -> String {
+    let created: DateTime<Utc> = time.parse().unwrap();
+    let id = SnapshotId::new(created);
+    crate::support::store_snapshot(env, store, &id, created, b"real bytes")
+}
+
+fn folders(env: &Env) -> Vec<String> {
+    let mut out: Vec<String> = fs::read_dir(env.store().join("snapshots"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn forged_manifests_change_nothing_prune_deletes() {
+    let env = Env::new();
+    let site = env.path("site");
+    site_with_invoice(&site, b"%PDF");
+    let config = env.config(&site, "1MiB", "");
+    let text = fs::read_to_string(&config).unwrap();
+    fs::write(
+        &config,
+        format!("{text}\n[retention]\nkeep_daily = 2\nkeep_weekly = 0\nkeep_monthly = 0\n"),
+    )
+    .unwrap();
+    let store = LocalStore::new(env.store());
+    let real: Vec<String> = [
+        "2026-12-01T02:00:00Z",
+        "2026-12-02T02:00:00Z",
+        "2026-12-03T02:00:00Z",
+    ]
+    .iter()
+    .map(|t| snapshot_at(&env, &store, t))
+    .collect();
+    let plan = |env: &Env| -> serde_json::Value {
+        let out = env.ok(&config, &["prune", "--dry-run", "--json"]);
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        serde_json::json!({"keep": v["keep"], "prune": v["prune"]})
+    };
+    let honest = plan(&env);
+    assert_eq!(honest["prune"], serde_json::json!([real[0]]), "{honest:#}");
+
+    // Seven 200-byte forgeries with old ids, dated 2099, with no sources (unsigned); and three
+    // consistent ones, newer than every real snapshot, signed by the attacker's own key.
+    let mut forged = Vec::new();
+    for day in 1..=7 {
+        let id = format!("2026110{day}T020000Z-0000{day:02}");
+        let dir = env.store().join("snapshots").join(&id);
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join("manifest.json"), forged_manifest(&id)).unwrap();
+        forged.push(id);
+    }
+    let attacker = coffer::signing::SigningKey::generate("attacker");
+    for time in [
+        "2026-12-04T02:00:00Z",
+        "2026-12-05T02:00:00Z",
+        "2026-12-06T02:00:00Z",
+    ] {
+        let created: DateTime<Utc> = time.parse().unwrap();
+        let id = SnapshotId::new(created);
+        let victim = crate::support::store_snapshot(&env, &store, &id, created, b"planted");
+        // Re-signed by the attacker's key.
+        let m = manifest_path(&env, &victim);
+        fs::write(
+            m.with_extension("json.sig"),
+            attacker.sign(&fs::read(&m).unwrap()).unwrap(),
+        )
+        .unwrap();
+        forged.push(victim);
+    }
+    assert_eq!(plan(&env), honest, "the forgeries change nothing");
+    let out = env.ok(&config, &["prune"]);
+    assert!(out.contains("left alone"), "{out}");
+    let mut expected: Vec<String> = real[1..].iter().chain(&forged).cloned().collect();
+    expected.sort();
+    assert_eq!(
+        folders(&env),
+        expected,
+        "only the planned real snapshot went"
+    );
+
+    // None of them is `latest` for a restore, and none of them is empty-but-"ok".
+    let out = env.run(&config, &["verify", "latest", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v[0]["id"], real[2].as_str());
+    let out = env.fails(&config, &["verify", &forged[0]]);
+    assert!(
+        out.contains("unreadable") && out.contains("far from the time in its id"),
+        "{out}"
+    );
+    // The run history's status reads the newest *trusted* snapshot.
+    let out = env.ok(&config, &["status", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["newest_snapshot"]["id"], real[2].as_str());
+}
+
+#[test]
+fn a_manifest_of_300_mb_is_refused_with_flat_memory() {
+    if !crate::support::prerequisite(
+        Path::new("/usr/bin/time").exists(),
+        "/usr/bin/time",
+        "apt-get install time",
+    ) {
+        return;
+    }
+    let env = Env::new();
+    let site = env.path("site");
+    site_with_invoice(&site, b"%PDF");
+    let config = env.config(&site, "64MiB", "");
+    let real = env.backup(&config);
+    let huge = SnapshotId::new(Utc::now()).to_string();
+    let dir = env.store().join("snapshots").join(&huge);
+    fs::create_dir_all(&dir).unwrap();
+    // 300 MB of JSON whitespace: it would parse to nothing after a full read.
+    let f = fs::File::create(dir.join("manifest.json")).unwrap();
+    f.set_len(300_000_000).unwrap();
+    for args in [
+        vec!["list"],
+        vec!["verify", huge.as_str()],
+        vec!["restore", huge.as_str(), "--to", "/nonexistent/x"],
+    ] {
+        let out = std::process::Command::new("/usr/bin/time")
+            .args(["-f", "maxrss_kib=%M"])
+            .arg(env!("CARGO_BIN_EXE_coffer"))
+            .arg("--config")
+            .arg(&config)
+            .args(&args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let rss: u64 = stderr
+            .rsplit("maxrss_kib=")
+            .next()
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        assert!(
+            rss < 100 * 1024,
+            "{args:?} used {rss} KiB: the manifest was read"
+        );
+        assert!(
+            stderr.contains(&huge) && stderr.contains("was not read"),
+            "{args:?}: {stderr}"
+        );
+        if args[0] == "list" {
+            assert!(out.status.success());
+            assert!(
+                stdout.contains(&real) && !stdout.contains(&huge),
+                "{stdout}"
+            );
+        } else {
+            assert!(!out.status.success());
+        }
+    }
+}
+
+#[test]
+fn a_decompression_bomb_stops_at_the_manifests_size() {
+    let env = Env::new();
+    let site = env.path("site");
+    site_with_invoice(&site, b"%PDF");
+    let config = env.config(&site, "64MiB", "");
+    // A tar holding 64 MiB of zeros (64 KiB compressed), whose manifest says 1000 bytes:
+    // signed, as a compromised backup host could make it.
+    let mut tar = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_size(64 << 20);
+    h.set_mode(0o644);
+    h.set_cksum();
+    tar.append_data(&mut h, "zeros", std::io::repeat(0).take(64 << 20))
+        .unwrap();
+    let tar = tar.into_inner().unwrap();
+    let store = LocalStore::new(env.store());
+    let id = crate::support::store_snapshot(
+        &env,
+        &store,
+        &SnapshotId::new(Utc::now()),
+        Utc::now(),
+        &tar,
+    );
+    let m = manifest_path(&env, &id);
+    let mut v: serde_json::Value = serde_json::from_slice(&fs::read(&m).unwrap()).unwrap();
+    v["sources"][0]["plaintext_bytes"] = 1000.into();
+    env.write_signed_manifest(&m, &serde_json::to_vec_pretty(&v).unwrap());
+    let target = env.path("restored");
+    let out = env.fails(&config, &["restore", &id, "--to", target.to_str().unwrap()]);
+    assert!(out.contains("decodes to more than the 1000 bytes"), "{out}");
+    let written = fs::metadata(target.join("zeros")).map_or(0, |m| m.len());
+    assert!(written <= 1000, "{written} bytes written");
+}
