@@ -6,7 +6,7 @@
 //! message whoever waits gets.
 
 use std::fs::{self, File};
-use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -67,8 +67,16 @@ pub fn lock_state_for(
         .write(true)
         .create(true)
         .truncate(false)
+        .mode(0o600)
         .open(&path)
         .with_context(|| format!("opening lock {}", path.display()))?;
+    // One made by an older coffer may be 0644.
+    if file
+        .metadata()
+        .is_ok_and(|m| m.permissions().mode() & 0o077 != 0)
+    {
+        let _ = file.set_permissions(fs::Permissions::from_mode(0o600));
+    }
     // A lock can outlive its holder by a moment (a process forked while it was held keeps it
     // until that child execs): wait at least a little before calling it another job's.
     let deadline = Instant::now() + wait.max(std::time::Duration::from_secs(3));

@@ -104,7 +104,8 @@ pub fn extract(reader: impl Read, target: &Path) -> Result<TarSummary, RestoreEr
     for entry in archive.entries().map_err(RestoreError::Read)? {
         let mut entry = entry.map_err(RestoreError::Read)?;
         let raw = entry.path_bytes().into_owned();
-        let name = String::from_utf8_lossy(&raw).into_owned();
+        // Shown in errors, logs and alerts: the archive may be hostile, so escaped.
+        let name = crate::text::PrintableBytes(&raw).to_string();
         let unsafe_entry = |why| RestoreError::Unsafe {
             entry: name.clone(),
             why,
@@ -228,7 +229,7 @@ impl Owners {
         if let Err(e) = std::os::unix::fs::lchown(path, id(header.uid()), id(header.gid())) {
             if self.failed == 0 {
                 tracing::warn!(
-                    path = %path.display(),
+                    path = %crate::text::PrintablePath(path),
                     "cannot restore owners ({e}); the files keep the restoring user's"
                 );
             }

@@ -704,11 +704,12 @@ pub fn run(config_path: &Path, args: &BackupArgs) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
         for (source, w) in &report.warnings {
+            // The path comes from the backed-up tree: a file name can hold terminal escapes.
             eprintln!(
                 "warning: {source}: {} {}: {}",
-                w.path.display(),
+                crate::text::PrintablePath(&w.path),
                 w.kind.as_str(),
-                w.detail
+                crate::text::Printable(&w.detail)
             );
         }
         println!(

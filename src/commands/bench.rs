@@ -80,7 +80,8 @@ pub fn write_bench_layout(
     if site.is_empty() || site.contains('/') || site.starts_with('.') {
         bail!("'{site}' is not a site name (such as erp.example.com)");
     }
-    fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    // Each file is refused if it exists: the folder may hold others, but must be private.
+    super::restore::prepare_target(dir, true)?;
     let stem = format!(
         "{}-{}",
         m.created.format("%Y%m%d_%H%M%S"),

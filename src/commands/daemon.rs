@@ -103,9 +103,9 @@ pub fn run_job(config: &Config, kind: JobKind, trigger: Trigger) -> anyhow::Resu
                     job = "backup",
                     source,
                     "{} {}: {}",
-                    w.path.display(),
+                    crate::text::PrintablePath(&w.path),
                     w.kind.as_str(),
-                    w.detail
+                    crate::text::Printable(&w.detail)
                 );
             }
             // Prune only after a good backup: a failing backup never thins out the good ones.

@@ -35,7 +35,9 @@ pub fn run(config_path: &Path, args: &DrillArgs) -> anyhow::Result<ExitCode> {
     if args.json {
         println!("{}", serde_json::to_string_pretty(report)?);
     } else {
-        print!("{}", render(report));
+        // The report quotes the manifest's host, table names, probe answers and file names:
+        // escaped for the terminal.
+        print!("{}", crate::text::PrintableLines(&render(report)));
     }
     Ok(if report.passed() {
         ExitCode::SUCCESS

@@ -16,11 +16,46 @@ use crate::snapshot::{Manifest, SourceRecord};
 use crate::store::{self, Store};
 use crate::verify::check_stream;
 
-/// Fails unless `dir` is missing or empty (or `force`); creates it if missing.
-fn prepare_target(dir: &Path, force: bool) -> anyhow::Result<()> {
-    match fs::read_dir(dir) {
-        Ok(mut entries) => {
-            if entries.next().is_some() && !force {
+/// Fails unless `dir` is missing, or a folder this user owns that no one else can write to
+/// and that is empty (or `force`); creates it (0700) if missing. A folder someone else owns
+/// or can write to would let them read what is restored (site_config.json, private files)
+/// or swap parts of it while coffer writes.
+pub(crate) fn prepare_target(dir: &Path, force: bool) -> anyhow::Result<()> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    match fs::symlink_metadata(dir) {
+        Ok(meta) => {
+            if !meta.is_dir() {
+                bail!(
+                    "restore target {} is not a folder (coffer does not follow a symlink there); \
+                     name a new folder",
+                    dir.display()
+                );
+            }
+            let me = rustix::process::geteuid().as_raw();
+            if meta.uid() != me {
+                bail!(
+                    "restore target {} belongs to uid {}, not to the restoring user (uid {me}): \
+                     its owner could read or change what is restored. Restore into a new \
+                     folder (coffer creates it, mode 0700), then move it into place",
+                    dir.display(),
+                    meta.uid()
+                );
+            }
+            let mode = meta.permissions().mode() & 0o7777;
+            if mode & 0o022 != 0 {
+                bail!(
+                    "restore target {} is mode {mode:04o}: others can write to it and swap what \
+                     is restored. chmod go-w it, or restore into a new folder (coffer creates \
+                     it, mode 0700)",
+                    dir.display()
+                );
+            }
+            if fs::read_dir(dir)
+                .with_context(|| format!("reading restore target {}", dir.display()))?
+                .next()
+                .is_some()
+                && !force
+            {
                 bail!(
                     "restore target {} is not empty; restore into an empty folder, or pass \
                      --force to write over what is there",
@@ -29,10 +64,19 @@ fn prepare_target(dir: &Path, force: bool) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => fs::create_dir_all(dir)
-            .with_context(|| format!("creating restore target {}", dir.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => create_private_dir(dir),
         Err(e) => Err(e).with_context(|| format!("reading restore target {}", dir.display())),
     }
+}
+
+/// Creates `dir` and its missing parents, mode 0700.
+fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("creating restore target {}", dir.display()))
 }
 
 /// Checks up front, from a listing, that every part exists with its recorded size, so a
@@ -152,8 +196,8 @@ pub fn run(config_path: &Path, args: &RestoreArgs) -> anyhow::Result<ExitCode> {
         dump_files.push((*s, file));
     }
     if !dumps.is_empty() {
-        fs::create_dir_all(&to)
-            .with_context(|| format!("creating restore folder {}", to.display()))?;
+        // Files land in it one by one (each refused if it exists): its owner is checked.
+        prepare_target(&to, true)?;
     }
     // A lone directory source restores into DIR itself; otherwise each goes to DIR/<source>.
     let targets: Vec<(&SourceRecord, PathBuf)> = sources
@@ -347,7 +391,7 @@ fn restore_to_database(
         let width = cmp
             .tables
             .iter()
-            .map(|t| t.table.len())
+            .map(|t| crate::text::printable(&t.table).chars().count())
             .max()
             .unwrap_or(5)
             .max(5);
@@ -380,7 +424,7 @@ fn restore_to_database(
                 };
                 println!(
                     "  {:width$}  {backed:>12}  {restored:>12}  {status}",
-                    t.table
+                    crate::text::printable(&t.table)
                 );
             }
         }
@@ -422,7 +466,7 @@ fn restore_to_database(
                         t.backed_up.unwrap_or(0)
                     )
                 };
-                format!("{} ({why})", t.table)
+                format!("{} ({why})", crate::text::Printable(&t.table))
             })
             .collect();
         eprintln!(

@@ -194,7 +194,7 @@ pub fn run(config_path: &Path, args: &StatusArgs) -> anyhow::Result<ExitCode> {
             println!("  last failure  {}", describe(r));
             println!(
                 "                {}",
-                r.error.as_deref().unwrap_or("(no error recorded)")
+                crate::text::Printable(r.error.as_deref().unwrap_or("(no error recorded)"))
             );
         }
         if let Some(r) = &h.running {

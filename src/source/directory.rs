@@ -271,7 +271,7 @@ impl Walk<'_> {
     fn warn(&mut self, rel: &Path, kind: WarningKind, detail: impl Into<String>) {
         let detail = detail.into();
         // The caller reports warnings (the CLI prints them, a daemon logs them): debug only here.
-        tracing::debug!(path = %rel.display(), kind = kind.as_str(), "{detail}");
+        tracing::debug!(path = %crate::text::PrintablePath(rel), kind = kind.as_str(), "{}", crate::text::Printable(&detail));
         self.outcome.warnings.push(Warning {
             kind,
             path: rel.to_path_buf(),

@@ -796,3 +796,63 @@ fn a_scheduled_drill_runs_from_the_daemon_and_its_failure_is_alerted() {
         "{failure:#}"
     );
 }
+
+#[test]
+fn a_manifests_host_and_table_names_reach_the_terminal_escaped() {
+    if !have_sqlite3() {
+        return;
+    }
+    let d = Drill::new(&[], "");
+    let id = d.env.backup(&d.config);
+    // What a compromised backup host could sign: names that drive the operator's terminal.
+    let hostile = "db\u{1b}]0;owned\u{7}\u{1b}[2J";
+    let path = d.manifest_path(&id);
+    let mut m: serde_json::Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+    m["host"] = hostile.into();
+    for s in m["sources"].as_array_mut().unwrap() {
+        if s["name"] == "app" {
+            s["database"]["tables"]
+                .as_array_mut()
+                .unwrap()
+                .push(serde_json::json!({"name": hostile, "rows": 1, "exact": true}));
+        }
+    }
+    d.env
+        .write_signed_manifest(&path, &serde_json::to_vec_pretty(&m).unwrap());
+    let out = d.env.run(&d.config, &["drill"]);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "the extra table is missing: {text}");
+    assert!(
+        !text.contains('\u{1b}') && !text.contains('\u{7}'),
+        "{text:?}"
+    );
+    assert!(text.contains("db\\x1b]0;owned\\x07"), "{text}");
+    let staging = d.env.path("staging-app.db");
+    let out = d.env.run(
+        &d.config,
+        &[
+            "restore",
+            &id,
+            "--source",
+            "app",
+            "--db-url",
+            &format!(
+                "sqlite://{}",
+                staging.with_extension("restore.db").display()
+            ),
+            "--create",
+        ],
+    );
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "{text}");
+    assert!(!text.contains('\u{1b}'), "{text:?}");
+    assert!(text.contains("db\\x1b]0;owned"), "{text}");
+}

@@ -435,3 +435,137 @@ fn a_decompression_bomb_stops_at_the_manifests_size() {
     let written = fs::metadata(target.join("zeros")).map_or(0, |m| m.len());
     assert!(written <= 1000, "{written} bytes written");
 }
+
+#[test]
+fn restore_refuses_a_target_another_user_owns_or_can_write_and_makes_new_ones_0700() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let env = Env::new();
+    let site = env.path("site");
+    site_with_invoice(&site, b"%PDF");
+    let config = env.config(&site, "64MiB", "");
+    let id = env.backup(&config);
+    // An empty folder someone else made in a shared place (as root here: made by "nobody").
+    let foreign = env.path("foreign");
+    fs::create_dir(&foreign).unwrap();
+    let me = rustix::process::geteuid().as_raw();
+    if me == 0 {
+        std::os::unix::fs::chown(&foreign, Some(65534), Some(65534)).unwrap();
+        let out = env.fails(
+            &config,
+            &["restore", &id, "--to", foreign.to_str().unwrap()],
+        );
+        assert!(out.contains("belongs to uid 65534"), "{out}");
+        assert_eq!(
+            fs::read_dir(&foreign).unwrap().count(),
+            0,
+            "nothing written"
+        );
+    }
+    let open = env.path("open");
+    fs::create_dir(&open).unwrap();
+    fs::set_permissions(&open, fs::Permissions::from_mode(0o777)).unwrap();
+    let out = env.fails(&config, &["restore", &id, "--to", open.to_str().unwrap()]);
+    assert!(out.contains("others can write to it"), "{out}");
+    assert_eq!(fs::read_dir(&open).unwrap().count(), 0, "nothing written");
+    let link = env.path("link");
+    std::os::unix::fs::symlink(&open, &link).unwrap();
+    let out = env.fails(&config, &["restore", &id, "--to", link.to_str().unwrap()]);
+    assert!(out.contains("not a folder"), "{out}");
+
+    let fresh = env.path("new/deeper");
+    env.ok(&config, &["restore", &id, "--to", fresh.to_str().unwrap()]);
+    let meta = fs::metadata(&fresh).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o700);
+    assert_eq!(meta.uid(), me);
+    assert_same_tree(&site, &fresh);
+}
+
+/// A name that sets the terminal's title, clears its screen and prints a fake line.
+const HOSTILE: &str = "inv\u{1b}]0;owned\u{7}\u{1b}[2J\rsnapshot ok\u{9b}31m";
+
+fn assert_escaped(out: &str) {
+    assert!(
+        !out.contains('\u{1b}') && !out.contains('\u{7}') && !out.contains('\u{9b}'),
+        "raw control characters reached the terminal: {out:?}"
+    );
+    assert!(out.contains("\\x1b]0;owned\\x07"), "{out}");
+}
+
+#[test]
+fn control_characters_in_names_are_printed_escaped() {
+    let env = Env::new();
+    let site = env.path("site");
+    site_with_invoice(&site, b"%PDF");
+    // A FIFO is skipped with a warning that names it.
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        site.join(HOSTILE),
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o644),
+        0,
+    )
+    .unwrap();
+    let config = env.config(&site, "64MiB", "");
+    let out = env.run(&config, &["backup"]);
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("warning"), "{stderr}");
+    assert_escaped(&stderr);
+
+    // An archive entry named so is refused, and the refusal is escaped.
+    let mut tar = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_size(4);
+    h.set_mode(0o644);
+    let name = format!("../{HOSTILE}");
+    h.as_gnu_mut().unwrap().name[..name.len()].copy_from_slice(name.as_bytes());
+    h.set_cksum();
+    tar.append(&h, &b"evil"[..]).unwrap();
+    let store = LocalStore::new(env.store());
+    let id = crate::support::store_snapshot(
+        &env,
+        &store,
+        &SnapshotId::new(Utc::now()),
+        Utc::now(),
+        &tar.into_inner().unwrap(),
+    );
+    let target = env.path("restored");
+    let out = env.fails(&config, &["restore", &id, "--to", target.to_str().unwrap()]);
+    assert!(out.contains("refusing archive entry"), "{out}");
+    assert_escaped(&out);
+}
+
+#[test]
+fn the_state_folder_is_made_0700_a_looser_one_is_reported_and_the_lock_is_0600() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new();
+    let site = env.path("site");
+    site_with_invoice(&site, b"%PDF");
+    let config = env.config(&site, "64MiB", "");
+    let state = env.path("state");
+    assert!(!state.exists());
+    let out = env.run(&config, &["check", "--json"]);
+    let checks: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let state_check = checks
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["check"] == "state_dir")
+        .unwrap()
+        .clone();
+    assert_eq!(state_check["ok"], true, "{state_check}");
+    assert_eq!(
+        fs::metadata(&state).unwrap().permissions().mode() & 0o777,
+        0o700
+    );
+    env.backup(&config);
+    let mode = |p: &str| fs::metadata(env.path(p)).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode("state/backup.lock"), 0o600);
+    assert_eq!(mode("state/signing-key"), 0o600);
+    fs::set_permissions(&state, fs::Permissions::from_mode(0o755)).unwrap();
+    let out = env.fails(&config, &["check"]);
+    assert!(
+        out.contains("mode 755") && out.contains("chmod 700"),
+        "{out}"
+    );
+}
