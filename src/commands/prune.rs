@@ -62,7 +62,17 @@ pub fn prune(
             store
                 .delete(&sid.manifest_key())
                 .with_context(|| format!("deleting the manifest of snapshot {id}"))?;
-            for o in store.list(&sid.prefix())? {
+            let prefix = sid.prefix();
+            for o in store.list(&prefix)? {
+                let name = o.key.strip_prefix(&prefix).unwrap_or(&o.key);
+                if !store::is_coffer_name(name) {
+                    tracing::warn!(
+                        "left {} of pruned snapshot {id} in {store}: coffer deletes only the \
+                         names it writes",
+                        o.key.escape_debug()
+                    );
+                    continue;
+                }
                 store
                     .delete(&o.key)
                     .with_context(|| format!("deleting {} of pruned snapshot {id}", o.key))?;

@@ -45,6 +45,57 @@ impl LocalStore {
     }
 }
 
+/// Whether `name` (the last component of a key) is one coffer writes, and so one it may delete:
+/// `manifest.json`, `manifest.json.sig`, a part `<source>.<ext>.age.<NNNNN>` (`<source>` one or
+/// more ASCII letters, digits, `-`, `_`; `<ext>` `tar.gz`, `sql.gz` or `sha256.gz`; five or
+/// more digits, as `pipeline::part_name` writes them), the `coffer check` probe
+/// `coffer-check-<16 lowercase hex>`, or the temporary name `.<any of those>.tmp-<8 lowercase
+/// hex>` of an upload still running or cut short.
+///
+/// Anything else in a store was put there by someone else; coffer leaves it alone.
+pub fn is_coffer_name(name: &str) -> bool {
+    match name.strip_prefix('.') {
+        Some(hidden) => hidden
+            .rsplit_once(".tmp-")
+            .is_some_and(|(base, tag)| is_lower_hex(tag, 8) && is_object_name(base)),
+        None => is_object_name(name),
+    }
+}
+
+fn is_object_name(name: &str) -> bool {
+    name == "manifest.json"
+        || name == "manifest.json.sig"
+        || name
+            .strip_prefix("coffer-check-")
+            .is_some_and(|tag| is_lower_hex(tag, 16))
+        || is_part_name(name)
+}
+
+/// `<source>.<ext>.age.<NNNNN>`.
+fn is_part_name(name: &str) -> bool {
+    let Some((stream, number)) = name.rsplit_once('.') else {
+        return false;
+    };
+    if number.len() < 5 || !number.bytes().all(|b| b.is_ascii_digit()) {
+        return false;
+    }
+    let Some(source) = stream.strip_suffix(".age").and_then(|s| {
+        ["tar.gz", "sql.gz", "sha256.gz"]
+            .iter()
+            .find_map(|ext| s.strip_suffix(ext)?.strip_suffix('.'))
+    }) else {
+        return false;
+    };
+    !source.is_empty()
+        && source
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+fn is_lower_hex(s: &str, len: usize) -> bool {
+    s.len() == len && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
 impl std::fmt::Display for LocalStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "local store {}", self.root.display())
@@ -282,6 +333,49 @@ mod tests {
         store.delete("snapshots/a/m").unwrap();
         store.delete("snapshots/a/m").unwrap();
         assert!(!dir.path().join("snapshots").exists());
+    }
+
+    #[test]
+    fn knows_the_names_coffer_writes() {
+        for name in [
+            "manifest.json",
+            "manifest.json.sig",
+            "files.tar.gz.age.00001",
+            "db_main-2.sql.gz.age.00042",
+            "files.sha256.gz.age.00001",
+            "files.tar.gz.age.123456",
+            "coffer-check-0123456789abcdef",
+            ".manifest.json.tmp-0a1b2c3d",
+            ".manifest.json.sig.tmp-0a1b2c3d",
+            ".files.tar.gz.age.00003.tmp-ffffffff",
+            ".coffer-check-0123456789abcdef.tmp-00000000",
+        ] {
+            assert!(is_coffer_name(name), "{name}");
+        }
+        for name in [
+            "",
+            "m",
+            "x.00001",
+            "manifest.json.bak",
+            "Manifest.json",
+            ".tar.gz.age.00001",
+            "files.tar.gz.age.0001",
+            "files.tar.gz.age.00001x",
+            "files.tar.gz.age.",
+            "files.tar.bz2.age.00001",
+            "files.tar.gz.00001",
+            "a b.tar.gz.age.00001",
+            "a.b.tar.gz.age.00001",
+            "coffer-check-0123456789ABCDEF",
+            "coffer-check-0123456789abcde",
+            ".manifest.json.tmp-0A1B2C3D",
+            ".manifest.json.tmp-0a1b2c3",
+            ".shadow.tmp-0a1b2c3d",
+            "manifest.json.tmp-0a1b2c3d",
+            "..manifest.json.tmp-0a1b2c3d.tmp-0a1b2c3d",
+        ] {
+            assert!(!is_coffer_name(name), "{name}");
+        }
     }
 
     #[test]
