@@ -18,3 +18,4 @@ mod prune;
 mod roundtrip;
 mod sqlite;
 mod store_faults;
+mod store_links;
