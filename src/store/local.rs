@@ -369,11 +369,16 @@ impl Store for LocalStore {
         let (folders, name) = split(key);
         create_dirs_durably(&self.root)
             .map_err(|e| self.io_err("creating the folder for", key, e))?;
-        let folder = self
-            .open_folders(&folders, true)
-            .map_err(|w| self.walk_err("creating the folder for", key, w))?
-            .pop()
-            .expect("the root is first");
+        let folder = match self.open_folders(&folders, true) {
+            Ok(mut fds) => fds.pop().expect("the root is first"),
+            // Made, then removed by someone else before it could be opened: no object is
+            // "not found" here, the upload failed.
+            Err(Walk::Missing) => {
+                let gone = io::Error::new(io::ErrorKind::NotFound, "a folder vanished");
+                return Err(self.io_err("creating the folder for", key, gone));
+            }
+            Err(w) => return Err(self.walk_err("creating the folder for", key, w)),
+        };
         let tmp = format!(".{name}.tmp-{:08x}", rand::random::<u32>());
         // O_EXCL: never write through a link or into a file someone planted under this name.
         let fd = rustix::fs::openat(
