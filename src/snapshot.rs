@@ -787,13 +787,25 @@ pub fn newest_trusted(
 }
 
 /// Deletes one snapshot: its manifest first (from then on it is no snapshot), then its other
-/// objects. A deletion cut short leaves parts for the orphan sweep, never a snapshot with holes.
+/// objects of the names coffer writes (`store::is_coffer_name`); anything else in its folder
+/// is left with a warning. A deletion cut short leaves parts for the orphan sweep, never a
+/// snapshot with holes.
 ///
 /// # Errors
 /// The first store error; what is left is swept later.
 pub fn delete_snapshot(store: &dyn Store, id: &SnapshotId) -> Result<(), SnapshotError> {
     store.delete(&id.manifest_key())?;
-    for o in store.list(&id.prefix())? {
+    let prefix = id.prefix();
+    for o in store.list(&prefix)? {
+        let name = o.key.strip_prefix(&prefix).unwrap_or(&o.key);
+        if !store::is_coffer_name(name) {
+            tracing::warn!(
+                "left {} of deleted snapshot {id} in {store}: coffer deletes only the names it \
+                 writes",
+                crate::text::Printable(&o.key)
+            );
+            continue;
+        }
         store.delete(&o.key)?;
     }
     Ok(())
@@ -806,7 +818,9 @@ pub const MIN_ORPHAN_GRACE: Duration = Duration::from_secs(3600);
 /// Deletes the objects of snapshots that never got a manifest (a backup that failed or was
 /// killed) once both their start time (from the id) and their newest object are older than
 /// `grace` (at least `MIN_ORPHAN_GRACE`), so a backup still running elsewhere is left alone.
-/// The manifest's absence is checked again right before deleting. Returns the ids swept.
+/// The manifest's absence is checked again right before deleting. Only the names coffer
+/// writes (`store::is_coffer_name`) are deleted; anything else in such a folder is left where
+/// it is, with a warning. Returns the ids swept.
 ///
 /// # Errors
 /// Store errors while listing or deleting.
@@ -824,7 +838,14 @@ pub fn sweep_orphans(
         let entry = dirs.entry(id.to_string()).or_default();
         entry.0 |= name == MANIFEST_NAME;
         entry.1 = entry.1.max(obj.modified);
-        entry.2.push(obj.key.clone());
+        if store::is_coffer_name(name) {
+            entry.2.push(obj.key.clone());
+        } else if id.parse::<SnapshotId>().is_ok() {
+            tracing::warn!(
+                "left {} in {store}: coffer deletes only the names it writes",
+                obj.key.escape_debug()
+            );
+        }
     }
     let old = |t: SystemTime| now.duration_since(t).unwrap_or_default() >= grace;
     let mut swept = Vec::new();
@@ -833,7 +854,11 @@ pub fn sweep_orphans(
         let Ok(parsed) = id.parse::<SnapshotId>() else {
             continue;
         };
-        if committed || !newest.is_some_and(old) || !parsed.started().is_some_and(old) {
+        if committed
+            || keys.is_empty()
+            || !newest.is_some_and(old)
+            || !parsed.started().is_some_and(old)
+        {
             continue;
         }
         match store.get(&parsed.manifest_key()) {
@@ -882,7 +907,7 @@ mod tests {
         let young = SnapshotId::new((now + hour + hour / 2).into());
         let done = SnapshotId::new((now - 3 * hour).into());
         for id in [&old, &young, &done] {
-            store::put_bytes(&store, &id.key("x.00001"), b"p").unwrap();
+            store::put_bytes(&store, &id.key("files.tar.gz.age.00001"), b"p").unwrap();
         }
         store::put_bytes(&store, &done.manifest_key(), b"{}").unwrap();
         assert!(
@@ -893,6 +918,38 @@ mod tests {
         let swept = sweep_orphans(&store, Duration::ZERO, now + 2 * hour).unwrap();
         assert_eq!(swept, [old.to_string()]);
         assert_eq!(store.list("").unwrap().len(), 3);
+    }
+
+    #[test]
+    fn sweep_leaves_names_coffer_does_not_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(dir.path());
+        let now = SystemTime::now();
+        let hour = Duration::from_secs(3600);
+        let mixed = SnapshotId::new((now - 3 * hour).into());
+        let foreign = SnapshotId::new((now - 3 * hour).into());
+        store::put_bytes(&store, &mixed.key("files.tar.gz.age.00001"), b"p").unwrap();
+        store::put_bytes(
+            &store,
+            &mixed.key(".files.tar.gz.age.00002.tmp-0123abcd"),
+            b"p",
+        )
+        .unwrap();
+        store::put_bytes(&store, &mixed.key("notes.txt"), b"n").unwrap();
+        store::put_bytes(&store, &foreign.key("deep/files.tar.gz.age.00001"), b"d").unwrap();
+        let swept = sweep_orphans(&store, hour, now + 2 * hour).unwrap();
+        assert_eq!(
+            swept,
+            [mixed.to_string()],
+            "nothing of coffer's in {foreign}"
+        );
+        let left: Vec<_> = store.list("").unwrap().into_iter().map(|m| m.key).collect();
+        let mut want = [
+            foreign.key("deep/files.tar.gz.age.00001"),
+            mixed.key("notes.txt"),
+        ];
+        want.sort();
+        assert_eq!(left, want);
     }
 
     fn sample(id: &SnapshotId) -> Manifest {

@@ -14,7 +14,7 @@ use std::fmt;
 use std::io::{Read, Write};
 use std::time::SystemTime;
 
-pub use local::LocalStore;
+pub use local::{LocalStore, is_coffer_name};
 
 /// One stored object as the store reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]

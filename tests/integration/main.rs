@@ -18,4 +18,5 @@ mod prune;
 mod roundtrip;
 mod sqlite;
 mod store_faults;
+mod store_links;
 mod untrusted_store;
