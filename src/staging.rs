@@ -7,11 +7,15 @@
 //! checked by address and by asking both servers who they are), a missing database without
 //! `create`, a non-empty one without `force`.
 //!
-//! A dump is never trusted (the store may be tampered with), and the restoring host holds the
+//! A dump is never trusted (the store may be tampered with; an old pg_dump could write
+//! meta-commands from crafted object names, CVE-2025-8715), and the restoring host holds the
 //! private key: each client is kept from acting on this host whatever the dump says. sqlite3
-//! runs with `-safe`, a MariaDB client with `--sandbox` (and `--local-infile=0`).
-//! `check_client` refuses a client that cannot be kept so. The load runs as the database role
-//! the target's url names; nothing here adds privileges to it.
+//! runs with `-safe`, a MariaDB client with `--sandbox` (and `--local-infile=0`), and psql reads
+//! the dump behind `\restrict <fresh key>` (`restrict`). `check_client` refuses a client that
+//! cannot be kept so. The load runs as the database role the target's url names; nothing here
+//! adds privileges to it.
+
+mod restrict;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -230,8 +234,8 @@ pub fn check_not_system(target: &Address) -> anyhow::Result<()> {
 }
 
 /// Runs the client's `--version` and makes sure it can be kept from acting on this host
-/// (sqlite3 `-safe`, a MariaDB client's `--sandbox`), so a missing or unsafe client is found
-/// before the target is touched. Returns the client's version line.
+/// (sqlite3 `-safe`, a MariaDB client's `--sandbox`, psql's `\restrict`), so a missing or
+/// unsafe client is found before the target is touched. Returns the client's version line.
 ///
 /// # Errors
 /// Naming the client and what to install.
@@ -251,11 +255,50 @@ pub fn check_client(target: &Database, opts: &StagingOptions) -> anyhow::Result<
         )
     })?;
     match target.address.engine() {
-        Engine::Postgres => {}
+        Engine::Postgres => check_restrict(&program, &version)?,
         Engine::Mysql => check_sandbox(&program, &version)?,
         Engine::Sqlite => check_safe(&program, &version)?,
     }
     Ok(version)
+}
+
+/// The first release of each major that knows `\restrict` (August 2025); later majors all do.
+const PSQL_RESTRICT: [(u32, u32); 6] = [(13, 22), (14, 19), (15, 14), (16, 10), (17, 6), (18, 0)];
+
+/// Refuses a psql without restricted mode (`\restrict`), read from its version line
+/// (`psql (PostgreSQL) 15.20 (Debian 15.20-0+deb12u1)`). A psql cannot be asked without a
+/// server; one that does not know `\restrict` fails the load at its first line anyway.
+fn check_restrict(program: &Path, version: &str) -> anyhow::Result<()> {
+    if psql_restricts(version) {
+        return Ok(());
+    }
+    bail!(
+        "{} ({version}) has no restricted mode (\\restrict), which keeps a dump from running \
+         commands on this host: install psql 13.22, 14.19, 15.14, 16.10, 17.6, 18.0 or a later \
+         release of its major version (postgresql-client), or name one with --client",
+        program.display()
+    )
+}
+
+/// Whether a psql version line names a release with `\restrict`; `false` when it cannot be
+/// read, and for pre-releases of the majors that got it in a minor release.
+fn psql_restricts(version: &str) -> bool {
+    fn leading(s: &str) -> Option<(u32, &str)> {
+        let end = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+        s[..end].parse().ok().map(|n| (n, &s[end..]))
+    }
+    let Some((major, rest)) = version
+        .split_whitespace()
+        .find(|w| w.starts_with(|c: char| c.is_ascii_digit()))
+        .and_then(leading)
+    else {
+        return false;
+    };
+    let minor = rest.strip_prefix('.').and_then(leading).map(|(n, _)| n);
+    match PSQL_RESTRICT.iter().find(|(m, _)| *m == major) {
+        Some((_, first)) => minor.is_some_and(|n| n >= *first),
+        None => major > PSQL_RESTRICT[PSQL_RESTRICT.len() - 1].0,
+    }
 }
 
 /// Refuses a MariaDB/MySQL client without `--sandbox`. Asked, not read from the version: an
@@ -516,7 +559,8 @@ fn client(
 }
 
 /// Loads a decrypted dump stream into the prepared target with its client, in the client's
-/// safe mode.
+/// safe mode (psql reads the dump behind `\restrict <fresh key>`). The outcome's bytes are
+/// the dump's.
 ///
 /// # Errors
 /// `FeedError::Input` for a stream that breaks (the client is stopped first), or the client's
@@ -532,6 +576,14 @@ pub fn load(
             source: std::io::Error::other(format!("{e:#}")),
         })
     })?;
+    if target.address.engine() == Engine::Postgres {
+        let mut restricted = restrict::Restricted::new(input);
+        let outcome = command.feed_from(&mut restricted)?;
+        return Ok(DumpOutcome {
+            bytes: restricted.consumed(),
+            ..outcome
+        });
+    }
     command.feed_from(input)
 }
 
@@ -704,6 +756,35 @@ mod tests {
         }
     }
 
+    #[test]
+    fn psql_needs_a_release_with_restricted_mode() {
+        for (version, ok) in [
+            ("psql (PostgreSQL) 15.20 (Debian 15.20-0+deb12u1)", true),
+            ("psql (PostgreSQL) 15.14", true),
+            (
+                "psql (PostgreSQL) 15.13 (Ubuntu 15.13-1.pgdg22.04+1)",
+                false,
+            ),
+            ("psql (PostgreSQL) 13.22", true),
+            ("psql (PostgreSQL) 13.21", false),
+            ("psql (PostgreSQL) 14.19", true),
+            ("psql (PostgreSQL) 14.18", false),
+            ("psql (PostgreSQL) 16.10", true),
+            ("psql (PostgreSQL) 16.9", false),
+            ("psql (PostgreSQL) 17.6", true),
+            ("psql (PostgreSQL) 17.5", false),
+            ("psql (PostgreSQL) 18.0", true),
+            ("psql (PostgreSQL) 18beta1", false),
+            ("psql (PostgreSQL) 19devel", true),
+            ("psql (PostgreSQL) 12.22", false),
+            ("psql (PostgreSQL) 9.6.24", false),
+            ("psql", false),
+            ("", false),
+        ] {
+            assert_eq!(psql_restricts(version), ok, "{version}");
+        }
+    }
+
     /// A fake client: a shell script answering `--version` and the safe-mode probes as an
     /// older or foreign client does.
     fn fake(dir: &std::path::Path, name: &str, script: &str) -> StagingOptions {
@@ -728,6 +809,14 @@ mod tests {
     #[test]
     fn clients_without_a_safe_mode_are_refused_naming_what_to_install() {
         let dir = tempfile::tempdir().unwrap();
+        let psql = fake(dir.path(), "psql", "echo 'psql (PostgreSQL) 15.13'");
+        let err = refusal("postgres://u@127.0.0.1:5432/stg", &psql);
+        assert!(
+            err.contains("(psql (PostgreSQL) 15.13) has no restricted mode")
+                && err.contains("15.14")
+                && err.contains("--client"),
+            "{err}"
+        );
         // Oracle's client stops at the unknown option; an older MariaDB client names it on
         // stderr and still prints its version.
         let oracle = fake(
