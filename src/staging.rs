@@ -6,9 +6,20 @@
 //! database of a configured source (restoring a drill over production is the classic disaster;
 //! checked by address and by asking both servers who they are), a missing database without
 //! `create`, a non-empty one without `force`.
+//!
+//! A dump is never trusted (the store may be tampered with; an old pg_dump could write
+//! meta-commands from crafted object names, CVE-2025-8715), and the restoring host holds the
+//! private key: each client is kept from acting on this host whatever the dump says. sqlite3
+//! runs with `-safe`, a MariaDB client with `--sandbox` (and `--local-infile=0`), and psql reads
+//! the dump behind `\restrict <fresh key>` (`restrict`). `check_client` refuses a client that
+//! cannot be kept so. The load runs as the database role the target's url names; nothing here
+//! adds privileges to it.
+
+mod restrict;
 
 use std::io::Read;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 
 use anyhow::{Context, anyhow, bail};
 use secrecy::SecretString;
@@ -222,14 +233,16 @@ pub fn check_not_system(target: &Address) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs the client's `--version`, so a missing client is found before the target is touched.
+/// Runs the client's `--version` and makes sure it can be kept from acting on this host
+/// (sqlite3 `-safe`, a MariaDB client's `--sandbox`, psql's `\restrict`), so a missing or
+/// unsafe client is found before the target is touched. Returns the client's version line.
 ///
 /// # Errors
 /// Naming the client and what to install.
 pub fn check_client(target: &Database, opts: &StagingOptions) -> anyhow::Result<String> {
     let (command, _private) = client(target, opts)?;
     let program = PathBuf::from(&command.program);
-    crate::source::tool_version(&program).ok_or_else(|| {
+    let version = crate::source::tool_version(&program).ok_or_else(|| {
         anyhow!(
             "cannot run {} --version: install the database's client ({}) or name one with \
              --client",
@@ -240,7 +253,98 @@ pub fn check_client(target: &Database, opts: &StagingOptions) -> anyhow::Result<
                 Engine::Sqlite => "sqlite3",
             }
         )
-    })
+    })?;
+    match target.address.engine() {
+        Engine::Postgres => check_restrict(&program, &version)?,
+        Engine::Mysql => check_sandbox(&program, &version)?,
+        Engine::Sqlite => check_safe(&program, &version)?,
+    }
+    Ok(version)
+}
+
+/// The first release of each major that knows `\restrict` (August 2025); later majors all do.
+const PSQL_RESTRICT: [(u32, u32); 6] = [(13, 22), (14, 19), (15, 14), (16, 10), (17, 6), (18, 0)];
+
+/// Refuses a psql without restricted mode (`\restrict`), read from its version line
+/// (`psql (PostgreSQL) 15.20 (Debian 15.20-0+deb12u1)`). A psql cannot be asked without a
+/// server; one that does not know `\restrict` fails the load at its first line anyway.
+fn check_restrict(program: &Path, version: &str) -> anyhow::Result<()> {
+    if psql_restricts(version) {
+        return Ok(());
+    }
+    bail!(
+        "{} ({version}) has no restricted mode (\\restrict), which keeps a dump from running \
+         commands on this host: install psql 13.22, 14.19, 15.14, 16.10, 17.6, 18.0 or a later \
+         release of its major version (postgresql-client), or name one with --client",
+        program.display()
+    )
+}
+
+/// Whether a psql version line names a release with `\restrict`; `false` when it cannot be
+/// read, and for pre-releases of the majors that got it in a minor release.
+fn psql_restricts(version: &str) -> bool {
+    fn leading(s: &str) -> Option<(u32, &str)> {
+        let end = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+        s[..end].parse().ok().map(|n| (n, &s[end..]))
+    }
+    let Some((major, rest)) = version
+        .split_whitespace()
+        .find(|w| w.starts_with(|c: char| c.is_ascii_digit()))
+        .and_then(leading)
+    else {
+        return false;
+    };
+    let minor = rest.strip_prefix('.').and_then(leading).map(|(n, _)| n);
+    match PSQL_RESTRICT.iter().find(|(m, _)| *m == major) {
+        Some((_, first)) => minor.is_some_and(|n| n >= *first),
+        None => major > PSQL_RESTRICT[PSQL_RESTRICT.len() - 1].0,
+    }
+}
+
+/// Refuses a MariaDB/MySQL client without `--sandbox`. Asked, not read from the version: an
+/// unknown option does not make `--version` fail, but the client says so on stderr.
+fn check_sandbox(program: &Path, version: &str) -> anyhow::Result<()> {
+    let understood = Command::new(program)
+        .args(["--no-defaults", "--sandbox", "--version"])
+        .output()
+        .is_ok_and(|o| {
+            o.status.success() && !String::from_utf8_lossy(&o.stderr).contains("sandbox")
+        });
+    if understood {
+        return Ok(());
+    }
+    if version.contains("MariaDB") {
+        bail!(
+            "{} ({version}) has no --sandbox, which keeps a dump from running commands on this \
+             host: install a MariaDB client 10.5.25, 10.6.18, 10.11.8, 11.0.6, 11.1.5, 11.2.4, \
+             11.4.2 or later (mariadb-client), or name one with --client",
+            program.display()
+        );
+    }
+    bail!(
+        "{} ({version}) is not a MariaDB client: a dump is loaded only with a client in sandbox \
+         mode (--sandbox), which keeps it from running commands on this host, and Oracle's \
+         MySQL client has none. Install mariadb-client (it connects to MySQL servers too), or \
+         name a MariaDB client with --client",
+        program.display()
+    )
+}
+
+/// Refuses a sqlite3 without `-safe` (before 3.37, it stops at the unknown option).
+fn check_safe(program: &Path, version: &str) -> anyhow::Result<()> {
+    let understood = Command::new(program)
+        .args(["-safe", "-version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if understood {
+        return Ok(());
+    }
+    bail!(
+        "{} ({version}) has no safe mode (-safe), which keeps a dump from running commands and \
+         reading or writing files on this host: install sqlite3 3.37 or later, or name one with \
+         --client",
+        program.display()
+    )
 }
 
 /// Whether the target exists and holds something (tables, views, sequences, routines).
@@ -365,7 +469,8 @@ fn objects(target: &Database) -> anyhow::Result<u64> {
 }
 
 /// The client command that loads a dump into `target`, and the private folder holding its
-/// option file (MariaDB), removed when dropped.
+/// option file (MariaDB), removed when dropped. EVERY CLIENT RUNS IN ITS SAFE MODE: a dump
+/// must not run commands or touch files on this host.
 ///
 /// # Errors
 /// When the option file cannot be written.
@@ -408,8 +513,14 @@ fn client(
             args.extend(crate::source::mysql::connection_args(u));
             for a in [
                 "--default-character-set=utf8mb4",
+                // In batch mode this also turns off the client's commands but `\C` and
+                // DELIMITER; --sandbox refuses `\!`, `system`, `source`, `tee`, … whatever
+                // the mode.
                 "--binary-mode",
                 "--batch",
+                "--sandbox",
+                // LOAD DATA LOCAL would read a file of this host into the database.
+                "--local-infile=0",
             ] {
                 args.push(a.into());
             }
@@ -426,6 +537,9 @@ fn client(
             vec![
                 "-batch".into(),
                 "-bail".into(),
+                // Refuses .shell, .system, .output, .read, .load, .open, ATTACH, readfile(),
+                // writefile(), …
+                "-safe".into(),
                 "-init".into(),
                 "/dev/null".into(),
                 path.clone().into_os_string(),
@@ -444,11 +558,13 @@ fn client(
     ))
 }
 
-/// Loads a decrypted dump stream into the prepared target with its client.
+/// Loads a decrypted dump stream into the prepared target with its client, in the client's
+/// safe mode (psql reads the dump behind `\restrict <fresh key>`). The outcome's bytes are
+/// the dump's.
 ///
 /// # Errors
 /// `FeedError::Input` for a stream that breaks (the client is stopped first), or the client's
-/// failure with its stderr.
+/// failure with its stderr — also when the dump holds a command the safe mode refuses.
 pub fn load(
     target: &Database,
     opts: &StagingOptions,
@@ -460,6 +576,14 @@ pub fn load(
             source: std::io::Error::other(format!("{e:#}")),
         })
     })?;
+    if target.address.engine() == Engine::Postgres {
+        let mut restricted = restrict::Restricted::new(input);
+        let outcome = command.feed_from(&mut restricted)?;
+        return Ok(DumpOutcome {
+            bytes: restricted.consumed(),
+            ..outcome
+        });
+    }
     command.feed_from(input)
 }
 
@@ -630,6 +754,106 @@ mod tests {
             exact,
             rows_after: None,
         }
+    }
+
+    #[test]
+    fn psql_needs_a_release_with_restricted_mode() {
+        for (version, ok) in [
+            ("psql (PostgreSQL) 15.20 (Debian 15.20-0+deb12u1)", true),
+            ("psql (PostgreSQL) 15.14", true),
+            (
+                "psql (PostgreSQL) 15.13 (Ubuntu 15.13-1.pgdg22.04+1)",
+                false,
+            ),
+            ("psql (PostgreSQL) 13.22", true),
+            ("psql (PostgreSQL) 13.21", false),
+            ("psql (PostgreSQL) 14.19", true),
+            ("psql (PostgreSQL) 14.18", false),
+            ("psql (PostgreSQL) 16.10", true),
+            ("psql (PostgreSQL) 16.9", false),
+            ("psql (PostgreSQL) 17.6", true),
+            ("psql (PostgreSQL) 17.5", false),
+            ("psql (PostgreSQL) 18.0", true),
+            ("psql (PostgreSQL) 18beta1", false),
+            ("psql (PostgreSQL) 19devel", true),
+            ("psql (PostgreSQL) 12.22", false),
+            ("psql (PostgreSQL) 9.6.24", false),
+            ("psql", false),
+            ("", false),
+        ] {
+            assert_eq!(psql_restricts(version), ok, "{version}");
+        }
+    }
+
+    /// A fake client: a shell script answering `--version` and the safe-mode probes as an
+    /// older or foreign client does.
+    fn fake(dir: &std::path::Path, name: &str, script: &str) -> StagingOptions {
+        use std::os::unix::fs::PermissionsExt;
+        let path = dir.join(name);
+        std::fs::write(&path, format!("#!/bin/sh\n{script}\n")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        StagingOptions {
+            client: Some(path),
+            ..StagingOptions::default()
+        }
+    }
+
+    fn refusal(url: &str, opts: &StagingOptions) -> String {
+        let target = Database {
+            address: Address::parse(url).unwrap(),
+            password: None,
+        };
+        format!("{:#}", check_client(&target, opts).unwrap_err())
+    }
+
+    #[test]
+    fn clients_without_a_safe_mode_are_refused_naming_what_to_install() {
+        let dir = tempfile::tempdir().unwrap();
+        let psql = fake(dir.path(), "psql", "echo 'psql (PostgreSQL) 15.13'");
+        let err = refusal("postgres://u@127.0.0.1:5432/stg", &psql);
+        assert!(
+            err.contains("(psql (PostgreSQL) 15.13) has no restricted mode")
+                && err.contains("15.14")
+                && err.contains("--client"),
+            "{err}"
+        );
+        // Oracle's client stops at the unknown option; an older MariaDB client names it on
+        // stderr and still prints its version.
+        let oracle = fake(
+            dir.path(),
+            "mysql",
+            "case \"$*\" in *--sandbox*) echo \"mysql: [ERROR] unknown option '--sandbox'.\" >&2; \
+             exit 7;; esac\necho 'mysql  Ver 8.0.36 for Linux on x86_64 (MySQL Community Server - GPL)'",
+        );
+        let err = refusal("mysql://root@127.0.0.1:3306/stg", &oracle);
+        assert!(
+            err.contains("is not a MariaDB client") && err.contains("Install mariadb-client"),
+            "{err}"
+        );
+        let old = fake(
+            dir.path(),
+            "mariadb",
+            "case \"$*\" in *--sandbox*) echo \"mariadb: unknown option '--sandbox'\" >&2;; esac\n\
+             echo 'mariadb  Ver 15.1 Distrib 10.11.7-MariaDB, for debian-linux-gnu (x86_64)'",
+        );
+        let err = refusal("mysql://root@127.0.0.1:3306/stg", &old);
+        assert!(
+            err.contains("10.11.7-MariaDB, for debian-linux-gnu (x86_64)) has no --sandbox")
+                && err.contains("10.11.8"),
+            "{err}"
+        );
+        let sqlite = fake(
+            dir.path(),
+            "sqlite3",
+            "if [ \"$1\" = -safe ]; then echo 'sqlite3: Error: unknown option: -safe' >&2; exit 1; fi\n\
+             echo '3.31.1 2020-01-27 19:55:54'",
+        );
+        let err = refusal("sqlite:///nonexistent/stg.db", &sqlite);
+        assert!(
+            err.contains("(3.31.1 2020-01-27 19:55:54) has no safe mode (-safe)")
+                && err.contains("3.37"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -11,6 +11,7 @@ mod faults;
 mod frappe;
 mod gdrive;
 mod golden;
+mod hostile_dumps;
 mod interop;
 mod mysql;
 mod postgres;

@@ -328,7 +328,7 @@ fn mariadb_restore_into_staging_matches_and_never_overwrites_the_source() {
     fs::write(
         &lossy,
         format!(
-            "#!/bin/sh\nif [ \"$1\" = --version ]; then exec mariadb --version; fi\n\
+            "#!/bin/sh\ncase \" $* \" in *' --version '*) exec mariadb \"$@\";; esac\n\
              mariadb \"$@\" || exit $?\n\
              mariadb -h 127.0.0.1 -u root -D {} -e 'DELETE FROM `tabSales Invoice` WHERE id <= 2'\n",
             stg2.0
