@@ -52,6 +52,13 @@ fn migrator() -> Migrator {
             include_str!("../migrations/0003_run_reports.sql").into_sql_str(),
             false,
         ),
+        Migration::new(
+            4,
+            "made snapshots".into(),
+            MigrationType::Simple,
+            include_str!("../migrations/0004_made_snapshots.sql").into_sql_str(),
+            false,
+        ),
     ])
 }
 
@@ -163,6 +170,14 @@ impl Run {
         self.finished
             .map(|f| (f - self.started).num_milliseconds() as f64 / 1000.0)
     }
+}
+
+/// A snapshot this host made, and when this host removed it (if it did).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MadeSnapshot {
+    pub id: String,
+    pub made: DateTime<Utc>,
+    pub removed: Option<DateTime<Utc>>,
 }
 
 /// One job's history, for status and metrics.
@@ -327,6 +342,66 @@ impl Catalog {
             .await
         });
         done.map(drop).map_err(|e| self.error(e))
+    }
+
+    /// Records a snapshot this host made (a backup committed it).
+    ///
+    /// # Errors
+    /// When the row cannot be written.
+    pub fn record_made(&mut self, id: &str) -> Result<(), CatalogError> {
+        let conn = &mut self.conn;
+        let done = self.rt.block_on(async {
+            sqlx::query("INSERT OR IGNORE INTO made_snapshots (id, made) VALUES (?, ?)")
+                .bind(id)
+                .bind(stamp(Utc::now()))
+                .execute(&mut *conn)
+                .await
+        });
+        done.map(drop).map_err(|e| self.error(e))
+    }
+
+    /// Records that this host removed snapshot `id` (`by`: prune, forget).
+    ///
+    /// # Errors
+    /// When the row cannot be written.
+    pub fn record_removed(&mut self, id: &str, by: &str) -> Result<(), CatalogError> {
+        let conn = &mut self.conn;
+        let done = self.rt.block_on(async {
+            sqlx::query("UPDATE made_snapshots SET removed = ?, removed_by = ? WHERE id = ?")
+                .bind(stamp(Utc::now()))
+                .bind(by)
+                .bind(id)
+                .execute(&mut *conn)
+                .await
+        });
+        done.map(drop).map_err(|e| self.error(e))
+    }
+
+    /// Every snapshot this host made, oldest first.
+    ///
+    /// # Errors
+    /// When the table cannot be read.
+    pub fn made_snapshots(&mut self) -> Result<Vec<MadeSnapshot>, CatalogError> {
+        let conn = &mut self.conn;
+        let rows = self.rt.block_on(async {
+            sqlx::query("SELECT id, made, removed FROM made_snapshots ORDER BY id")
+                .fetch_all(&mut *conn)
+                .await
+        });
+        let rows = rows.map_err(|e| self.error(e))?;
+        Ok(rows
+            .iter()
+            .filter_map(|r| {
+                Some(MadeSnapshot {
+                    id: r.get::<String, _>(0),
+                    made: parse_stamp(&r.get::<String, _>(1))?,
+                    removed: r
+                        .get::<Option<String>, _>(2)
+                        .as_deref()
+                        .and_then(parse_stamp),
+                })
+            })
+            .collect())
     }
 
     /// Records a run that did not happen, and why.
@@ -652,6 +727,14 @@ impl Recording {
         };
         if let Err(e) = catalog.finish(id, finish) {
             tracing::warn!(job = self.job, "could not record the end of this run: {e}");
+        }
+        // What the verify job later expects to find in the store.
+        if self.job == "backup"
+            && finish.outcome == Outcome::Success
+            && let Some(snapshot) = &finish.snapshot
+            && let Err(e) = catalog.record_made(snapshot)
+        {
+            tracing::warn!(job = self.job, "could not record snapshot {snapshot}: {e}");
         }
         if let Some(path) = &self.metrics {
             write_metrics(catalog, path);

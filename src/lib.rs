@@ -6,6 +6,7 @@
 //! subcommand; `cli` only the argument definitions.
 
 pub mod alert;
+pub mod audit;
 pub mod catalog;
 pub mod checksums;
 pub mod cli;

@@ -180,19 +180,42 @@ pub fn run_job(config: &Config, kind: JobKind, trigger: Trigger) -> anyhow::Resu
     }
 }
 
-/// Verifies the newest snapshot (the one a restore would take), under the shared lock.
+/// Verifies the newest snapshot (the one a restore would take), under the shared lock, and
+/// compares the store with what this host made (`audit`): a snapshot deleted or altered by
+/// someone else, a rolled-back store, or one this host did not sign fails the job (an alert).
 fn verify_newest(config: &Config, deep: bool) -> anyhow::Result<Finish> {
     let _lock = crate::lock::lock_state_for(&config.state_dir, "verify", Duration::ZERO)?;
     let store = store::from_config(&config.store)?;
+    let trusted = config.trusted();
+    let listing = crate::snapshot::list(store.as_ref(), &trusted)?;
+    let made = match Catalog::open(&config.state_dir).and_then(|mut c| c.made_snapshots()) {
+        Ok(made) => made,
+        Err(e) => {
+            tracing::warn!(
+                job = "verify",
+                "cannot compare the store with the run history: {e}"
+            );
+            Vec::new()
+        }
+    };
+    let audit = crate::audit::audit(&listing, &made);
+    let store_problem = |e: anyhow::Error| {
+        if audit.is_empty() {
+            e
+        } else {
+            e.context(format!(
+                "the store does not hold what it should: {}",
+                audit.join("; ")
+            ))
+        }
+    };
     let resolved = crate::snapshot::resolve(
         store.as_ref(),
         "latest",
-        &config.trusted(),
+        &trusted,
         crate::snapshot::Accept::Trusted,
-    )?;
-    for p in &resolved.passed_over {
-        tracing::warn!(job = "verify", "passed over: {p}");
-    }
+    )
+    .map_err(|e| store_problem(e.into()))?;
     let manifest = resolved.manifest;
     let keys = if deep {
         Some(super::load_identities(config, None)?)
@@ -216,13 +239,20 @@ fn verify_newest(config: &Config, deep: bool) -> anyhow::Result<Finish> {
         }
     }
     if !problems.is_empty() {
-        anyhow::bail!(
+        return Err(store_problem(anyhow::anyhow!(
             "snapshot {} failed verification ({}): {}; run 'coffer verify {}{}' for the details",
             manifest.id,
             if deep { "deep" } else { "parts" },
             problems.join("; "),
             manifest.id,
             if deep { " --deep" } else { "" }
+        )));
+    }
+    if !audit.is_empty() {
+        anyhow::bail!(
+            "snapshot {} verified, but the store does not hold what it should: {}",
+            manifest.id,
+            audit.join("; ")
         );
     }
     Ok(Finish {

@@ -66,6 +66,7 @@ pub fn run(config_path: &Path, args: &ForgetArgs) -> anyhow::Result<ExitCode> {
         crate::shutdown::check()?;
         snapshot::delete_snapshot(store.as_ref(), id)
             .with_context(|| format!("deleting snapshot {id}"))?;
+        super::prune::record_removed(&config, id.as_str(), "forget");
         deleted.push(serde_json::json!({"id": id, "was": what}));
         if !args.json {
             println!("deleted {id} ({what})");

@@ -82,6 +82,7 @@ pub fn prune(
             // The manifest first: a prune cut short leaves parts, never a snapshot with holes.
             snapshot::delete_snapshot(store, &sid)
                 .with_context(|| format!("deleting pruned snapshot {id}"))?;
+            record_removed(config, id, "prune");
             report.deleted.push(id.clone());
         }
         report.swept =
@@ -89,6 +90,16 @@ pub fn prune(
     }
     report.plan = plan;
     Ok(report)
+}
+
+/// Notes in the run history that this host removed snapshot `id`, so the verify job does not
+/// take it for a deletion by someone else.
+pub(crate) fn record_removed(config: &crate::config::Config, id: &str, by: &str) {
+    let recorded =
+        crate::catalog::Catalog::open(&config.state_dir).and_then(|mut c| c.record_removed(id, by));
+    if let Err(e) = recorded {
+        tracing::warn!("could not record that {id} was removed: {e}");
+    }
 }
 
 /// What the run history keeps of a prune: how many snapshots the store holds afterwards.

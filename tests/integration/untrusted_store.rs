@@ -569,3 +569,68 @@ fn the_state_folder_is_made_0700_a_looser_one_is_reported_and_the_lock_is_0600()
         "{out}"
     );
 }
+
+#[test]
+fn the_verify_job_alerts_when_snapshots_this_host_made_are_deleted_or_the_store_rolled_back() {
+    use coffer::schedule::{JobKind, Trigger};
+    let env = Env::new();
+    let site = env.path("site");
+    site_with_invoice(&site, b"%PDF");
+    let config_path = env.config(&site, "64MiB", "");
+    let text = fs::read_to_string(&config_path).unwrap();
+    // Retention keeps two: the daemon's backup job prunes after each backup.
+    fs::write(
+        &config_path,
+        format!("{text}\n[retention]\nkeep_last = 2\nkeep_daily = 0\nkeep_weekly = 0\nkeep_monthly = 0\n"),
+    )
+    .unwrap();
+    let config = coffer::config::Config::load(&config_path).unwrap();
+    let backup = || coffer::commands::daemon::run_job(&config, JobKind::Backup, Trigger::Manual);
+    let verify = || {
+        coffer::commands::daemon::run_job(&config, JobKind::Verify { deep: false }, Trigger::Manual)
+    };
+    for _ in 0..3 {
+        backup().unwrap();
+    }
+    // Pruned by this host: expected gone, no alert.
+    verify().unwrap();
+    let mut ids = folders(&env);
+    assert_eq!(ids.len(), 2, "{ids:?}");
+
+    // Someone with the store's credentials deletes the newest snapshot.
+    let newest = ids.pop().unwrap();
+    let saved = env.path("saved");
+    fs::rename(env.store().join("snapshots").join(&newest), &saved).unwrap();
+    let err = format!("{:#}", verify().unwrap_err());
+    assert!(
+        err.contains(&format!("snapshot {newest}")) && err.contains("is gone from the store"),
+        "{err}"
+    );
+    assert!(err.contains("rolled back"), "{err}");
+    // It is recorded as a failed verify (and so alerted like any failed job).
+    let status: serde_json::Value =
+        serde_json::from_str(&env.ok(&config_path, &["status", "--json"])).unwrap();
+    let verify_job = status["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["job"] == "verify")
+        .unwrap();
+    assert!(
+        verify_job["last_failure"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("is gone from the store"),
+        "{verify_job:#}"
+    );
+    // Put back, but altered: it no longer verifies.
+    fs::rename(&saved, env.store().join("snapshots").join(&newest)).unwrap();
+    verify().unwrap();
+    let m = manifest_path(&env, &newest);
+    let altered = fs::read_to_string(&m)
+        .unwrap()
+        .replacen("\"host\"", "\"host\" ", 1);
+    fs::write(&m, altered).unwrap();
+    let err = format!("{:#}", verify().unwrap_err());
+    assert!(err.contains("no longer verifies"), "{err}");
+}
