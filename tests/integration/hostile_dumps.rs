@@ -221,3 +221,58 @@ fn the_mariadb_client_runs_no_command_a_dump_holds() {
         refused(dump, loaded, refusal, &pwned);
     }
 }
+
+/// The attack of issue 15 through the real binary: a SQLite dump starting with `.shell`, in a
+/// snapshot signed with the host's own key (a compromised backup host or dump tool), restored
+/// with `coffer restore --db-url` and drilled with `coffer drill`. It used to run as root and
+/// report "2 of 2 tables match" / PASSED.
+#[test]
+fn a_shell_line_in_a_stored_dump_runs_neither_in_restore_nor_in_a_drill() {
+    if !have_sqlite3() {
+        return;
+    }
+    use chrono::Utc;
+    let env = crate::support::Env::new();
+    let site = env.path("site");
+    std::fs::create_dir_all(&site).unwrap();
+    std::fs::write(site.join("a.txt"), b"a").unwrap();
+    let staging = env.path("staging.db");
+    let config = env.config(
+        &site,
+        "64MiB",
+        &format!(
+            "[drill]\nstaging_dir = \"{}\"\n[[drill.database]]\nsource = \"app\"\n\
+             url = \"sqlite://{}\"\n",
+            env.path("drill").display(),
+            staging.display()
+        ),
+    );
+    let pwned = env.path("pwned");
+    let dump = format!(
+        ".shell touch {}\nCREATE TABLE t (x INTEGER);\nINSERT INTO t VALUES (1);\n",
+        pwned.display()
+    );
+    let store = coffer::store::LocalStore::new(env.store());
+    let id = crate::support::store_stream_snapshot(
+        &env,
+        &store,
+        &coffer::snapshot::SnapshotId::new(Utc::now()),
+        Utc::now(),
+        ("app", "sqlite"),
+        dump.as_bytes(),
+    );
+    let url = format!("sqlite://{}", env.path("restored.db").display());
+    let out = env.fails(
+        &config,
+        &[
+            "restore", &id, "--source", "app", "--db-url", &url, "--create",
+        ],
+    );
+    assert!(out.contains("safe mode"), "{out}");
+    assert!(!pwned.exists(), "the dump ran a command during the restore");
+    let out = env.run(&config, &["drill", &id]);
+    assert!(!out.status.success());
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(text.contains("safe mode"), "{text}");
+    assert!(!pwned.exists(), "the dump ran a command during the drill");
+}

@@ -317,9 +317,27 @@ pub fn store_snapshot(
     created: chrono::DateTime<chrono::Utc>,
     bytes: &[u8],
 ) -> String {
+    store_stream_snapshot(env, store, id, created, ("files", "directory"), bytes)
+}
+
+/// `store_snapshot` with one stream of source `(name, kind)`: a `directory` is a tar stream,
+/// any other kind a SQL dump.
+pub fn store_stream_snapshot(
+    env: &Env,
+    store: &dyn coffer::store::Store,
+    id: &coffer::snapshot::SnapshotId,
+    created: chrono::DateTime<chrono::Utc>,
+    (name, kind): (&str, &str),
+    bytes: &[u8],
+) -> String {
     use coffer::pipeline::{CompressOptions, EncodeOptions, encode_stream};
     use coffer::snapshot::{FORMAT_NAME, FORMAT_VERSION, Manifest, SourceRecord};
     use std::io::Write;
+    let stream = if kind == "directory" {
+        format!("{name}.tar.gz.age")
+    } else {
+        format!("{name}.sql.gz.age")
+    };
     let recipient: age::x25519::Recipient = env.recipient.parse().unwrap();
     let opts = EncodeOptions {
         part_size: 1 << 20,
@@ -328,7 +346,7 @@ pub fn store_snapshot(
     let (encoded, ()) = encode_stream(
         store,
         &id.prefix(),
-        "files.tar.gz.age",
+        &stream,
         &[recipient],
         &opts,
         &|_| {},
@@ -345,9 +363,9 @@ pub fn store_snapshot(
         coffer_version: "0".into(),
         recipients: vec![env.recipient.clone()],
         sources: vec![SourceRecord {
-            name: "files".into(),
-            kind: "directory".into(),
-            stream: "files.tar.gz.age".into(),
+            name: name.into(),
+            kind: kind.into(),
+            stream,
             plaintext_bytes: encoded.plaintext_bytes,
             compressed_bytes: encoded.compressed_bytes,
             encrypted_bytes: encoded.encrypted_bytes,
