@@ -335,6 +335,7 @@ TOML
 
 # ---------------------------------------------------------------- 6. measurements
 declare -A WALLS=() RSS_KB=() STORED=()
+SIGN_SHARE=""
 RUN=0
 
 # measure KEY CMD...: runs CMD under GNU time -v, records its wall time and peak RSS.
@@ -396,8 +397,16 @@ for ((RUN = 1; RUN <= BENCH_RUNS; RUN++)); do
 
     # B/C. coffer backup into an empty store, then restore latest
     rm -rf "$STORE" "$STATE"
-    measure coffer_backup "$COFFER_BIN" --config "$CFG" backup
+    measure coffer_backup "$COFFER_BIN" --config "$CFG" backup --json
     STORED[coffer_backup]=$(tree_bytes "$STORE")
+    # What signing adds (signing the manifest and storing manifest.json.sig), as a share of
+    # the same backup's own time; absent in coffers from before signatures.
+    share=$(python3 -c 'import json,sys
+t = open(sys.argv[1]).read()
+r, _ = json.JSONDecoder().raw_decode(t[t.index("{"):])
+print("%.6f" % (r["signing_seconds"] / r["seconds"]) if "signing_seconds" in r else "")' \
+        "$LOGDIR/coffer_backup.run$RUN.log" 2>/dev/null || true)
+    if [[ -n $share ]]; then SIGN_SHARE+=" $share"; fi
     rm -rf "$RESTORED"
     measure coffer_restore "$COFFER_BIN" --config "$CFG" restore latest --to "$RESTORED"
     check_restore coffer "$RESTORED"
@@ -481,6 +490,9 @@ att_bytes=$(find "$SITE" -path '*/files/*' -type f -printf '%s\n' | awk '{s += $
     echo "- coffer backup throughput / baseline backup throughput: **$(ratio "${MED[base_backup]}" "${MED[coffer_backup]}")x**"
     echo "- coffer restore throughput / baseline restore throughput: **$(ratio "${MED[base_restore]}" "${MED[coffer_restore]}")x**"
     echo "- coffer stored size / baseline size: **$(ratio "${STORED[coffer_backup]}" "${STORED[base_backup]}")x**"
+    if [[ -n $SIGN_SHARE ]]; then
+        echo "- signing the snapshot (sign + store manifest.json.sig) / coffer backup time: $(printf '%s\n' $SIGN_SHARE | sort -g | awk '{a[NR] = $1} END {printf "%.4f%%", 100 * a[int((NR + 1) / 2)]}') (median over runs)"
+    fi
     if [[ -n ${MED[coffer_drill]:-} ]]; then
         echo "- coffer drill time / coffer restore time: $(ratio "${MED[coffer_drill]}" "${MED[coffer_restore]}")x (the drill downloads first, then restores, then hashes every file)"
     fi

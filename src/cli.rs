@@ -158,7 +158,7 @@ pub struct DrillArgs {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
-    /// Also accept a snapshot without a signature (made by a coffer before 0.2): only for
+    /// Also accept a snapshot without a signature (made before coffer signed its snapshots): only for
     /// snapshots you know are yours. A signature that does not verify is refused regardless.
     #[arg(long)]
     pub allow_unsigned: bool,
@@ -195,7 +195,7 @@ pub struct VerifyArgs {
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
-    /// Also accept a snapshot without a signature (made by a coffer before 0.2): only for
+    /// Also accept a snapshot without a signature (made before coffer signed its snapshots): only for
     /// snapshots you know are yours. A signature that does not verify is refused regardless.
     #[arg(long)]
     pub allow_unsigned: bool,
@@ -257,7 +257,7 @@ pub struct RestoreArgs {
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
-    /// Also accept a snapshot without a signature (made by a coffer before 0.2): only for
+    /// Also accept a snapshot without a signature (made before coffer signed its snapshots): only for
     /// snapshots you know are yours. A signature that does not verify is refused regardless.
     #[arg(long)]
     pub allow_unsigned: bool,

@@ -369,7 +369,7 @@ impl Signer {
 pub enum Trust {
     /// Signed by a trusted key, and the signature matches the manifest.
     Trusted { signer: String, fingerprint: String },
-    /// No signature (a snapshot of a coffer before 0.2, or planted).
+    /// No signature (a snapshot made before coffer signed its snapshots, or planted).
     Unsigned,
     /// A signature that does not match, by an unknown key, or unreadable.
     Untrusted { why: String },

@@ -445,7 +445,7 @@ pub enum SnapshotError {
     )]
     NotTrusted { id: String, why: String },
     #[error(
-        "snapshot {id} is not signed: it was made by a coffer older than 0.2, or planted by \
+        "snapshot {id} is not signed: it was made before coffer signed its snapshots, or planted by \
          someone with write access to the store. Only if you know it is yours, pass \
          --allow-unsigned to use it"
     )]
@@ -672,7 +672,7 @@ fn split_key(key: &str) -> Option<(&str, &str)> {
 pub enum Accept {
     /// Only snapshots signed by a trusted key (the default, and always in the daemon).
     Trusted,
-    /// Also unsigned ones (`--allow-unsigned`: snapshots of a coffer before 0.2). A
+    /// Also unsigned ones (`--allow-unsigned`: snapshots made before coffer signed them). A
     /// signature that does not verify is refused all the same.
     TrustedOrUnsigned,
 }

@@ -1,7 +1,7 @@
 //! `coffer forget ID… [--force]`: deletes named snapshots whatever their signature says.
 //!
 //! Prune never touches a snapshot that is not signed by a trusted key, so snapshots planted
-//! in the store, and the unsigned ones of a coffer before 0.2, stay until someone names them
+//! in the store, and the unsigned ones made before coffer signed its snapshots, stay until someone names them
 //! here. A snapshot signed by a trusted key needs `--force` (retention is the usual way).
 
 use std::path::Path;

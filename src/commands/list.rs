@@ -72,7 +72,7 @@ pub fn run(config_path: &Path, args: &ListArgs) -> anyhow::Result<ExitCode> {
                 c.manifest.id
             )),
             Trust::Unsigned => notes.push(format!(
-                "{} is not signed (a coffer before 0.2 made it, or it was planted): restore, \
+                "{} is not signed (made before coffer signed its snapshots, or planted): restore, \
                  verify and drill it only with --allow-unsigned, if you know it is yours",
                 c.manifest.id
             )),
