@@ -4,6 +4,7 @@
 -- newest made here, means someone deleted or rolled back snapshots in the store.
 CREATE TABLE made_snapshots (
     id         TEXT PRIMARY KEY,           -- the snapshot id
+    store      TEXT NOT NULL,              -- which store (local:<path>, gdrive:<drive>/<folder>/<name>)
     made       TEXT NOT NULL,              -- when its backup committed it (UTC, RFC 3339)
     removed    TEXT,                       -- when this host removed it; NULL while it should be there
     removed_by TEXT                        -- prune | forget

@@ -93,6 +93,18 @@ pub fn audit(listing: &Listing, made: &[MadeSnapshot]) -> Vec<String> {
             _ => {}
         }
     }
+    for e in &listing.unreadable {
+        if let SnapshotError::BadManifest { id, why, .. } = e
+            && !made_here.contains(id.as_str())
+            && first_made.is_some_and(|f| id.as_str() > f)
+        {
+            problems.push(format!(
+                "snapshot {id} has a manifest that cannot be read ({why}) and was not made by \
+                 this host: someone with write access to the store may have planted it; 'coffer \
+                 forget {id}' removes it"
+            ));
+        }
+    }
     problems
 }
 
@@ -151,6 +163,21 @@ mod tests {
         };
         let made = [made(A, false), made(B, false), made(C, true)];
         assert_eq!(audit(&listing, &made), Vec::<String>::new());
+    }
+
+    #[test]
+    fn an_unreadable_manifest_newer_than_the_first_made_here_is_named() {
+        let listing = Listing {
+            snapshots: vec![checked(A, trusted())],
+            unreadable: vec![SnapshotError::BadManifest {
+                id: B.into(),
+                why: "it holds no source".into(),
+                signed: false,
+            }],
+        };
+        let problems = audit(&listing, &[made(A, false)]);
+        assert_eq!(problems.len(), 1, "{problems:#?}");
+        assert!(problems[0].contains(B) && problems[0].contains("planted"));
     }
 
     #[test]

@@ -344,15 +344,17 @@ impl Catalog {
         done.map(drop).map_err(|e| self.error(e))
     }
 
-    /// Records a snapshot this host made (a backup committed it).
+    /// Records a snapshot this host made (a backup committed it) in `store`
+    /// (`StoreConfig::identity`).
     ///
     /// # Errors
     /// When the row cannot be written.
-    pub fn record_made(&mut self, id: &str) -> Result<(), CatalogError> {
+    pub fn record_made(&mut self, id: &str, store: &str) -> Result<(), CatalogError> {
         let conn = &mut self.conn;
         let done = self.rt.block_on(async {
-            sqlx::query("INSERT OR IGNORE INTO made_snapshots (id, made) VALUES (?, ?)")
+            sqlx::query("INSERT OR IGNORE INTO made_snapshots (id, store, made) VALUES (?, ?, ?)")
                 .bind(id)
+                .bind(store)
                 .bind(stamp(Utc::now()))
                 .execute(&mut *conn)
                 .await
@@ -377,14 +379,15 @@ impl Catalog {
         done.map(drop).map_err(|e| self.error(e))
     }
 
-    /// Every snapshot this host made, oldest first.
+    /// Every snapshot this host made in `store`, oldest first.
     ///
     /// # Errors
     /// When the table cannot be read.
-    pub fn made_snapshots(&mut self) -> Result<Vec<MadeSnapshot>, CatalogError> {
+    pub fn made_snapshots(&mut self, store: &str) -> Result<Vec<MadeSnapshot>, CatalogError> {
         let conn = &mut self.conn;
         let rows = self.rt.block_on(async {
-            sqlx::query("SELECT id, made, removed FROM made_snapshots ORDER BY id")
+            sqlx::query("SELECT id, made, removed FROM made_snapshots WHERE store = ? ORDER BY id")
+                .bind(store)
                 .fetch_all(&mut *conn)
                 .await
         });
@@ -692,6 +695,8 @@ pub struct Recording {
     id: Option<i64>,
     job: String,
     metrics: Option<PathBuf>,
+    /// `StoreConfig::identity` of the store the job works on.
+    store: String,
     ended: bool,
 }
 
@@ -711,6 +716,7 @@ impl Recording {
             id,
             job: job.to_string(),
             metrics: config.metrics.as_ref().map(|m| m.textfile.clone()),
+            store: config.store.identity(),
             ended: false,
         }
     }
@@ -732,7 +738,7 @@ impl Recording {
         if self.job == "backup"
             && finish.outcome == Outcome::Success
             && let Some(snapshot) = &finish.snapshot
-            && let Err(e) = catalog.record_made(snapshot)
+            && let Err(e) = catalog.record_made(snapshot, &self.store)
         {
             tracing::warn!(job = self.job, "could not record snapshot {snapshot}: {e}");
         }

@@ -390,6 +390,22 @@ pub struct StoreConfig {
     pub orphan_grace: Duration,
 }
 
+impl StoreConfig {
+    /// Which store this is, as the run history remembers the snapshots made in it: the same
+    /// store gives the same text, another store (a new folder, a new Drive folder) another.
+    pub fn identity(&self) -> String {
+        match &self.kind {
+            StoreKind::Local { path } => format!("local:{}", path.display()),
+            StoreKind::Gdrive(d) => format!(
+                "gdrive:{}/{}/{}",
+                d.drive_id.as_deref().unwrap_or("my-drive"),
+                d.folder_id.as_deref().unwrap_or("-"),
+                d.folder
+            ),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub enum StoreKind {
     Local { path: PathBuf },
@@ -705,8 +721,8 @@ impl Config {
     /// The keys whose snapshots this host acts on: `encryption.trusted_signers` and the
     /// host's own signing key (when it has one and can read it).
     pub fn trusted(&self) -> crate::signing::Trusted {
-        let own = match crate::signing::SigningKey::load(&self.signing_key) {
-            Ok(key) => key.map(|k| k.public()),
+        let own = match crate::signing::SigningKey::load_public(&self.signing_key) {
+            Ok(key) => key,
             Err(e) => {
                 tracing::warn!("this host's own signing key is not trusted: {e}");
                 None

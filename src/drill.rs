@@ -343,19 +343,22 @@ pub fn drill(config: &Config, opts: &DrillOptions<'_>) -> anyhow::Result<DrillRe
         stages: Stages::default(),
         sources: Vec::new(),
         http: None,
-        failures: Vec::new(),
-        notes: resolved
+        // Newer snapshots that are not trusted: planted, or the backup host signs with a key
+        // this host does not trust (a lost state folder makes a new one). Either way the
+        // drill is not proving what a restore of `latest` would have to be: it fails.
+        failures: resolved
             .passed_over
             .iter()
-            .map(|p| format!("passed over {p}"))
-            .chain(
-                (resolved.trust == crate::signing::Trust::Unsigned).then(|| {
-                    format!(
-                        "snapshot {} is not signed; drilled because of --allow-unsigned",
-                        m.id
-                    )
-                }),
-            )
+            .map(|p| format!("a newer snapshot was passed over: {p}"))
+            .collect(),
+        notes: (resolved.trust == crate::signing::Trust::Unsigned)
+            .then(|| {
+                format!(
+                    "snapshot {} is not signed; drilled because of --allow-unsigned",
+                    m.id
+                )
+            })
+            .into_iter()
             .collect(),
     };
 

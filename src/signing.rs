@@ -173,6 +173,36 @@ impl SigningKey {
         SigningKey::from_openssh(&text, &origin).map(Some)
     }
 
+    /// The public half of the key `source` names, for readers: from the private key, or —
+    /// when only the private key cannot be read (a systemd credential, root's file read by
+    /// another user) — from the `.pub` file beside it.
+    ///
+    /// # Errors
+    /// As `load`, when neither can be read.
+    pub fn load_public(source: &KeySource) -> Result<Option<Signer>, SigningError> {
+        match SigningKey::load(source) {
+            Ok(key) => Ok(key.map(|k| k.public())),
+            Err(e @ SigningError::Read { .. }) => {
+                let (KeySource::File(path) | KeySource::Default(path)) = source else {
+                    return Err(e);
+                };
+                let pub_path = PathBuf::from(format!("{}.pub", path.display()));
+                match std::fs::read_to_string(&pub_path) {
+                    Ok(line) => {
+                        Signer::parse(&line)
+                            .map(Some)
+                            .map_err(|why| SigningError::Invalid {
+                                origin: pub_path.display().to_string(),
+                                why,
+                            })
+                    }
+                    Err(_) => Err(e),
+                }
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// Loads the key, or, for the default `state_dir/signing-key` only, makes it (0600, with
     /// its public line beside it in `signing-key.pub`). The flag says it was just made.
     ///

@@ -289,6 +289,16 @@ pub struct EntryCounts {
 }
 
 impl Manifest {
+    /// Forgets the part lists (the bulk of a manifest), keeping every count and size.
+    fn drop_parts(&mut self) {
+        for s in &mut self.sources {
+            s.parts = Vec::new();
+            if let Some(c) = &mut s.checksums {
+                c.parts = Vec::new();
+            }
+        }
+    }
+
     /// Stored bytes of the whole snapshot (parts only).
     pub fn stored_bytes(&self) -> u64 {
         self.sources
@@ -318,8 +328,11 @@ impl Manifest {
     }
 
     /// Checks that the manifest is consistent (and names only what coffer writes), as seen
-    /// at `now`.
-    fn check_at(&self, now: DateTime<Utc>) -> Result<(), String> {
+    /// at `now`: what every reader checks, and a backup before it signs.
+    ///
+    /// # Errors
+    /// Why it is not.
+    pub fn check_at(&self, now: DateTime<Utc>) -> Result<(), String> {
         if self.format != FORMAT_NAME {
             return Err(format!("format is '{}', not '{FORMAT_NAME}'", self.format));
         }
@@ -550,9 +563,23 @@ fn read_listed(
         why,
         signed,
     };
+    let now = Utc::now();
+    // Nothing of a snapshot from the future is read: no real one can be there.
+    if id.time() > now + CLOCK_SKEW {
+        return Err(bad(
+            format!(
+                "its id says it started {}, in the future of this host's clock ({now}): not read",
+                id.time()
+            ),
+            false,
+        ));
+    }
     if size > MAX_MANIFEST_BYTES {
         return Err(bad(too_large(Some(size)), false));
     }
+    // A store that cannot answer (network, throttling) is an error for the whole listing; an
+    // object that cannot be read (a link, a folder, no permission: planted) is this snapshot's
+    // problem only, so one planted object never blinds every reader.
     let bytes = match store::get_bytes_limited(store, &id.manifest_key(), MAX_MANIFEST_BYTES) {
         Err(e) if e.is_not_found() => {
             return Err(SnapshotError::NotFound {
@@ -561,7 +588,9 @@ fn read_listed(
             });
         }
         Err(StoreError::TooLarge { .. }) => return Err(bad(too_large(None), false)),
-        other => other?,
+        Err(e) if e.is_retryable() => return Err(e.into()),
+        Err(e) => return Err(bad(format!("it cannot be read: {e}"), false)),
+        Ok(bytes) => bytes,
     };
     let trust = match store::get_bytes_limited(store, &id.signature_key(), MAX_SIGNATURE_BYTES) {
         Ok(sig) => trusted.verify(&bytes, &sig),
@@ -569,7 +598,10 @@ fn read_listed(
         Err(StoreError::TooLarge { .. }) => Trust::Untrusted {
             why: format!("its signature file is larger than {MAX_SIGNATURE_BYTES} bytes"),
         },
-        Err(e) => return Err(e.into()),
+        Err(e) if e.is_retryable() => return Err(e.into()),
+        Err(e) => Trust::Untrusted {
+            why: format!("its signature file cannot be read ({e})"),
+        },
     };
     let signed = trust.is_trusted();
     let manifest: Manifest =
@@ -577,9 +609,7 @@ fn read_listed(
     if &manifest.id != id {
         return Err(bad(format!("it names itself {}", manifest.id), signed));
     }
-    manifest
-        .check_at(Utc::now())
-        .map_err(|why| bad(why, signed))?;
+    manifest.check_at(now).map_err(|why| bad(why, signed))?;
     Ok(Checked { manifest, trust })
 }
 
@@ -637,7 +667,13 @@ pub fn list(store: &dyn Store, trusted: &Trusted) -> Result<Listing, SnapshotErr
     }
     for (id, size) in manifests.into_iter().rev() {
         match read_listed(store, &id, size, trusted) {
-            Ok(c) => listing.snapshots.push(c),
+            Ok(c) if c.trust.is_trusted() => listing.snapshots.push(c),
+            // Kept as a summary: many planted manifests must not add up in memory (whoever
+            // acts on one reads it again with `read_checked`).
+            Ok(mut c) => {
+                c.manifest.drop_parts();
+                listing.snapshots.push(c);
+            }
             // Deleted between the listing and the read (a prune elsewhere): not a snapshot.
             Err(SnapshotError::NotFound { .. }) => {}
             Err(e @ SnapshotError::BadManifest { .. }) => listing.unreadable.push(e),
@@ -743,14 +779,31 @@ pub fn resolve(
         });
     }
     let mut passed_over = Vec::new();
+    // With `--allow-unsigned`, `latest` is still the newest *trusted* snapshot; only a store
+    // without any gives its newest unsigned one (a store of a coffer before signatures). So a
+    // planted unsigned snapshot never wins over a signed one.
+    let mut newest_unsigned: Option<(Checked, usize)> = None;
     for id in ids.into_iter().rev() {
         match read_checked(store, &id, trusted) {
-            Ok(c) if accept.admits(&c.trust) => {
+            Ok(c) if c.trust.is_trusted() => {
+                if let Some((u, pos)) = newest_unsigned {
+                    passed_over.insert(
+                        pos,
+                        format!(
+                            "{}: {}",
+                            u.manifest.id,
+                            refusal(&u.manifest.id, &Trust::Unsigned)
+                        ),
+                    );
+                }
                 return Ok(Resolved {
                     manifest: c.manifest,
                     trust: c.trust,
                     passed_over,
                 });
+            }
+            Ok(c) if accept.admits(&c.trust) && newest_unsigned.is_none() => {
+                newest_unsigned = Some((c, passed_over.len()));
             }
             Ok(c) => passed_over.push(format!("{id}: {}", refusal(&id, &c.trust))),
             Err(SnapshotError::NotFound { .. }) => {}
@@ -760,6 +813,14 @@ pub fn resolve(
             Err(e @ SnapshotError::BadManifest { .. }) => passed_over.push(e.to_string()),
             Err(e) => return Err(e),
         }
+    }
+    if let Some((u, before)) = newest_unsigned {
+        passed_over.truncate(before);
+        return Ok(Resolved {
+            manifest: u.manifest,
+            trust: u.trust,
+            passed_over,
+        });
     }
     Err(SnapshotError::NoTrustedSnapshot {
         store: store.to_string(),
@@ -1078,10 +1139,21 @@ mod tests {
         let r = resolve(&store, "latest", &trusted, Accept::Trusted).unwrap();
         assert_eq!(r.manifest.id, real);
         assert_eq!(r.passed_over.len(), 3, "{:?}", r.passed_over);
+        // --allow-unsigned does not let a planted unsigned snapshot win over a signed one.
         let r = resolve(&store, "latest", &trusted, Accept::TrustedOrUnsigned).unwrap();
+        assert_eq!(r.manifest.id, real);
+        assert_eq!(r.passed_over.len(), 3, "{:?}", r.passed_over);
+        assert!(r.passed_over[1].contains(planted_unsigned.as_str()));
+        let r = resolve(
+            &store,
+            planted_unsigned.as_str(),
+            &trusted,
+            Accept::TrustedOrUnsigned,
+        );
         assert_eq!(
-            (r.manifest.id, r.trust),
-            (planted_unsigned.clone(), Trust::Unsigned)
+            r.unwrap().trust,
+            Trust::Unsigned,
+            "named, an unsigned one is allowed"
         );
         assert!(matches!(
             resolve(
@@ -1108,6 +1180,54 @@ mod tests {
         );
         assert_eq!(listing.not_trusted().count(), 2);
         assert_eq!(listing.unreadable.len(), 1);
+    }
+
+    #[test]
+    fn a_store_of_only_unsigned_snapshots_gives_its_newest_with_allow_unsigned() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(dir.path());
+        let trusted = Trusted::new([SigningKey::generate("h").public()]);
+        let (a, b) = (id_at("2026-11-01T02:00:00Z"), id_at("2026-11-02T02:00:00Z"));
+        plant(&store, &sample(&a), None);
+        plant(&store, &sample(&b), None);
+        assert!(matches!(
+            resolve(&store, "latest", &trusted, Accept::Trusted),
+            Err(SnapshotError::NoTrustedSnapshot { .. })
+        ));
+        let r = resolve(&store, "latest", &trusted, Accept::TrustedOrUnsigned).unwrap();
+        assert_eq!((r.manifest.id, r.passed_over.len()), (b, 0));
+    }
+
+    #[test]
+    fn an_unreadable_object_blinds_no_reader() {
+        // A planted manifest whose signature is a folder, and one dated next year: the
+        // listing goes on, and `latest` is the real snapshot.
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(dir.path());
+        let key = SigningKey::generate("h");
+        let trusted = Trusted::new([key.public()]);
+        let real = id_at("2026-12-01T02:00:00Z");
+        plant(&store, &sample(&real), Some(&key));
+        let odd = id_at("2026-12-02T02:00:00Z");
+        plant(&store, &sample(&odd), None);
+        std::fs::create_dir_all(dir.path().join(odd.signature_key())).unwrap();
+        let future = SnapshotId::new(Utc::now() + chrono::TimeDelta::days(365));
+        store::put_bytes(&store, &future.manifest_key(), b"{}").unwrap();
+        let listing = list(&store, &trusted).unwrap();
+        assert_eq!(listing.trusted().count(), 1);
+        assert_eq!(listing.unreadable.len(), 1, "{:?}", listing.unreadable);
+        assert!(matches!(
+            &listing.snapshots.iter().find(|c| c.manifest.id == odd).unwrap().trust,
+            Trust::Untrusted { why } if why.contains("cannot be read")
+        ));
+        assert_eq!(
+            resolve(&store, "latest", &trusted, Accept::Trusted)
+                .unwrap()
+                .manifest
+                .id,
+            real
+        );
+        assert_eq!(newest_trusted(&store, &trusted).unwrap().unwrap().id, real);
     }
 
     #[test]

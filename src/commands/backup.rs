@@ -490,7 +490,9 @@ pub fn backup_waiting(
         format_version: FORMAT_VERSION,
         id: id.clone(),
         created,
-        finished: Utc::now(),
+        // From the monotonic clock: a wall clock stepped back during the backup (NTP at boot)
+        // must not make `finished` precede `created`, which readers refuse.
+        finished: created + chrono::TimeDelta::from_std(started.elapsed()).unwrap_or_default(),
         host: gethostname::gethostname().to_string_lossy().into_owned(),
         coffer_version: env!("CARGO_PKG_VERSION").to_string(),
         recipients: config
@@ -515,6 +517,16 @@ pub fn backup_waiting(
     // A stop requested while the last parts were stored: it never becomes a snapshot.
     if let Err(e) = crate::shutdown::check() {
         let err = anyhow!(e).context(Failed::committing(&id));
+        return Err(discard(store, &id, err));
+    }
+    // What every reader will check: refused here, the backup fails loudly instead of leaving a
+    // snapshot nobody can restore.
+    if let Err(why) = manifest.check_at(Utc::now()) {
+        let err = anyhow!(
+            "the manifest of snapshot {id} would be refused by every reader: {why}; is this \
+             host's clock right?"
+        )
+        .context(Failed::committing(&id));
         return Err(discard(store, &id, err));
     }
     let signing = match snapshot::write_manifest(store, &manifest, &signing_key) {

@@ -358,7 +358,7 @@ pub fn run(config_path: &Path, args: &CheckArgs) -> anyhow::Result<ExitCode> {
                 "{} {}: {}",
                 if c.ok { "ok  " } else { "FAIL" },
                 c.check,
-                c.detail
+                crate::text::PrintableLines(&c.detail)
             );
         }
         if failed == 0 {

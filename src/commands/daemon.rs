@@ -188,7 +188,9 @@ fn verify_newest(config: &Config, deep: bool) -> anyhow::Result<Finish> {
     let store = store::from_config(&config.store)?;
     let trusted = config.trusted();
     let listing = crate::snapshot::list(store.as_ref(), &trusted)?;
-    let made = match Catalog::open(&config.state_dir).and_then(|mut c| c.made_snapshots()) {
+    let made = match Catalog::open(&config.state_dir)
+        .and_then(|mut c| c.made_snapshots(&config.store.identity()))
+    {
         Ok(made) => made,
         Err(e) => {
             tracing::warn!(

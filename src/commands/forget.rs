@@ -19,6 +19,14 @@ pub fn run(config_path: &Path, args: &ForgetArgs) -> anyhow::Result<ExitCode> {
     let config = load_config(config_path)?;
     let store = store::from_config(&config.store)?;
     let trusted = config.trusted();
+    // Without a trusted key every snapshot looks planted: forgetting any of them needs --force.
+    if trusted.is_empty() && !args.force {
+        bail!(
+            "{}; until then coffer cannot tell your snapshots from planted ones, so forget needs \
+             --force; nothing was deleted",
+            crate::snapshot::SnapshotError::NoTrustedKey
+        );
+    }
     let _lock =
         crate::lock::lock_state_for(&config.state_dir, "forget", std::time::Duration::ZERO)?;
     let ids: Vec<SnapshotId> = args
@@ -64,9 +72,9 @@ pub fn run(config_path: &Path, args: &ForgetArgs) -> anyhow::Result<ExitCode> {
     let mut deleted = Vec::new();
     for (id, what) in plan {
         crate::shutdown::check()?;
+        super::prune::record_removed(&config, id.as_str(), "forget");
         snapshot::delete_snapshot(store.as_ref(), id)
             .with_context(|| format!("deleting snapshot {id}"))?;
-        super::prune::record_removed(&config, id.as_str(), "forget");
         deleted.push(serde_json::json!({"id": id, "was": what}));
         if !args.json {
             println!("deleted {id} ({what})");

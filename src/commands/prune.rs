@@ -80,9 +80,10 @@ pub fn prune(
             crate::shutdown::check()?;
             let sid: SnapshotId = id.parse().map_err(|e| anyhow!("{e}"))?;
             // The manifest first: a prune cut short leaves parts, never a snapshot with holes.
+            // Noted first: a deletion cut short must not look like someone else's later.
+            record_removed(config, id, "prune");
             snapshot::delete_snapshot(store, &sid)
                 .with_context(|| format!("deleting pruned snapshot {id}"))?;
-            record_removed(config, id, "prune");
             report.deleted.push(id.clone());
         }
         report.swept =
@@ -95,6 +96,7 @@ pub fn prune(
 /// Notes in the run history that this host removed snapshot `id`, so the verify job does not
 /// take it for a deletion by someone else.
 pub(crate) fn record_removed(config: &crate::config::Config, id: &str, by: &str) {
+    // (The id is unique to one store: no need to name the store.)
     let recorded =
         crate::catalog::Catalog::open(&config.state_dir).and_then(|mut c| c.record_removed(id, by));
     if let Err(e) = recorded {

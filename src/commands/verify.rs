@@ -53,7 +53,10 @@ pub fn run(config_path: &Path, args: &VerifyArgs) -> anyhow::Result<ExitCode> {
                          --allow-unsigned",
                         c.manifest.id
                     );
-                    good.push(c.manifest);
+                    // The listing keeps only a summary of snapshots it does not trust.
+                    good.push(
+                        snapshot::read_checked(store.as_ref(), &c.manifest.id, &trusted)?.manifest,
+                    );
                 }
                 Trust::Unsigned => refused.push((
                     Some(c.manifest.id.to_string()),
@@ -148,13 +151,16 @@ fn print_reports(m: &Manifest, reports: &[StreamReport]) {
             m.id, r.stream, r.parts_checked
         );
         for p in &r.problems {
-            println!("     {}: {p}", r.stream);
+            println!("     {}: {}", r.stream, Printable(&p.to_string()));
         }
         if let Some(Err(e)) = &r.deep {
-            println!("     {}: deep check failed: {e}", r.stream);
+            println!("     {}: deep check failed: {}", r.stream, Printable(e));
         }
         for extra in &r.extra_objects {
-            println!("     note: {extra} is stored but not listed in the manifest");
+            println!(
+                "     note: {} is stored but not listed in the manifest",
+                Printable(extra)
+            );
         }
     }
 }

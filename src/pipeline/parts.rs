@@ -205,19 +205,34 @@ impl PartCursor {
     }
 }
 
-/// Reads a stream's parts in order as one byte stream, checking each part's size and sha256 the
-/// moment its last byte is read. Any mismatch is an `io::Error` wrapping a `PartProblem` that
-/// names the part. (When every part matches, so does the whole stream: its separate sha256 is
-/// for `verify` and for tools outside coffer, and is not hashed a second time here.)
+/// Parts up to this size are checked in memory; larger ones in an unnamed temporary file.
+const VERIFY_IN_MEMORY: u64 = 64 * 1024 * 1024;
+
+/// Reads a stream's parts in order as one byte stream. Each part is read whole (never more
+/// than its recorded size plus one byte) and checked — size and sha256 — BEFORE any of its
+/// bytes is handed on: the manifest's signature authenticates the part hashes, so nothing a
+/// store writer swapped in is ever decrypted, extracted or loaded into a database. Any
+/// mismatch is an `io::Error` wrapping a `PartProblem` that names the part. A part is held in
+/// memory up to `VERIFY_IN_MEMORY` (the default `part_size`), in an unnamed 0600 temporary
+/// file above. (When every part matches, so does the whole stream: its separate sha256 is for
+/// `verify` and for tools outside coffer, and is not hashed a second time here.)
 pub struct PartsReader<'a> {
     store: &'a dyn Store,
     prefix: String,
     parts: &'a [PartRecord],
+    /// The next part to fetch.
     index: usize,
-    current: Option<Box<dyn Read + Send>>,
-    hasher: Sha256,
-    read_in_part: u64,
+    /// The verified part being served.
+    current: Option<Verified>,
+    /// A buffer kept from part to part.
+    spare: Vec<u8>,
     cursor: PartCursor,
+}
+
+/// A part whose size and sha256 matched, being served.
+enum Verified {
+    Memory(io::Cursor<Vec<u8>>),
+    File(io::BufReader<std::fs::File>),
 }
 
 impl<'a> PartsReader<'a> {
@@ -228,8 +243,7 @@ impl<'a> PartsReader<'a> {
             parts,
             index: 0,
             current: None,
-            hasher: Sha256::new(),
-            read_in_part: 0,
+            spare: Vec::new(),
             cursor: PartCursor::default(),
         }
     }
@@ -242,31 +256,75 @@ impl<'a> PartsReader<'a> {
         io::Error::new(io::ErrorKind::InvalidData, problem)
     }
 
-    fn open(&mut self) -> io::Result<()> {
+    /// Fetches part `index` whole, checks it, and makes it the one being served.
+    fn fetch(&mut self) -> io::Result<()> {
         let part = &self.parts[self.index];
         self.cursor.0.lock().expect("cursor lock").current = Some(part.name.clone());
         let key = format!("{}{}", self.prefix, part.name);
-        match self.store.get(&key) {
-            Ok(r) => {
-                self.current = Some(r);
-                self.hasher = Sha256::new();
-                self.read_in_part = 0;
-                Ok(())
+        let unreadable = |why: String| {
+            Self::fail(PartProblem::Unreadable {
+                part: part.name.clone(),
+                why,
+            })
+        };
+        let reader = match self.store.get(&key) {
+            Ok(r) => r,
+            Err(e) if e.is_not_found() => {
+                return Err(Self::fail(PartProblem::Missing {
+                    part: part.name.clone(),
+                }));
             }
-            Err(e) if e.is_not_found() => Err(Self::fail(PartProblem::Missing {
+            Err(e) => return Err(unreadable(e.to_string())),
+        };
+        // Never more than one byte past the recorded size: a "part" of terabytes is named
+        // too long after size + 1 bytes, not read to its end.
+        let mut limited = reader.take(part.size.saturating_add(1));
+        let mut hashing = HashingWriter {
+            hasher: Sha256::new(),
+            bytes: 0,
+        };
+        let verified = if part.size <= VERIFY_IN_MEMORY {
+            let mut buf = std::mem::take(&mut self.spare);
+            buf.clear();
+            buf.reserve(part.size as usize + 1);
+            copy_retrying(&mut limited, &mut buf).map_err(|e| unreadable(e.to_string()))?;
+            hashing.write_all(&buf)?;
+            Verified::Memory(io::Cursor::new(buf))
+        } else {
+            let mut file = tempfile::tempfile().map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!(
+                        "creating a temporary file to check part {} in ({e}); set TMPDIR to a \
+                         folder with {} free",
+                        part.name, part.size
+                    ),
+                )
+            })?;
+            {
+                let mut tee = TeeWriter {
+                    a: &mut hashing,
+                    b: &mut file,
+                };
+                copy_retrying(&mut limited, &mut tee).map_err(|e| unreadable(e.to_string()))?;
+            }
+            io::Seek::rewind(&mut file)?;
+            Verified::File(io::BufReader::with_capacity(256 * 1024, file))
+        };
+        if hashing.bytes < part.size {
+            return Err(Self::fail(PartProblem::Truncated {
                 part: part.name.clone(),
-            })),
-            Err(e) => Err(Self::fail(PartProblem::Unreadable {
-                part: part.name.clone(),
-                why: e.to_string(),
-            })),
+                got: hashing.bytes,
+                expected: part.size,
+            }));
         }
-    }
-
-    /// Checks the part just read completely and moves to the next.
-    fn close(&mut self) -> io::Result<()> {
-        let part = &self.parts[self.index];
-        let got = hex::encode(std::mem::take(&mut self.hasher).finalize());
+        if hashing.bytes > part.size {
+            return Err(Self::fail(PartProblem::TooLong {
+                part: part.name.clone(),
+                expected: part.size,
+            }));
+        }
+        let got = hex::encode(hashing.hasher.finalize());
         if got != part.sha256 {
             return Err(Self::fail(PartProblem::Corrupted {
                 part: part.name.clone(),
@@ -274,83 +332,95 @@ impl<'a> PartsReader<'a> {
                 expected: part.sha256.clone(),
             }));
         }
-        // The part must end exactly here.
-        let mut probe = [0u8; 1];
-        let reader = self.current.as_mut().expect("a part is open");
-        if read_retrying(reader, &mut probe)? != 0 {
-            return Err(Self::fail(PartProblem::TooLong {
-                part: part.name.clone(),
-                expected: part.size,
-            }));
-        }
-        self.current = None;
+        self.current = Some(verified);
         self.index += 1;
-        if self.index == self.parts.len() {
-            self.finish_stream()?;
-        }
         Ok(())
     }
 
     /// After the last part: marks the cursor done.
-    fn finish_stream(&mut self) -> io::Result<()> {
+    fn finish_stream(&mut self) {
         let mut state = self.cursor.0.lock().expect("cursor lock");
         state.done = true;
         state.current = None;
+    }
+}
+
+/// Hashes and counts what is written to it.
+struct HashingWriter {
+    hasher: Sha256,
+    bytes: u64,
+}
+
+impl Write for HashingWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.hasher.update(buf);
+        self.bytes += buf.len() as u64;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
         Ok(())
     }
 }
 
-fn read_retrying(r: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
+/// Writes everything to both.
+struct TeeWriter<'x> {
+    a: &'x mut dyn Write,
+    b: &'x mut dyn Write,
+}
+
+impl Write for TeeWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.b.write_all(buf)?;
+        self.a.write_all(buf)?;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.b.flush()
+    }
+}
+
+/// `io::copy` that retries reads interrupted by a signal.
+fn copy_retrying(r: &mut dyn Read, w: &mut dyn Write) -> io::Result<u64> {
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut total = 0u64;
     loop {
-        match r.read(buf) {
+        let n = match r.read(&mut buf) {
+            Ok(0) => return Ok(total),
+            Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            other => return other,
-        }
+            Err(e) => return Err(e),
+        };
+        w.write_all(&buf[..n])?;
+        total += n as u64;
     }
 }
 
 impl Read for PartsReader<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
         loop {
+            if let Some(current) = &mut self.current {
+                let n = match current {
+                    Verified::Memory(c) => c.read(buf)?,
+                    Verified::File(f) => f.read(buf)?,
+                };
+                if n > 0 {
+                    return Ok(n);
+                }
+                // Served whole: keep its buffer for the next part.
+                if let Some(Verified::Memory(c)) = self.current.take() {
+                    self.spare = c.into_inner();
+                }
+            }
             if self.index == self.parts.len() {
-                if self.parts.is_empty() && !self.cursor.done() {
-                    self.finish_stream()?;
+                if !self.cursor.done() {
+                    self.finish_stream();
                 }
                 return Ok(0);
             }
-            if buf.is_empty() {
-                return Ok(0);
-            }
-            if self.current.is_none() {
-                self.open()?;
-            }
-            let part = &self.parts[self.index];
-            let left = part.size - self.read_in_part;
-            if left == 0 {
-                self.close()?;
-                continue;
-            }
-            let want = (buf.len() as u64).min(left) as usize;
-            let reader = self.current.as_mut().expect("a part is open");
-            let n = read_retrying(reader, &mut buf[..want]).map_err(|e| {
-                Self::fail(PartProblem::Unreadable {
-                    part: part.name.clone(),
-                    why: e.to_string(),
-                })
-            })?;
-            if n == 0 {
-                return Err(Self::fail(PartProblem::Truncated {
-                    part: part.name.clone(),
-                    got: self.read_in_part,
-                    expected: part.size,
-                }));
-            }
-            self.hasher.update(&buf[..n]);
-            self.read_in_part += n as u64;
-            if self.read_in_part == part.size {
-                self.close()?;
-            }
-            return Ok(n);
+            self.fetch()?;
         }
     }
 }
@@ -441,5 +511,45 @@ mod tests {
         let problem = find_part_problem(&err).unwrap();
         assert_eq!(problem.part(), Some("s.age.00002"));
         assert!(matches!(problem, PartProblem::TooLong { .. }));
+    }
+
+    #[test]
+    fn no_byte_of_a_swapped_part_is_handed_on() {
+        // Same size, other content (an attacker's age file in place of the real part):
+        // the very first read fails, before anything of it reaches the decryptor.
+        let data: Vec<u8> = (0..250).map(|i| i as u8).collect();
+        let (store, dir, out) = split(&data, 100);
+        std::fs::write(dir.path().join("p/s.age.00001"), [b'X'; 100]).unwrap();
+        let mut r = PartsReader::new(&store, "p/", &out.parts);
+        let mut buf = [0u8; 10];
+        let err = r.read(&mut buf).unwrap_err();
+        assert!(matches!(
+            find_part_problem(&err),
+            Some(PartProblem::Corrupted { part, .. }) if part == "s.age.00001"
+        ));
+        // A later part swapped: everything before it is served, nothing of it.
+        let (store, dir, out) = split(&data, 100);
+        std::fs::write(dir.path().join("p/s.age.00002"), [b'X'; 100]).unwrap();
+        let mut r = PartsReader::new(&store, "p/", &out.parts);
+        let mut got = Vec::new();
+        let err = r.read_to_end(&mut got).unwrap_err();
+        assert!(find_part_problem(&err).is_some());
+        assert_eq!(got, &data[..100]);
+    }
+
+    #[test]
+    fn a_huge_part_is_not_read_to_its_end() {
+        let data = vec![1u8; 100];
+        let (store, dir, out) = split(&data, 100);
+        let f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(dir.path().join("p/s.age.00001"))
+            .unwrap();
+        f.set_len(1 << 40).unwrap(); // a sparse terabyte
+        let err = read_back(&store, &out).unwrap_err();
+        assert!(matches!(
+            find_part_problem(&err),
+            Some(PartProblem::TooLong { .. })
+        ));
     }
 }

@@ -634,3 +634,64 @@ fn the_verify_job_alerts_when_snapshots_this_host_made_are_deleted_or_the_store_
     let err = format!("{:#}", verify().unwrap_err());
     assert!(err.contains("no longer verifies"), "{err}");
 }
+
+#[test]
+fn a_part_swapped_into_a_signed_snapshot_is_refused_before_anything_is_extracted() {
+    use std::io::Write as _;
+    let env = Env::new();
+    let site = env.path("site");
+    site_with_invoice(&site, &crate::support::noise(7, 300_000));
+    let config = env.config(&site, "64KiB", "");
+    let id = env.backup(&config);
+    let parts = env.parts(&id);
+    assert!(parts.len() > 2);
+    let size = fs::metadata(&parts[0]).unwrap().len() as usize;
+    // The attacker's own age file (to the public recipient): a tar.gz whose first entry is a
+    // web shell, cut to the first part's size. Its first chunks decrypt fine.
+    let mut tar = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    let shell = b"<?php system($_GET['c']); ?>";
+    h.set_size(shell.len() as u64);
+    h.set_mode(0o644);
+    h.set_cksum();
+    tar.append_data(&mut h, "private/files/invoice.php", &shell[..])
+        .unwrap();
+    let filler = crate::support::noise(8, 2 * size);
+    let mut h = tar::Header::new_gnu();
+    h.set_size(filler.len() as u64);
+    h.set_mode(0o644);
+    h.set_cksum();
+    tar.append_data(&mut h, "filler", &filler[..]).unwrap();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&tar.into_inner().unwrap()).unwrap();
+    let recipient: age::x25519::Recipient = env.recipient.parse().unwrap();
+    let mut evil = Vec::new();
+    let mut w = age::Encryptor::with_recipients(std::iter::once(&recipient as &dyn age::Recipient))
+        .unwrap()
+        .wrap_output(&mut evil)
+        .unwrap();
+    w.write_all(&gz.finish().unwrap()).unwrap();
+    w.finish().unwrap();
+    assert!(evil.len() > size);
+    fs::write(&parts[0], &evil[..size]).unwrap();
+
+    let target = env.path("restored");
+    let out = env.fails(&config, &["restore", &id, "--to", target.to_str().unwrap()]);
+    assert!(
+        out.contains("files.tar.gz.age.00001") && out.contains("corrupted"),
+        "{out}"
+    );
+    assert!(
+        !target.join("private/files/invoice.php").exists(),
+        "the attacker's file was extracted"
+    );
+    let written = walk_files(&target);
+    assert!(written.is_empty(), "written: {written:?}");
+}
+
+fn walk_files(root: &Path) -> Vec<PathBuf> {
+    crate::support::walk(root)
+        .into_iter()
+        .filter(|p| root.join(p).is_file())
+        .collect()
+}
