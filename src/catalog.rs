@@ -137,7 +137,7 @@ impl Finish {
         let failed_drill = err.downcast_ref::<crate::drill::DrillFailed>();
         Finish {
             outcome,
-            error: Some(format!("{err:#}")),
+            error: Some(crate::text::error_chain(err)),
             snapshot: failed_drill.map(|f| f.report.snapshot.clone()),
             report: failed_drill.and_then(|f| serde_json::to_value(f.report.summary()).ok()),
             ..Finish::success()

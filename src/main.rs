@@ -65,7 +65,10 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             // Errors quote names from file trees, archives and the store: escaped.
-            eprintln!("error: {}", coffer::text::PrintableLines(&format!("{e:#}")));
+            eprintln!(
+                "error: {}",
+                coffer::text::PrintableLines(&coffer::text::error_chain(&e))
+            );
             if coffer::lock::is_busy(&e) {
                 eprintln!(
                     "hint: wait for it to finish, or pass --wait DURATION to queue behind it"

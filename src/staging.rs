@@ -573,7 +573,7 @@ pub fn load(
     let (command, _private) = client(target, opts).map_err(|e| {
         FeedError::Tool(crate::source::DumpError::Spawn {
             tool: "the database client".into(),
-            source: std::io::Error::other(format!("{e:#}")),
+            source: std::io::Error::other(crate::text::error_chain(&e)),
         })
     })?;
     if target.address.engine() == Engine::Postgres {

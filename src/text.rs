@@ -100,6 +100,24 @@ fn write_escaped(f: &mut dyn Write, s: &str) -> fmt::Result {
     Ok(())
 }
 
+/// An error and its causes, `: `-separated, each cause once: many errors quote their source in
+/// their own message too ("cannot read config X: No such file…"), and anyhow's `{:#}` would
+/// print it twice.
+pub fn error_chain(err: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if text.is_empty() || out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
+}
+
 /// `s` with its control characters escaped, as an owned string.
 pub fn printable(s: &str) -> String {
     Printable(s).to_string()
@@ -114,6 +132,18 @@ pub fn is_printable(s: &str) -> bool {
 mod tests {
     use super::*;
     use std::ffi::OsStr;
+
+    #[test]
+    fn each_cause_is_told_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "No such file");
+        let e = anyhow::Error::new(io)
+            .context("cannot read config /x.toml: No such file")
+            .context("loading the configuration");
+        assert_eq!(
+            error_chain(&e),
+            "loading the configuration: cannot read config /x.toml: No such file"
+        );
+    }
 
     #[test]
     fn escapes_terminal_sequences() {

@@ -306,7 +306,7 @@ fn deep_check(
                 &mut std::io::sink(),
             )
         })
-        .map_err(|e| format!("{:#}", anyhow::Error::from(e)))?;
+        .map_err(|e| crate::text::error_chain(&anyhow::Error::from(e)))?;
         return Ok(restore::TarSummary {
             file_bytes: bytes,
             ..Default::default()
@@ -314,7 +314,7 @@ fn deep_check(
     }
     let summary =
         std::thread::scope(|scope| restore::scan(crate::pipeline::read_ahead(scope, stream)))
-            .map_err(|e| format!("{:#}", anyhow::Error::from(e)))?;
+            .map_err(|e| crate::text::error_chain(&anyhow::Error::from(e)))?;
     if let Some(expected) = source.entries
         && expected != summary.counts
     {

@@ -67,6 +67,15 @@ impl Email {
     }
 }
 
+/// A unique RFC 5322 `Message-ID`: `<time.random@domain>`.
+fn message_id(domain: &str) -> String {
+    format!(
+        "<{}.{:016x}.coffer@{domain}>",
+        chrono::Utc::now().format("%Y%m%d%H%M%S%.6f"),
+        rand::random::<u64>()
+    )
+}
+
 impl Notifier for Email {
     fn name(&self) -> &'static str {
         "email"
@@ -77,8 +86,11 @@ impl Notifier for Email {
     }
 
     fn send(&self, event: &Event) -> Result<(), String> {
+        // Gmail refuses mail without a Message-ID (550-5.7.1) and Postfix adds none by default:
+        // every message gets its own, on the sender's domain (lettre adds `Date`).
         let mut message = Message::builder()
             .from(self.from.clone())
+            .message_id(Some(message_id(self.from.email.domain())))
             .subject(event.subject())
             .header(ContentType::TEXT_PLAIN);
         for to in &self.to {

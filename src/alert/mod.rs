@@ -341,7 +341,7 @@ impl Alerts {
             Outcome::Stopped | Outcome::Skipped | Outcome::Interrupted => return,
         };
         let detail = match (ok, error) {
-            (false, Some(e)) => format!("{e:#}"),
+            (false, Some(e)) => crate::text::error_chain(e),
             (false, None) => finish.error.clone().unwrap_or_default(),
             (true, _) => match &finish.snapshot {
                 Some(id) => format!("the {job} succeeded (snapshot {id})"),

@@ -187,7 +187,7 @@ struct AnyError(anyhow::Error);
 
 impl std::fmt::Display for AnyError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{:#}", self.0)
+        f.write_str(&crate::text::error_chain(&self.0))
     }
 }
 

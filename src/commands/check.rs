@@ -36,7 +36,7 @@ fn outcome(check: impl Into<String>, result: anyhow::Result<String>) -> Check {
         Err(e) => Check {
             check,
             ok: false,
-            detail: format!("{e:#}"),
+            detail: crate::text::error_chain(&e),
         },
     }
 }

@@ -289,12 +289,18 @@ impl Runner for Jobs {
             match rx.await {
                 Ok(Ok(())) => tracing::info!(job = name, "finished"),
                 Ok(Err(e)) if crate::shutdown::is_stopped(&e) => {
-                    tracing::warn!(job = name, "stopped by the shutdown: {e:#}");
+                    tracing::warn!(
+                        job = name,
+                        "stopped by the shutdown: {}",
+                        crate::text::error_chain(&e)
+                    );
                 }
                 Ok(Err(e)) if crate::lock::is_busy(&e) => {
-                    tracing::warn!(job = name, "skipped: {e:#}");
+                    tracing::warn!(job = name, "skipped: {}", crate::text::error_chain(&e));
                 }
-                Ok(Err(e)) => tracing::error!(job = name, "failed: {e:#}"),
+                Ok(Err(e)) => {
+                    tracing::error!(job = name, "failed: {}", crate::text::error_chain(&e))
+                }
                 Err(_) => tracing::error!(job = name, "the run's thread died (a panic)"),
             }
         })

@@ -200,7 +200,19 @@ fn a_failed_backup_alerts_every_channel_once_and_its_recovery_is_announced() {
     // A plain success afterwards: the heartbeat and Sentry's monitor hear of it, nobody is
     // mailed.
     env.backup(&fixed);
-    assert_eq!(smtp.mails().len(), 2);
+    let mails = smtp.mails();
+    assert_eq!(mails.len(), 2);
+    // Each message its own Message-ID (the sink checked each one's form).
+    let ids: Vec<&str> = mails
+        .iter()
+        .map(|m| {
+            m.data
+                .lines()
+                .find(|l| l.to_ascii_lowercase().starts_with("message-id:"))
+                .unwrap()
+        })
+        .collect();
+    assert_ne!(ids[0], ids[1]);
     let requests = http.requests();
     assert_eq!(sentry_events(&requests).len(), 2);
     assert_eq!(pings(&requests, "").len(), 2);
@@ -499,4 +511,32 @@ fn email_goes_over_implicit_tls() {
         mails[0].auth,
         Some(("coffer".to_string(), SMTP_PASSWORD.to_string()))
     );
+}
+
+/// The sink is as strict as the receivers that matter: what Gmail refuses, it refuses.
+#[test]
+fn the_smtp_sink_refuses_what_a_strict_receiver_refuses() {
+    use crate::support::sinks::rfc5322_problems;
+    let good = "Date: Mon, 07 Dec 2026 02:00:00 +0000\r\nFrom: coffer@example.com\r\n\
+                To: ops@example.com\r\nMessage-ID: <a1b2.c3@example.com>\r\n\
+                Subject: x\r\n\r\nbody\r\n";
+    assert_eq!(rfc5322_problems(good.as_bytes()), Vec::<String>::new());
+    for (bad, why) in [
+        (
+            good.replace("Message-ID: <a1b2.c3@example.com>\r\n", ""),
+            "message-id",
+        ),
+        (good.replace("<a1b2.c3@example.com>", "a1b2"), "Message-ID"),
+        (
+            good.replace("Date: Mon, 07 Dec 2026 02:00:00 +0000\r\n", ""),
+            "date",
+        ),
+        (good.replace("\r\n", "\n"), "CRLF"),
+        (good.replace("body", &"x".repeat(1000)), "998"),
+        (good.replace("Subject: x", "Subject: Счёт"), "non-ASCII"),
+        (good.replace("body", "тело"), "not ASCII"),
+    ] {
+        let problems = rfc5322_problems(bad.as_bytes()).join("; ");
+        assert!(problems.contains(why), "{why}: {problems}");
+    }
 }

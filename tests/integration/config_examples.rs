@@ -131,3 +131,19 @@ fn the_quickstart_backs_up_and_restores_the_demo_site_and_its_database() {
         assert_eq!(dump(&copy), dump(&repo.join("fixtures/app.sqlite")));
     }
 }
+
+#[test]
+fn a_missing_config_is_named_with_its_cause_told_once() {
+    let env = crate::support::Env::new();
+    let missing = env.path("nope.toml");
+    let out = env.fails(&missing, &["list"]);
+    assert!(
+        out.contains("cannot read config") && out.contains("nope.toml"),
+        "{out}"
+    );
+    assert_eq!(
+        out.matches("No such file or directory").count(),
+        1,
+        "the OS error is printed once: {out}"
+    );
+}

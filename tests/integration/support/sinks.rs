@@ -20,9 +20,14 @@ pub struct Mail {
     pub data: String,
 }
 
+/// Messages the sink refused, each with why.
+type Rejected = Arc<Mutex<Vec<(Mail, Vec<String>)>>>;
+
 pub struct SmtpSink {
     pub port: u16,
     mails: Arc<Mutex<Vec<Mail>>>,
+    /// Messages refused as a strict receiver (Gmail) refuses them, each with why.
+    rejected: Rejected,
     /// Every AUTH command seen, and whether the connection was encrypted then.
     auths: Arc<Mutex<Vec<bool>>>,
 }
@@ -70,21 +75,38 @@ impl SmtpSink {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let mails = Arc::new(Mutex::new(Vec::new()));
+        let rejected = Arc::new(Mutex::new(Vec::new()));
         let auths = Arc::new(Mutex::new(Vec::new()));
-        let (store, seen) = (Arc::clone(&mails), Arc::clone(&auths));
+        let (store, refused, seen) = (
+            Arc::clone(&mails),
+            Arc::clone(&rejected),
+            Arc::clone(&auths),
+        );
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
-                let (store, seen) = (Arc::clone(&store), Arc::clone(&seen));
+                let (store, refused, seen) =
+                    (Arc::clone(&store), Arc::clone(&refused), Arc::clone(&seen));
                 let tls = tls.clone();
                 std::thread::spawn(move || {
-                    let _ = smtp_session(stream, tls, implicit, &store, &seen);
+                    let _ = smtp_session(stream, tls, implicit, &store, &refused, &seen);
                 });
             }
         });
-        SmtpSink { port, mails, auths }
+        SmtpSink {
+            port,
+            mails,
+            rejected,
+            auths,
+        }
     }
 
+    /// The messages accepted. A message a strict receiver would refuse fails the test here.
     pub fn mails(&self) -> Vec<Mail> {
+        let rejected = self.rejected.lock().unwrap().clone();
+        assert!(
+            rejected.is_empty(),
+            "the SMTP sink refused messages as Gmail would (550 5.7.1): {rejected:#?}"
+        );
         self.mails.lock().unwrap().clone()
     }
 
@@ -117,6 +139,26 @@ impl Conn {
         Ok(String::from_utf8_lossy(&line).trim_end().to_string())
     }
 
+    /// One line as sent, with its line ending.
+    fn read_raw_line(&mut self) -> std::io::Result<Vec<u8>> {
+        let mut line = Vec::new();
+        let mut byte = [0u8; 1];
+        loop {
+            let n = match self {
+                Conn::Plain(s) => s.read(&mut byte)?,
+                Conn::Tls(s) => s.read(&mut byte)?,
+            };
+            if n == 0 {
+                break;
+            }
+            line.push(byte[0]);
+            if byte[0] == b'\n' {
+                break;
+            }
+        }
+        Ok(line)
+    }
+
     fn say(&mut self, text: &str) -> std::io::Result<()> {
         match self {
             Conn::Plain(s) => s.write_all(text.as_bytes()),
@@ -133,6 +175,7 @@ fn smtp_session(
     tls: Option<Arc<rustls::ServerConfig>>,
     implicit: bool,
     mails: &Mutex<Vec<Mail>>,
+    rejected: &Rejected,
     auths: &Mutex<Vec<bool>>,
 ) -> std::io::Result<()> {
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
@@ -206,18 +249,27 @@ fn smtp_session(
             conn.say("250 ok\r\n")?;
         } else if upper == "DATA" {
             conn.say("354 go on\r\n")?;
-            let mut data = String::new();
+            let mut raw = Vec::new();
             loop {
-                let l = conn.read_line()?;
-                if l == "." {
+                let l = conn.read_raw_line()?;
+                if l.is_empty() || l == b".\r\n" || l == b".\n" {
                     break;
                 }
-                data.push_str(l.strip_prefix('.').unwrap_or(&l));
-                data.push('\n');
+                // Dot-stuffing undone.
+                raw.extend_from_slice(l.strip_prefix(b".").unwrap_or(&l));
             }
-            mail.data = data;
-            mails.lock().unwrap().push(std::mem::take(&mut mail));
-            conn.say("250 queued\r\n")?;
+            mail.data = String::from_utf8_lossy(&raw).replace("\r\n", "\n");
+            let problems = rfc5322_problems(&raw);
+            if problems.is_empty() {
+                mails.lock().unwrap().push(std::mem::take(&mut mail));
+                conn.say("250 queued\r\n")?;
+            } else {
+                conn.say(&format!("550 5.7.1 {}\r\n", problems.join("; ")))?;
+                rejected
+                    .lock()
+                    .unwrap()
+                    .push((std::mem::take(&mut mail), problems));
+            }
         } else if upper == "QUIT" {
             conn.say("221 bye\r\n")?;
             return Ok(());
@@ -227,6 +279,136 @@ fn smtp_session(
             conn.say("502 not here\r\n")?;
         }
     }
+}
+
+/// What a strict receiver refuses in a message (RFC 5322, RFC 2045/2047; Gmail's
+/// "550-5.7.1 Messages missing a valid Message-ID header are not accepted"): every line ends
+/// in CRLF and holds at most 998 characters; the header has exactly one valid `Date`, one
+/// `From`, one `Message-ID` of the form `<left@right>`, at least one `To`, only ASCII (other
+/// text RFC 2047-encoded); a body that is not ASCII comes with `MIME-Version: 1.0`, a charset
+/// and a transfer encoding.
+pub fn rfc5322_problems(raw: &[u8]) -> Vec<String> {
+    let mut problems = Vec::new();
+    let mut lines: Vec<&[u8]> = Vec::new();
+    let mut rest = raw;
+    while !rest.is_empty() {
+        let end = rest
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(rest.len(), |i| i + 1);
+        let (line, tail) = rest.split_at(end);
+        if !line.ends_with(b"\r\n") {
+            problems.push("a line does not end in CRLF".to_string());
+        }
+        let text = line.strip_suffix(b"\r\n").unwrap_or(line);
+        if text.contains(&b'\r') {
+            problems.push("a bare CR".to_string());
+        }
+        if text.len() > 998 {
+            problems.push(format!("a line of {} characters (at most 998)", text.len()));
+        }
+        lines.push(text);
+        rest = tail;
+    }
+    let Some(blank) = lines.iter().position(|l| l.is_empty()) else {
+        problems.push("no blank line after the header".into());
+        return problems;
+    };
+    // Unfold the header.
+    let mut fields: Vec<(String, String)> = Vec::new();
+    for l in &lines[..blank] {
+        if !l.is_ascii() {
+            problems.push("a header line holds non-ASCII bytes (use RFC 2047)".into());
+        }
+        let l = String::from_utf8_lossy(l);
+        if l.starts_with([' ', '\t']) {
+            match fields.last_mut() {
+                Some((_, v)) => v.push_str(&l),
+                None => problems.push("the header starts with a continuation line".into()),
+            }
+            continue;
+        }
+        match l.split_once(':') {
+            Some((name, value))
+                if !name.is_empty() && name.bytes().all(|b| b.is_ascii_graphic()) =>
+            {
+                fields.push((name.to_ascii_lowercase(), value.trim().to_string()));
+            }
+            _ => problems.push(format!("not a header field: {l:?}")),
+        }
+    }
+    let all = |name: &str| -> Vec<&str> {
+        fields
+            .iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    };
+    let once = |name: &str, problems: &mut Vec<String>| -> Option<String> {
+        let v = all(name);
+        if v.len() != 1 {
+            problems.push(format!(
+                "{} {name} header(s), exactly one required",
+                v.len()
+            ));
+            return None;
+        }
+        Some(v[0].to_string())
+    };
+    if let Some(date) = once("date", &mut problems)
+        && chrono::DateTime::parse_from_rfc2822(&date).is_err()
+    {
+        problems.push(format!("Date {date:?} is not an RFC 5322 date"));
+    }
+    if let Some(from) = once("from", &mut problems)
+        && !from.contains('@')
+    {
+        problems.push(format!("From {from:?} holds no address"));
+    }
+    if let Some(id) = once("message-id", &mut problems) {
+        let valid = id
+            .strip_prefix('<')
+            .and_then(|i| i.strip_suffix('>'))
+            .and_then(|i| i.split_once('@'))
+            .is_some_and(|(l, r)| {
+                !l.is_empty()
+                    && !r.is_empty()
+                    && !r.contains('@')
+                    && (l.to_string() + r)
+                        .bytes()
+                        .all(|b| b.is_ascii_graphic() && !b"<>()[]\\,;:\"".contains(&b))
+            });
+        if !valid {
+            problems.push(format!("Message-ID {id:?} is not <left@right>"));
+        }
+    }
+    if all("to").is_empty() {
+        problems.push("no To header".into());
+    }
+    if all("subject").len() > 1 {
+        problems.push("more than one Subject".into());
+    }
+    let body_ascii = lines[blank..].iter().all(|l| l.is_ascii());
+    if !body_ascii {
+        let mime = all("mime-version");
+        let ctype = all("content-type").join(" ").to_ascii_lowercase();
+        let cte = all("content-transfer-encoding")
+            .join(" ")
+            .to_ascii_lowercase();
+        if mime != ["1.0"]
+            || !ctype.contains("charset=")
+            || !["8bit", "binary"].iter().any(|e| cte.contains(e))
+        {
+            problems.push(
+                "a body that is not ASCII without MIME-Version 1.0, a charset and an 8bit \
+                 transfer encoding"
+                    .into(),
+            );
+        }
+    }
+    problems.sort();
+    problems.dedup();
+    problems
 }
 
 /// One request the HTTP sink answered.
