@@ -18,7 +18,7 @@ use std::io::{self, Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
@@ -27,7 +27,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::config::{Config, DrillDatabase, DrillHttp, FileCheck};
-use crate::pipeline::{PartProblem, read_ahead};
+use crate::pipeline::{PartProblem, Timed, busy_seconds, read_ahead};
 use crate::progress::Progress;
 use crate::snapshot::{EntryCounts, Manifest, SourceRecord};
 use crate::staging::{Prepared, StagingOptions, TableCheck, TableStatus};
@@ -38,36 +38,6 @@ use crate::store::Store;
 pub const MARKER: &str = ".coffer-drill";
 /// Where the parts are downloaded to, below the staging folder.
 const SPOOL: &str = ".download";
-
-/// A reader that adds the time spent inside `read` to a shared counter: the decryption and
-/// decompression done on the read-ahead thread while the load or the extract goes on.
-pub struct Timed<R> {
-    inner: R,
-    busy: Arc<AtomicU64>,
-}
-
-impl<R> Timed<R> {
-    pub fn new(inner: R, busy: Arc<AtomicU64>) -> Timed<R> {
-        Timed { inner, busy }
-    }
-}
-
-impl<R: Read> Read for Timed<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        // A stop request ends a load or an extract at the next read.
-        crate::shutdown::check_io()?;
-        let t = Instant::now();
-        let n = self.inner.read(buf);
-        let nanos = u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        self.busy.fetch_add(nanos, Ordering::Relaxed);
-        n
-    }
-}
-
-/// Seconds accumulated by `Timed` readers.
-pub fn busy_seconds(busy: &AtomicU64) -> f64 {
-    busy.load(Ordering::Relaxed) as f64 / 1e9
-}
 
 /// Seconds per stage, summed over the sources.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -259,8 +229,11 @@ pub fn drill(config: &Config, opts: &DrillOptions<'_>) -> anyhow::Result<DrillRe
     // it is released once the parts are local.
     let lock = crate::lock::lock_state_for(&config.state_dir, "drill", opts.wait)?;
     let store = crate::store::from_config(&config.store)?;
-    let (identities, identity_file) = crate::commands::load_identities(config, opts.identity)
-        .context("a drill decrypts the snapshot: run it on a host that holds the private key")?;
+    let (identities, identity_file) =
+        crate::keys::load_chosen(opts.identity, config.encryption.identity_file.as_deref())
+            .context(
+                "a drill decrypts the snapshot: run it on a host that holds the private key",
+            )?;
     let accept = if opts.allow_unsigned {
         crate::snapshot::Accept::TrustedOrUnsigned
     } else {
@@ -295,7 +268,7 @@ pub fn drill(config: &Config, opts: &DrillOptions<'_>) -> anyhow::Result<DrillRe
         }
         let target = staging_database(d, &s.name)?;
         crate::staging::check_engine(s, &target.address)?;
-        crate::commands::restore::guard_target(config, &target, &drill_options()).map_err(|e| {
+        crate::restore::guard_target(config, &target, &drill_options()).map_err(|e| {
             match e.downcast_ref::<crate::staging::IsSourceDatabase>() {
                 Some(same) => anyhow!(
                     "refusing to drill into {}: it is the database of the configured source '{}' \
@@ -508,7 +481,7 @@ pub fn check_setup(config: &Config) -> Vec<(String, anyhow::Result<String>)> {
     for d in &config.drill.databases {
         let result = (|| {
             let target = staging_database(d, &d.source)?;
-            crate::commands::restore::guard_target(config, &target, &drill_options())?;
+            crate::restore::guard_target(config, &target, &drill_options())?;
             let shown = target.address.to_string();
             let state = if known.contains(&shown) {
                 "a drill's own: each drill drops and re-creates it"
@@ -752,9 +725,9 @@ fn check_space(dir: &Path, m: &Manifest) -> anyhow::Result<()> {
             "the drill of snapshot {} needs about {} in {} (its parts and its folders), but \
              {} is free; free some space or set drill.staging_dir to a larger disk",
             m.id,
-            crate::commands::human_bytes(needed),
+            crate::units::human_bytes(needed),
             dir.display(),
-            crate::commands::human_bytes(free + reclaimable)
+            crate::units::human_bytes(free + reclaimable)
         );
     }
     Ok(())
@@ -903,13 +876,12 @@ fn extract_folder(
 ) -> anyhow::Result<()> {
     remove_tree(dir).with_context(|| format!("emptying {} for the drill", dir.display()))?;
     fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let stream =
-        crate::commands::restore::open_checked(spool, m, s, keys.identities, keys.identity_file)?;
+    let stream = crate::restore::open_checked(spool, m, s, keys.identities, keys.identity_file)?;
     let busy = Arc::new(AtomicU64::new(0));
     let bar = Progress::bytes(&format!("extract {}", s.name), Some(s.plaintext_bytes));
     let t = Instant::now();
     let timed = Timed::new(
-        crate::commands::restore::CountingRead::new(stream, &bar),
+        crate::pipeline::CountingRead::new(stream, &bar),
         busy.clone(),
     );
     let extracted =
@@ -1038,13 +1010,8 @@ fn check_file_sums(
     files.hash_check = if every == 1 { "all" } else { "sample" };
     // Read line by line, never more than the manifest says: the list is decrypted data that
     // anyone holding the public key could have forged.
-    let stream = crate::commands::restore::open_checked(
-        spool,
-        m,
-        &stream,
-        keys.identities,
-        keys.identity_file,
-    )?;
+    let stream =
+        crate::restore::open_checked(spool, m, &stream, keys.identities, keys.identity_file)?;
     let reader =
         io::BufReader::new(stream.take(s.checksums.as_ref().map_or(0, |c| c.plaintext_bytes) + 1));
     let bar = Progress::bytes(&format!("hash {}", s.name), None);
@@ -1122,7 +1089,7 @@ fn load_database(
     keys: &Keys<'_>,
     result: &mut SourceResult,
 ) -> anyhow::Result<()> {
-    let loaded = crate::commands::restore::load_database(
+    let loaded = crate::restore::load_database(
         config,
         spool,
         m,
@@ -1212,8 +1179,7 @@ fn read_through(
     keys: &Keys<'_>,
     result: &mut SourceResult,
 ) -> anyhow::Result<()> {
-    let stream =
-        crate::commands::restore::open_checked(spool, m, s, keys.identities, keys.identity_file)?;
+    let stream = crate::restore::open_checked(spool, m, s, keys.identities, keys.identity_file)?;
     let busy = Arc::new(AtomicU64::new(0));
     let t = Instant::now();
     let mut timed = Timed::new(stream, busy.clone());

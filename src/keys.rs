@@ -79,6 +79,20 @@ pub fn generate(path: &Path) -> Result<age::x25519::Recipient, KeyError> {
     Ok(recipient)
 }
 
+/// The identities of `flag` (`--identity FILE`) or else of the configured `identity_file`,
+/// with the path they came from (for messages).
+///
+/// # Errors
+/// `NotConfigured` when neither is given, else as `load_identities`.
+pub fn load_chosen(
+    flag: Option<&Path>,
+    configured: Option<&Path>,
+) -> Result<(Vec<Box<dyn age::Identity + Send + Sync>>, String), KeyError> {
+    let path = flag.or(configured).ok_or(KeyError::NotConfigured)?;
+    let ids = load_identities(path)?;
+    Ok((ids, path.display().to_string()))
+}
+
 /// Loads every identity in an age identity file.
 ///
 /// # Errors

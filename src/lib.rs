@@ -1,12 +1,15 @@
 //! coffer: encrypted backups of a business server's database and files, to a store that the
 //! backup host cannot read back, restorable with coffer or with stock `age` and `tar`.
 //!
-//! Data flow: `source` → `pipeline` (gzip, age, parts, sha256) → `store`; `snapshot` writes
-//! the manifest last. Recovery: `verify`, `restore`. `commands` holds one module per
-//! subcommand; `cli` only the argument definitions.
+//! Data flow: `source` → `pipeline` (gzip, age, parts, sha256) → `store`; `snapshot` signs
+//! and writes the manifest last. The engines are library functions: `backup`, `restore`,
+//! `verify`, `prune` (and `forget`), `drill`. `commands` holds one module per subcommand and
+//! only loads, calls an engine and prints; `cli` only the argument definitions. Nothing below
+//! `commands` imports it.
 
 pub mod alert;
 pub mod audit;
+pub mod backup;
 pub mod catalog;
 pub mod checksums;
 pub mod cli;
@@ -20,6 +23,7 @@ pub mod metrics;
 pub mod notify;
 pub mod pipeline;
 pub mod progress;
+pub mod prune;
 pub mod restore;
 pub mod retention;
 pub mod schedule;
@@ -30,4 +34,5 @@ pub mod source;
 pub mod staging;
 pub mod store;
 pub mod text;
+pub mod units;
 pub mod verify;

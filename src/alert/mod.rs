@@ -397,9 +397,7 @@ impl Alerts {
                     .first()
                     .cloned()
                     .unwrap_or_else(|| format!("the {job} failed"));
-                if let Some(f) =
-                    error.and_then(|e| e.downcast_ref::<crate::commands::backup::Failed>())
-                {
+                if let Some(f) = error.and_then(|e| e.downcast_ref::<crate::backup::Failed>()) {
                     event.source = f.source.clone();
                     event.stage = Some(f.stage.to_string());
                     event.snapshot = Some(f.snapshot.clone());

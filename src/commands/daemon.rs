@@ -78,16 +78,16 @@ pub fn run_job(config: &Config, kind: JobKind, trigger: Trigger) -> anyhow::Resu
                 trigger,
                 || {
                     let store = store::from_config(&config.store)?;
-                    super::backup::backup(config, store.as_ref(), &|_| {})
+                    crate::backup::backup(config, store.as_ref(), &|_| {})
                 },
-                super::backup::finish_of,
+                crate::backup::finish_of,
             )?;
             let m = &report.manifest;
             if let Some(key) = &report.new_signing_key {
                 tracing::warn!(
                     job = "backup",
                     "{}",
-                    super::backup::new_key_notice(config, key)
+                    crate::backup::new_key_notice(config, key)
                 );
             }
             tracing::info!(
@@ -117,9 +117,9 @@ pub fn run_job(config: &Config, kind: JobKind, trigger: Trigger) -> anyhow::Resu
                 trigger,
                 || {
                     let store = store::from_config(&config.store)?;
-                    super::prune::prune(config, store.as_ref(), false, Duration::ZERO)
+                    crate::prune::prune(config, store.as_ref(), false, Duration::ZERO)
                 },
-                super::prune::finish_of,
+                crate::prune::finish_of,
             )?;
             tracing::info!(
                 job = "prune",

@@ -1,116 +1,13 @@
-//! `coffer prune [--dry-run] [--json]`: applies the retention policy to the store.
-//!
-//! Only snapshots signed by a trusted key take part, ranked by the time in their id; the
-//! newest is always kept. Unsigned, untrusted and unreadable snapshots are never counted and
-//! never deleted here (only `coffer forget` removes them): manifests planted in the store
-//! cannot push the real snapshots out of retention. A pruned snapshot loses its manifest first
-//! (from then on it is no snapshot), then its parts. Parts of unfinished snapshots older than
-//! `store.orphan_grace` are removed too.
+//! `coffer prune [--dry-run] [--json]`: applies the retention policy to the store
+//! (`crate::prune`) as a recorded job and prints the plan.
 
 use std::path::Path;
 use std::process::ExitCode;
-use std::time::SystemTime;
-
-use anyhow::{Context, anyhow};
 
 use super::load_config;
 use crate::cli::PruneArgs;
-use crate::retention::{self, Candidate};
-use crate::snapshot::{self, SnapshotId};
-use crate::store::{self, Store};
-
-/// What a prune did (or, dry, would do).
-#[derive(Debug, Default)]
-pub struct PruneReport {
-    pub plan: retention::Plan,
-    /// Snapshots deleted (empty on a dry run).
-    pub deleted: Vec<String>,
-    /// Unfinished snapshots whose parts were removed.
-    pub swept: Vec<String>,
-    /// Snapshots whose manifest cannot be read: never pruned, named so they get looked at.
-    pub unreadable: Vec<String>,
-    /// Snapshots not signed by a trusted key (unsigned or untrusted), with why: never
-    /// counted, never pruned.
-    pub not_trusted: Vec<(String, String)>,
-}
-
-/// Plans and (unless `dry_run`) carries out the retention of `config` on `store`.
-///
-/// # Errors
-/// When the store cannot be listed, or a deletion fails (the prune stops there; a snapshot
-/// whose manifest is gone but whose parts remain is swept by a later prune).
-pub fn prune(
-    config: &crate::config::Config,
-    store: &dyn Store,
-    dry_run: bool,
-    wait: std::time::Duration,
-) -> anyhow::Result<PruneReport> {
-    let _lock = crate::lock::lock_state_for(&config.state_dir, "prune", wait)?;
-    let trusted = config.trusted();
-    if trusted.is_empty() {
-        return Err(anyhow!(snapshot::SnapshotError::NoTrustedKey)
-            .context("prune acts only on snapshots signed by a trusted key"));
-    }
-    let listing = snapshot::list(store, &trusted).context("listing the snapshots")?;
-    let candidates: Vec<Candidate> = listing
-        .trusted()
-        .map(|m| Candidate {
-            id: m.id.to_string(),
-            time: m.id.time(),
-        })
-        .collect();
-    let plan = retention::plan(&candidates, &config.retention, config.timezone);
-    let mut report = PruneReport {
-        unreadable: listing.unreadable.iter().map(ToString::to_string).collect(),
-        not_trusted: listing
-            .not_trusted()
-            .map(|c| {
-                let why = match &c.trust {
-                    crate::signing::Trust::Untrusted { why } => why.clone(),
-                    _ => "not signed".to_string(),
-                };
-                (c.manifest.id.to_string(), why)
-            })
-            .collect(),
-        ..PruneReport::default()
-    };
-    if !dry_run {
-        for id in &plan.prune {
-            // Between snapshots is a safe point: each one is deleted whole or not at all.
-            crate::shutdown::check()?;
-            let sid: SnapshotId = id.parse().map_err(|e| anyhow!("{e}"))?;
-            // The manifest first: a prune cut short leaves parts, never a snapshot with holes.
-            // Noted first: a deletion cut short must not look like someone else's later.
-            record_removed(config, id, "prune");
-            snapshot::delete_snapshot(store, &sid)
-                .with_context(|| format!("deleting pruned snapshot {id}"))?;
-            report.deleted.push(id.clone());
-        }
-        report.swept =
-            snapshot::sweep_orphans(store, config.store.orphan_grace, SystemTime::now())?;
-    }
-    report.plan = plan;
-    Ok(report)
-}
-
-/// Notes in the run history that this host removed snapshot `id`, so the verify job does not
-/// take it for a deletion by someone else.
-pub(crate) fn record_removed(config: &crate::config::Config, id: &str, by: &str) {
-    // (The id is unique to one store: no need to name the store.)
-    let recorded =
-        crate::catalog::Catalog::open(&config.state_dir).and_then(|mut c| c.record_removed(id, by));
-    if let Err(e) = recorded {
-        tracing::warn!("could not record that {id} was removed: {e}");
-    }
-}
-
-/// What the run history keeps of a prune: how many snapshots the store holds afterwards.
-pub fn finish_of(report: &PruneReport) -> crate::catalog::Finish {
-    crate::catalog::Finish {
-        snapshots: Some(report.plan.keep.len() as u64),
-        ..crate::catalog::Finish::success()
-    }
-}
+use crate::prune::{finish_of, prune};
+use crate::store;
 
 pub fn run(config_path: &Path, args: &PruneArgs) -> anyhow::Result<ExitCode> {
     let config = load_config(config_path)?;

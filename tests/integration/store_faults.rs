@@ -150,7 +150,7 @@ fn a_failing_store_never_leaves_a_snapshot() {
                 mode,
                 fail_deletes: false,
             };
-            let err = coffer::commands::backup::backup(&config, &store, &|_| {}).unwrap_err();
+            let err = coffer::backup::backup(&config, &store, &|_| {}).unwrap_err();
             let msg = format!("{err:#}");
             assert!(
                 msg.contains("no snapshot was written"),
@@ -181,7 +181,7 @@ fn a_failing_store_never_leaves_a_snapshot() {
     };
     let msg = format!(
         "{:#}",
-        coffer::commands::backup::backup(&config, &store, &|_| {}).unwrap_err()
+        coffer::backup::backup(&config, &store, &|_| {}).unwrap_err()
     );
     assert!(msg.contains("injected fault: no space left"), "{msg}");
     assert!(!msg.contains("may be visible"), "{msg}");
@@ -199,7 +199,7 @@ fn a_failing_store_never_leaves_a_snapshot() {
 
     // The same store and config work when nothing fails.
     let store = LocalStore::new(env.store());
-    let report = coffer::commands::backup::backup(&config, &store, &|_| {}).unwrap();
+    let report = coffer::backup::backup(&config, &store, &|_| {}).unwrap();
     assert!(
         report.manifest.sources[0].parts.len() > 5,
         "the test's fault points exist"

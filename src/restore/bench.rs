@@ -81,7 +81,7 @@ pub fn write_bench_layout(
         bail!("'{site}' is not a site name (such as erp.example.com)");
     }
     // Each file is refused if it exists: the folder may hold others, but must be private.
-    super::restore::prepare_target(dir, true)?;
+    super::prepare_target(dir, true)?;
     let stem = format!(
         "{}-{}",
         m.created.format("%Y%m%d_%H%M%S"),
@@ -159,7 +159,7 @@ fn write_partials(
     identity_file: &str,
 ) -> anyhow::Result<bool> {
     // The database: the dump, gzip'd as bench expects.
-    let stream = super::restore::open_checked(store, m, db, identities, identity_file)?;
+    let stream = super::open_checked(store, m, db, identities, identity_file)?;
     let mut gz = GzEncoder::new(create_private(&out.database)?, Compression::new(6));
     std::thread::scope(|scope| io::copy(&mut read_ahead(scope, stream), &mut gz))
         .with_context(|| format!("restoring {} from snapshot {}", db.name, m.id))?;
@@ -168,7 +168,7 @@ fn write_partials(
         .with_context(|| format!("writing {}", out.database.display()))?;
 
     // The files: one archive split into bench's two, plus site_config.json.
-    let stream = super::restore::open_checked(store, m, files, identities, identity_file)?;
+    let stream = super::open_checked(store, m, files, identities, identity_file)?;
     let mut public = tar::Builder::new(create_private(&out.public_files)?);
     let mut private = tar::Builder::new(create_private(&out.private_files)?);
     let mut site_config = None;

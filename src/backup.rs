@@ -1,0 +1,640 @@
+//! The backup engine: every source → one stream each (gzip, age, parts, sha256) → the
+//! signed manifest last. Called by `coffer backup` and by the daemon's backup job.
+
+use std::collections::BTreeMap;
+use std::time::{Instant, SystemTime};
+
+use anyhow::anyhow;
+use chrono::Utc;
+
+use crate::config::{Config, SecretRef, SourceConfig, SourceKind};
+use crate::database::{self, Database, Session};
+use crate::pipeline::{EncodeError, EncodeOptions, encode_stream};
+use crate::snapshot::{
+    self, ChecksumsRecord, DatabaseInfo, FORMAT_NAME, FORMAT_VERSION, Manifest, SnapshotId,
+    SourceRecord,
+};
+use crate::source::{
+    DirectorySource, DumpError, DumpOutcome, Excludes, MysqlSource, PostgresSource, SqliteSource,
+    Warning,
+};
+use crate::store::Store;
+
+/// Where a backup failed: the context of its error, read by alerts.
+#[derive(Debug)]
+pub struct Failed {
+    pub source: Option<String>,
+    pub stage: &'static str,
+    /// The id the snapshot would have had.
+    pub snapshot: String,
+    message: String,
+}
+
+impl Failed {
+    fn committing(id: &SnapshotId) -> Failed {
+        Failed {
+            source: None,
+            stage: "committing the snapshot",
+            snapshot: id.to_string(),
+            message: format!("no snapshot was written ({id})"),
+        }
+    }
+}
+
+impl std::fmt::Display for Failed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// What a finished backup did.
+#[derive(Debug)]
+pub struct BackupReport {
+    pub manifest: Manifest,
+    /// Per source, the paths that had problems (not in the manifest, which names no file).
+    pub warnings: Vec<(String, Warning)>,
+    pub seconds: f64,
+    /// Unfinished snapshots of earlier runs removed after this one.
+    pub swept: Vec<String>,
+    /// The signing key this backup made (the first backup without `[signing]`): its public
+    /// half must reach `trusted_signers` on the hosts that restore.
+    pub new_signing_key: Option<crate::signing::Signer>,
+    /// Seconds spent signing the manifest.
+    pub signing_seconds: f64,
+}
+
+/// The sources to back up, with presets (frappe) expanded into their parts.
+///
+/// # Errors
+/// When a preset cannot be read, or an expanded name clashes with another source.
+pub fn expand_sources(
+    configured: &[crate::config::SourceConfig],
+) -> anyhow::Result<Vec<crate::config::SourceConfig>> {
+    let mut out: Vec<crate::config::SourceConfig> = Vec::new();
+    for s in configured {
+        let parts = match &s.kind {
+            SourceKind::Frappe { path } => {
+                crate::source::frappe::expand(&s.name, path, s.exact_count_limit)?
+            }
+            _ => vec![s.clone()],
+        };
+        for p in parts {
+            if out.iter().any(|o| o.name == p.name) {
+                anyhow::bail!(
+                    "source name '{}' is used twice once the frappe preset '{}' is expanded; \
+                     rename one of them",
+                    p.name,
+                    s.name
+                );
+            }
+            out.push(p);
+        }
+    }
+    Ok(out)
+}
+
+/// What a source reports besides its bytes.
+struct SourceExtras {
+    entries: Option<crate::snapshot::EntryCounts>,
+    file_bytes: Option<u64>,
+    /// Directory sources: every file's sha256, stored as a stream of its own.
+    checksums: Option<crate::checksums::ChecksumList>,
+    warnings: Vec<Warning>,
+    /// The dump tool and its version, for database sources.
+    tool: Option<(String, Option<String>)>,
+    /// What a dump that counted its own rows recorded (the built-in SQLite dump).
+    database: Option<DatabaseInfo>,
+}
+
+/// The extras of a finished database dump; the tool's stderr notices are logged.
+fn dumped(
+    source: &str,
+    tool: &str,
+    version: &Option<String>,
+    done: DumpOutcome,
+) -> anyhow::Result<SourceExtras> {
+    if !done.stderr.is_empty() {
+        tracing::warn!(source, "{tool} said: {}", done.stderr);
+    }
+    Ok(SourceExtras {
+        entries: None,
+        file_bytes: None,
+        checksums: None,
+        warnings: Vec::new(),
+        tool: Some((tool.to_string(), version.clone())),
+        database: None,
+    })
+}
+
+/// A database source's pre-flight: its server version and row counts, read through sqlx.
+struct Preflight {
+    /// Held open through the dump when it exported the snapshot the dump reads.
+    session: Session,
+    snapshot: Option<String>,
+    info: DatabaseInfo,
+}
+
+/// Connects to a database source (a wrong password or an unreachable server fails here, with
+/// sqlx's clear message, before any dump starts) and reads what the manifest records of it.
+fn preflight(source: &SourceConfig) -> anyhow::Result<Option<Preflight>> {
+    if let SourceKind::Sqlite {
+        dump_tool: None, ..
+    } = source.kind
+    {
+        // The built-in dump counts rows inside its own read transaction.
+        return Ok(None);
+    }
+    let Some((address, password)) = database::for_source(&source.kind) else {
+        return Ok(None);
+    };
+    let password = password
+        .map(SecretRef::load)
+        .transpose()
+        .map_err(|e| anyhow!(DumpError::Secret(e)))?;
+    let mut session = Database { address, password }.connect()?;
+    let server_version = session.server_version()?;
+    let snapshot = session.export_snapshot();
+    let tables = session.row_counts(source.exact_count_limit)?;
+    let counted = if snapshot.is_some() {
+        "snapshot"
+    } else {
+        "before-dump"
+    };
+    tracing::info!(
+        source = source.name,
+        tables = tables.len(),
+        counted,
+        "{server_version}"
+    );
+    Ok(Some(Preflight {
+        session,
+        snapshot,
+        info: DatabaseInfo {
+            server_version,
+            counted: counted.to_string(),
+            tables,
+        },
+    }))
+}
+
+/// An `anyhow::Error` as a `std::error::Error`, so any source can run in the pipeline.
+#[derive(Debug)]
+struct AnyError(anyhow::Error);
+
+impl std::fmt::Display for AnyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&crate::text::error_chain(&self.0))
+    }
+}
+
+impl std::error::Error for AnyError {}
+
+impl From<std::io::Error> for AnyError {
+    fn from(e: std::io::Error) -> Self {
+        AnyError(e.into())
+    }
+}
+
+/// Backs up every configured source into one new snapshot of `store`.
+///
+/// # Errors
+/// Any source or store failure; then no manifest is written, so no snapshot exists, and the
+/// parts already stored are removed (or swept by a later run if even that fails).
+pub fn backup(
+    config: &Config,
+    store: &dyn Store,
+    progress: &(dyn Fn(u64) + Sync),
+) -> anyhow::Result<BackupReport> {
+    backup_waiting(config, store, progress, std::time::Duration::ZERO)
+}
+
+/// As `backup`, waiting up to `wait` for another job to release the lock.
+///
+/// # Errors
+/// As `backup`.
+pub fn backup_waiting(
+    config: &Config,
+    store: &dyn Store,
+    progress: &(dyn Fn(u64) + Sync),
+    wait: std::time::Duration,
+) -> anyhow::Result<BackupReport> {
+    if config.sources.is_empty() {
+        anyhow::bail!(
+            "no [[source]] is configured in {}: nothing to back up (a config without sources \
+             serves restores and drills only)",
+            config.path.display()
+        );
+    }
+    let _lock = crate::lock::lock_state_for(&config.state_dir, "backup", wait)?;
+    // The key first: a backup that could not be signed would be refused by every reader.
+    let (signing_key, made) = crate::signing::SigningKey::load_or_create(&config.signing_key)
+        .map_err(|e| {
+            anyhow!(e).context(
+                "the backup cannot sign its snapshot, so no reader would trust it; nothing was \
+                 backed up",
+            )
+        })?;
+    let new_signing_key = made.then(|| signing_key.public());
+    let started = Instant::now();
+    let created = Utc::now();
+    // Another host sharing the store could (rarely) draw the same id: never write into a
+    // folder that already holds anything.
+    let mut id = SnapshotId::new(created);
+    while !store.list(&id.prefix())?.is_empty() {
+        id = SnapshotId::new(Utc::now());
+    }
+    let prefix = id.prefix();
+    let opts = EncodeOptions {
+        part_size: config.store.part_size,
+        compress: config.compression,
+    };
+    let expanded = expand_sources(&config.sources)?;
+    let mut sources = Vec::new();
+    let mut warnings = Vec::new();
+    for source in &expanded {
+        let stream = source.stream_name();
+        let encode = |produce: &mut dyn FnMut(
+            &mut crate::pipeline::BlockWriter<'_>,
+        ) -> anyhow::Result<SourceExtras>| {
+            encode_stream(
+                store,
+                &prefix,
+                &stream,
+                &config.encryption.recipients,
+                &opts,
+                progress,
+                |w| produce(w).map_err(AnyError),
+            )
+        };
+        let mut pre = match preflight(source) {
+            Ok(pre) => pre,
+            Err(e) => {
+                let err = e.context(Failed {
+                    source: Some(source.name.clone()),
+                    stage: "connecting to the database",
+                    snapshot: id.to_string(),
+                    message: format!(
+                        "backup of source '{}' failed before its dump; no snapshot was written",
+                        source.name
+                    ),
+                });
+                return Err(discard(store, &id, err));
+            }
+        };
+        let result = match &source.kind {
+            SourceKind::Frappe { .. } => {
+                let err = anyhow!("source '{}': a frappe preset left unexpanded", source.name);
+                return Err(discard(store, &id, err));
+            }
+            SourceKind::Directory {
+                path,
+                exclude,
+                only,
+            } => {
+                // Earlier sources may be uploading still: every failure goes through discard.
+                let excludes = match Excludes::new(exclude) {
+                    Ok(ex) => ex,
+                    Err(e) => return Err(discard(store, &id, anyhow!(e))),
+                };
+                let dir = DirectorySource::new(path, excludes).with_only(only.clone());
+                encode(&mut |w| {
+                    let walk = dir.write_tar(w)?;
+                    Ok(SourceExtras {
+                        entries: Some(walk.counts),
+                        file_bytes: Some(walk.file_bytes),
+                        checksums: Some(walk.checksums),
+                        warnings: walk.warnings,
+                        tool: None,
+                        database: None,
+                    })
+                })
+            }
+            SourceKind::Postgres {
+                url,
+                password,
+                no_owner,
+                dump_tool,
+            } => {
+                let pg = PostgresSource {
+                    url: url.clone(),
+                    password: password.clone(),
+                    no_owner: *no_owner,
+                    dump_tool: dump_tool.clone(),
+                    snapshot: pre.as_ref().and_then(|p| p.snapshot.clone()),
+                };
+                let version = pg.tool_version();
+                encode(&mut |w| dumped(&source.name, "pg_dump", &version, pg.write_dump(w)?))
+            }
+            SourceKind::Sqlite { path, dump_tool } => {
+                let db = SqliteSource {
+                    path: path.clone(),
+                    dump_tool: dump_tool.clone(),
+                };
+                let (tool, version) = db.tool_version();
+                match dump_tool {
+                    Some(shell) => encode(&mut |w| {
+                        dumped(&source.name, &tool, &version, db.write_dump(shell, w)?)
+                    }),
+                    None => encode(&mut |w| {
+                        let (_, info) = crate::source::sqlite_dump(path, w)?;
+                        Ok(SourceExtras {
+                            entries: None,
+                            file_bytes: None,
+                            checksums: None,
+                            warnings: Vec::new(),
+                            tool: Some((tool.clone(), version.clone())),
+                            database: Some(info),
+                        })
+                    }),
+                }
+            }
+            SourceKind::Mysql {
+                url,
+                password,
+                dump_tool,
+            } => {
+                let my = MysqlSource {
+                    url: url.clone(),
+                    password: password.clone(),
+                    dump_tool: dump_tool.clone(),
+                };
+                let version = my.tool_version();
+                let tool = my.tool();
+                let tool = tool.file_name().map_or_else(
+                    || tool.display().to_string(),
+                    |n| n.to_string_lossy().into_owned(),
+                );
+                encode(&mut |w| dumped(&source.name, &tool, &version, my.write_dump(w)?))
+            }
+        };
+        // The exported snapshot (if any) is released only now that the dump has read it.
+        // Counts read before the dump are read again after it, to tell quiet tables (which a
+        // restore must match exactly) from tables written to meanwhile.
+        let preflight = pre.take().map(|p| {
+            let Preflight {
+                mut session,
+                mut info,
+                ..
+            } = p;
+            if info.counted == "before-dump" && result.is_ok() {
+                match session.row_counts(source.exact_count_limit) {
+                    Ok(after) => {
+                        for t in info.tables.iter_mut().filter(|t| t.exact) {
+                            t.rows_after = after
+                                .iter()
+                                .find(|a| a.name == t.name && a.exact)
+                                .map(|a| a.rows);
+                        }
+                    }
+                    Err(e) => tracing::warn!(
+                        source = source.name,
+                        "could not count the rows again after the dump: {e}"
+                    ),
+                }
+            }
+            session.close();
+            info
+        });
+        let (encoded, mut extras) = match result {
+            Ok(done) => done,
+            Err(e) => {
+                let (err, stage) = match e {
+                    EncodeError::Source(AnyError(e)) => (e, "reading the source"),
+                    sink @ EncodeError::Sink { .. } => (anyhow!(sink), "storing the parts"),
+                };
+                let err = err.context(Failed {
+                    source: Some(source.name.clone()),
+                    stage,
+                    snapshot: id.to_string(),
+                    message: format!(
+                        "backup of source '{}' failed; no snapshot was written",
+                        source.name
+                    ),
+                });
+                return Err(discard(store, &id, err));
+            }
+        };
+        // A folder's file list with each file's sha256, encrypted as a stream of its own
+        // (the manifest never names a file): what a drill checks restored files against.
+        let checksums = match extras.checksums.take() {
+            None => None,
+            Some(mut list) => {
+                let stream = format!("{}.sha256.gz.age", source.name);
+                let stored = encode_stream(
+                    store,
+                    &prefix,
+                    &stream,
+                    &config.encryption.recipients,
+                    &opts,
+                    &|_| {},
+                    |w| list.write_to(w),
+                );
+                match stored {
+                    Ok((c, ())) => Some(ChecksumsRecord {
+                        stream,
+                        files: list.lines(),
+                        plaintext_bytes: c.plaintext_bytes,
+                        compressed_bytes: c.compressed_bytes,
+                        encrypted_bytes: c.encrypted_bytes,
+                        sha256: c.sha256,
+                        parts: c.parts,
+                    }),
+                    Err(e) => {
+                        let err = anyhow!(e).context(Failed {
+                            source: Some(source.name.clone()),
+                            stage: "storing the parts",
+                            snapshot: id.to_string(),
+                            message: format!(
+                                "backup of source '{}' failed; no snapshot was written",
+                                source.name
+                            ),
+                        });
+                        return Err(discard(store, &id, err));
+                    }
+                }
+            }
+        };
+        let mut counts: BTreeMap<String, u64> = BTreeMap::new();
+        for w in &extras.warnings {
+            *counts.entry(w.kind.as_str().to_string()).or_default() += 1;
+            warnings.push((source.name.clone(), w.clone()));
+        }
+        let (dump_tool, dump_tool_version) = match extras.tool {
+            Some((tool, version)) => (Some(tool), version),
+            None => (None, None),
+        };
+        sources.push(SourceRecord {
+            name: source.name.clone(),
+            kind: source.kind_name().to_string(),
+            stream,
+            plaintext_bytes: encoded.plaintext_bytes,
+            compressed_bytes: encoded.compressed_bytes,
+            encrypted_bytes: encoded.encrypted_bytes,
+            sha256: encoded.sha256,
+            parts: encoded.parts,
+            entries: extras.entries,
+            file_bytes: extras.file_bytes,
+            checksums,
+            warnings: counts,
+            dump_tool,
+            dump_tool_version,
+            database: extras.database.or(preflight),
+        });
+    }
+    let manifest = Manifest {
+        format: FORMAT_NAME.to_string(),
+        format_version: FORMAT_VERSION,
+        id: id.clone(),
+        created,
+        // From the monotonic clock: a wall clock stepped back during the backup (NTP at boot)
+        // must not make `finished` precede `created`, which readers refuse.
+        finished: created + chrono::TimeDelta::from_std(started.elapsed()).unwrap_or_default(),
+        host: gethostname::gethostname().to_string_lossy().into_owned(),
+        coffer_version: env!("CARGO_PKG_VERSION").to_string(),
+        recipients: config
+            .encryption
+            .recipients
+            .iter()
+            .map(ToString::to_string)
+            .collect(),
+        sources,
+    };
+    // Every part handed to the store must be stored (uploads may still be running), and
+    // only what is really there is committed (a store that lost a part, or a sweep from
+    // another host, must not produce a manifest naming missing parts).
+    if let Err(e) = store.sync() {
+        let err = anyhow!(e).context(Failed::committing(&id));
+        return Err(discard(store, &id, err));
+    }
+    if let Err(e) = confirm_parts(store, &prefix, &manifest.sources) {
+        let err = e.context(Failed::committing(&id));
+        return Err(discard(store, &id, err));
+    }
+    // A stop requested while the last parts were stored: it never becomes a snapshot.
+    if let Err(e) = crate::shutdown::check() {
+        let err = anyhow!(e).context(Failed::committing(&id));
+        return Err(discard(store, &id, err));
+    }
+    // What every reader will check: refused here, the backup fails loudly instead of leaving a
+    // snapshot nobody can restore.
+    if let Err(why) = manifest.check_at(Utc::now()) {
+        let err = anyhow!(
+            "the manifest of snapshot {id} would be refused by every reader: {why}; is this \
+             host's clock right?"
+        )
+        .context(Failed::committing(&id));
+        return Err(discard(store, &id, err));
+    }
+    let signing = match snapshot::write_manifest(store, &manifest, &signing_key) {
+        Ok(d) => d,
+        Err(e) => {
+            let err = anyhow!(e).context(Failed {
+                message: format!(
+                    "writing the manifest of snapshot {id} failed; no snapshot was written"
+                ),
+                ..Failed::committing(&id)
+            });
+            return Err(discard(store, &id, err));
+        }
+    };
+    // Stopping: the snapshot is written; the sweep can wait for the next backup.
+    let swept = if crate::shutdown::requested() {
+        Vec::new()
+    } else {
+        snapshot::sweep_orphans(store, config.store.orphan_grace, SystemTime::now()).unwrap_or_else(
+            |e| {
+                tracing::warn!("could not sweep unfinished snapshots: {e}");
+                Vec::new()
+            },
+        )
+    };
+    let signing_seconds = signing.as_secs_f64();
+    Ok(BackupReport {
+        manifest,
+        warnings,
+        seconds: started.elapsed().as_secs_f64(),
+        swept,
+        new_signing_key,
+        signing_seconds,
+    })
+}
+
+/// Checks by listing that every part of every stream is stored with its recorded size.
+fn confirm_parts(store: &dyn Store, prefix: &str, sources: &[SourceRecord]) -> anyhow::Result<()> {
+    let listed = store.list(prefix)?;
+    for s in sources.iter().flat_map(SourceRecord::streams) {
+        for p in &s.parts {
+            let key = format!("{prefix}{}", p.name);
+            match listed.iter().find(|o| o.key == key) {
+                Some(o) if o.size == p.size => {}
+                Some(o) => anyhow::bail!(
+                    "{store} holds {} bytes for {key} just after it stored {}",
+                    o.size,
+                    p.size
+                ),
+                None => anyhow::bail!("{store} lost {key} just after storing it"),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Removes a failed backup's objects, the manifest first, so a half-removed snapshot is never
+/// visible, and returns `err` (the cause) — with a warning attached only if a manifest is
+/// still there afterwards. Parts that cannot be removed are left to the sweep.
+fn discard(store: &dyn Store, id: &SnapshotId, err: anyhow::Error) -> anyhow::Error {
+    // Stopping (SIGTERM): the process must exit within its grace, so the parts get a few
+    // seconds of clean-up; what is left is swept by a later backup. No manifest exists.
+    let stopping = crate::shutdown::requested();
+    let deadline = Instant::now() + std::time::Duration::from_secs(10);
+    // Uploads still running would store parts after the clean-up: let them end first
+    // (stopping, they end at their next chunk).
+    let _ = store.sync();
+    let manifest = id.manifest_key();
+    if let Err(e) = store.delete(&manifest) {
+        tracing::warn!("could not remove {manifest} of the failed backup: {e}");
+        if store.get(&manifest).is_ok() {
+            return err.context(format!(
+                "snapshot {id} may be visible but incomplete and could not be removed; run \
+                 'coffer verify {id}' and delete snapshots/{id}/ by hand if it fails"
+            ));
+        }
+    }
+    if let Ok(objects) = store.list(&id.prefix()) {
+        for o in objects {
+            if stopping && Instant::now() > deadline {
+                tracing::warn!(
+                    "stopping: left the rest of {id}'s parts for a later backup to sweep"
+                );
+                break;
+            }
+            if let Err(e) = store.delete(&o.key) {
+                tracing::warn!("could not remove {} of the failed backup: {e}", o.key);
+            }
+        }
+    }
+    err
+}
+
+/// What to tell the operator once, when the first backup made the host's signing key.
+pub fn new_key_notice(config: &Config, key: &crate::signing::Signer) -> String {
+    format!(
+        "note: this backup made the host's signing key {} ({}), which signs every snapshot.\n\
+         \x20 Keep a copy of it beside the age identity (off this host), and put this line in\n\
+         \x20 encryption.trusted_signers on every host that restores or drills:\n\
+         \x20   \"{}\"\n\
+         \x20 Those hosts restore only snapshots signed by a key they trust.",
+        config.signing_key,
+        key.fingerprint(),
+        key.openssh()
+    )
+}
+
+/// What the run history keeps of a backup.
+pub fn finish_of(report: &BackupReport) -> crate::catalog::Finish {
+    crate::catalog::Finish {
+        snapshot: Some(report.manifest.id.to_string()),
+        bytes: Some(report.manifest.stored_bytes()),
+        ..crate::catalog::Finish::success()
+    }
+}

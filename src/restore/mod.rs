@@ -1,0 +1,266 @@
+//! The restore engine: a snapshot's streams back into folders, dump files and staging
+//! databases, each part checked before use (`pipeline::PartsReader`) and every archive entry
+//! checked before it is written (`tar`). Called by `coffer restore` and by drills.
+
+mod bench;
+mod database;
+mod tar;
+
+use std::fs;
+use std::path::Path;
+
+use anyhow::{Context, anyhow, bail};
+
+use crate::pipeline::{CountingRead, find_part_problem, open_stream, read_ahead};
+use crate::progress::Progress;
+use crate::snapshot::{Manifest, SourceRecord};
+use crate::store::Store;
+use crate::verify::check_stream;
+
+pub use bench::{BenchFiles, write_bench_layout};
+pub use database::{LoadedDatabase, configured_databases, guard_target, load_database};
+pub use tar::{RestoreError, TarSummary, extract, scan};
+pub(crate) use tar::{check_parents, safe_relative};
+
+/// Fails unless `dir` is missing, or a folder this user owns that no one else can write to
+/// and that is empty (or `force`); creates it (0700) if missing. A folder someone else owns
+/// or can write to would let them read what is restored (site_config.json, private files)
+/// or swap parts of it while coffer writes.
+pub fn prepare_target(dir: &Path, force: bool) -> anyhow::Result<()> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    match fs::symlink_metadata(dir) {
+        Ok(meta) => {
+            if !meta.is_dir() {
+                bail!(
+                    "restore target {} is not a folder (coffer does not follow a symlink there); \
+                     name a new folder",
+                    dir.display()
+                );
+            }
+            let me = rustix::process::geteuid().as_raw();
+            if meta.uid() != me {
+                bail!(
+                    "restore target {} belongs to uid {}, not to the restoring user (uid {me}): \
+                     its owner could read or change what is restored. Restore into a new \
+                     folder (coffer creates it, mode 0700), then move it into place",
+                    dir.display(),
+                    meta.uid()
+                );
+            }
+            let mode = meta.permissions().mode() & 0o7777;
+            if mode & 0o022 != 0 {
+                bail!(
+                    "restore target {} is mode {mode:04o}: others can write to it and swap what \
+                     is restored. chmod go-w it, or restore into a new folder (coffer creates \
+                     it, mode 0700)",
+                    dir.display()
+                );
+            }
+            if fs::read_dir(dir)
+                .with_context(|| format!("reading restore target {}", dir.display()))?
+                .next()
+                .is_some()
+                && !force
+            {
+                bail!(
+                    "restore target {} is not empty; restore into an empty folder, or pass \
+                     --force to write over what is there",
+                    dir.display()
+                );
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => create_private_dir(dir),
+        Err(e) => Err(e).with_context(|| format!("reading restore target {}", dir.display())),
+    }
+}
+
+/// Creates `dir` and its missing parents, mode 0700.
+pub fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("creating restore target {}", dir.display()))
+}
+
+/// Checks up front, from a listing, that every part exists with its recorded size, so a
+/// missing part is named before anything is written.
+pub fn precheck(store: &dyn Store, m: &Manifest, source: &SourceRecord) -> anyhow::Result<()> {
+    let prefix = m.id.prefix();
+    let listed = store.list(&prefix)?;
+    let mut problems = Vec::new();
+    for part in &source.parts {
+        match listed
+            .iter()
+            .find(|o| o.key == format!("{prefix}{}", part.name))
+        {
+            None => problems.push(format!("part {} is missing from the store", part.name)),
+            Some(o) if o.size != part.size => problems.push(format!(
+                "part {} has {} bytes, the manifest says {}",
+                part.name, o.size, part.size
+            )),
+            Some(_) => {}
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        bail!(
+            "snapshot {} cannot be restored: {}; nothing was written. Restore an older snapshot \
+             ('coffer list')",
+            m.id,
+            problems.join("; ")
+        )
+    }
+}
+
+/// Opens a stream for reading; when that fails, rules out a damaged or unreadable first part
+/// (its recipient stanzas can make damage look like a wrong key) before blaming the key.
+pub fn open_checked<'a>(
+    store: &'a dyn Store,
+    m: &'a Manifest,
+    s: &'a SourceRecord,
+    identities: &[Box<dyn age::Identity + Send + Sync>],
+    identity_file: &str,
+) -> anyhow::Result<crate::pipeline::DecodedStream<'a>> {
+    let prefix = m.id.prefix();
+    let stream = match open_stream(store, &prefix, s, &m.recipients, identities, identity_file) {
+        Ok(stream) => stream,
+        Err(e) => {
+            // A damaged first part can look like a wrong key (the recipient stanzas are in
+            // it): rule that out before blaming the key.
+            let mut first = s.clone();
+            first.parts.truncate(1);
+            let report = check_stream(store, &prefix, &first, &|_| {});
+            if let Some(p) = report.problems.iter().find(|p| !p.is_damage()) {
+                bail!(
+                    "snapshot {} cannot be read from the store: {p}; nothing was written. Check \
+                     that the store is reachable and readable, then retry",
+                    m.id
+                );
+            }
+            if let Some(p) = report.problems.iter().find(|p| p.part().is_some()) {
+                bail!(
+                    "snapshot {} cannot be restored: {p}; nothing was written. Restore an older \
+                     snapshot ('coffer list')",
+                    m.id
+                );
+            }
+            return Err(e.into());
+        }
+    };
+    Ok(stream)
+}
+
+/// Writes a database stream's decrypted dump to `file` (0600), removing it if the stream fails.
+pub fn restore_dump(
+    store: &dyn Store,
+    m: &Manifest,
+    s: &SourceRecord,
+    file: &Path,
+    identities: &[Box<dyn age::Identity + Send + Sync>],
+    identity_file: &str,
+) -> anyhow::Result<u64> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let stream = open_checked(store, m, s, identities, identity_file)?;
+    let bar = Progress::bytes(&format!("restore {}", s.name), Some(s.plaintext_bytes));
+    let counted = CountingRead::new(stream, &bar);
+    // A replaced file is removed first, so the new one is created 0600 whatever the old mode.
+    let _ = fs::remove_file(file);
+    let mut out = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(file)
+        .with_context(|| format!("creating {}", file.display()))?;
+    let copied = std::thread::scope(|scope| {
+        std::io::copy(&mut read_ahead(scope, counted), &mut out).and_then(|n| {
+            out.sync_all()?;
+            Ok(n)
+        })
+    });
+    bar.finish();
+    copied.map_err(|e| {
+        let _ = fs::remove_file(file);
+        let next = match find_part_problem(&e) {
+            Some(p) if !p.is_damage() => {
+                "check that the store is reachable and readable, then retry"
+            }
+            _ => "restore an older snapshot ('coffer list')",
+        };
+        anyhow!(e).context(format!(
+            "restore of '{}' from snapshot {} failed and the partial dump was removed: {next}",
+            s.name, m.id
+        ))
+    })
+}
+
+pub fn restore_one(
+    store: &dyn Store,
+    m: &Manifest,
+    s: &SourceRecord,
+    dir: &Path,
+    identities: &[Box<dyn age::Identity + Send + Sync>],
+    identity_file: &str,
+) -> anyhow::Result<TarSummary> {
+    let prefix = m.id.prefix();
+    let stream = open_checked(store, m, s, identities, identity_file)?;
+    let bar = Progress::bytes(&format!("restore {}", s.name), Some(s.plaintext_bytes));
+    let counted = CountingRead::new(stream, &bar);
+    // Two cores: fetch + verify + decrypt + gunzip on one thread, extract on this one.
+    let result = std::thread::scope(|scope| extract(read_ahead(scope, counted), dir));
+    bar.finish();
+    let summary = match result {
+        Ok(summary) => summary,
+        Err(e) => {
+            let problem = find_part_problem(&e).cloned();
+            let named = problem.is_some();
+            let store_access = problem.as_ref().is_some_and(|p| !p.is_damage());
+            let stream_damaged = matches!(e, RestoreError::Read(_)) && !store_access;
+            let hostile = matches!(e, RestoreError::Unsafe { .. });
+            let mut err = anyhow!(e);
+            if stream_damaged && !named {
+                // Decryption or decompression failed without naming a part: find it by hash.
+                let report = check_stream(store, &prefix, s, &|_| {});
+                if !report.problems.is_empty() {
+                    let bad: Vec<String> =
+                        report.problems.iter().map(ToString::to_string).collect();
+                    err = err.context(bad.join("; "));
+                }
+            }
+            let next = if hostile {
+                "coffer never writes such entries, so treat the store as tampered with and \
+                 restore an older snapshot"
+            } else if store_access {
+                "check that the store is reachable and readable, then restore again"
+            } else if stream_damaged {
+                "restore an older snapshot ('coffer list') and back up again soon"
+            } else {
+                "fix the problem with the target folder and restore again"
+            };
+            return Err(err.context(format!(
+                "restore of '{}' from snapshot {} failed; {} holds a partial restore: {next}",
+                s.name,
+                m.id,
+                dir.display()
+            )));
+        }
+    };
+    if let Some(expected) = s.entries
+        && expected != summary.counts
+    {
+        bail!(
+            "restored {} files, {} directories, {} symlinks of '{}', but the manifest records {}, {} and {}",
+            summary.counts.files,
+            summary.counts.directories,
+            summary.counts.symlinks,
+            s.name,
+            expected.files,
+            expected.directories,
+            expected.symlinks
+        );
+    }
+    Ok(summary)
+}
