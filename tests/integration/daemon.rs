@@ -432,8 +432,11 @@ fn the_systemd_units_pass_systemd_analyze_verify() {
         .arg("--version")
         .output()
         .is_ok_and(|o| o.status.success());
-    if !available {
-        eprintln!("skipping: systemd-analyze is not installed");
+    if !crate::support::prerequisite(
+        available,
+        "systemd-analyze is not installed",
+        "apt-get install systemd",
+    ) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

@@ -355,8 +355,10 @@ fn live_drive_round_trip_when_credentials_are_given() {
         std::env::var_os("COFFER_LIVE_DRIVE_KEY"),
         std::env::var_os("COFFER_LIVE_DRIVE_ID"),
     ) else {
-        eprintln!(
-            "live Drive test skipped: COFFER_LIVE_DRIVE_KEY and COFFER_LIVE_DRIVE_ID are not set"
+        // Not a prerequisite CI lacks: a live Drive needs credentials no CI run has.
+        println!(
+            "skipped: the live Drive test (COFFER_LIVE_DRIVE_KEY and COFFER_LIVE_DRIVE_ID are \
+             not set)"
         );
         return;
     };

@@ -179,8 +179,11 @@ impl Env {
 /// test with a message; under `CI=true` it fails it, since .ci/run provides everything.
 pub fn prerequisite(ok: bool, what: &str, fix: &str) -> bool {
     if !ok {
-        assert!(std::env::var_os("CI").is_none(), "{what} ({fix})");
-        eprintln!("skipping: {what} ({fix})");
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{what} ({fix}); under CI every prerequisite must be there (.ci/run installs it)"
+        );
+        println!("skipped: {what} ({fix})");
     }
     ok
 }
