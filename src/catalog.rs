@@ -1,6 +1,7 @@
 //! Run history: a SQLite file in the state folder (`catalog.db`, through sqlx), one row per
-//! run of backup, prune and verify, whether the daemon or a person started it. `coffer status`
-//! and the metrics file read it.
+//! run of backup, prune, verify and drill, whether the daemon or a person started it, and the
+//! snapshots this host made and removed. `coffer status`, the metrics file and the verify
+//! job's audit read it; `job::run` writes it. It imports neither alerts nor drills.
 //!
 //! It is only history: the store holds everything a restore needs, so a deleted or damaged
 //! catalog costs the record of past runs and nothing else, and a catalog that cannot be
@@ -133,13 +134,9 @@ impl Finish {
         } else {
             Outcome::Failure
         };
-        // A drill that ran its course but found differences keeps its report.
-        let failed_drill = err.downcast_ref::<crate::drill::DrillFailed>();
         Finish {
             outcome,
             error: Some(crate::text::error_chain(err)),
-            snapshot: failed_drill.map(|f| f.report.snapshot.clone()),
-            report: failed_drill.and_then(|f| serde_json::to_value(f.report.summary()).ok()),
             ..Finish::success()
         }
     }
@@ -686,138 +683,6 @@ fn process_alive(pid: i64) -> bool {
     exists
         && std::fs::read_to_string(format!("/proc/{}/comm", pid.as_raw_nonzero()))
             .map_or(true, |comm| comm.trim_end().starts_with("coffer"))
-}
-
-/// A run being recorded. Recording is best effort: a catalog that cannot be opened or
-/// written is logged and the job goes on.
-pub struct Recording {
-    catalog: Option<Catalog>,
-    id: Option<i64>,
-    job: String,
-    metrics: Option<PathBuf>,
-    /// `StoreConfig::identity` of the store the job works on.
-    store: String,
-    ended: bool,
-}
-
-impl Recording {
-    /// Starts recording a run of `job` in the state folder of `config`.
-    pub fn begin(config: &crate::config::Config, job: &str, trigger: Trigger) -> Recording {
-        let mut catalog = Catalog::open(&config.state_dir)
-            .map_err(|e| tracing::warn!("not recording this run: {e}"))
-            .ok();
-        let id = catalog.as_mut().and_then(|c| {
-            c.begin(job, trigger)
-                .map_err(|e| tracing::warn!("not recording this run: {e}"))
-                .ok()
-        });
-        Recording {
-            catalog,
-            id,
-            job: job.to_string(),
-            metrics: config.metrics.as_ref().map(|m| m.textfile.clone()),
-            store: config.store.identity(),
-            ended: false,
-        }
-    }
-
-    /// Records how the run ended, and rewrites the metrics file.
-    pub fn end(mut self, finish: &Finish) {
-        self.record(finish);
-    }
-
-    fn record(&mut self, finish: &Finish) {
-        self.ended = true;
-        let (Some(catalog), Some(id)) = (self.catalog.as_mut(), self.id) else {
-            return;
-        };
-        if let Err(e) = catalog.finish(id, finish) {
-            tracing::warn!(job = self.job, "could not record the end of this run: {e}");
-        }
-        // What the verify job later expects to find in the store.
-        if self.job == "backup"
-            && finish.outcome == Outcome::Success
-            && let Some(snapshot) = &finish.snapshot
-            && let Err(e) = catalog.record_made(snapshot, &self.store)
-        {
-            tracing::warn!(job = self.job, "could not record snapshot {snapshot}: {e}");
-        }
-        if let Some(path) = &self.metrics {
-            write_metrics(catalog, path);
-        }
-    }
-}
-
-impl Drop for Recording {
-    /// A run that never reached `end` (its job panicked) is not left `running`.
-    fn drop(&mut self) {
-        if !self.ended {
-            self.record(&Finish {
-                outcome: Outcome::Interrupted,
-                error: Some("the run ended abnormally (a panic; see the log)".into()),
-                ..Finish::success()
-            });
-        }
-    }
-}
-
-/// Runs `work` as a recorded run of `job`: its start, then how it ended (`finish` describes
-/// a success; an error is a failure — or a skip when another job held the lock, a stop when
-/// coffer was shutting down).
-///
-/// # Errors
-/// Whatever `work` returns.
-pub fn recorded<T>(
-    config: &crate::config::Config,
-    job: &str,
-    trigger: Trigger,
-    work: impl FnOnce() -> anyhow::Result<T>,
-    finish: impl FnOnce(&T) -> Finish,
-) -> anyhow::Result<T> {
-    let recording = Recording::begin(config, job, trigger);
-    let watch = crate::alert::watch(config, job);
-    // A panicking job is a failed job: recorded and alerted, then the panic goes on.
-    let result = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)) {
-        Ok(result) => result,
-        Err(panic) => {
-            let what = panic
-                .downcast_ref::<&str>()
-                .map(ToString::to_string)
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "a panic".into());
-            let err = anyhow::anyhow!("coffer's {job} panicked: {what} (a bug: please report it)");
-            let finished = Finish::failed(&err);
-            recording.end(&finished);
-            watch.finished(config, job, trigger, &finished, Some(&err));
-            std::panic::resume_unwind(panic);
-        }
-    };
-    let finished = match &result {
-        Ok(done) => finish(done),
-        Err(e) => Finish::failed(e),
-    };
-    recording.end(&finished);
-    watch.finished(config, job, trigger, &finished, result.as_ref().err());
-    result
-}
-
-/// Rewrites the metrics file from the catalog; a failure is logged.
-pub fn write_metrics(catalog: &mut Catalog, path: &Path) {
-    let result = catalog
-        .jobs()
-        .and_then(|jobs| {
-            jobs.into_iter()
-                .map(|j| catalog.history(&j).map(|h| (j, h)))
-                .collect::<Result<Vec<_>, _>>()
-        })
-        .map_err(|e| e.to_string())
-        .and_then(|histories| {
-            crate::metrics::write_textfile(path, &crate::metrics::render(&histories))
-                .map_err(|e| e.to_string())
-        });
-    if let Err(e) = result {
-        tracing::warn!("could not write the metrics file {}: {e}", path.display());
-    }
 }
 
 #[cfg(test)]

@@ -17,6 +17,7 @@ pub mod commands;
 pub mod config;
 pub mod database;
 pub mod drill;
+pub mod job;
 pub mod keys;
 pub mod lock;
 pub mod metrics;

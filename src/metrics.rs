@@ -156,6 +156,22 @@ pub fn write_textfile(path: &Path, text: &str) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Rewrites the metrics file from the catalog; a failure is logged.
+pub fn write_from(catalog: &mut crate::catalog::Catalog, path: &Path) {
+    let result = catalog
+        .jobs()
+        .and_then(|jobs| {
+            jobs.into_iter()
+                .map(|j| catalog.history(&j).map(|h| (j, h)))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .map_err(|e| e.to_string())
+        .and_then(|histories| write_textfile(path, &render(&histories)).map_err(|e| e.to_string()));
+    if let Err(e) = result {
+        tracing::warn!("could not write the metrics file {}: {e}", path.display());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use crate::catalog::{Catalog, Finish};
@@ -192,7 +208,7 @@ mod tests {
             .unwrap();
         let path = dir.path().join("coffer.prom");
         std::fs::write(&path, "old").unwrap();
-        crate::catalog::write_metrics(&mut c, &path);
+        super::write_from(&mut c, &path);
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(
             text.contains("coffer_last_success_bytes{job=\"backup\"} 4096\n"),

@@ -40,7 +40,7 @@ pub fn run(config_path: &Path, args: &BackupArgs) -> anyhow::Result<ExitCode> {
         None
     };
     let bar = Progress::bytes("backup", total);
-    let report = crate::catalog::recorded(
+    let report = crate::job::run(
         &config,
         "backup",
         crate::schedule::Trigger::Manual,

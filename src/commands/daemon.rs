@@ -17,7 +17,7 @@ use anyhow::{Context, anyhow};
 use chrono::{DateTime, Utc};
 
 use super::load_config;
-use crate::catalog::{self, Catalog, Finish};
+use crate::catalog::{Catalog, Finish};
 use crate::config::Config;
 use crate::schedule::{self, JobKind, JobSpec, RunFuture, Runner, SystemClock, Trigger};
 use crate::store;
@@ -72,7 +72,7 @@ const STOP_GRACE: Duration = Duration::from_secs(25);
 pub fn run_job(config: &Config, kind: JobKind, trigger: Trigger) -> anyhow::Result<()> {
     match kind {
         JobKind::Backup => {
-            let report = catalog::recorded(
+            let report = crate::job::run(
                 config,
                 "backup",
                 trigger,
@@ -111,7 +111,7 @@ pub fn run_job(config: &Config, kind: JobKind, trigger: Trigger) -> anyhow::Resu
             // Prune only after a good backup: a failing backup never thins out the good ones.
             // Stopping: the snapshot is safe; the prune waits for the next backup.
             crate::shutdown::check()?;
-            let pruned = catalog::recorded(
+            let pruned = crate::job::run(
                 config,
                 "prune",
                 trigger,
@@ -133,7 +133,7 @@ pub fn run_job(config: &Config, kind: JobKind, trigger: Trigger) -> anyhow::Resu
             Ok(())
         }
         JobKind::Verify { deep } => {
-            let finish = catalog::recorded(
+            let finish = crate::job::run(
                 config,
                 "verify",
                 trigger,
@@ -156,7 +156,7 @@ pub fn run_job(config: &Config, kind: JobKind, trigger: Trigger) -> anyhow::Resu
                 // The daemon never acts on an unsigned snapshot.
                 allow_unsigned: false,
             };
-            let report = catalog::recorded(
+            let report = crate::job::run(
                 config,
                 "drill",
                 trigger,

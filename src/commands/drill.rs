@@ -5,7 +5,6 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use super::{human_bytes, human_seconds, load_config};
-use crate::catalog;
 use crate::cli::DrillArgs;
 use crate::drill::{self, DrillFailed, DrillOptions, DrillReport};
 use crate::schedule::Trigger;
@@ -18,7 +17,7 @@ pub fn run(config_path: &Path, args: &DrillArgs) -> anyhow::Result<ExitCode> {
         wait: args.wait.0,
         allow_unsigned: args.allow_unsigned,
     };
-    let result = catalog::recorded(
+    let result = crate::job::run(
         &config,
         "drill",
         Trigger::Manual,

@@ -18,7 +18,7 @@ pub fn run(config_path: &Path, args: &PruneArgs) -> anyhow::Result<ExitCode> {
     let report = if args.dry_run {
         work()?
     } else {
-        crate::catalog::recorded(
+        crate::job::run(
             &config,
             "prune",
             crate::schedule::Trigger::Manual,

@@ -1,0 +1,135 @@
+//! The one runner around every job (backup, prune, verify, drill; by the daemon or by hand):
+//! it records the run in the history (`catalog`), turns its end into alerts (`alert`),
+//! rewrites the metrics file and catches a panic. History sits below alerts and drills:
+//! this module, above them all, is the one place that joins them.
+
+use std::path::PathBuf;
+
+use crate::catalog::{Catalog, Finish, Outcome};
+use crate::config::Config;
+use crate::schedule::Trigger;
+
+/// What the history keeps of a failed run: a failure (a skip when another job held the lock,
+/// a stop when coffer was shutting down), with a drill's report when the drill ran its
+/// course and found differences.
+pub fn failure(err: &anyhow::Error) -> Finish {
+    let mut finish = Finish::failed(err);
+    if let Some(f) = err.downcast_ref::<crate::drill::DrillFailed>() {
+        finish.snapshot = Some(f.report.snapshot.clone());
+        finish.report = serde_json::to_value(f.report.summary()).ok();
+    }
+    finish
+}
+
+/// A run being recorded. Recording is best effort: a catalog that cannot be opened or
+/// written is logged and the job goes on.
+struct Recording {
+    catalog: Option<Catalog>,
+    id: Option<i64>,
+    job: String,
+    metrics: Option<PathBuf>,
+    /// `StoreConfig::identity` of the store the job works on.
+    store: String,
+    ended: bool,
+}
+
+impl Recording {
+    /// Starts recording a run of `job` in the state folder of `config`.
+    fn begin(config: &Config, job: &str, trigger: Trigger) -> Recording {
+        let mut catalog = Catalog::open(&config.state_dir)
+            .map_err(|e| tracing::warn!("not recording this run: {e}"))
+            .ok();
+        let id = catalog.as_mut().and_then(|c| {
+            c.begin(job, trigger)
+                .map_err(|e| tracing::warn!("not recording this run: {e}"))
+                .ok()
+        });
+        Recording {
+            catalog,
+            id,
+            job: job.to_string(),
+            metrics: config.metrics.as_ref().map(|m| m.textfile.clone()),
+            store: config.store.identity(),
+            ended: false,
+        }
+    }
+
+    /// Records how the run ended, and rewrites the metrics file.
+    fn end(mut self, finish: &Finish) {
+        self.record(finish);
+    }
+
+    fn record(&mut self, finish: &Finish) {
+        self.ended = true;
+        let (Some(catalog), Some(id)) = (self.catalog.as_mut(), self.id) else {
+            return;
+        };
+        if let Err(e) = catalog.finish(id, finish) {
+            tracing::warn!(job = self.job, "could not record the end of this run: {e}");
+        }
+        // What the verify job later expects to find in the store.
+        if self.job == "backup"
+            && finish.outcome == Outcome::Success
+            && let Some(snapshot) = &finish.snapshot
+            && let Err(e) = catalog.record_made(snapshot, &self.store)
+        {
+            tracing::warn!(job = self.job, "could not record snapshot {snapshot}: {e}");
+        }
+        if let Some(path) = &self.metrics {
+            crate::metrics::write_from(catalog, path);
+        }
+    }
+}
+
+impl Drop for Recording {
+    /// A run that never reached `end` (its job panicked) is not left `running`.
+    fn drop(&mut self) {
+        if !self.ended {
+            self.record(&Finish {
+                outcome: Outcome::Interrupted,
+                error: Some("the run ended abnormally (a panic; see the log)".into()),
+                ..Finish::success()
+            });
+        }
+    }
+}
+
+/// Runs `work` as a recorded run of `job`: its start, then how it ended (`finish` describes
+/// a success; an error is a failure — or a skip when another job held the lock, a stop when
+/// coffer was shutting down).
+///
+/// # Errors
+/// Whatever `work` returns.
+pub fn run<T>(
+    config: &Config,
+    job: &str,
+    trigger: Trigger,
+    work: impl FnOnce() -> anyhow::Result<T>,
+    finish: impl FnOnce(&T) -> Finish,
+) -> anyhow::Result<T> {
+    let recording = Recording::begin(config, job, trigger);
+    let watch = crate::alert::watch(config, job);
+    // A panicking job is a failed job: recorded and alerted, then the panic goes on.
+    let result = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)) {
+        Ok(result) => result,
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(ToString::to_string)
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic".into());
+            let err = anyhow::anyhow!("coffer's {job} panicked: {what} (a bug: please report it)");
+            let finished = failure(&err);
+            recording.end(&finished);
+            watch.finished(config, job, trigger, &finished, Some(&err));
+            std::panic::resume_unwind(panic);
+        }
+    };
+    let finished = match &result {
+        Ok(done) => finish(done),
+        Err(e) => failure(e),
+    };
+    recording.end(&finished);
+    watch.finished(config, job, trigger, &finished, result.as_ref().err());
+    result
+}
