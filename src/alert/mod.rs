@@ -1,6 +1,6 @@
 //! Alerts: the one place a job's outcome becomes notifications.
 //!
-//! `job_finished` is called for every recorded run (`catalog::recorded`), by the daemon and
+//! `job_finished` is called for every recorded run (`job::run`), by the daemon and
 //! by hand alike; `stale` by the daemon's hourly check. Each builds one `Event` and hands it
 //! to every configured `Notifier` (email, Sentry, heartbeat). Flood control lives here too:
 //! a job failing again and again alerts at most once per `repeat_after` until it succeeds,
@@ -546,7 +546,7 @@ impl Alerts {
     }
 }
 
-/// A run being watched by the alert channels, from its start (see `catalog::recorded`).
+/// A run being watched by the alert channels, from its start (see `job::run`).
 pub struct Watch {
     alerts: Alerts,
     started: Option<Started>,
