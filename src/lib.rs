@@ -15,6 +15,7 @@ pub mod checksums;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod daemon;
 pub mod database;
 pub mod drill;
 pub mod job;

@@ -585,10 +585,9 @@ fn the_verify_job_alerts_when_snapshots_this_host_made_are_deleted_or_the_store_
     )
     .unwrap();
     let config = coffer::config::Config::load(&config_path).unwrap();
-    let backup = || coffer::commands::daemon::run_job(&config, JobKind::Backup, Trigger::Manual);
-    let verify = || {
-        coffer::commands::daemon::run_job(&config, JobKind::Verify { deep: false }, Trigger::Manual)
-    };
+    let backup = || coffer::daemon::run_job(&config, JobKind::Backup, Trigger::Manual);
+    let verify =
+        || coffer::daemon::run_job(&config, JobKind::Verify { deep: false }, Trigger::Manual);
     for _ in 0..3 {
         backup().unwrap();
     }
