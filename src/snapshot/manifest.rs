@@ -1,0 +1,306 @@
+//! The manifest of a snapshot (plaintext JSON, the commit marker and only index) and the
+//! checks every reader applies to it before anything else.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::{
+    CLOCK_SKEW, CREATED_SLACK, FORMAT_NAME, FORMAT_VERSION, LONGEST_RUN, SnapshotError, SnapshotId,
+};
+
+/// The manifest of one snapshot. Plaintext: it never names a file or holds data.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format: String,
+    pub format_version: u32,
+    pub id: SnapshotId,
+    pub created: DateTime<Utc>,
+    pub finished: DateTime<Utc>,
+    pub host: String,
+    pub coffer_version: String,
+    /// age recipients (public keys) every stream is encrypted to.
+    pub recipients: Vec<String>,
+    pub sources: Vec<SourceRecord>,
+}
+
+/// One source's stream in a snapshot.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SourceRecord {
+    pub name: String,
+    /// Source type: `directory`, later `postgres`, `mysql`, `sqlite`.
+    pub kind: String,
+    /// Stream name, e.g. `files.tar.gz.age`; parts are `<stream>.00001`, ….
+    pub stream: String,
+    /// Bytes of the uncompressed stream (the tar or the dump).
+    pub plaintext_bytes: u64,
+    /// Bytes of the gzip stream.
+    pub compressed_bytes: u64,
+    /// Bytes of the age stream: the sum of the part sizes.
+    pub encrypted_bytes: u64,
+    /// Hex sha256 of the whole age stream (all parts concatenated).
+    pub sha256: String,
+    pub parts: Vec<PartRecord>,
+    /// Entry counts of a directory stream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entries: Option<EntryCounts>,
+    /// Directory streams: bytes of file content in the tar (absent in older snapshots).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_bytes: Option<u64>,
+    /// Directory streams: the encrypted stream of every file's sha256 (absent in older
+    /// snapshots).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checksums: Option<ChecksumsRecord>,
+    /// Counts of non-fatal problems met while reading the source, by kind (`changed`,
+    /// `vanished`, `unreadable`, `special`); the paths go to the backup's log, not here.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub warnings: BTreeMap<String, u64>,
+    /// Database streams: the dump tool and what its `--version` said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dump_tool: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dump_tool_version: Option<String>,
+    /// Database streams: the server and its tables' row counts, read through sqlx just
+    /// before (or, for PostgreSQL, in the same snapshot as) the dump.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<DatabaseInfo>,
+}
+
+/// What coffer saw of a database when it dumped it: what a restore is compared with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DatabaseInfo {
+    /// The server's version (`SHOW server_version`, `VERSION()`, `sqlite_version()`).
+    pub server_version: String,
+    /// How the counts relate to the dump: `snapshot` — read in the very snapshot the dump
+    /// read (PostgreSQL), so a restore must match exactly; `before-dump` — read just before
+    /// the dump started, so a database written meanwhile may differ a little.
+    pub counted: String,
+    /// Base tables, sorted by name (`schema.table` for PostgreSQL).
+    pub tables: Vec<TableRows>,
+}
+
+/// One table's row count.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TableRows {
+    pub name: String,
+    pub rows: u64,
+    /// false: the server's own estimate (the table is above the source's `exact_count_limit`).
+    pub exact: bool,
+    /// Counts read `before-dump` only: the count read again right after the dump. Equal to
+    /// `rows`, the table was (almost surely) quiet and a restore must match it; different, the
+    /// dump's count lies between the two for a table that only grew or only shrank.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows_after: Option<u64>,
+}
+
+/// The stream of a directory source's per-file sha256 list (`crate::checksums`), stored
+/// like any stream: age over gzip, in parts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChecksumsRecord {
+    /// `<source>.sha256.gz.age`.
+    pub stream: String,
+    /// Lines (regular files) in the list.
+    pub files: u64,
+    pub plaintext_bytes: u64,
+    pub compressed_bytes: u64,
+    pub encrypted_bytes: u64,
+    pub sha256: String,
+    pub parts: Vec<PartRecord>,
+}
+
+impl SourceRecord {
+    /// The checksum list as a stream of its own, for the code that reads, checks and
+    /// downloads streams.
+    pub fn checksums_stream(&self) -> Option<SourceRecord> {
+        let c = self.checksums.as_ref()?;
+        Some(SourceRecord {
+            name: format!("{} checksums", self.name),
+            kind: "checksums".into(),
+            stream: c.stream.clone(),
+            plaintext_bytes: c.plaintext_bytes,
+            compressed_bytes: c.compressed_bytes,
+            encrypted_bytes: c.encrypted_bytes,
+            sha256: c.sha256.clone(),
+            parts: c.parts.clone(),
+            entries: None,
+            file_bytes: None,
+            checksums: None,
+            warnings: BTreeMap::new(),
+            dump_tool: None,
+            dump_tool_version: None,
+            database: None,
+        })
+    }
+
+    /// This stream and its checksum stream, if any.
+    pub fn streams(&self) -> Vec<SourceRecord> {
+        std::iter::once(self.clone())
+            .chain(self.checksums_stream())
+            .collect()
+    }
+}
+
+/// One stored part of a stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartRecord {
+    pub name: String,
+    pub size: u64,
+    pub sha256: String,
+}
+
+/// Entries in a directory stream's tar.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EntryCounts {
+    pub files: u64,
+    pub directories: u64,
+    pub symlinks: u64,
+}
+
+impl Manifest {
+    /// Forgets the part lists (the bulk of a manifest), keeping every count and size.
+    pub(super) fn drop_parts(&mut self) {
+        for s in &mut self.sources {
+            s.parts = Vec::new();
+            if let Some(c) = &mut s.checksums {
+                c.parts = Vec::new();
+            }
+        }
+    }
+
+    /// Stored bytes of the whole snapshot (parts only).
+    pub fn stored_bytes(&self) -> u64 {
+        self.sources
+            .iter()
+            .map(|s| s.encrypted_bytes + s.checksums.as_ref().map_or(0, |c| c.encrypted_bytes))
+            .sum()
+    }
+
+    /// Bytes read from the sources.
+    pub fn plaintext_bytes(&self) -> u64 {
+        self.sources.iter().map(|s| s.plaintext_bytes).sum()
+    }
+
+    /// The source called `name`.
+    ///
+    /// # Errors
+    /// `SnapshotError::NoSuchSource` listing the sources the snapshot has.
+    pub fn source(&self, name: &str) -> Result<&SourceRecord, SnapshotError> {
+        self.sources
+            .iter()
+            .find(|s| s.name == name)
+            .ok_or_else(|| SnapshotError::NoSuchSource {
+                id: self.id.to_string(),
+                name: name.to_string(),
+                have: self.sources.iter().map(|s| s.name.clone()).collect(),
+            })
+    }
+
+    /// Checks that the manifest is consistent (and names only what coffer writes), as seen
+    /// at `now`: what every reader checks, and a backup before it signs.
+    ///
+    /// # Errors
+    /// Why it is not.
+    pub fn check_at(&self, now: DateTime<Utc>) -> Result<(), String> {
+        if self.format != FORMAT_NAME {
+            return Err(format!("format is '{}', not '{FORMAT_NAME}'", self.format));
+        }
+        if self.format_version > FORMAT_VERSION {
+            return Err(format!(
+                "format version {} is newer than this coffer reads ({FORMAT_VERSION}): upgrade coffer",
+                self.format_version
+            ));
+        }
+        let t = self.id.time();
+        if (self.created - t).abs() > CREATED_SLACK {
+            return Err(format!(
+                "it says it was created {}, far from the time in its id ({})",
+                self.created, t
+            ));
+        }
+        if self.finished < self.created || self.finished - self.created > LONGEST_RUN {
+            return Err(format!(
+                "it says it finished {}, which cannot follow its start {}",
+                self.finished, self.created
+            ));
+        }
+        let ahead = [t, self.created, self.finished]
+            .into_iter()
+            .max()
+            .unwrap_or(t);
+        if ahead > now + CLOCK_SKEW {
+            return Err(format!(
+                "its time ({ahead}) is in the future of this host's clock ({now}); if this \
+                 host's clock is wrong, set it right"
+            ));
+        }
+        if self.sources.is_empty() {
+            return Err("it holds no source".into());
+        }
+        // Names from the manifest become paths and keys, so they must be exactly what coffer
+        // writes, even in a signed one.
+        for (i, s) in self.sources.iter().enumerate() {
+            if !is_safe_name(&s.name) {
+                return Err(format!("source name '{}' is not a valid name", s.name));
+            }
+            if self.sources[..i].iter().any(|o| o.name == s.name) {
+                return Err(format!("source name '{}' appears twice", s.name));
+            }
+            let stream_ok = s
+                .stream
+                .strip_prefix(&format!("{}.", s.name))
+                .and_then(|rest| rest.strip_suffix(".age"))
+                .is_some_and(|ext| ext == "tar.gz" || ext == "sql.gz");
+            if !stream_ok {
+                return Err(format!(
+                    "source '{}' has an invalid stream name '{}'",
+                    s.name, s.stream
+                ));
+            }
+            if let Some(c) = &s.checksums
+                && c.stream != format!("{}.sha256.gz.age", s.name)
+            {
+                return Err(format!(
+                    "source '{}' has an invalid checksum stream name '{}'",
+                    s.name, c.stream
+                ));
+            }
+            for st in s.streams() {
+                for (n, part) in st.parts.iter().enumerate() {
+                    if part.name != crate::pipeline::part_name(&st.stream, n + 1) {
+                        return Err(format!(
+                            "source '{}': part {} of {} is named '{}'",
+                            s.name,
+                            n + 1,
+                            st.stream,
+                            part.name
+                        ));
+                    }
+                }
+                let sum: u64 = st.parts.iter().map(|p| p.size).sum();
+                if sum != st.encrypted_bytes || st.parts.is_empty() {
+                    return Err(format!(
+                        "source '{}': the parts of {} add up to {sum} bytes, not {}",
+                        s.name, st.stream, st.encrypted_bytes
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Whether `name` can name a new source (and so a stream): 1–64 ASCII letters, digits, `-`,
+/// `_`.
+pub fn is_valid_source_name(name: &str) -> bool {
+    name.len() <= 64 && is_safe_name(name)
+}
+
+/// Whether a name read from a manifest is safe to use in paths and keys (no length limit, so
+/// older snapshots stay readable if the limit for new names ever changes).
+fn is_safe_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
