@@ -1,0 +1,612 @@
+//! Restore drills: the proof that a snapshot restores, measured.
+//!
+//! A drill downloads every part of a snapshot into a spool below the staging folder (checking
+//! each part's size and sha256 as it lands), then restores from that spool: each database
+//! source that has a `[[drill.database]]` is loaded into its staging database (dropped and
+//! re-created; never a source's database — the same guards as `restore --db-url`), each
+//! directory source is extracted into `<staging_dir>/<source>`, and a database source without
+//! a staging database is decrypted and decompressed to its end. Then the checks: every table
+//! and its row count against the manifest, the operator's SQL probes, the entry counts and file
+//! bytes of every folder, and an optional HTTP probe of the staging application.
+//!
+//! The report has per-stage timings; the whole drill is the measured recovery time and the
+//! snapshot's age the recovery point. Downloading first and restoring from local disk is what
+//! a recovery on a fresh server does too, and it keeps the stage timings apart.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, anyhow, bail};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::config::{Config, DrillDatabase};
+use crate::progress::Progress;
+use crate::snapshot::EntryCounts;
+use crate::staging::{Prepared, StagingOptions, TableCheck};
+
+mod area;
+mod http;
+mod restore;
+
+use area::*;
+use http::*;
+use restore::*;
+
+/// The file that marks a staging folder as coffer's own (a drill empties only such a folder).
+pub const MARKER: &str = ".coffer-drill";
+/// Where the parts are downloaded to, below the staging folder.
+const SPOOL: &str = ".download";
+
+/// Seconds per stage, summed over the sources.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Stages {
+    /// Fetching every part from the store into the spool, each checked against its sha256.
+    pub download: f64,
+    /// Decrypting and decompressing (it overlaps the load and the extract, on another core).
+    pub decrypt_decompress: f64,
+    pub database_load: f64,
+    pub file_extract: f64,
+    /// Row counts, SQL probes, the folders' counts, the HTTP probe.
+    pub checks: f64,
+}
+
+/// What the drill restored of one folder, against the manifest.
+#[derive(Debug, Clone, Serialize)]
+pub struct FilesCheck {
+    pub target: PathBuf,
+    /// The manifest's counts (`None`: an older snapshot that recorded none).
+    pub expected: Option<EntryCounts>,
+    pub restored: EntryCounts,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expected_file_bytes: Option<u64>,
+    pub restored_file_bytes: u64,
+    /// Files hashed against the snapshot's checksum list, and how many differed or were
+    /// missing.
+    pub hashed: u64,
+    pub hash_failures: u64,
+    /// `all`, `sample`, `none` (check_files), or `not recorded` (an older snapshot).
+    pub hash_check: &'static str,
+}
+
+/// One SQL probe's verdict.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProbeResult {
+    pub sql: String,
+    pub ok: bool,
+    /// The first value it returned, as text.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// What the drill loaded of one database, against the manifest.
+#[derive(Debug, Clone, Serialize)]
+pub struct DatabaseCheck {
+    /// The staging database (no password in it).
+    pub target: String,
+    pub prepared: Prepared,
+    /// SQL bytes fed to the client.
+    pub sql_bytes: u64,
+    /// Whether the snapshot recorded row counts (older ones did not).
+    pub counts_recorded: bool,
+    pub tables: Vec<TableCheck>,
+    pub probes: Vec<ProbeResult>,
+}
+
+/// One source of the snapshot in the drill.
+#[derive(Debug, Clone, Serialize)]
+pub struct SourceResult {
+    pub name: String,
+    pub kind: String,
+    pub stored_bytes: u64,
+    pub plaintext_bytes: u64,
+    pub download_seconds: f64,
+    pub decrypt_decompress_seconds: f64,
+    /// Loading the database, or extracting the folder (or, read only, reading the stream).
+    pub restore_seconds: f64,
+    pub check_seconds: f64,
+    /// `loaded`, `extracted`, or `read` (a database source with no `[[drill.database]]`: its
+    /// stream was decrypted and decompressed to its end, not loaded).
+    pub restored: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub files: Option<FilesCheck>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database: Option<DatabaseCheck>,
+    pub failures: Vec<String>,
+}
+
+/// The HTTP probe's verdict.
+#[derive(Debug, Clone, Serialize)]
+pub struct HttpResult {
+    pub url: String,
+    pub ok: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    pub attempts: u32,
+    pub seconds: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// A drill's report.
+#[derive(Debug, Clone, Serialize)]
+pub struct DrillReport {
+    pub snapshot: String,
+    pub snapshot_host: String,
+    pub snapshot_created: DateTime<Utc>,
+    pub started: DateTime<Utc>,
+    /// The snapshot's age when the drill started: the data a disaster at that moment loses
+    /// (the recovery point).
+    pub recovery_point_seconds: f64,
+    /// From the first download to the last check: how long a recovery takes (the recovery
+    /// time).
+    pub recovery_time_seconds: f64,
+    pub stored_bytes: u64,
+    pub stages: Stages,
+    pub sources: Vec<SourceResult>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http: Option<HttpResult>,
+    /// Every check that failed, each naming what differed; empty: the drill passed.
+    pub failures: Vec<String>,
+    /// What the drill did not check, and why.
+    pub notes: Vec<String>,
+}
+
+impl DrillReport {
+    pub fn passed(&self) -> bool {
+        self.failures.is_empty()
+    }
+
+    /// What the run history keeps (and `coffer status` shows).
+    pub fn summary(&self) -> serde_json::Value {
+        serde_json::json!({
+            "snapshot": self.snapshot,
+            "recovery_time_seconds": self.recovery_time_seconds,
+            "recovery_point_seconds": self.recovery_point_seconds,
+            "stored_bytes": self.stored_bytes,
+            "stages": self.stages,
+            "failures": self.failures.iter().take(100).collect::<Vec<_>>(),
+        })
+    }
+}
+
+/// A drill that ran its course and found differences (the error of a failed drill run).
+#[derive(Debug)]
+pub struct DrillFailed {
+    pub report: DrillReport,
+}
+
+impl std::fmt::Display for DrillFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let n = self.report.failures.len();
+        let mut named: Vec<&str> = self
+            .report
+            .failures
+            .iter()
+            .take(10)
+            .map(String::as_str)
+            .collect();
+        let more = format!("and {} more", n.saturating_sub(10));
+        if n > 10 {
+            named.push(&more);
+        }
+        write!(
+            f,
+            "the restore drill of snapshot {} failed {n} check{}: {}",
+            self.report.snapshot,
+            if n == 1 { "" } else { "s" },
+            named.join("; ")
+        )
+    }
+}
+
+impl std::error::Error for DrillFailed {}
+
+/// What to drill.
+pub struct DrillOptions<'a> {
+    /// A snapshot id or `latest`.
+    pub snapshot: &'a str,
+    /// The identity file (default `encryption.identity_file`).
+    pub identity: Option<&'a Path>,
+    /// How long to wait for another job's lock.
+    pub wait: Duration,
+    /// Also drill a snapshot without a signature (`--allow-unsigned`; never the daemon).
+    pub allow_unsigned: bool,
+}
+
+/// Runs a drill: an `Err` for a drill that could not run its course (no key, a damaged
+/// part, a staging database that cannot be reached, …), `DrillFailed` inside it for one that
+/// ran and found differences.
+///
+/// # Errors
+/// As above; every message names the snapshot, the source or the part, and what to do.
+pub fn drill(config: &Config, opts: &DrillOptions<'_>) -> anyhow::Result<DrillReport> {
+    check_apart(config)?;
+    // The lock every job shares keeps a prune from deleting the snapshot while it downloads;
+    // it is released once the parts are local.
+    let lock = crate::lock::lock_state_for(&config.state_dir, "drill", opts.wait)?;
+    let store = crate::store::from_config(&config.store)?;
+    let (identities, identity_file) =
+        crate::keys::load_chosen(opts.identity, config.encryption.identity_file.as_deref())
+            .context(
+                "a drill decrypts the snapshot: run it on a host that holds the private key",
+            )?;
+    let accept = if opts.allow_unsigned {
+        crate::snapshot::Accept::TrustedOrUnsigned
+    } else {
+        crate::snapshot::Accept::Trusted
+    };
+    let resolved =
+        crate::snapshot::resolve(store.as_ref(), opts.snapshot, &config.trusted(), accept)?;
+    let m = resolved.manifest;
+    let staging = &config.drill.staging_dir;
+    let _staging_lock = prepare_staging(staging)?;
+    // Every staging database is checked before hours of downloading: the guards, the
+    // client, and that a database holding data is one a drill made.
+    let known = known_targets(&config.state_dir);
+    let mut targets = Vec::new();
+    for d in &config.drill.databases {
+        let Some(s) = m.sources.iter().find(|s| s.name == d.source) else {
+            let names: Vec<&str> = m.sources.iter().map(|s| s.name.as_str()).collect();
+            bail!(
+                "[[drill.database]] names source '{}', which snapshot {} does not hold (it holds \
+                 {}); fix drill.database.source",
+                d.source,
+                m.id,
+                names.join(", ")
+            );
+        };
+        if s.kind == "directory" {
+            bail!(
+                "[[drill.database]] names source '{}', a folder; only database sources load into a \
+                 staging database (folders go to drill.staging_dir)",
+                s.name
+            );
+        }
+        let target = staging_database(d, &s.name)?;
+        crate::staging::check_engine(s, &target.address)?;
+        crate::restore::guard_target(config, &target, &drill_options()).map_err(|e| {
+            match e.downcast_ref::<crate::staging::IsSourceDatabase>() {
+                Some(same) => anyhow!(
+                    "refusing to drill into {}: it is the database of the configured source '{}' \
+                     ({}), and a drill drops and re-creates its staging database. Give \
+                     [[drill.database]] source = \"{}\" a separate staging database",
+                    same.target,
+                    same.source,
+                    same.address,
+                    s.name
+                ),
+                None => e.context(format!(
+                    "the staging database of '{}' ({}) cannot be used",
+                    s.name, d.address
+                )),
+            }
+        })?;
+        let shown = target.address.to_string();
+        if !known.contains(&shown) && crate::staging::occupied(&target)? {
+            bail!(
+                "staging database {shown} (for '{}') holds data that no coffer drill put there; \
+                 a drill drops and re-creates its staging database, so name a database that does \
+                 not exist yet (the drill creates it) or an empty one",
+                s.name
+            );
+        }
+        targets.push((d, target));
+    }
+    // What an earlier drill left is removed before the clock starts.
+    for s in m.sources.iter().filter(|s| s.kind == "directory") {
+        let dir = staging.join(&s.name);
+        remove_tree(&dir).with_context(|| format!("emptying {} for the drill", dir.display()))?;
+    }
+    let spool = Spool::create(staging.join(SPOOL))?;
+    check_space(staging, &m)?;
+    let started = Utc::now();
+    let clock = Instant::now();
+    let mut report = DrillReport {
+        snapshot: m.id.to_string(),
+        snapshot_host: m.host.clone(),
+        snapshot_created: m.created,
+        started,
+        recovery_point_seconds: (started - m.created).num_milliseconds() as f64 / 1000.0,
+        recovery_time_seconds: 0.0,
+        stored_bytes: m.stored_bytes(),
+        stages: Stages::default(),
+        sources: Vec::new(),
+        http: None,
+        // Newer snapshots that are not trusted: planted, or the backup host signs with a key
+        // this host does not trust (a lost state folder makes a new one). Either way the
+        // drill is not proving what a restore of `latest` would have to be: it fails.
+        failures: resolved
+            .passed_over
+            .iter()
+            .map(|p| format!("a newer snapshot was passed over: {p}"))
+            .collect(),
+        notes: (resolved.trust == crate::signing::Trust::Unsigned)
+            .then(|| {
+                format!(
+                    "snapshot {} is not signed; drilled because of --allow-unsigned",
+                    m.id
+                )
+            })
+            .into_iter()
+            .collect(),
+    };
+
+    // Download everything first: a damaged part stops the drill before any staging target is
+    // touched, naming every bad part.
+    let bar = Progress::bytes("download", Some(m.stored_bytes()));
+    let mut problems = Vec::new();
+    let mut downloads = Vec::new();
+    for s in &m.sources {
+        let t = Instant::now();
+        for stream in s.streams() {
+            problems.extend(download(store.as_ref(), &spool.store, &m, &stream, &bar)?);
+        }
+        downloads.push(t.elapsed().as_secs_f64());
+    }
+    bar.finish();
+    if !problems.is_empty() {
+        let listed: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        let next = if problems.iter().all(|p| !p.is_damage()) {
+            "check that the store is reachable and readable, then run the drill again"
+        } else {
+            "this snapshot cannot be restored: back up again now, and run 'coffer verify --all' \
+             to see which other snapshots are affected"
+        };
+        bail!(
+            "the drill of snapshot {} stopped at the download: {}; {next}",
+            m.id,
+            listed.join("; ")
+        );
+    }
+    drop(lock);
+
+    let keys = Keys {
+        identities: &identities,
+        identity_file: &identity_file,
+    };
+    for (s, download_seconds) in m.sources.iter().zip(downloads) {
+        crate::shutdown::check()?;
+        let mut result = SourceResult {
+            name: s.name.clone(),
+            kind: s.kind.clone(),
+            stored_bytes: s.streams().iter().map(|st| st.encrypted_bytes).sum(),
+            plaintext_bytes: s.plaintext_bytes,
+            download_seconds,
+            decrypt_decompress_seconds: 0.0,
+            restore_seconds: 0.0,
+            check_seconds: 0.0,
+            restored: "read",
+            files: None,
+            database: None,
+            failures: Vec::new(),
+        };
+        if s.kind == "directory" {
+            let dir = staging.join(&s.name);
+            extract_folder(&spool.store, &m, s, &dir, &keys, &mut result)?;
+            let t = Instant::now();
+            check_file_sums(
+                &spool.store,
+                &m,
+                s,
+                &dir,
+                config.drill.check_files,
+                &keys,
+                &mut result,
+                &mut report.notes,
+            )?;
+            result.check_seconds += t.elapsed().as_secs_f64();
+            report.stages.file_extract += result.restore_seconds;
+        } else if let Some((d, target)) = targets.iter().find(|(d, _)| d.source == s.name) {
+            // Recorded before the load: a load cut short leaves tables a drill made, which the
+            // next drill must be free to drop.
+            remember_target(&config.state_dir, &target.address.to_string());
+            load_database(config, &spool.store, &m, s, d, target, &keys, &mut result)?;
+            if result
+                .database
+                .as_ref()
+                .is_some_and(|db| !db.counts_recorded)
+            {
+                report.notes.push(format!(
+                    "'{}': snapshot {} records no row counts (an older coffer made it): its \
+                     tables were loaded but not compared",
+                    s.name, m.id
+                ));
+            }
+            report.stages.database_load += result.restore_seconds;
+        } else {
+            read_through(&spool.store, &m, s, &keys, &mut result)?;
+            report.notes.push(format!(
+                "'{}' ({}) was decrypted and decompressed but not loaded: add a \
+                 [[drill.database]] with source = \"{}\" to load it into a staging database \
+                 and check its tables",
+                s.name, s.kind, s.name
+            ));
+        }
+        report.stages.download += result.download_seconds;
+        report.stages.decrypt_decompress += result.decrypt_decompress_seconds;
+        report.stages.checks += result.check_seconds;
+        report.failures.extend(result.failures.iter().cloned());
+        report.sources.push(result);
+    }
+    drop(spool);
+    if let Some(http) = &config.drill.http {
+        crate::shutdown::check()?;
+        let result = http_probe(http);
+        report.stages.checks += result.seconds;
+        if !result.ok {
+            report.failures.push(format!(
+                "the HTTP probe of {} failed: {}",
+                result.url,
+                result.error.as_deref().unwrap_or("no answer")
+            ));
+        }
+        report.http = Some(result);
+    }
+    report.recovery_time_seconds = clock.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// What `coffer check` says about the drill set-up, without changing anything: the staging
+/// folder, and each staging database (password, guards, client, and whether a drill may
+/// drop it).
+pub fn check_setup(config: &Config) -> Vec<(String, anyhow::Result<String>)> {
+    let mut out = Vec::new();
+    let staging = &config.drill.staging_dir;
+    let folder = check_apart(config).and_then(|()| match fs::read_dir(staging) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(format!(
+            "{} (created 0700 by the first drill)",
+            staging.display()
+        )),
+        Err(e) => Err(anyhow!(e).context(format!("reading {}", staging.display()))),
+        Ok(mut entries) => {
+            if staging.join(MARKER).is_file() {
+                Ok(format!("{} (a drill's)", staging.display()))
+            } else if entries.next().is_none() {
+                Ok(format!("{} (empty)", staging.display()))
+            } else {
+                Err(anyhow!(
+                    "{} holds files that coffer did not put there; a drill empties its staging \
+                     folder, so give a new or empty folder",
+                    staging.display()
+                ))
+            }
+        }
+    });
+    out.push(("drill.staging_dir".to_string(), folder));
+    let known = known_targets(&config.state_dir);
+    for d in &config.drill.databases {
+        let result = (|| {
+            let target = staging_database(d, &d.source)?;
+            crate::restore::guard_target(config, &target, &drill_options())?;
+            let shown = target.address.to_string();
+            let state = if known.contains(&shown) {
+                "a drill's own: each drill drops and re-creates it"
+            } else if crate::staging::occupied(&target)? {
+                bail!(
+                    "{shown} holds data that no coffer drill put there: a drill would refuse it; \
+                     name a database that does not exist yet (the drill creates it) or an empty one"
+                );
+            } else {
+                "missing or empty: the first drill creates or fills it"
+            };
+            Ok(format!("{shown}: {state}"))
+        })();
+        out.push((format!("drill.database '{}'", d.source), result));
+    }
+    out
+}
+
+/// Runs a drill and turns a report with failures into a `DrillFailed` error.
+///
+/// # Errors
+/// As `drill`, or `DrillFailed`.
+pub fn drill_checked(config: &Config, opts: &DrillOptions<'_>) -> anyhow::Result<DrillReport> {
+    let report = drill(config, opts)?;
+    if report.passed() {
+        Ok(report)
+    } else {
+        Err(DrillFailed { report }.into())
+    }
+}
+
+/// What the run history keeps of a drill that passed.
+pub fn finish_of(report: &DrillReport) -> crate::catalog::Finish {
+    crate::catalog::Finish {
+        snapshot: Some(report.snapshot.clone()),
+        bytes: Some(report.stored_bytes),
+        report: Some(report.summary()),
+        ..crate::catalog::Finish::success()
+    }
+}
+
+/// A drill target is disposable by definition: created if missing, emptied if not (the
+/// checks before the download make sure a drill made it). The guards still refuse a
+/// configured source's database.
+fn drill_options() -> StagingOptions {
+    StagingOptions {
+        create: true,
+        force: true,
+        overwrite_source: false,
+        client: None,
+    }
+}
+
+/// The staging database of `[[drill.database]]` `d`, its password read.
+fn staging_database(d: &DrillDatabase, source: &str) -> anyhow::Result<crate::database::Database> {
+    let password = d
+        .password
+        .as_ref()
+        .map(crate::config::SecretRef::load)
+        .transpose()
+        .map_err(|e| {
+            anyhow!("cannot read the password of the staging database for '{source}': {e}")
+        })?;
+    Ok(crate::database::Database {
+        address: d.address.clone(),
+        password,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sha2::{Digest, Sha256};
+
+    #[test]
+    fn a_staging_folder_is_used_only_when_it_is_new_empty_or_marked() {
+        let t = tempfile::tempdir().unwrap();
+        let fresh = t.path().join("drill");
+        prepare_staging(&fresh).unwrap();
+        assert!(fresh.join(MARKER).is_file());
+        prepare_staging(&fresh).unwrap();
+        let foreign = t.path().join("site");
+        fs::create_dir_all(&foreign).unwrap();
+        fs::write(foreign.join("important.txt"), "x").unwrap();
+        let err = prepare_staging(&foreign).unwrap_err().to_string();
+        assert!(err.contains("did not put there"), "{err}");
+        assert!(foreign.join("important.txt").is_file());
+    }
+
+    #[test]
+    fn file_checks_never_follow_a_symlink_out_of_the_folder() {
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path().join("files");
+        fs::create_dir_all(dir.join("a")).unwrap();
+        fs::write(dir.join("a/f"), "x").unwrap();
+        let outside = t.path().join("outside");
+        fs::create_dir_all(&outside).unwrap();
+        fs::write(outside.join("secret"), "s").unwrap();
+        std::os::unix::fs::symlink(&outside, dir.join("l")).unwrap();
+        std::os::unix::fs::symlink(outside.join("secret"), dir.join("s")).unwrap();
+        let bar = Progress::bytes("t", None);
+        let mut buf = vec![0u8; 1024];
+        let got = hash_beneath(&dir, Path::new("a/f"), &mut buf, &bar).unwrap();
+        assert_eq!(got, hex::encode(Sha256::digest(b"x")));
+        for (path, why) in [
+            ("l/secret", "below a symlink"),
+            ("s", "is a symlink"),
+            ("../outside/secret", "outside the folder"),
+            ("a/missing", "is missing"),
+        ] {
+            let err = hash_beneath(&dir, Path::new(path), &mut buf, &bar).unwrap_err();
+            assert!(err.contains(why), "{path}: {err}");
+        }
+    }
+
+    #[test]
+    fn read_only_trees_are_removed() {
+        use std::os::unix::fs::PermissionsExt;
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path().join("a/b");
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join("f"), "x").unwrap();
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o555)).unwrap();
+        remove_tree(&t.path().join("a")).unwrap();
+        assert!(!t.path().join("a").exists());
+    }
+}
