@@ -11,6 +11,7 @@ mod alerts;
 mod drill;
 mod raw;
 mod secret;
+mod sections;
 mod units;
 mod url;
 
@@ -18,6 +19,10 @@ use alerts::parse_alerts;
 use drill::parse_drill;
 use raw::*;
 use secret::{config_is_private, secret_of};
+use sections::{
+    parse_compression, parse_encryption, parse_jobs, parse_retention, parse_signing, parse_sources,
+    parse_store,
+};
 
 pub use secret::{LiteralSecret, SecretRef};
 pub use units::{parse_duration, parse_size};
@@ -362,427 +367,16 @@ impl Config {
         let mut problems = Vec::new();
 
         let identity_missing = config_identity_missing(raw.encryption.as_ref());
-        let encryption = match raw.encryption {
-            None => {
-                problems.push("[encryption] is missing: give at least one recipient (coffer keygen prints one)".into());
-                EncryptionConfig {
-                    recipients: Vec::new(),
-                    identity_file: None,
-                    trusted_signers: Vec::new(),
-                }
-            }
-            Some(e) => {
-                let mut recipients = Vec::new();
-                if e.recipients.is_empty() {
-                    problems.push("encryption.recipients is empty: give at least one age public key (age1…); 'coffer keygen' makes one".into());
-                }
-                for r in &e.recipients {
-                    match r.trim().parse::<age::x25519::Recipient>() {
-                        Ok(rec) => recipients.push(rec),
-                        Err(why) => problems.push(format!(
-                            "encryption.recipients: '{r}' is not an age X25519 recipient ({why}); expected age1…"
-                        )),
-                    }
-                }
-                let mut trusted_signers = Vec::new();
-                for line in &e.trusted_signers {
-                    match crate::signing::Signer::parse(line) {
-                        Ok(signer) => trusted_signers.push(signer),
-                        Err(why) => problems.push(format!(
-                            "encryption.trusted_signers: '{}' is {why}; expected the backup \
-                             host's public signing key, 'ssh-ed25519 AAAA… name'",
-                            crate::text::Printable(line)
-                        )),
-                    }
-                }
-                EncryptionConfig {
-                    recipients,
-                    identity_file: e.identity_file.as_deref().map(resolve),
-                    trusted_signers,
-                }
-            }
-        };
-
-        let mut part_size = DEFAULT_PART_SIZE;
-        let mut orphan_grace = DEFAULT_ORPHAN_GRACE;
-        let kind = match raw.store {
-            None => {
-                problems.push("[store] is missing: set type = \"local\" and path".into());
-                StoreKind::Local {
-                    path: PathBuf::new(),
-                }
-            }
-            Some(s) => {
-                if let Some(ps) = &s.part_size {
-                    match parse_size(ps) {
-                        Ok(n) if n >= 1024 => part_size = n,
-                        Ok(_) => problems.push(format!(
-                            "store.part_size '{ps}' is below the minimum of 1KiB"
-                        )),
-                        Err(why) => problems.push(format!("store.part_size: {why}")),
-                    }
-                }
-                if let Some(g) = &s.orphan_grace {
-                    match parse_duration(g) {
-                        Ok(d) => {
-                            if d < crate::snapshot::MIN_ORPHAN_GRACE {
-                                // Not an error: a config must never lock anyone out of restore.
-                                tracing::warn!(
-                                    "store.orphan_grace '{g}' is below 1h; using 1h (a shorter \
-                                     grace could remove a backup still running on another host)"
-                                );
-                            }
-                            orphan_grace = d.max(crate::snapshot::MIN_ORPHAN_GRACE);
-                        }
-                        Err(why) => problems.push(format!("store.orphan_grace: {why}")),
-                    }
-                }
-                let drive_keys = [
-                    (
-                        "service_account_key_file",
-                        s.service_account_key_file.is_some(),
-                    ),
-                    ("oauth_client_file", s.oauth_client_file.is_some()),
-                    ("token_file", s.token_file.is_some()),
-                    ("subject", s.subject.is_some()),
-                    ("folder_id", s.folder_id.is_some()),
-                    ("folder", s.folder.is_some()),
-                    ("drive_id", s.drive_id.is_some()),
-                    ("api_base_url", s.api_base_url.is_some()),
-                    ("upload_base_url", s.upload_base_url.is_some()),
-                    ("chunk_size", s.chunk_size.is_some()),
-                    ("page_size", s.page_size.is_some()),
-                    ("parallel_uploads", s.parallel_uploads.is_some()),
-                    ("requests_per_second", s.requests_per_second.is_some()),
-                ];
-                if s.kind == "local" {
-                    for (key, set) in drive_keys {
-                        if set {
-                            problems.push(format!(
-                                "store.{key} applies to a gdrive store, not a local one"
-                            ));
-                        }
-                    }
-                }
-                if s.kind == "gdrive" && part_size > crate::store::gdrive::MAX_PART_SIZE {
-                    problems.push(format!(
-                        "store.part_size is {} for a gdrive store; at most 512MiB (each part is \
-                         held in memory until Drive confirms its checksum)",
-                        s.part_size.as_deref().unwrap_or("")
-                    ));
-                }
-                match (s.kind.as_str(), s.path) {
-                    ("gdrive", path) => {
-                        if path.is_some() {
-                            problems.push(
-                                "store.path applies to a local store; a gdrive store takes \
-                                 folder or folder_id"
-                                    .into(),
-                            );
-                        }
-                        let mut chunk_size = 8 << 20;
-                        if let Some(c) = &s.chunk_size {
-                            match parse_size(c) {
-                                Ok(n)
-                                    if n > 0
-                                        && n % crate::store::gdrive::CHUNK_ALIGN as u64 == 0 =>
-                                {
-                                    chunk_size = n as usize;
-                                }
-                                Ok(_) => problems.push(format!(
-                                    "store.chunk_size '{c}' must be a positive multiple of 256KiB \
-                                     (Drive's unit)"
-                                )),
-                                Err(why) => problems.push(format!("store.chunk_size: {why}")),
-                            }
-                        }
-                        let state_dir = raw
-                            .state_dir
-                            .as_deref()
-                            .map_or_else(|| PathBuf::from("/var/lib/coffer"), resolve);
-                        let auth = match (s.service_account_key_file, s.oauth_client_file) {
-                            (Some(f), None) => crate::store::gdrive::DriveAuth::ServiceAccount {
-                                key_file: resolve(&f),
-                                subject: s.subject,
-                            },
-                            (None, Some(client)) => {
-                                if s.subject.is_some() {
-                                    problems.push(
-                                        "store.subject applies to a service account, not to a \
-                                         user token"
-                                            .into(),
-                                    );
-                                }
-                                crate::store::gdrive::DriveAuth::UserToken {
-                                    client_file: resolve(&client),
-                                    token_file: s.token_file.as_deref().map_or_else(
-                                        || state_dir.join("gdrive-token.json"),
-                                        resolve,
-                                    ),
-                                }
-                            }
-                            (sa, client) => {
-                                problems.push(if sa.is_some() && client.is_some() {
-                                    "store: give service_account_key_file or oauth_client_file, \
-                                     not both"
-                                        .to_string()
-                                } else {
-                                    "a gdrive store needs service_account_key_file (a service \
-                                     account in a Shared Drive, or with subject = for \
-                                     domain-wide delegation) or oauth_client_file (a user's \
-                                     Drive, after coffer auth gdrive)"
-                                        .to_string()
-                                });
-                                crate::store::gdrive::DriveAuth::ServiceAccount {
-                                    key_file: PathBuf::new(),
-                                    subject: None,
-                                }
-                            }
-                        };
-                        let base = "https://www.googleapis.com".to_string();
-                        StoreKind::Gdrive(crate::store::gdrive::DriveConfig {
-                            auth,
-                            folder_id: s.folder_id,
-                            folder: s.folder.unwrap_or_else(|| "coffer".into()),
-                            drive_id: s.drive_id,
-                            upload_base_url: s
-                                .upload_base_url
-                                .or_else(|| s.api_base_url.clone())
-                                .unwrap_or_else(|| base.clone()),
-                            api_base_url: s.api_base_url.unwrap_or(base),
-                            chunk_size,
-                            page_size: s.page_size.unwrap_or(1000).clamp(1, 1000),
-                            parallel_uploads: s.parallel_uploads.unwrap_or(2).clamp(1, 16),
-                            requests_per_second: s.requests_per_second.unwrap_or(10),
-                        })
-                    }
-                    ("local", Some(p)) => StoreKind::Local { path: resolve(&p) },
-                    ("local", None) => {
-                        problems.push("store.path is required for a local store".into());
-                        StoreKind::Local {
-                            path: PathBuf::new(),
-                        }
-                    }
-                    (other, _) => {
-                        problems.push(format!(
-                            "store.type '{other}' is not supported by this build (supported: local, gdrive)"
-                        ));
-                        StoreKind::Local {
-                            path: PathBuf::new(),
-                        }
-                    }
-                }
-            }
-        };
-
-        let mut compression = CompressOptions::default();
-        if let Some(c) = raw.compression {
-            if let Some(level) = c.level {
-                if level > 9 {
-                    problems.push(format!("compression.level {level} is out of range (0–9)"));
-                }
-                compression.level = level.min(9);
-            }
-            if let Some(t) = c.threads {
-                if t == 0 {
-                    problems.push("compression.threads must be at least 1".into());
-                }
-                compression.threads = t.max(1);
-            }
-            if let Some(s) = c.skip_incompressible {
-                compression.skip_incompressible = s;
-            }
-        }
-
-        let mut sources = Vec::new();
+        let encryption = parse_encryption(raw.encryption, &resolve, &mut problems);
+        let state_dir = raw
+            .state_dir
+            .as_deref()
+            .map_or_else(|| PathBuf::from("/var/lib/coffer"), resolve);
+        let store = parse_store(raw.store, &state_dir, &resolve, &mut problems);
+        let compression = parse_compression(raw.compression, &mut problems);
         // A restore or drill host needs no source; a host that backs up on a schedule does.
         let no_sources = raw.source.is_empty();
-        for s in raw.source {
-            if !crate::snapshot::is_valid_source_name(&s.name) {
-                problems.push(format!(
-                    "source name '{}' must be 1–64 ASCII letters, digits, '-' or '_' (it names the stream)",
-                    s.name
-                ));
-            }
-            if sources.iter().any(|o: &SourceConfig| o.name == s.name) {
-                problems.push(format!("source name '{}' is used twice", s.name));
-            }
-            let unused = |problems: &mut Vec<String>, keys: &[(&str, bool)]| {
-                for (key, set) in keys {
-                    if *set {
-                        problems.push(format!(
-                            "source '{}': key '{key}' does not apply to a {} source",
-                            s.name, s.kind
-                        ));
-                    }
-                }
-            };
-            let mut password = || match (s.password_file.clone(), s.password_env.clone()) {
-                (Some(_), Some(_)) => {
-                    problems.push(format!(
-                        "source '{}': give password_file or password_env, not both",
-                        s.name
-                    ));
-                    None
-                }
-                (Some(f), None) => Some(SecretRef::File(resolve(&f))),
-                (None, Some(v)) => Some(SecretRef::Env(v)),
-                (None, None) => None,
-            };
-            let password = password();
-            if s.socket.is_some() && s.kind != "mysql" {
-                problems.push(format!(
-                    "source '{}': key 'socket' does not apply to a {} source (mysql only; \
-                     PostgreSQL takes ?host=/run/postgresql in its url)",
-                    s.name, s.kind
-                ));
-            }
-            let kind = match s.kind.as_str() {
-                "frappe" => {
-                    unused(
-                        &mut problems,
-                        &[
-                            ("url", s.url.is_some()),
-                            ("exclude", !s.exclude.is_empty()),
-                            ("password_file", password.is_some()),
-                            ("no_owner", s.no_owner.is_some()),
-                            ("dump_tool", s.dump_tool.is_some()),
-                        ],
-                    );
-                    let Some(p) = s.path else {
-                        problems.push(format!(
-                            "source '{}': path (the site folder, sites/<site>) is required for frappe",
-                            s.name
-                        ));
-                        continue;
-                    };
-                    SourceKind::Frappe { path: resolve(&p) }
-                }
-                "sqlite" => {
-                    unused(
-                        &mut problems,
-                        &[
-                            ("url", s.url.is_some()),
-                            ("exclude", !s.exclude.is_empty()),
-                            ("no_owner", s.no_owner.is_some()),
-                            ("password_file", password.is_some()),
-                        ],
-                    );
-                    let Some(p) = s.path else {
-                        problems.push(format!(
-                            "source '{}': path (the database file) is required for sqlite",
-                            s.name
-                        ));
-                        continue;
-                    };
-                    SourceKind::Sqlite {
-                        path: resolve(&p),
-                        dump_tool: s.dump_tool,
-                    }
-                }
-                "mysql" => {
-                    unused(
-                        &mut problems,
-                        &[
-                            ("path", s.path.is_some()),
-                            ("exclude", !s.exclude.is_empty()),
-                            ("no_owner", s.no_owner.is_some()),
-                        ],
-                    );
-                    let Some(url) = s.url else {
-                        problems.push(format!(
-                            "source '{}': url is required (mysql://user@host:3306/dbname)",
-                            s.name
-                        ));
-                        continue;
-                    };
-                    match DbUrl::parse(&url, "mysql", 3306) {
-                        Ok(mut url) => {
-                            url.socket = s.socket.as_deref().map(resolve);
-                            SourceKind::Mysql {
-                                url,
-                                password,
-                                dump_tool: s.dump_tool,
-                            }
-                        }
-                        Err(why) => {
-                            problems.push(format!("source '{}': {why}", s.name));
-                            continue;
-                        }
-                    }
-                }
-                "postgres" => {
-                    unused(
-                        &mut problems,
-                        &[
-                            ("path", s.path.is_some()),
-                            ("exclude", !s.exclude.is_empty()),
-                        ],
-                    );
-                    let Some(url) = s.url else {
-                        problems.push(format!(
-                            "source '{}': url is required (postgres://user@host:5432/dbname)",
-                            s.name
-                        ));
-                        continue;
-                    };
-                    if let Err(why) = check_postgres_url(&url) {
-                        problems.push(format!("source '{}': {why}", s.name));
-                    }
-                    SourceKind::Postgres {
-                        url,
-                        password,
-                        no_owner: s.no_owner.unwrap_or(true),
-                        dump_tool: s.dump_tool.unwrap_or_else(|| PathBuf::from("pg_dump")),
-                    }
-                }
-                "directory" => match s.path {
-                    Some(p) => {
-                        unused(
-                            &mut problems,
-                            &[
-                                ("url", s.url.is_some()),
-                                ("password_file", s.password_file.is_some()),
-                                ("password_env", s.password_env.is_some()),
-                                ("no_owner", s.no_owner.is_some()),
-                                ("dump_tool", s.dump_tool.is_some()),
-                                ("exact_count_limit", s.exact_count_limit.is_some()),
-                            ],
-                        );
-                        if let Err(e) = crate::source::Excludes::new(&s.exclude) {
-                            problems.push(format!("source '{}': {e}", s.name));
-                        }
-                        SourceKind::Directory {
-                            path: resolve(&p),
-                            exclude: s.exclude,
-                            only: Vec::new(),
-                        }
-                    }
-                    None => {
-                        problems.push(format!(
-                            "source '{}': path is required for a directory",
-                            s.name
-                        ));
-                        continue;
-                    }
-                },
-                other => {
-                    problems.push(format!(
-                        "source '{}': type '{other}' is not supported by this build (supported: directory, postgres, mysql, sqlite, frappe)",
-                        s.name
-                    ));
-                    continue;
-                }
-            };
-            sources.push(SourceConfig {
-                name: s.name,
-                kind,
-                exact_count_limit: s
-                    .exact_count_limit
-                    .unwrap_or(crate::database::DEFAULT_EXACT_COUNT_LIMIT),
-            });
-        }
-
+        let sources = parse_sources(raw.source, &resolve, &mut problems);
         let timezone = match raw.timezone.as_deref() {
             Some(name) => name.parse::<chrono_tz::Tz>().unwrap_or_else(|_| {
                 problems.push(format!(
@@ -793,93 +387,8 @@ impl Config {
             }),
             None => system_timezone(),
         };
-        let retention = match raw.retention {
-            None => crate::retention::Policy::erpnext_default(),
-            Some(r) => {
-                let keep_within = match r.keep_within.as_deref().map(parse_duration) {
-                    None => None,
-                    Some(Ok(d)) => chrono::Duration::from_std(d).ok(),
-                    Some(Err(why)) => {
-                        problems.push(format!("retention.keep_within: {why}"));
-                        None
-                    }
-                };
-                let policy = crate::retention::Policy {
-                    keep_last: r.keep_last,
-                    keep_daily: r.keep_daily,
-                    keep_weekly: r.keep_weekly,
-                    keep_monthly: r.keep_monthly,
-                    keep_yearly: r.keep_yearly,
-                    keep_within,
-                };
-                if !policy.keeps_something() {
-                    problems.push(
-                        "[retention] keeps nothing: prune would delete every snapshot but the \
-                         newest; set keep_daily, keep_weekly, keep_monthly, keep_last or \
-                         keep_within (or leave [retention] out for 7 daily, 4 weekly, 6 \
-                         monthly)"
-                            .into(),
-                    );
-                }
-                policy
-            }
-        };
-        let mut jobs = Vec::new();
-        if let Some(raw_jobs) = raw.jobs {
-            use crate::schedule::{JobKind, JobSpec, Schedule};
-            let mut wanted = Vec::new();
-            if let Some(job) = raw_jobs.backup {
-                if job.deep.is_some() {
-                    problems.push("jobs.backup: 'deep' is a setting of [jobs.verify]".into());
-                }
-                // A backup missed while the host was down is wanted as soon as it is up.
-                wanted.push(("backup", job, JobKind::Backup, true));
-            }
-            if let Some(job) = raw_jobs.verify {
-                let deep = job.deep.unwrap_or(false);
-                if deep && identity_missing {
-                    problems.push(
-                        "jobs.verify: deep = true needs encryption.identity_file (the private \
-                         key): a deep verify decrypts the snapshot"
-                            .into(),
-                    );
-                }
-                wanted.push(("verify", job, JobKind::Verify { deep }, false));
-            }
-            if let Some(job) = raw_jobs.drill {
-                if job.deep.is_some() {
-                    problems.push("jobs.drill: 'deep' is a setting of [jobs.verify]".into());
-                }
-                if identity_missing {
-                    problems.push(
-                        "jobs.drill: a drill restores the snapshot, so it needs \
-                         encryption.identity_file (the private key; run drills on a staging \
-                         host that holds it)"
-                            .into(),
-                    );
-                }
-                wanted.push(("drill", job, JobKind::Drill, false));
-            }
-            for (name, job, kind, catch_up) in wanted {
-                match Schedule::parse(&job.schedule) {
-                    Ok(schedule) => jobs.push(JobSpec {
-                        kind,
-                        schedule,
-                        catch_up: job.catch_up.unwrap_or(catch_up),
-                    }),
-                    Err(why) => problems.push(format!("jobs.{name}.schedule: {why}")),
-                }
-            }
-        }
-        if no_sources
-            && jobs
-                .iter()
-                .any(|j| j.kind == crate::schedule::JobKind::Backup)
-        {
-            problems.push(
-                "[jobs.backup] is set but no [[source]] is configured: nothing to back up".into(),
-            );
-        }
+        let retention = parse_retention(raw.retention, &mut problems);
+        let jobs = parse_jobs(raw.jobs, identity_missing, no_sources, &mut problems);
         let alerts = match raw.alerts {
             None => AlertsConfig::default(),
             Some(a) => parse_alerts(a, &resolve, config_is_private(path), &mut problems),
@@ -887,29 +396,7 @@ impl Config {
         let metrics = raw.metrics.map(|m| MetricsConfig {
             textfile: resolve(&m.textfile),
         });
-        let state_dir = raw
-            .state_dir
-            .as_deref()
-            .map_or_else(|| PathBuf::from("/var/lib/coffer"), resolve);
-        let signing_key = match raw.signing {
-            None
-            | Some(RawSigning {
-                key_file: None,
-                key_env: None,
-            }) => crate::signing::KeySource::Default(state_dir.join("signing-key")),
-            Some(RawSigning {
-                key_file: Some(f),
-                key_env: None,
-            }) => crate::signing::KeySource::File(resolve(&f)),
-            Some(RawSigning {
-                key_file: None,
-                key_env: Some(v),
-            }) => crate::signing::KeySource::Env(v),
-            Some(_) => {
-                problems.push("[signing]: give key_file or key_env, not both".into());
-                crate::signing::KeySource::Default(state_dir.join("signing-key"))
-            }
-        };
+        let signing_key = parse_signing(raw.signing, &state_dir, &resolve, &mut problems);
         let drill = parse_drill(
             raw.drill,
             &state_dir,
@@ -935,11 +422,7 @@ impl Config {
             drill,
             encryption,
             signing_key,
-            store: StoreConfig {
-                kind,
-                part_size,
-                orphan_grace,
-            },
+            store,
             compression,
             sources,
         })
