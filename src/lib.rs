@@ -29,6 +29,7 @@ pub mod prune;
 pub mod restore;
 pub mod retention;
 pub mod schedule;
+pub mod secret;
 pub mod shutdown;
 pub mod signing;
 pub mod snapshot;

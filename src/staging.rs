@@ -25,11 +25,11 @@ use anyhow::{Context, anyhow, bail};
 use secrecy::SecretString;
 use serde::Serialize;
 
-use crate::config::SourceConfig;
 use crate::database::{
     self, Address, Database, DbError, Engine, Fingerprint, same_file, same_host,
 };
 use crate::snapshot::{DatabaseInfo, SourceRecord, TableRows};
+use crate::source::SourceConfig;
 use crate::source::{DumpCommand, DumpOutcome, FeedError};
 
 /// What the caller asked for.
@@ -164,7 +164,7 @@ fn same_address(a: &Address, b: &Address) -> bool {
 /// be compared this way (the address comparison still holds).
 fn same_server(
     source: &Address,
-    password: Option<&crate::config::SecretRef>,
+    password: Option<&crate::secret::SecretRef>,
     target_server: Option<&Fingerprint>,
 ) -> bool {
     let Some(target) = target_server else {

@@ -198,8 +198,7 @@ fn check_store(config: &Config) -> anyhow::Result<String> {
         .list("snapshots/")
         .map_err(|e| anyhow!("cannot list {store}: {e}"))?;
     let mut detail = format!("{store}: write, read back, list and delete work");
-    if let crate::config::StoreKind::Gdrive(drive) = &config.store.kind {
-        let (limit, usage) = crate::store::gdrive::DriveStore::new(drive)?.quota()?;
+    if let Some((limit, usage)) = store.space()? {
         match limit {
             Some(limit) => detail.push_str(&format!(
                 "; {} free of {}",

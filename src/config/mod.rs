@@ -13,7 +13,6 @@ mod raw;
 mod secret;
 mod sections;
 mod units;
-mod url;
 
 use alerts::parse_alerts;
 use drill::parse_drill;
@@ -24,14 +23,11 @@ use sections::{
     parse_store,
 };
 
-pub use secret::{LiteralSecret, SecretRef};
+pub use crate::database::{DbUrl, check_postgres_url, redact_url};
+pub use crate::secret::{LiteralSecret, SecretRef};
+pub use crate::source::{SourceConfig, SourceKind};
+pub use crate::store::{DEFAULT_ORPHAN_GRACE, DEFAULT_PART_SIZE, StoreConfig, StoreKind};
 pub use units::{parse_duration, parse_size};
-pub use url::{DbUrl, check_postgres_url, redact_url};
-
-/// Default size of one stored part.
-pub const DEFAULT_PART_SIZE: u64 = 64 * 1024 * 1024;
-/// Default age of an unfinished snapshot before a later run removes its parts.
-pub const DEFAULT_ORPHAN_GRACE: Duration = Duration::from_secs(24 * 3600);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -201,103 +197,6 @@ pub struct EncryptionConfig {
     pub identity_file: Option<PathBuf>,
     /// Keys whose snapshots readers act on (besides the host's own signing key).
     pub trusted_signers: Vec<crate::signing::Signer>,
-}
-
-#[derive(Debug, Clone)]
-pub struct StoreConfig {
-    pub kind: StoreKind,
-    pub part_size: u64,
-    pub orphan_grace: Duration,
-}
-
-impl StoreConfig {
-    /// Which store this is, as the run history remembers the snapshots made in it: the same
-    /// store gives the same text, another store (a new folder, a new Drive folder) another.
-    pub fn identity(&self) -> String {
-        match &self.kind {
-            StoreKind::Local { path } => format!("local:{}", path.display()),
-            StoreKind::Gdrive(d) => format!(
-                "gdrive:{}/{}/{}",
-                d.drive_id.as_deref().unwrap_or("my-drive"),
-                d.folder_id.as_deref().unwrap_or("-"),
-                d.folder
-            ),
-        }
-    }
-}
-
-#[derive(Debug, Clone)]
-pub enum StoreKind {
-    Local { path: PathBuf },
-    Gdrive(crate::store::gdrive::DriveConfig),
-}
-
-#[derive(Debug, Clone)]
-pub struct SourceConfig {
-    pub name: String,
-    pub kind: SourceKind,
-    /// Database sources: tables the server estimates above this many rows get the estimate
-    /// in the manifest instead of an exact `count(*)`.
-    pub exact_count_limit: u64,
-}
-
-#[derive(Debug, Clone)]
-pub enum SourceKind {
-    Directory {
-        path: PathBuf,
-        exclude: Vec<String>,
-        /// Only these paths below `path` (the Frappe preset's selection); empty: everything.
-        only: Vec<PathBuf>,
-    },
-    /// A Frappe/ERPNext site folder (`sites/<site>`): expanded at backup time, from its
-    /// site_config.json, into its database and its files (`source::frappe`).
-    Frappe { path: PathBuf },
-    /// A MariaDB/MySQL database dumped with `mariadb-dump` / `mysqldump`.
-    Mysql {
-        url: DbUrl,
-        password: Option<SecretRef>,
-        dump_tool: Option<PathBuf>,
-    },
-    /// A SQLite database file, dumped by coffer itself (or, with `dump_tool`, by the
-    /// `sqlite3` shell's `.dump`).
-    Sqlite {
-        path: PathBuf,
-        dump_tool: Option<PathBuf>,
-    },
-    /// A PostgreSQL database dumped with `pg_dump` (plain SQL).
-    Postgres {
-        /// `postgres://user@host:port/db`, without a password.
-        url: String,
-        password: Option<SecretRef>,
-        /// `pg_dump --no-owner` (default true: a restore into another role just works).
-        no_owner: bool,
-        dump_tool: PathBuf,
-    },
-}
-
-impl SourceConfig {
-    /// The type name used in configs and manifests.
-    pub fn kind_name(&self) -> &'static str {
-        match self.kind {
-            SourceKind::Directory { .. } => "directory",
-            SourceKind::Postgres { .. } => "postgres",
-            SourceKind::Mysql { .. } => "mysql",
-            SourceKind::Sqlite { .. } => "sqlite",
-            SourceKind::Frappe { .. } => "frappe",
-        }
-    }
-
-    /// The stream name of this source, e.g. `files.tar.gz.age` or `db.sql.gz.age`.
-    pub fn stream_name(&self) -> String {
-        match self.kind {
-            SourceKind::Directory { .. } | SourceKind::Frappe { .. } => {
-                format!("{}.tar.gz.age", self.name)
-            }
-            SourceKind::Postgres { .. } | SourceKind::Mysql { .. } | SourceKind::Sqlite { .. } => {
-                format!("{}.sql.gz.age", self.name)
-            }
-        }
-    }
 }
 
 /// The system's time zone from `/etc/timezone` (Debian) or the `/etc/localtime` link; UTC if

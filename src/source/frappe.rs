@@ -11,7 +11,9 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::config::{DbUrl, SecretRef, SourceConfig, SourceKind};
+use crate::database::DbUrl;
+use crate::secret::SecretRef;
+use crate::source::{SourceConfig, SourceKind};
 
 #[derive(Debug, thiserror::Error)]
 pub enum FrappeError {

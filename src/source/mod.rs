@@ -12,3 +12,72 @@ pub use directory::{DirectoryError, DirectorySource, Excludes, WalkOutcome, Warn
 pub use mysql::MysqlSource;
 pub use postgres::PostgresSource;
 pub use sqlite::{SqliteDumpError, SqliteSource, builtin_dump as sqlite_dump};
+
+/// A `[[source]]` of a config.
+#[derive(Debug, Clone)]
+pub struct SourceConfig {
+    pub name: String,
+    pub kind: SourceKind,
+    /// Database sources: tables the server estimates above this many rows get the estimate
+    /// in the manifest instead of an exact `count(*)`.
+    pub exact_count_limit: u64,
+}
+
+#[derive(Debug, Clone)]
+pub enum SourceKind {
+    Directory {
+        path: std::path::PathBuf,
+        exclude: Vec<String>,
+        /// Only these paths below `path` (the Frappe preset's selection); empty: everything.
+        only: Vec<std::path::PathBuf>,
+    },
+    /// A Frappe/ERPNext site folder (`sites/<site>`): expanded at backup time, from its
+    /// site_config.json, into its database and its files (`source::frappe`).
+    Frappe { path: std::path::PathBuf },
+    /// A MariaDB/MySQL database dumped with `mariadb-dump` / `mysqldump`.
+    Mysql {
+        url: crate::database::DbUrl,
+        password: Option<crate::secret::SecretRef>,
+        dump_tool: Option<std::path::PathBuf>,
+    },
+    /// A SQLite database file, dumped by coffer itself (or, with `dump_tool`, by the
+    /// `sqlite3` shell's `.dump`).
+    Sqlite {
+        path: std::path::PathBuf,
+        dump_tool: Option<std::path::PathBuf>,
+    },
+    /// A PostgreSQL database dumped with `pg_dump` (plain SQL).
+    Postgres {
+        /// `postgres://user@host:port/db`, without a password.
+        url: String,
+        password: Option<crate::secret::SecretRef>,
+        /// `pg_dump --no-owner` (default true: a restore into another role just works).
+        no_owner: bool,
+        dump_tool: std::path::PathBuf,
+    },
+}
+
+impl SourceConfig {
+    /// The type name used in configs and manifests.
+    pub fn kind_name(&self) -> &'static str {
+        match self.kind {
+            SourceKind::Directory { .. } => "directory",
+            SourceKind::Postgres { .. } => "postgres",
+            SourceKind::Mysql { .. } => "mysql",
+            SourceKind::Sqlite { .. } => "sqlite",
+            SourceKind::Frappe { .. } => "frappe",
+        }
+    }
+
+    /// The stream name of this source, e.g. `files.tar.gz.age` or `db.sql.gz.age`.
+    pub fn stream_name(&self) -> String {
+        match self.kind {
+            SourceKind::Directory { .. } | SourceKind::Frappe { .. } => {
+                format!("{}.tar.gz.age", self.name)
+            }
+            SourceKind::Postgres { .. } | SourceKind::Mysql { .. } | SourceKind::Sqlite { .. } => {
+                format!("{}.sql.gz.age", self.name)
+            }
+        }
+    }
+}

@@ -15,7 +15,8 @@ use std::path::PathBuf;
 use secrecy::{ExposeSecret, SecretString};
 
 use super::command::{DumpCommand, DumpError, DumpOutcome};
-use crate::config::{DbUrl, SecretRef};
+use crate::database::DbUrl;
+use crate::secret::SecretRef;
 
 /// Writes a `[client]` option file holding `password` (0600) into a new private folder
 /// (0700), removed when the returned guard drops; pass it as the tool's first argument,

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use secrecy::SecretString;
 
 use super::command::{DumpCommand, DumpError, DumpOutcome};
-use crate::config::SecretRef;
+use crate::secret::SecretRef;
 
 /// Seconds `pg_dump` waits for a connection before giving up.
 const CONNECT_TIMEOUT_SECS: &str = "15";

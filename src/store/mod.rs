@@ -111,6 +111,15 @@ pub trait Store: Send + Sync + fmt::Display {
         Ok(())
     }
 
+    /// The space the store reports: (its limit, if it has one; bytes used), or `None` for a
+    /// store that keeps no account (a local folder: the filesystem is the limit).
+    ///
+    /// # Errors
+    /// When the store cannot be asked.
+    fn space(&self) -> Result<Option<(Option<u64>, u64)>, StoreError> {
+        Ok(None)
+    }
+
     /// Deletes the object `key`; deleting a missing object is not an error.
     ///
     /// # Errors
@@ -212,13 +221,48 @@ pub fn validate_key(key: &str) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Default size of one stored part.
+pub const DEFAULT_PART_SIZE: u64 = 64 * 1024 * 1024;
+/// Default age of an unfinished snapshot before a later run removes its parts.
+pub const DEFAULT_ORPHAN_GRACE: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// `[store]` of a config: which store, and how snapshots are cut into it.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    pub kind: StoreKind,
+    pub part_size: u64,
+    pub orphan_grace: std::time::Duration,
+}
+
+impl StoreConfig {
+    /// Which store this is, as the run history remembers the snapshots made in it: the same
+    /// store gives the same text, another store (a new folder, a new Drive folder) another.
+    pub fn identity(&self) -> String {
+        match &self.kind {
+            StoreKind::Local { path } => format!("local:{}", path.display()),
+            StoreKind::Gdrive(d) => format!(
+                "gdrive:{}/{}/{}",
+                d.drive_id.as_deref().unwrap_or("my-drive"),
+                d.folder_id.as_deref().unwrap_or("-"),
+                d.folder
+            ),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum StoreKind {
+    Local { path: std::path::PathBuf },
+    Gdrive(gdrive::DriveConfig),
+}
+
 /// The store a config describes.
 ///
 /// # Errors
 /// When a network store cannot be set up (an unreadable key file, no CA certificates).
-pub fn from_config(cfg: &crate::config::StoreConfig) -> Result<Box<dyn Store>, StoreError> {
+pub fn from_config(cfg: &StoreConfig) -> Result<Box<dyn Store>, StoreError> {
     Ok(match &cfg.kind {
-        crate::config::StoreKind::Local { path } => Box::new(LocalStore::new(path)),
-        crate::config::StoreKind::Gdrive(drive) => Box::new(gdrive::DriveStore::new(drive)?),
+        StoreKind::Local { path } => Box::new(LocalStore::new(path)),
+        StoreKind::Gdrive(drive) => Box::new(gdrive::DriveStore::new(drive)?),
     })
 }

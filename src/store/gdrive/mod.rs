@@ -318,6 +318,10 @@ impl DriveStore {
 }
 
 impl Store for DriveStore {
+    fn space(&self) -> Result<Option<(Option<u64>, u64)>, StoreError> {
+        self.quota().map(Some)
+    }
+
     fn put(&self, key: &str) -> Result<Box<dyn ObjectWriter>, StoreError> {
         super::validate_key(key)?;
         // An upload already failed: stop producing more.

@@ -16,8 +16,13 @@ use sqlx::postgres::{PgConnectOptions, PgConnection};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
 use sqlx::{AssertSqlSafe, ConnectOptions, Connection, Row};
 
-use crate::config::{DbUrl, SecretRef, SourceKind, check_postgres_url, redact_url};
+mod url;
+
+pub use url::{DbUrl, check_postgres_url, redact_url};
+
+use crate::secret::SecretRef;
 use crate::snapshot::TableRows;
+use crate::source::SourceKind;
 
 /// How long a connection attempt may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
