@@ -8,7 +8,7 @@ use anyhow::anyhow;
 use chrono::Utc;
 
 use crate::config::{Config, SecretRef, SourceConfig, SourceKind};
-use crate::database::{self, Database, Session};
+use crate::database::{Database, Session};
 use crate::pipeline::{EncodeError, EncodeOptions, encode_stream};
 use crate::snapshot::{
     self, ChecksumsRecord, DatabaseInfo, FORMAT_NAME, FORMAT_VERSION, Manifest, SnapshotId,
@@ -144,7 +144,7 @@ fn preflight(source: &SourceConfig) -> anyhow::Result<Option<Preflight>> {
         // The built-in dump counts rows inside its own read transaction.
         return Ok(None);
     }
-    let Some((address, password)) = database::for_source(&source.kind) else {
+    let Some((address, password)) = source.kind.database() else {
         return Ok(None);
     };
     let password = password

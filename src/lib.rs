@@ -8,6 +8,7 @@
 //! `commands` imports it.
 
 pub mod alert;
+pub mod archive;
 pub mod audit;
 pub mod backup;
 pub mod catalog;

@@ -25,9 +25,7 @@ use anyhow::{Context, anyhow, bail};
 use secrecy::SecretString;
 use serde::Serialize;
 
-use crate::database::{
-    self, Address, Database, DbError, Engine, Fingerprint, same_file, same_host,
-};
+use crate::database::{Address, Database, DbError, Engine, Fingerprint, same_file, same_host};
 use crate::snapshot::{DatabaseInfo, SourceRecord, TableRows};
 use crate::source::SourceConfig;
 use crate::source::{DumpCommand, DumpOutcome, FeedError};
@@ -120,7 +118,7 @@ pub fn guard_sources(
     sources: &[SourceConfig],
 ) -> anyhow::Result<()> {
     for s in sources {
-        let Some((address, password)) = database::for_source(&s.kind) else {
+        let Some((address, password)) = s.kind.database() else {
             continue;
         };
         if address.engine() != target.engine() {

@@ -5,8 +5,8 @@ use std::io::Read;
 
 use sha2::{Digest, Sha256};
 
+use crate::archive as restore;
 use crate::pipeline::{PartProblem, open_stream};
-use crate::restore;
 use crate::snapshot::{Manifest, PartRecord, SourceRecord};
 use crate::store::Store;
 

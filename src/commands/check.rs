@@ -11,7 +11,7 @@ use serde::Serialize;
 use super::load_config;
 use crate::cli::CheckArgs;
 use crate::config::{Config, SecretRef, SourceConfig, SourceKind};
-use crate::database::{self, Database};
+use crate::database::Database;
 use crate::source::{MysqlSource, frappe};
 use crate::store;
 
@@ -315,8 +315,9 @@ fn check_database(kind: &SourceKind) -> anyhow::Result<String> {
         ));
         String::new()
     });
-    let (address, password) =
-        database::for_source(kind).ok_or_else(|| anyhow!("not a database source"))?;
+    let (address, password) = kind
+        .database()
+        .ok_or_else(|| anyhow!("not a database source"))?;
     let mut server = String::new();
     match password.map(SecretRef::load).transpose() {
         Err(e) => problems.push(format!("cannot read the password: {e}")),

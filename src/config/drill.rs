@@ -71,7 +71,7 @@ pub(super) fn parse_drill(
             }
         };
         if let Some(s) = sources.iter().find(|s| s.name == d.source)
-            && let Some((source_address, _)) = crate::database::for_source(&s.kind)
+            && let Some((source_address, _)) = s.kind.database()
         {
             if source_address.engine() != address.engine() {
                 problems.push(format!(

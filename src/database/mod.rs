@@ -20,9 +20,7 @@ mod url;
 
 pub use url::{DbUrl, check_postgres_url, redact_url};
 
-use crate::secret::SecretRef;
 use crate::snapshot::TableRows;
-use crate::source::SourceKind;
 
 /// How long a connection attempt may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
@@ -354,20 +352,6 @@ impl Database {
             })?
             .map_err(|(why, hint)| fail(why, hint))?;
         Ok(Session { rt, conn, what })
-    }
-}
-
-/// The address and password source of a database source; `None` for other kinds.
-pub fn for_source(kind: &SourceKind) -> Option<(Address, Option<&SecretRef>)> {
-    match kind {
-        SourceKind::Postgres { url, password, .. } => {
-            Some((Address::Postgres(url.clone()), password.as_ref()))
-        }
-        SourceKind::Mysql { url, password, .. } => {
-            Some((Address::Mysql(url.clone()), password.as_ref()))
-        }
-        SourceKind::Sqlite { path, .. } => Some((Address::Sqlite(path.clone()), None)),
-        SourceKind::Directory { .. } | SourceKind::Frappe { .. } => None,
     }
 }
 

@@ -167,10 +167,10 @@ pub(super) fn hash_beneath(
     bar: &Progress,
 ) -> Result<String, String> {
     use std::os::unix::fs::OpenOptionsExt;
-    let Ok(Some(rel)) = crate::restore::safe_relative(rel.as_os_str().as_bytes()) else {
+    let Ok(Some(rel)) = crate::archive::safe_relative(rel.as_os_str().as_bytes()) else {
         return Err("is named outside the folder by the list".into());
     };
-    crate::restore::check_parents(dir, &rel)
+    crate::archive::check_parents(dir, &rel)
         .map_err(|_| "lies below a symlink or a file (not followed)".to_string())?;
     let file = fs::OpenOptions::new()
         .read(true)

@@ -14,6 +14,6 @@ pub use encode::{BlockWriter, EncodeError, EncodeOptions, EncodedStream, encode_
 pub use io::{CountingRead, Timed, busy_seconds};
 pub use parts::{
     PartCursor, PartProblem, PartSplitter, PartsReader, SplitOutcome, find_in_chain,
-    find_part_problem, part_name,
+    find_part_problem,
 };
 pub use readahead::{ReadAhead, read_ahead};

@@ -5,13 +5,8 @@ use std::sync::{Arc, Mutex};
 
 use sha2::{Digest, Sha256};
 
-use crate::snapshot::PartRecord;
+use crate::snapshot::{PartRecord, part_name};
 use crate::store::{ObjectWriter, Store, StoreError};
-
-/// The name of part `index` (1-based) of `stream`.
-pub fn part_name(stream: &str, index: usize) -> String {
-    format!("{stream}.{index:05}")
-}
 
 /// The last `Write` of the backup chain: cuts the age stream into parts of `part_size` bytes,
 /// hashing each part and the whole stream, and stores each part as it fills.

@@ -177,7 +177,7 @@ fn write_partials(
         for entry in archive.entries()? {
             let mut entry = entry?;
             let raw = entry.path_bytes().into_owned();
-            let rel = crate::restore::safe_relative(&raw)
+            let rel = crate::archive::safe_relative(&raw)
                 .map_err(|why| {
                     anyhow::anyhow!(
                         "refusing archive entry '{}': {why}",

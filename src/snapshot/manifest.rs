@@ -267,7 +267,7 @@ impl Manifest {
             }
             for st in s.streams() {
                 for (n, part) in st.parts.iter().enumerate() {
-                    if part.name != crate::pipeline::part_name(&st.stream, n + 1) {
+                    if part.name != part_name(&st.stream, n + 1) {
                         return Err(format!(
                             "source '{}': part {} of {} is named '{}'",
                             s.name,
@@ -288,6 +288,11 @@ impl Manifest {
         }
         Ok(())
     }
+}
+
+/// The name of part `index` (1-based) of `stream`: `<stream>.NNNNN`.
+pub fn part_name(stream: &str, index: usize) -> String {
+    format!("{stream}.{index:05}")
 }
 
 /// Whether `name` can name a new source (and so a stream): 1–64 ASCII letters, digits, `-`,

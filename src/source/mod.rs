@@ -81,3 +81,23 @@ impl SourceConfig {
         }
     }
 }
+
+impl SourceKind {
+    /// The address of a database source's database and where its password comes from;
+    /// `None` for folders and presets.
+    pub fn database(
+        &self,
+    ) -> Option<(crate::database::Address, Option<&crate::secret::SecretRef>)> {
+        use crate::database::Address;
+        match self {
+            SourceKind::Postgres { url, password, .. } => {
+                Some((Address::Postgres(url.clone()), password.as_ref()))
+            }
+            SourceKind::Mysql { url, password, .. } => {
+                Some((Address::Mysql(url.clone()), password.as_ref()))
+            }
+            SourceKind::Sqlite { path, .. } => Some((Address::Sqlite(path.clone()), None)),
+            SourceKind::Directory { .. } | SourceKind::Frappe { .. } => None,
+        }
+    }
+}

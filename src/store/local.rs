@@ -228,7 +228,7 @@ fn modified(st: &rustix::fs::Stat) -> Option<SystemTime> {
 /// Whether `name` (the last component of a key) is one coffer writes, and so one it may delete:
 /// `manifest.json`, `manifest.json.sig`, a part `<source>.<ext>.age.<NNNNN>` (`<source>` one or
 /// more ASCII letters, digits, `-`, `_`; `<ext>` `tar.gz`, `sql.gz` or `sha256.gz`; five or
-/// more digits, as `pipeline::part_name` writes them), the `coffer check` probe
+/// more digits, as `snapshot::part_name` writes them), the `coffer check` probe
 /// `coffer-check-<16 lowercase hex>`, or the temporary name `.<any of those>.tmp-<8 lowercase
 /// hex>` of an upload still running or cut short.
 ///

@@ -1,4 +1,5 @@
-//! Extracting a directory stream into a target folder, safely.
+//! Tar archives of directory streams: extracting one into a target folder safely, and reading
+//! one to its end (`verify --deep`).
 //!
 //! Every entry is checked before anything is written: an absolute path, a `..` component, or a
 //! path whose existing parent is a symlink (writing through a link) stops the restore with an
