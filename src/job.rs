@@ -9,6 +9,21 @@ use crate::catalog::{Catalog, Finish, Outcome};
 use crate::config::Config;
 use crate::schedule::Trigger;
 
+/// What the alerts are told of a failed run: its error chain, and where it happened when the
+/// job says (a backup's `Failed` context).
+pub fn alert_failure(err: &anyhow::Error) -> crate::alert::Failure {
+    let mut failure = crate::alert::Failure {
+        chain: err.chain().map(ToString::to_string).collect(),
+        ..Default::default()
+    };
+    if let Some(f) = err.downcast_ref::<crate::backup::Failed>() {
+        failure.source = f.source.clone();
+        failure.stage = Some(f.stage.to_string());
+        failure.snapshot = Some(f.snapshot.clone());
+    }
+    failure
+}
+
 /// What the history keeps of a failed run: a failure (a skip when another job held the lock,
 /// a stop when coffer was shutting down), with a drill's report when the drill ran its
 /// course and found differences.
@@ -121,7 +136,7 @@ pub fn run<T>(
             let err = anyhow::anyhow!("coffer's {job} panicked: {what} (a bug: please report it)");
             let finished = failure(&err);
             recording.end(&finished);
-            watch.finished(config, job, trigger, &finished, Some(&err));
+            watch.finished(config, job, trigger, &finished, Some(&alert_failure(&err)));
             std::panic::resume_unwind(panic);
         }
     };
@@ -130,6 +145,7 @@ pub fn run<T>(
         Err(e) => failure(e),
     };
     recording.end(&finished);
-    watch.finished(config, job, trigger, &finished, result.as_ref().err());
+    let failure = result.as_ref().err().map(alert_failure);
+    watch.finished(config, job, trigger, &finished, failure.as_ref());
     result
 }

@@ -328,7 +328,7 @@ impl Alerts {
         job: &str,
         trigger: Trigger,
         finish: &Finish,
-        error: Option<&anyhow::Error>,
+        error: Option<&Failure>,
         started: Option<&Started>,
     ) {
         if self.notifiers.is_empty() {
@@ -341,7 +341,18 @@ impl Alerts {
             Outcome::Stopped | Outcome::Skipped | Outcome::Interrupted => return,
         };
         let detail = match (ok, error) {
-            (false, Some(e)) => crate::text::error_chain(e),
+            (false, Some(e)) => {
+                let mut text = String::new();
+                for cause in &e.chain {
+                    if !text.contains(cause.as_str()) {
+                        if !text.is_empty() {
+                            text.push_str(": ");
+                        }
+                        text.push_str(cause);
+                    }
+                }
+                text
+            }
             (false, None) => finish.error.clone().unwrap_or_default(),
             (true, _) => match &finish.snapshot {
                 Some(id) => format!("the {job} succeeded (snapshot {id})"),
@@ -390,17 +401,23 @@ impl Alerts {
             .and_then(|r| Some((r.snapshot?, r.finished.unwrap_or(r.started))));
         match kind {
             Kind::Failed => {
-                let err = error.map(|e| e.chain().map(ToString::to_string).collect::<Vec<_>>());
-                event.errors = err.unwrap_or_else(|| finish.error.clone().into_iter().collect());
+                event.errors = error.map_or_else(
+                    || finish.error.clone().into_iter().collect(),
+                    |e| e.chain.clone(),
+                );
                 event.summary = event
                     .errors
                     .first()
                     .cloned()
                     .unwrap_or_else(|| format!("the {job} failed"));
-                if let Some(f) = error.and_then(|e| e.downcast_ref::<crate::backup::Failed>()) {
-                    event.source = f.source.clone();
-                    event.stage = Some(f.stage.to_string());
-                    event.snapshot = Some(f.snapshot.clone());
+                if let Some(f) = error {
+                    event.source = f.source.clone().or(event.source.take());
+                    if f.stage.is_some() {
+                        event.stage = f.stage.clone();
+                    }
+                    if f.snapshot.is_some() {
+                        event.snapshot = f.snapshot.clone();
+                    }
                 }
                 event.commands = self.commands_for(job);
             }
@@ -546,6 +563,17 @@ impl Alerts {
     }
 }
 
+/// What went wrong in a failed run, as the job runner hands it to the alerts: the error
+/// chain, and where it happened when the job knows (a backup's source, stage and snapshot).
+#[derive(Debug, Clone, Default)]
+pub struct Failure {
+    /// The error and its causes, outermost first.
+    pub chain: Vec<String>,
+    pub source: Option<String>,
+    pub stage: Option<String>,
+    pub snapshot: Option<String>,
+}
+
 /// A run being watched by the alert channels, from its start (see `job::run`).
 pub struct Watch {
     alerts: Alerts,
@@ -567,7 +595,7 @@ impl Watch {
         job: &str,
         trigger: Trigger,
         finish: &Finish,
-        error: Option<&anyhow::Error>,
+        error: Option<&Failure>,
     ) {
         if self.alerts.is_empty() {
             return;
