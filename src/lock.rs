@@ -34,14 +34,6 @@ pub fn is_busy(err: &anyhow::Error) -> bool {
 /// Holds the state folder's lock so two backups never run at once on one host.
 pub struct RunLock(#[allow(dead_code)] File);
 
-/// Takes the backup lock in `state_dir`.
-///
-/// # Errors
-/// When the folder cannot be created or another process holds the lock.
-pub fn lock_state(state_dir: &Path) -> anyhow::Result<RunLock> {
-    lock_state_for(state_dir, "backup", std::time::Duration::ZERO)
-}
-
 /// Takes the one lock every coffer job shares (a flock on `state_dir/backup.lock`, released by
 /// the kernel when its holder dies, so a stale file never blocks), waiting up to `wait` for
 /// a running job; the file then names this job, its pid and its start for whoever waits.

@@ -1,5 +1,6 @@
-//! One module per subcommand: each loads what it needs, does the work through the library and
-//! prints the result (text, or JSON with `--json`).
+//! One module per subcommand: each loads the config, calls one engine of the library (through
+//! `job::run` when the run is recorded) and prints the result (text, or JSON with `--json`).
+//! No engine logic lives here, and nothing in the library imports this module.
 
 pub mod alert;
 pub mod auth;

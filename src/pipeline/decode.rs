@@ -59,11 +59,6 @@ impl DecodedStream<'_> {
     pub fn cursor(&self) -> &PartCursor {
         &self.cursor
     }
-
-    /// Plaintext bytes read so far.
-    pub fn bytes_read(&self) -> u64 {
-        self.read
-    }
 }
 
 impl Read for DecodedStream<'_> {

@@ -1,5 +1,6 @@
-//! A dump tool run as a child process whose stdout is a source's byte stream (`pg_dump`,
-//! later `mariadb-dump`).
+//! A database tool run as a child process: a dump tool whose stdout is a source's byte stream
+//! (`pg_dump`, `mariadb-dump`, the `sqlite3` shell), or a client fed a dump on its stdin
+//! (`psql`, `mariadb`, `sqlite3` for restores and drills).
 //!
 //! Like ripgrep's CommandReader: stdout is copied as a stream, stderr is drained on its own
 //! thread (keeping its tail for the error message), and the exit status is checked at the end.

@@ -29,7 +29,9 @@ pub struct ObjectMeta {
     pub sha256: Option<String>,
 }
 
-/// Errors of a store operation. `retryable` tells a retry wrapper whether trying again can help.
+/// Errors of a store operation. `retryable` tells whether the trouble may pass (a network fault,
+/// throttling: the listing fails and the job is retried later) or lies with the object itself
+/// (a reader then treats only that snapshot as unreadable).
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("object '{key}' not found in {store}")]
