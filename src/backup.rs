@@ -72,12 +72,7 @@ pub fn expand_sources(
 ) -> anyhow::Result<Vec<crate::config::SourceConfig>> {
     let mut out: Vec<crate::config::SourceConfig> = Vec::new();
     for s in configured {
-        let parts = match &s.kind {
-            SourceKind::Frappe { path } => {
-                crate::source::frappe::expand(&s.name, path, s.exact_count_limit)?
-            }
-            _ => vec![s.clone()],
-        };
+        let parts = s.expanded()?;
         for p in parts {
             if out.iter().any(|o| o.name == p.name) {
                 anyhow::bail!(

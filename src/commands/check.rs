@@ -12,7 +12,7 @@ use super::load_config;
 use crate::cli::CheckArgs;
 use crate::config::{Config, SecretRef, SourceConfig, SourceKind};
 use crate::database::Database;
-use crate::source::{MysqlSource, frappe};
+use crate::source::MysqlSource;
 use crate::store;
 
 /// One check's outcome.
@@ -53,18 +53,19 @@ pub fn check(config: &Config) -> Vec<Check> {
         checks.push(outcome("identity", check_identity(config, path)));
     }
     for s in &config.sources {
-        match &s.kind {
-            SourceKind::Frappe { path } => match frappe::expand(&s.name, path, s.exact_count_limit)
-            {
-                Ok(parts) => {
-                    for p in parts {
-                        let name = format!("source '{}' (of frappe '{}')", p.name, s.name);
-                        checks.push(outcome(name, check_source(&p)));
-                    }
+        let preset = matches!(s.kind, SourceKind::Frappe { .. });
+        match s.expanded() {
+            Ok(parts) => {
+                for p in parts {
+                    let name = if preset {
+                        format!("source '{}' (of frappe '{}')", p.name, s.name)
+                    } else {
+                        format!("source '{}'", p.name)
+                    };
+                    checks.push(outcome(name, check_source(&p)));
                 }
-                Err(e) => checks.push(outcome(format!("source '{}'", s.name), Err(anyhow!(e)))),
-            },
-            _ => checks.push(outcome(format!("source '{}'", s.name), check_source(s))),
+            }
+            Err(e) => checks.push(outcome(format!("source '{}'", s.name), Err(anyhow!(e)))),
         }
     }
     // The drill set-up, on a host that drills (it has a [jobs.drill] or staging databases).

@@ -17,17 +17,12 @@ use crate::store::Store;
 pub fn configured_databases(config: &crate::config::Config) -> Vec<crate::config::SourceConfig> {
     let mut out = Vec::new();
     for s in &config.sources {
-        match &s.kind {
-            crate::config::SourceKind::Frappe { path } => {
-                match crate::source::frappe::expand(&s.name, path, s.exact_count_limit) {
-                    Ok(parts) => out.extend(parts),
-                    Err(e) => eprintln!(
-                        "note: cannot tell whether the target is source '{}''s database: {e}",
-                        s.name
-                    ),
-                }
-            }
-            _ => out.push(s.clone()),
+        match s.expanded() {
+            Ok(parts) => out.extend(parts),
+            Err(e) => eprintln!(
+                "note: cannot tell whether the target is source '{}''s database: {e}",
+                s.name
+            ),
         }
     }
     out

@@ -101,3 +101,18 @@ impl SourceKind {
         }
     }
 }
+
+impl SourceConfig {
+    /// The sources this one stands for: a frappe preset expanded, from its site_config.json,
+    /// into its database and its files (`frappe::expand`); any other source itself. The one
+    /// place presets are expanded (backup, restore's guards and check all ask here).
+    ///
+    /// # Errors
+    /// When a preset's site cannot be read.
+    pub fn expanded(&self) -> Result<Vec<SourceConfig>, frappe::FrappeError> {
+        match &self.kind {
+            SourceKind::Frappe { path } => frappe::expand(&self.name, path, self.exact_count_limit),
+            _ => Ok(vec![self.clone()]),
+        }
+    }
+}
