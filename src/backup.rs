@@ -460,7 +460,8 @@ pub fn backup_waiting(
         };
         sources.push(SourceRecord {
             name: source.name.clone(),
-            kind: source.kind_name().to_string(),
+            kind: crate::snapshot::StreamKind::of_source(source.kind_name())
+                .expect("presets are expanded before a backup streams a source"),
             stream,
             plaintext_bytes: encoded.plaintext_bytes,
             compressed_bytes: encoded.compressed_bytes,

@@ -75,9 +75,13 @@ pub enum CatalogError {
     },
 }
 
-/// How a run ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How a run ended (or that it is still running). Stored, listed and printed as the
+/// lowercase word.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Outcome {
+    /// Still running (a recorded run only; a finish is never this).
+    Running,
     Success,
     Failure,
     /// Stopped by a shutdown (no snapshot was written).
@@ -91,12 +95,48 @@ pub enum Outcome {
 impl Outcome {
     pub fn as_str(self) -> &'static str {
         match self {
+            Outcome::Running => "running",
             Outcome::Success => "success",
             Outcome::Failure => "failure",
             Outcome::Stopped => "stopped",
             Outcome::Skipped => "skipped",
             Outcome::Interrupted => "interrupted",
         }
+    }
+
+    /// The outcome a history row names; a word this version does not know (a newer coffer
+    /// wrote it) reads as a failure, so it is never taken for a success.
+    fn from_word(word: &str) -> Outcome {
+        [
+            Outcome::Running,
+            Outcome::Success,
+            Outcome::Failure,
+            Outcome::Stopped,
+            Outcome::Skipped,
+            Outcome::Interrupted,
+        ]
+        .into_iter()
+        .find(|o| o.as_str() == word)
+        .unwrap_or(Outcome::Failure)
+    }
+}
+
+/// Ordered by the word, so totals list (and metrics print) alphabetically as they always did.
+impl Ord for Outcome {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.as_str().cmp(other.as_str())
+    }
+}
+
+impl PartialOrd for Outcome {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -151,7 +191,7 @@ pub struct Run {
     pub pid: i64,
     pub started: DateTime<Utc>,
     pub finished: Option<DateTime<Utc>>,
-    pub outcome: String,
+    pub outcome: Outcome,
     pub snapshot: Option<String>,
     pub bytes: Option<u64>,
     pub snapshots: Option<u64>,
@@ -185,7 +225,7 @@ pub struct JobHistory {
     pub last_failure: Option<Run>,
     pub running: Option<Run>,
     /// Runs per outcome.
-    pub totals: BTreeMap<String, u64>,
+    pub totals: BTreeMap<Outcome, u64>,
 }
 
 /// An open catalog. Its calls block (it runs its own small runtime), like every other
@@ -535,10 +575,11 @@ impl Catalog {
             last_success,
             last_failure,
             running,
-            totals: totals
-                .iter()
-                .map(|r| (r.get::<String, _>(0), r.get::<i64, _>(1) as u64))
-                .collect(),
+            totals: totals.iter().fold(BTreeMap::new(), |mut all, r| {
+                let outcome = Outcome::from_word(&r.get::<String, _>(0));
+                *all.entry(outcome).or_default() += r.get::<i64, _>(1) as u64;
+                all
+            }),
         })
     }
 
@@ -598,7 +639,7 @@ impl Catalog {
     ///
     /// # Errors
     /// When the catalog cannot be read.
-    pub fn recent_outcomes(&mut self, job: &str, n: u32) -> Result<Vec<String>, CatalogError> {
+    pub fn recent_outcomes(&mut self, job: &str, n: u32) -> Result<Vec<Outcome>, CatalogError> {
         let conn = &mut self.conn;
         let rows = self.rt.block_on(async {
             sqlx::query(
@@ -612,7 +653,10 @@ impl Catalog {
             .await
         });
         let rows = rows.map_err(|e| self.error(e))?;
-        Ok(rows.iter().map(|r| r.get(0)).collect())
+        Ok(rows
+            .iter()
+            .map(|r| Outcome::from_word(&r.get::<String, _>(0)))
+            .collect())
     }
 
     /// Marks runs left `running` by a process that no longer exists (killed, or the host went
@@ -655,7 +699,7 @@ fn run_of(r: &sqlx::sqlite::SqliteRow) -> Run {
         pid: r.get(3),
         started: parse_stamp(&started).unwrap_or_default(),
         finished: finished.as_deref().and_then(parse_stamp),
-        outcome: r.get(6),
+        outcome: Outcome::from_word(&r.get::<String, _>(6)),
         snapshot: r.get(7),
         bytes: r.get::<Option<i64>, _>(8).map(|b| b as u64),
         snapshots: r.get::<Option<i64>, _>(9).map(|b| b as u64),
@@ -716,9 +760,9 @@ mod tests {
         assert_eq!(ok.bytes, Some(1234));
         assert_eq!(ok.snapshots, Some(7));
         assert_eq!(h.last_failure.unwrap().error.as_deref(), Some("store full"));
-        assert_eq!(h.last.unwrap().outcome, "failure");
+        assert_eq!(h.last.unwrap().outcome, Outcome::Failure);
         assert_eq!(h.running.unwrap().trigger, "schedule");
-        assert_eq!(h.totals["skipped"], 1);
+        assert_eq!(h.totals[&Outcome::Skipped], 1);
         assert_eq!(c.last_started().unwrap().len(), 1);
         assert_eq!(
             std::fs::metadata(dir.path().join(FILE_NAME))
@@ -731,7 +775,7 @@ mod tests {
         drop(c);
         // A second open keeps the history (the migration is applied once).
         let mut c = Catalog::open(dir.path()).unwrap();
-        assert_eq!(c.history("backup").unwrap().totals["failure"], 1);
+        assert_eq!(c.history("backup").unwrap().totals[&Outcome::Failure], 1);
     }
 
     #[test]
@@ -755,7 +799,7 @@ mod tests {
         let h = c.history("backup").unwrap();
         assert!(h.running.is_none());
         let failed = h.last_failure.unwrap();
-        assert_eq!(failed.outcome, "interrupted");
+        assert_eq!(failed.outcome, Outcome::Interrupted);
         assert!(failed.error.unwrap().contains("ended before this run did"));
         // An interrupted run does not count as having run, for catch-up.
         assert!(c.last_started().unwrap().is_empty());

@@ -48,7 +48,7 @@ pub fn render(histories: &[(String, JobHistory)]) -> String {
         per_job(&|h| {
             h.last
                 .as_ref()
-                .map(|r| f64::from(u8::from(r.outcome == "success")))
+                .map(|r| f64::from(u8::from(r.outcome == crate::catalog::Outcome::Success)))
         }),
     );
     family(
@@ -112,7 +112,7 @@ pub fn render(histories: &[(String, JobHistory)]) -> String {
         .flat_map(|(job, h)| {
             h.totals.iter().map(move |(outcome, n)| {
                 (
-                    format!("job=\"{}\",outcome=\"{}\"", escape(job), escape(outcome)),
+                    format!("job=\"{}\",outcome=\"{}\"", escape(job), outcome),
                     *n as f64,
                 )
             })

@@ -26,7 +26,7 @@ use secrecy::SecretString;
 use serde::Serialize;
 
 use crate::database::{Address, Database, DbError, Engine, Fingerprint, same_file, same_host};
-use crate::snapshot::{DatabaseInfo, SourceRecord, TableRows};
+use crate::snapshot::{DatabaseInfo, SourceRecord, StreamKind, TableRows};
 use crate::source::SourceConfig;
 use crate::source::{DumpCommand, DumpOutcome, FeedError};
 
@@ -82,12 +82,12 @@ impl std::error::Error for IsSourceDatabase {}
 /// # Errors
 /// Naming both and what to pass instead.
 pub fn check_engine(source: &SourceRecord, target: &Address) -> anyhow::Result<()> {
-    if source.kind != target.engine().kind() {
-        let example = match source.kind.as_str() {
-            "postgres" => "postgres://user@host:5432/staging",
-            "mysql" => "mysql://user@host:3306/staging",
-            "sqlite" => "sqlite:///path/to/staging.db",
-            _ => bail!(
+    if source.kind.as_str() != target.engine().kind() {
+        let example = match source.kind {
+            StreamKind::Postgres => "postgres://user@host:5432/staging",
+            StreamKind::Mysql => "mysql://user@host:3306/staging",
+            StreamKind::Sqlite => "sqlite:///path/to/staging.db",
+            StreamKind::Directory | StreamKind::Checksums => bail!(
                 "source '{}' is a {} stream, not a database dump; restore it with --to DIR",
                 source.name,
                 source.kind

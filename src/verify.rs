@@ -298,7 +298,7 @@ fn deep_check(
         keys.identity_file,
     )
     .map_err(|e| e.to_string())?;
-    if source.kind != "directory" {
+    if !source.kind.is_folder() {
         // A database dump: decrypt and decompress it to the end (its size is checked there).
         let bytes = std::thread::scope(|scope| {
             std::io::copy(

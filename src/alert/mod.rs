@@ -338,7 +338,10 @@ impl Alerts {
             Outcome::Success => true,
             Outcome::Failure => false,
             // Stopped by a shutdown, skipped behind another job: nothing went wrong.
-            Outcome::Stopped | Outcome::Skipped | Outcome::Interrupted => return,
+            // (A finish is never `Running`.)
+            Outcome::Stopped | Outcome::Skipped | Outcome::Interrupted | Outcome::Running => {
+                return;
+            }
         };
         let detail = match (ok, error) {
             (false, Some(e)) => {
@@ -381,7 +384,7 @@ impl Alerts {
                 .and_then(|c| c.recent_outcomes(job, 2).ok())
                 .unwrap_or_default();
             // This run is the newest; the one before it failed: recovered.
-            if recent.get(1).is_some_and(|o| o == "failure") {
+            if recent.get(1) == Some(&Outcome::Failure) {
                 Kind::Recovered
             } else if self.config.notify_on_success {
                 Kind::Success

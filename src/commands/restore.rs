@@ -87,7 +87,7 @@ pub fn run(config_path: &Path, args: &RestoreArgs) -> anyhow::Result<ExitCode> {
     }
     // Database dumps are written as DIR/<source>.sql files.
     let (dumps, sources): (Vec<&SourceRecord>, Vec<&SourceRecord>) =
-        sources.into_iter().partition(|s| s.kind != "directory");
+        sources.into_iter().partition(|s| !s.kind.is_folder());
     let mut dump_files = Vec::new();
     for s in &dumps {
         let file = to.join(format!("{}.sql", s.name));

@@ -172,7 +172,7 @@ pub(super) fn check_space(dir: &Path, m: &Manifest) -> anyhow::Result<()> {
     let folders: u64 = m
         .sources
         .iter()
-        .filter(|s| s.kind == "directory")
+        .filter(|s| s.kind.is_folder())
         .map(|s| s.plaintext_bytes)
         .sum();
     // What an earlier drill left there is replaced.
@@ -180,7 +180,7 @@ pub(super) fn check_space(dir: &Path, m: &Manifest) -> anyhow::Result<()> {
     let reclaimable = m
         .sources
         .iter()
-        .filter(|s| s.kind == "directory")
+        .filter(|s| s.kind.is_folder())
         .map(|s| tree_bytes(&dir.join(&s.name)))
         .sum::<u64>();
     if free + reclaimable < needed {

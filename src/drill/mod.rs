@@ -101,7 +101,7 @@ pub struct DatabaseCheck {
 #[derive(Debug, Clone, Serialize)]
 pub struct SourceResult {
     pub name: String,
-    pub kind: String,
+    pub kind: crate::snapshot::StreamKind,
     pub stored_bytes: u64,
     pub plaintext_bytes: u64,
     pub download_seconds: f64,
@@ -260,7 +260,7 @@ pub fn drill(config: &Config, opts: &DrillOptions<'_>) -> anyhow::Result<DrillRe
                 names.join(", ")
             );
         };
-        if s.kind == "directory" {
+        if s.kind.is_folder() {
             bail!(
                 "[[drill.database]] names source '{}', a folder; only database sources load into a \
                  staging database (folders go to drill.staging_dir)",
@@ -298,7 +298,7 @@ pub fn drill(config: &Config, opts: &DrillOptions<'_>) -> anyhow::Result<DrillRe
         targets.push((d, target));
     }
     // What an earlier drill left is removed before the clock starts.
-    for s in m.sources.iter().filter(|s| s.kind == "directory") {
+    for s in m.sources.iter().filter(|s| s.kind.is_folder()) {
         let dir = staging.join(&s.name);
         remove_tree(&dir).with_context(|| format!("emptying {} for the drill", dir.display()))?;
     }
@@ -373,7 +373,7 @@ pub fn drill(config: &Config, opts: &DrillOptions<'_>) -> anyhow::Result<DrillRe
         crate::shutdown::check()?;
         let mut result = SourceResult {
             name: s.name.clone(),
-            kind: s.kind.clone(),
+            kind: s.kind,
             stored_bytes: s.streams().iter().map(|st| st.encrypted_bytes).sum(),
             plaintext_bytes: s.plaintext_bytes,
             download_seconds,
@@ -385,7 +385,7 @@ pub fn drill(config: &Config, opts: &DrillOptions<'_>) -> anyhow::Result<DrillRe
             database: None,
             failures: Vec::new(),
         };
-        if s.kind == "directory" {
+        if s.kind.is_folder() {
             let dir = staging.join(&s.name);
             extract_folder(&spool.store, &m, s, &dir, &keys, &mut result)?;
             let t = Instant::now();

@@ -25,12 +25,59 @@ pub struct Manifest {
     pub sources: Vec<SourceRecord>,
 }
 
+/// What a stream holds: a folder's tar, a database's dump, or a folder's checksum list. On
+/// the store it is the lowercase word (`directory`, `postgres`, …).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StreamKind {
+    Directory,
+    Postgres,
+    Mysql,
+    Sqlite,
+    /// A directory source's per-file sha256 list (never a source of its own in a manifest).
+    Checksums,
+}
+
+impl StreamKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StreamKind::Directory => "directory",
+            StreamKind::Postgres => "postgres",
+            StreamKind::Mysql => "mysql",
+            StreamKind::Sqlite => "sqlite",
+            StreamKind::Checksums => "checksums",
+        }
+    }
+
+    /// A folder's tar (as opposed to a database dump).
+    pub fn is_folder(self) -> bool {
+        self == StreamKind::Directory
+    }
+
+    /// The kind of a configured source's stream (`SourceConfig::kind_name`).
+    pub fn of_source(name: &str) -> Option<StreamKind> {
+        match name {
+            "directory" => Some(StreamKind::Directory),
+            "postgres" => Some(StreamKind::Postgres),
+            "mysql" => Some(StreamKind::Mysql),
+            "sqlite" => Some(StreamKind::Sqlite),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for StreamKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// One source's stream in a snapshot.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SourceRecord {
     pub name: String,
-    /// Source type: `directory`, later `postgres`, `mysql`, `sqlite`.
-    pub kind: String,
+    /// What the stream holds.
+    pub kind: StreamKind,
     /// Stream name, e.g. `files.tar.gz.age`; parts are `<stream>.00001`, ….
     pub stream: String,
     /// Bytes of the uncompressed stream (the tar or the dump).
@@ -116,7 +163,7 @@ impl SourceRecord {
         let c = self.checksums.as_ref()?;
         Some(SourceRecord {
             name: format!("{} checksums", self.name),
-            kind: "checksums".into(),
+            kind: StreamKind::Checksums,
             stream: c.stream.clone(),
             plaintext_bytes: c.plaintext_bytes,
             compressed_bytes: c.compressed_bytes,

@@ -19,8 +19,8 @@ use crate::store::StoreError;
 
 pub use id::SnapshotId;
 pub use manifest::{
-    ChecksumsRecord, DatabaseInfo, EntryCounts, Manifest, PartRecord, SourceRecord, TableRows,
-    is_valid_source_name, part_name,
+    ChecksumsRecord, DatabaseInfo, EntryCounts, Manifest, PartRecord, SourceRecord, StreamKind,
+    TableRows, is_valid_source_name, part_name,
 };
 pub use read::{
     Accept, Checked, Listing, Resolved, committed_ids, delete_snapshot, list, newest_trusted,

@@ -402,7 +402,7 @@ mod tests {
         };
         let source = SourceRecord {
             name: "files".into(),
-            kind: "directory".into(),
+            kind: crate::snapshot::StreamKind::Directory,
             stream: "files.tar.gz.age".into(),
             plaintext_bytes: 1,
             compressed_bytes: 1,

@@ -367,7 +367,7 @@ pub fn store_stream_snapshot(
         recipients: vec![env.recipient.clone()],
         sources: vec![SourceRecord {
             name: name.into(),
-            kind: kind.into(),
+            kind: coffer::snapshot::StreamKind::of_source(kind).expect("a source kind"),
             stream,
             plaintext_bytes: encoded.plaintext_bytes,
             compressed_bytes: encoded.compressed_bytes,
