@@ -82,7 +82,9 @@ mod tests {
         let hour = Duration::from_secs(3600);
         let old = SnapshotId::new((now - 3 * hour).into());
         let young = SnapshotId::new((now + hour + hour / 2).into());
-        let done = SnapshotId::new((now - 3 * hour).into());
+        // A second later than `old`: two ids of one instant share all but 12 random bits.
+        let done = SnapshotId::new((now - 3 * hour + Duration::from_secs(1)).into());
+        assert_ne!(old, done);
         for id in [&old, &young, &done] {
             store::put_bytes(&store, &id.key("files.tar.gz.age.00001"), b"p").unwrap();
         }

@@ -327,16 +327,58 @@ fn a_lock_left_by_a_killed_backup_is_taken_over() {
     );
 }
 
+/// A yearly fire (03:00 Berlin time on `day`.`month`, never the 29th to 31st) that fell
+/// about 182 days before `now`, and how the daemon names its next fire.
+fn yearly_fire_half_a_year_off(
+    now: chrono::DateTime<chrono::Utc>,
+) -> (u32, u32, chrono::DateTime<chrono_tz::Tz>) {
+    use chrono::{Datelike, TimeZone};
+    let berlin = chrono_tz::Europe::Berlin;
+    let then = (now - chrono::TimeDelta::days(182)).with_timezone(&berlin);
+    let (month, day) = (then.month(), then.day().min(28));
+    let fire = |year| berlin.with_ymd_and_hms(year, month, day, 3, 0, 0).unwrap();
+    let this_year = now.with_timezone(&berlin).year();
+    let next = if fire(this_year) > now {
+        fire(this_year)
+    } else {
+        fire(this_year + 1)
+    };
+    (month, day, next)
+}
+
+#[test]
+fn the_yearly_test_fire_is_months_from_any_day() {
+    for start in [
+        "2026-01-01T01:59:59Z",
+        "2026-07-02T02:00:00Z",
+        "2028-02-29T12:00:00Z",
+    ] {
+        let now: chrono::DateTime<chrono::Utc> = start.parse().unwrap();
+        let (month, day, next) = yearly_fire_half_a_year_off(now);
+        assert!(day <= 28 && (1..=12).contains(&month));
+        let ahead = next.with_timezone(&chrono::Utc) - now;
+        assert!(
+            ahead > chrono::TimeDelta::days(150) && ahead < chrono::TimeDelta::days(220),
+            "{start}: next {next}"
+        );
+    }
+}
+
 #[test]
 fn a_missed_backup_is_caught_up_once_and_systemd_hears_ready_and_stopping() {
     let env = Env::new();
-    // Once a year, 1 January 03:00 Berlin time: missed for sure if the last run is older.
+    // Once a year at 03:00 Berlin time, on a day about half a year ago: missed for sure (the
+    // last run is made older still), and its next fire is months away, whatever today is (a
+    // fixed date such as 1 January misbehaved when the test ran near it).
+    let (month, day, next) = yearly_fire_half_a_year_off(chrono::Utc::now());
     let cfg = config(
         &env,
         "coffer.toml",
         None,
-        "[retention]\nkeep_last = 5\n[jobs.backup]\nschedule = \"0 0 3 1 1 *\"\n\
-         [metrics]\ntextfile = \"coffer.prom\"\n",
+        &format!(
+            "[retention]\nkeep_last = 5\n[jobs.backup]\nschedule = \"0 0 3 {day} {month} *\"\n\
+             [metrics]\ntextfile = \"coffer.prom\"\n"
+        ),
     );
     env.backup(&cfg);
     let sqlite = Command::new("sqlite3")
@@ -373,18 +415,11 @@ fn a_missed_backup_is_caught_up_once_and_systemd_hears_ready_and_stopping() {
         log_text.contains("missed while the daemon was down"),
         "{log_text}"
     );
-    // The next 1 January 03:00 CET (02:00 UTC).
-    let now = chrono::Utc::now();
-    let this_year = chrono::Datelike::year(&now);
-    let this_one =
-        chrono::TimeZone::with_ymd_and_hms(&chrono::Utc, this_year, 1, 1, 2, 0, 0).unwrap();
-    let next_year = if now < this_one {
-        this_year
-    } else {
-        this_year + 1
-    };
     assert!(
-        log_text.contains(&format!("next run at {next_year}-01-01 03:00:00 CET")),
+        log_text.contains(&format!(
+            "next run at {}",
+            next.format("%Y-%m-%d %H:%M:%S %Z")
+        )),
         "{log_text}"
     );
 
@@ -410,12 +445,13 @@ fn a_missed_backup_is_caught_up_once_and_systemd_hears_ready_and_stopping() {
     assert_eq!(backup["runs"], runs_before, "{s:#}");
     assert_eq!(backup["last_success"]["trigger"], "catch-up", "{s:#}");
     assert_eq!(backup["runs"]["success"], 2, "{s:#}");
-    assert_eq!(backup["schedule"], "0 0 3 1 1 *");
+    assert_eq!(backup["schedule"], format!("0 0 3 {day} {month} *"));
+    let next_utc = next.with_timezone(&chrono::Utc).format("%Y-%m-%dT%H:%M:%S");
     assert!(
         backup["next_run"]
             .as_str()
             .unwrap()
-            .starts_with(&format!("{next_year}-01-01T02:00:00")),
+            .starts_with(&next_utc.to_string()),
         "{s:#}"
     );
     assert!(s["newest_snapshot"]["age_seconds"].as_i64().unwrap() < 600);

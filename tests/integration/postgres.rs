@@ -471,7 +471,17 @@ fn postgres_counts_come_from_the_snapshot_the_dump_reads() {
             batches
         })
     };
+    // Bounded: a writer that died (a failed psql) must fail the test, not hang it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while psql(&src.0, "SELECT count(*) FROM busy") == "300000" {
+        assert!(
+            !writer.is_finished(),
+            "the writer stopped before writing a row"
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the writer wrote no row in 30 s"
+        );
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
     let out = env.ok(&config, &["backup", "--json"]);
