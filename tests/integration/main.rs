@@ -6,6 +6,7 @@ mod support;
 mod alerts;
 mod config_examples;
 mod daemon;
+mod daemon_jobs;
 mod drill;
 mod faults;
 mod frappe;
