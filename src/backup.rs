@@ -129,6 +129,37 @@ struct Preflight {
     info: DatabaseInfo,
 }
 
+impl Preflight {
+    /// Ends the session once the dump is done (releasing the snapshot it exported). After a
+    /// good dump, counts read before it are read again, to tell quiet tables (which a restore
+    /// must match exactly) from tables written to meanwhile.
+    fn finish(self, source: &SourceConfig, dumped: bool) -> DatabaseInfo {
+        let Preflight {
+            mut session,
+            mut info,
+            ..
+        } = self;
+        if info.counted == "before-dump" && dumped {
+            match session.row_counts(source.exact_count_limit) {
+                Ok(after) => {
+                    for t in info.tables.iter_mut().filter(|t| t.exact) {
+                        t.rows_after = after
+                            .iter()
+                            .find(|a| a.name == t.name && a.exact)
+                            .map(|a| a.rows);
+                    }
+                }
+                Err(e) => tracing::warn!(
+                    source = source.name,
+                    "could not count the rows again after the dump: {e}"
+                ),
+            }
+        }
+        session.close();
+        info
+    }
+}
+
 /// Connects to a database source (a wrong password or an unreachable server fails here, with
 /// sqlx's clear message, before any dump starts) and reads what the manifest records of it.
 fn preflight(source: &SourceConfig) -> anyhow::Result<Option<Preflight>> {
@@ -238,59 +269,198 @@ pub fn backup_waiting(
     while !store.list(&id.prefix())?.is_empty() {
         id = SnapshotId::new(Utc::now());
     }
-    let prefix = id.prefix();
-    let opts = EncodeOptions {
-        part_size: config.store.part_size,
-        compress: config.compression,
+    let streaming = Streaming {
+        config,
+        store,
+        id: &id,
+        prefix: id.prefix(),
+        opts: EncodeOptions {
+            part_size: config.store.part_size,
+            compress: config.compression,
+        },
+        progress,
     };
     let expanded = expand_sources(&config.sources)?;
     let mut sources = Vec::new();
     let mut warnings = Vec::new();
     for source in &expanded {
+        // Earlier sources may be uploading still: every failure goes through discard.
+        let record = streaming
+            .source(source)
+            .map_err(|e| discard(store, &id, e))?;
+        warnings.extend(record.1.into_iter().map(|w| (source.name.clone(), w)));
+        sources.push(record.0);
+    }
+    let manifest = Manifest {
+        format: FORMAT_NAME.to_string(),
+        format_version: FORMAT_VERSION,
+        id: id.clone(),
+        created,
+        // From the monotonic clock: a wall clock stepped back during the backup (NTP at boot)
+        // must not make `finished` precede `created`, which readers refuse.
+        finished: created + chrono::TimeDelta::from_std(started.elapsed()).unwrap_or_default(),
+        host: gethostname::gethostname().to_string_lossy().into_owned(),
+        coffer_version: env!("CARGO_PKG_VERSION").to_string(),
+        recipients: config
+            .encryption
+            .recipients
+            .iter()
+            .map(ToString::to_string)
+            .collect(),
+        sources,
+    };
+    let signing = commit(store, &manifest, &signing_key).map_err(|e| discard(store, &id, e))?;
+    // Stopping: the snapshot is written; the sweep can wait for the next backup.
+    let swept = if crate::shutdown::requested() {
+        Vec::new()
+    } else {
+        snapshot::sweep_orphans(store, config.store.orphan_grace, SystemTime::now()).unwrap_or_else(
+            |e| {
+                tracing::warn!("could not sweep unfinished snapshots: {e}");
+                Vec::new()
+            },
+        )
+    };
+    Ok(BackupReport {
+        manifest,
+        warnings,
+        seconds: started.elapsed().as_secs_f64(),
+        swept,
+        new_signing_key,
+        signing_seconds: signing.as_secs_f64(),
+    })
+}
+
+/// Where a backup's streams go: the new snapshot's folder in the store.
+struct Streaming<'a> {
+    config: &'a Config,
+    store: &'a dyn Store,
+    id: &'a SnapshotId,
+    prefix: String,
+    opts: EncodeOptions,
+    progress: &'a (dyn Fn(u64) + Sync),
+}
+
+impl Streaming<'_> {
+    /// A failure of `source` at `stage`, as alerts and the history read it.
+    fn failed(&self, source: &SourceConfig, stage: &'static str, before_dump: bool) -> Failed {
+        Failed {
+            source: Some(source.name.clone()),
+            stage,
+            snapshot: self.id.to_string(),
+            message: if before_dump {
+                format!(
+                    "backup of source '{}' failed before its dump; no snapshot was written",
+                    source.name
+                )
+            } else {
+                format!(
+                    "backup of source '{}' failed; no snapshot was written",
+                    source.name
+                )
+            },
+        }
+    }
+
+    /// Streams one source into the snapshot (and a folder's checksum list beside it); its
+    /// record for the manifest and the paths that had problems.
+    ///
+    /// # Errors
+    /// With a `Failed` context; the caller discards the snapshot.
+    fn source(&self, source: &SourceConfig) -> anyhow::Result<(SourceRecord, Vec<Warning>)> {
+        let mut pre = preflight(source)
+            .map_err(|e| e.context(self.failed(source, "connecting to the database", true)))?;
+        let snapshot = pre.as_ref().and_then(|p| p.snapshot.clone());
+        let result = self.encode_source(source, snapshot);
+        // The exported snapshot (if any) is released only now that the dump has read it.
+        let preflight = pre.take().map(|p| p.finish(source, result.is_ok()));
+        let (encoded, mut extras) = result.map_err(|e| {
+            let (err, stage) = match e {
+                EncodeError::Source(AnyError(e)) => (e, "reading the source"),
+                sink @ EncodeError::Sink { .. } => (anyhow!(sink), "storing the parts"),
+            };
+            err.context(self.failed(source, stage, false))
+        })?;
+        // A folder's file list with each file's sha256, encrypted as a stream of its own
+        // (the manifest never names a file): what a drill checks restored files against.
+        let checksums = match extras.checksums.take() {
+            None => None,
+            Some(list) => Some(
+                self.checksums(source, list)
+                    .map_err(|e| e.context(self.failed(source, "storing the parts", false)))?,
+            ),
+        };
+        let mut counts: BTreeMap<String, u64> = BTreeMap::new();
+        for w in &extras.warnings {
+            *counts.entry(w.kind.as_str().to_string()).or_default() += 1;
+        }
+        let (dump_tool, dump_tool_version) = match extras.tool {
+            Some((tool, version)) => (Some(tool), version),
+            None => (None, None),
+        };
+        let record = SourceRecord {
+            name: source.name.clone(),
+            kind: crate::snapshot::StreamKind::of_source(source.kind_name())
+                .expect("presets are expanded before a backup streams a source"),
+            stream: source.stream_name(),
+            plaintext_bytes: encoded.plaintext_bytes,
+            compressed_bytes: encoded.compressed_bytes,
+            encrypted_bytes: encoded.encrypted_bytes,
+            sha256: encoded.sha256,
+            parts: encoded.parts,
+            entries: extras.entries,
+            file_bytes: extras.file_bytes,
+            checksums,
+            warnings: counts,
+            dump_tool,
+            dump_tool_version,
+            database: extras.database.or(preflight),
+        };
+        Ok((record, extras.warnings))
+    }
+
+    /// Encodes one stream of this snapshot from what `produce` writes.
+    fn encode<T>(
+        &self,
+        stream: &str,
+        progress: &(dyn Fn(u64) + Sync),
+        produce: impl FnOnce(&mut crate::pipeline::BlockWriter<'_>) -> Result<T, AnyError>,
+    ) -> Result<(crate::pipeline::EncodedStream, T), EncodeError<AnyError>> {
+        encode_stream(
+            self.store,
+            &self.prefix,
+            stream,
+            &self.config.encryption.recipients,
+            &self.opts,
+            progress,
+            produce,
+        )
+    }
+
+    /// Writes the source's tar or dump through the pipeline.
+    fn encode_source(
+        &self,
+        source: &SourceConfig,
+        pg_snapshot: Option<String>,
+    ) -> Result<(crate::pipeline::EncodedStream, SourceExtras), EncodeError<AnyError>> {
         let stream = source.stream_name();
         let encode = |produce: &mut dyn FnMut(
             &mut crate::pipeline::BlockWriter<'_>,
         ) -> anyhow::Result<SourceExtras>| {
-            encode_stream(
-                store,
-                &prefix,
-                &stream,
-                &config.encryption.recipients,
-                &opts,
-                progress,
-                |w| produce(w).map_err(AnyError),
-            )
+            self.encode(&stream, self.progress, |w| produce(w).map_err(AnyError))
         };
-        let mut pre = match preflight(source) {
-            Ok(pre) => pre,
-            Err(e) => {
-                let err = e.context(Failed {
-                    source: Some(source.name.clone()),
-                    stage: "connecting to the database",
-                    snapshot: id.to_string(),
-                    message: format!(
-                        "backup of source '{}' failed before its dump; no snapshot was written",
-                        source.name
-                    ),
-                });
-                return Err(discard(store, &id, err));
-            }
-        };
-        let result = match &source.kind {
-            SourceKind::Frappe { .. } => {
-                let err = anyhow!("source '{}': a frappe preset left unexpanded", source.name);
-                return Err(discard(store, &id, err));
-            }
+        match &source.kind {
+            SourceKind::Frappe { .. } => Err(EncodeError::Source(AnyError(anyhow!(
+                "source '{}': a frappe preset left unexpanded",
+                source.name
+            )))),
             SourceKind::Directory {
                 path,
                 exclude,
                 only,
             } => {
-                // Earlier sources may be uploading still: every failure goes through discard.
-                let excludes = match Excludes::new(exclude) {
-                    Ok(ex) => ex,
-                    Err(e) => return Err(discard(store, &id, anyhow!(e))),
-                };
+                let excludes = Excludes::new(exclude)
+                    .map_err(|e| EncodeError::Source(AnyError(anyhow!(e))))?;
                 let dir = DirectorySource::new(path, excludes).with_only(only.clone());
                 encode(&mut |w| {
                     let walk = dir.write_tar(w)?;
@@ -315,7 +485,7 @@ pub fn backup_waiting(
                     password: password.clone(),
                     no_owner: *no_owner,
                     dump_tool: dump_tool.clone(),
-                    snapshot: pre.as_ref().and_then(|p| p.snapshot.clone()),
+                    snapshot: pg_snapshot,
                 };
                 let version = pg.tool_version();
                 encode(&mut |w| dumped(&source.name, "pg_dump", &version, pg.write_dump(w)?))
@@ -361,197 +531,68 @@ pub fn backup_waiting(
                 );
                 encode(&mut |w| dumped(&source.name, &tool, &version, my.write_dump(w)?))
             }
-        };
-        // The exported snapshot (if any) is released only now that the dump has read it.
-        // Counts read before the dump are read again after it, to tell quiet tables (which a
-        // restore must match exactly) from tables written to meanwhile.
-        let preflight = pre.take().map(|p| {
-            let Preflight {
-                mut session,
-                mut info,
-                ..
-            } = p;
-            if info.counted == "before-dump" && result.is_ok() {
-                match session.row_counts(source.exact_count_limit) {
-                    Ok(after) => {
-                        for t in info.tables.iter_mut().filter(|t| t.exact) {
-                            t.rows_after = after
-                                .iter()
-                                .find(|a| a.name == t.name && a.exact)
-                                .map(|a| a.rows);
-                        }
-                    }
-                    Err(e) => tracing::warn!(
-                        source = source.name,
-                        "could not count the rows again after the dump: {e}"
-                    ),
-                }
-            }
-            session.close();
-            info
-        });
-        let (encoded, mut extras) = match result {
-            Ok(done) => done,
-            Err(e) => {
-                let (err, stage) = match e {
-                    EncodeError::Source(AnyError(e)) => (e, "reading the source"),
-                    sink @ EncodeError::Sink { .. } => (anyhow!(sink), "storing the parts"),
-                };
-                let err = err.context(Failed {
-                    source: Some(source.name.clone()),
-                    stage,
-                    snapshot: id.to_string(),
-                    message: format!(
-                        "backup of source '{}' failed; no snapshot was written",
-                        source.name
-                    ),
-                });
-                return Err(discard(store, &id, err));
-            }
-        };
-        // A folder's file list with each file's sha256, encrypted as a stream of its own
-        // (the manifest never names a file): what a drill checks restored files against.
-        let checksums = match extras.checksums.take() {
-            None => None,
-            Some(mut list) => {
-                let stream = format!("{}.sha256.gz.age", source.name);
-                let stored = encode_stream(
-                    store,
-                    &prefix,
-                    &stream,
-                    &config.encryption.recipients,
-                    &opts,
-                    &|_| {},
-                    |w| list.write_to(w),
-                );
-                match stored {
-                    Ok((c, ())) => Some(ChecksumsRecord {
-                        stream,
-                        files: list.lines(),
-                        plaintext_bytes: c.plaintext_bytes,
-                        compressed_bytes: c.compressed_bytes,
-                        encrypted_bytes: c.encrypted_bytes,
-                        sha256: c.sha256,
-                        parts: c.parts,
-                    }),
-                    Err(e) => {
-                        let err = anyhow!(e).context(Failed {
-                            source: Some(source.name.clone()),
-                            stage: "storing the parts",
-                            snapshot: id.to_string(),
-                            message: format!(
-                                "backup of source '{}' failed; no snapshot was written",
-                                source.name
-                            ),
-                        });
-                        return Err(discard(store, &id, err));
-                    }
-                }
-            }
-        };
-        let mut counts: BTreeMap<String, u64> = BTreeMap::new();
-        for w in &extras.warnings {
-            *counts.entry(w.kind.as_str().to_string()).or_default() += 1;
-            warnings.push((source.name.clone(), w.clone()));
         }
-        let (dump_tool, dump_tool_version) = match extras.tool {
-            Some((tool, version)) => (Some(tool), version),
-            None => (None, None),
-        };
-        sources.push(SourceRecord {
-            name: source.name.clone(),
-            kind: crate::snapshot::StreamKind::of_source(source.kind_name())
-                .expect("presets are expanded before a backup streams a source"),
+    }
+
+    /// Stores a folder's checksum list as its own stream.
+    fn checksums(
+        &self,
+        source: &SourceConfig,
+        mut list: crate::checksums::ChecksumList,
+    ) -> anyhow::Result<ChecksumsRecord> {
+        let stream = format!("{}.sha256.gz.age", source.name);
+        let (c, ()) = self
+            .encode(&stream, &|_| {}, |w| {
+                list.write_to(w).map_err(AnyError::from)
+            })
+            .map_err(|e| anyhow!(e))?;
+        Ok(ChecksumsRecord {
             stream,
-            plaintext_bytes: encoded.plaintext_bytes,
-            compressed_bytes: encoded.compressed_bytes,
-            encrypted_bytes: encoded.encrypted_bytes,
-            sha256: encoded.sha256,
-            parts: encoded.parts,
-            entries: extras.entries,
-            file_bytes: extras.file_bytes,
-            checksums,
-            warnings: counts,
-            dump_tool,
-            dump_tool_version,
-            database: extras.database.or(preflight),
-        });
+            files: list.lines(),
+            plaintext_bytes: c.plaintext_bytes,
+            compressed_bytes: c.compressed_bytes,
+            encrypted_bytes: c.encrypted_bytes,
+            sha256: c.sha256,
+            parts: c.parts,
+        })
     }
-    let manifest = Manifest {
-        format: FORMAT_NAME.to_string(),
-        format_version: FORMAT_VERSION,
-        id: id.clone(),
-        created,
-        // From the monotonic clock: a wall clock stepped back during the backup (NTP at boot)
-        // must not make `finished` precede `created`, which readers refuse.
-        finished: created + chrono::TimeDelta::from_std(started.elapsed()).unwrap_or_default(),
-        host: gethostname::gethostname().to_string_lossy().into_owned(),
-        coffer_version: env!("CARGO_PKG_VERSION").to_string(),
-        recipients: config
-            .encryption
-            .recipients
-            .iter()
-            .map(ToString::to_string)
-            .collect(),
-        sources,
-    };
-    // Every part handed to the store must be stored (uploads may still be running), and
-    // only what is really there is committed (a store that lost a part, or a sweep from
-    // another host, must not produce a manifest naming missing parts).
-    if let Err(e) = store.sync() {
-        let err = anyhow!(e).context(Failed::committing(&id));
-        return Err(discard(store, &id, err));
-    }
-    if let Err(e) = confirm_parts(store, &prefix, &manifest.sources) {
-        let err = e.context(Failed::committing(&id));
-        return Err(discard(store, &id, err));
-    }
+}
+
+/// Commits a snapshot: every part handed to the store stored (uploads may still be running)
+/// and listed with its size (a store that lost a part, or a sweep from another host, must
+/// not produce a manifest naming missing parts), no stop requested, the manifest as every
+/// reader will check it, then its signature and the manifest itself. How long signing took.
+///
+/// # Errors
+/// With a `Failed` context; the caller discards the snapshot.
+fn commit(
+    store: &dyn Store,
+    manifest: &Manifest,
+    key: &crate::signing::SigningKey,
+) -> anyhow::Result<std::time::Duration> {
+    let id = &manifest.id;
+    store
+        .sync()
+        .map_err(|e| anyhow!(e).context(Failed::committing(id)))?;
+    confirm_parts(store, &id.prefix(), &manifest.sources)
+        .map_err(|e| e.context(Failed::committing(id)))?;
     // A stop requested while the last parts were stored: it never becomes a snapshot.
-    if let Err(e) = crate::shutdown::check() {
-        let err = anyhow!(e).context(Failed::committing(&id));
-        return Err(discard(store, &id, err));
-    }
-    // What every reader will check: refused here, the backup fails loudly instead of leaving a
-    // snapshot nobody can restore.
+    crate::shutdown::check().map_err(|e| anyhow!(e).context(Failed::committing(id)))?;
+    // Refused here, the backup fails loudly instead of leaving a snapshot nobody can restore.
     if let Err(why) = manifest.check_at(Utc::now()) {
-        let err = anyhow!(
+        return Err(anyhow!(
             "the manifest of snapshot {id} would be refused by every reader: {why}; is this \
              host's clock right?"
         )
-        .context(Failed::committing(&id));
-        return Err(discard(store, &id, err));
+        .context(Failed::committing(id)));
     }
-    let signing = match snapshot::write_manifest(store, &manifest, &signing_key) {
-        Ok(d) => d,
-        Err(e) => {
-            let err = anyhow!(e).context(Failed {
-                message: format!(
-                    "writing the manifest of snapshot {id} failed; no snapshot was written"
-                ),
-                ..Failed::committing(&id)
-            });
-            return Err(discard(store, &id, err));
-        }
-    };
-    // Stopping: the snapshot is written; the sweep can wait for the next backup.
-    let swept = if crate::shutdown::requested() {
-        Vec::new()
-    } else {
-        snapshot::sweep_orphans(store, config.store.orphan_grace, SystemTime::now()).unwrap_or_else(
-            |e| {
-                tracing::warn!("could not sweep unfinished snapshots: {e}");
-                Vec::new()
-            },
-        )
-    };
-    let signing_seconds = signing.as_secs_f64();
-    Ok(BackupReport {
-        manifest,
-        warnings,
-        seconds: started.elapsed().as_secs_f64(),
-        swept,
-        new_signing_key,
-        signing_seconds,
+    snapshot::write_manifest(store, manifest, key).map_err(|e| {
+        anyhow!(e).context(Failed {
+            message: format!(
+                "writing the manifest of snapshot {id} failed; no snapshot was written"
+            ),
+            ..Failed::committing(id)
+        })
     })
 }
 

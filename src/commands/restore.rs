@@ -1,17 +1,14 @@
 //! `coffer restore ID|latest --to DIR [--source NAME] [--force]`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
-use std::time::Instant;
 
 use anyhow::{anyhow, bail};
 
 use super::{human_bytes, load_config, load_identities};
 use crate::cli::RestoreArgs;
-use crate::restore::{
-    LoadedDatabase, load_database, precheck, prepare_target, restore_dump, restore_one,
-};
-use crate::snapshot::{Manifest, SourceRecord};
+use crate::restore::{LoadedDatabase, Restored, load_database, restore_to_folder};
+use crate::snapshot::Manifest;
 use crate::store::{self, Store};
 
 pub fn run(config_path: &Path, args: &RestoreArgs) -> anyhow::Result<ExitCode> {
@@ -78,58 +75,19 @@ pub fn run(config_path: &Path, args: &RestoreArgs) -> anyhow::Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let sources: Vec<&SourceRecord> = match &args.source {
-        Some(name) => vec![m.source(name)?],
-        None => m.sources.iter().collect(),
-    };
-    for s in &sources {
-        precheck(store.as_ref(), &m, s)?;
-    }
-    // Database dumps are written as DIR/<source>.sql files.
-    let (dumps, sources): (Vec<&SourceRecord>, Vec<&SourceRecord>) =
-        sources.into_iter().partition(|s| !s.kind.is_folder());
-    let mut dump_files = Vec::new();
-    for s in &dumps {
-        let file = to.join(format!("{}.sql", s.name));
-        if file.exists() && !args.force {
-            bail!(
-                "{} exists; choose another --to folder, or pass --force to replace it",
-                file.display()
-            );
-        }
-        dump_files.push((*s, file));
-    }
-    if !dumps.is_empty() {
-        // Files land in it one by one (each refused if it exists): its owner is checked.
-        prepare_target(&to, true)?;
-    }
-    // A lone directory source restores into DIR itself; otherwise each goes to DIR/<source>.
-    let targets: Vec<(&SourceRecord, PathBuf)> = sources
-        .iter()
-        .map(|s| {
-            let dir = if sources.len() == 1 && dumps.is_empty() {
-                to.clone()
-            } else {
-                to.join(&s.name)
-            };
-            (*s, dir)
-        })
-        .collect();
-    for (_, dir) in &targets {
-        prepare_target(dir, args.force)?;
-    }
-    let started = Instant::now();
-    let mut dumped = Vec::new();
-    for (s, file) in &dump_files {
-        let bytes = restore_dump(store.as_ref(), &m, s, file, &identities, &identity_file)?;
-        dumped.push((*s, file, bytes));
-    }
-    let mut results = Vec::new();
-    for (s, dir) in &targets {
-        let summary = restore_one(store.as_ref(), &m, s, dir, &identities, &identity_file)?;
-        results.push((*s, dir, summary));
-    }
-    let seconds = started.elapsed().as_secs_f64();
+    let Restored {
+        dumps: dumped,
+        folders: results,
+        seconds,
+    } = restore_to_folder(
+        store.as_ref(),
+        &m,
+        args.source.as_deref(),
+        &to,
+        args.force,
+        &identities,
+        &identity_file,
+    )?;
     if args.json {
         let rows: Vec<_> = results
             .iter()
@@ -268,71 +226,7 @@ fn restore_to_database(
             },
             human_bytes(bytes)
         );
-        let show_all = cmp.tables.len() <= 50;
-        let width = cmp
-            .tables
-            .iter()
-            .map(|t| crate::text::printable(&t.table).chars().count())
-            .max()
-            .unwrap_or(5)
-            .max(5);
-        let shown: Vec<_> = cmp
-            .tables
-            .iter()
-            .filter(|t| show_all || t.status != TableStatus::Match)
-            .collect();
-        if !shown.is_empty() {
-            println!(
-                "  {:width$}  {:>12}  {:>12}",
-                "table", "backed up", "restored"
-            );
-            for t in shown {
-                let backed = match (t.backed_up, t.backed_up_after) {
-                    (Some(n), Some(a)) if a != n => format!("{n}..{a}"),
-                    (Some(n), _) if t.backed_up_exact => n.to_string(),
-                    (Some(n), _) => format!("~{n}"),
-                    (None, _) => "-".into(),
-                };
-                let restored = t.restored.map_or_else(|| "-".into(), |n| n.to_string());
-                let status = match t.status {
-                    TableStatus::Match => "ok",
-                    TableStatus::Mismatch => "MISMATCH",
-                    TableStatus::Changed => "ok (written to during the backup)",
-                    TableStatus::Differs => "differs",
-                    TableStatus::Estimated => "estimate",
-                    TableStatus::Missing => "MISSING",
-                    TableStatus::Extra => "not in backup",
-                };
-                println!(
-                    "  {:width$}  {backed:>12}  {restored:>12}  {status}",
-                    crate::text::printable(&t.table)
-                );
-            }
-        }
-        let matched = cmp.count(TableStatus::Match) + cmp.count(TableStatus::Changed);
-        if !cmp.recorded {
-            println!(
-                "the snapshot records no row counts (made by an older coffer): {} tables restored",
-                cmp.tables.len()
-            );
-        } else {
-            println!(
-                "{matched} of {} tables match the backup's row counts{}",
-                cmp.tables.len(),
-                if show_all {
-                    ""
-                } else {
-                    " (--json lists every table)"
-                }
-            );
-        }
-        if cmp.count(TableStatus::Differs) > 0 {
-            println!(
-                "note: 'differs' marks tables that were being written to while the backup ran \
-                 and came back with a count outside what was seen before and after the dump \
-                 (rows added and removed again); check them if that is not expected"
-            );
-        }
+        print_tables(&cmp);
     }
     if !failures.is_empty() {
         let names: Vec<String> = failures
@@ -358,4 +252,75 @@ fn restore_to_database(
         return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The restored tables beside the backed-up row counts (all of them up to 50, else the ones
+/// that do not match), and what the statuses mean.
+fn print_tables(cmp: &crate::staging::Comparison) {
+    use crate::staging::TableStatus;
+    let show_all = cmp.tables.len() <= 50;
+    let width = cmp
+        .tables
+        .iter()
+        .map(|t| crate::text::printable(&t.table).chars().count())
+        .max()
+        .unwrap_or(5)
+        .max(5);
+    let shown: Vec<_> = cmp
+        .tables
+        .iter()
+        .filter(|t| show_all || t.status != TableStatus::Match)
+        .collect();
+    if !shown.is_empty() {
+        println!(
+            "  {:width$}  {:>12}  {:>12}",
+            "table", "backed up", "restored"
+        );
+        for t in shown {
+            let backed = match (t.backed_up, t.backed_up_after) {
+                (Some(n), Some(a)) if a != n => format!("{n}..{a}"),
+                (Some(n), _) if t.backed_up_exact => n.to_string(),
+                (Some(n), _) => format!("~{n}"),
+                (None, _) => "-".into(),
+            };
+            let restored = t.restored.map_or_else(|| "-".into(), |n| n.to_string());
+            let status = match t.status {
+                TableStatus::Match => "ok",
+                TableStatus::Mismatch => "MISMATCH",
+                TableStatus::Changed => "ok (written to during the backup)",
+                TableStatus::Differs => "differs",
+                TableStatus::Estimated => "estimate",
+                TableStatus::Missing => "MISSING",
+                TableStatus::Extra => "not in backup",
+            };
+            println!(
+                "  {:width$}  {backed:>12}  {restored:>12}  {status}",
+                crate::text::printable(&t.table)
+            );
+        }
+    }
+    let matched = cmp.count(TableStatus::Match) + cmp.count(TableStatus::Changed);
+    if !cmp.recorded {
+        println!(
+            "the snapshot records no row counts (made by an older coffer): {} tables restored",
+            cmp.tables.len()
+        );
+    } else {
+        println!(
+            "{matched} of {} tables match the backup's row counts{}",
+            cmp.tables.len(),
+            if show_all {
+                ""
+            } else {
+                " (--json lists every table)"
+            }
+        );
+    }
+    if cmp.count(TableStatus::Differs) > 0 {
+        println!(
+            "note: 'differs' marks tables that were being written to while the backup ran \
+             and came back with a count outside what was seen before and after the dump \
+             (rows added and removed again); check them if that is not expected"
+        );
+    }
 }
