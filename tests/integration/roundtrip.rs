@@ -302,3 +302,109 @@ fn setuid_and_setgid_bits_are_not_restored_on_files() {
         "directories keep setgid"
     );
 }
+
+#[test]
+fn restoring_as_root_keeps_owners_modes_and_mtimes() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt, lchown, symlink};
+    // SECURITY.md and OPERATIONS.md: "Run as root, they also restore owners".
+    if !crate::support::prerequisite(
+        rustix::process::geteuid().is_root(),
+        "not running as root",
+        "run the tests as root, as .ci/run does",
+    ) {
+        return;
+    }
+    let env = Env::new();
+    let site = env.path("site");
+    fs::create_dir_all(site.join("owned/deeper")).unwrap();
+    fs::write(site.join("owned/a.txt"), b"a").unwrap();
+    fs::write(site.join("owned/deeper/b.bin"), noise(3, 10_000)).unwrap();
+    fs::write(site.join("other.txt"), b"other owner").unwrap();
+    fs::write(site.join("root.txt"), b"stays root's").unwrap();
+    symlink("owned/a.txt", site.join("link")).unwrap();
+    let owners = [
+        ("owned", 1234, 5678, Some(0o750)),
+        ("owned/deeper", 1234, 5678, Some(0o700)),
+        ("owned/a.txt", 1234, 5678, Some(0o640)),
+        ("owned/deeper/b.bin", 1234, 5678, Some(0o600)),
+        ("other.txt", 4321, 8765, Some(0o604)),
+        ("link", 1111, 2222, None),
+    ];
+    for (rel, uid, gid, mode) in owners {
+        let p = site.join(rel);
+        lchown(&p, Some(uid), Some(gid)).unwrap();
+        if let Some(mode) = mode {
+            fs::set_permissions(&p, fs::Permissions::from_mode(mode)).unwrap();
+        }
+    }
+    let mut t = 1_500_000_000i64;
+    for rel in crate::support::walk(&site).into_iter().rev() {
+        t += 777;
+        let ft = filetime::FileTime::from_unix_time(t, 0);
+        filetime::set_symlink_file_times(site.join(&rel), ft, ft).unwrap();
+    }
+    let config = env.config(&site, "64MiB", "");
+    let id = env.backup(&config);
+    let target = env.path("restored");
+    env.ok(&config, &["restore", &id, "--to", target.to_str().unwrap()]);
+    assert_same_tree(&site, &target);
+    let ids = |root: &std::path::Path| -> Vec<(std::path::PathBuf, u32, u32)> {
+        crate::support::walk(root)
+            .into_iter()
+            .map(|rel| {
+                let m = fs::symlink_metadata(root.join(&rel)).unwrap();
+                (rel, m.uid(), m.gid())
+            })
+            .collect()
+    };
+    let restored = ids(&target);
+    assert_eq!(restored, ids(&site));
+    // The test means something: the owners are not all root's.
+    assert!(restored.contains(&("owned/deeper/b.bin".into(), 1234, 5678)));
+    assert!(restored.contains(&("other.txt".into(), 4321, 8765)));
+    assert!(restored.contains(&("link".into(), 1111, 2222)));
+    assert!(restored.contains(&("root.txt".into(), 0, 0)));
+}
+
+#[test]
+fn hard_links_restore_as_separate_files() {
+    use std::os::unix::fs::MetadataExt;
+    // FORMAT.md: "hard links are stored as separate regular files".
+    let env = Env::new();
+    let site = env.path("site");
+    fs::create_dir_all(site.join("sub")).unwrap();
+    fs::write(site.join("a.txt"), b"shared content").unwrap();
+    fs::hard_link(site.join("a.txt"), site.join("b.txt")).unwrap();
+    fs::hard_link(site.join("a.txt"), site.join("sub/c.txt")).unwrap();
+    assert_eq!(fs::metadata(site.join("a.txt")).unwrap().nlink(), 3);
+    let config = env.config(&site, "64MiB", "");
+    let out = env.ok(&config, &["backup", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let source = &v["manifest"]["sources"][0];
+    assert_eq!(source["entries"]["files"], 3, "{source:#}");
+    assert_eq!(source["checksums"]["files"], 3, "{source:#}");
+    assert_eq!(source["file_bytes"], 3 * 14, "{source:#}");
+    let target = env.path("restored");
+    env.ok(
+        &config,
+        &["restore", "latest", "--to", target.to_str().unwrap()],
+    );
+    let names = ["a.txt", "b.txt", "sub/c.txt"];
+    let mut inodes = std::collections::BTreeSet::new();
+    for name in names {
+        let m = fs::symlink_metadata(target.join(name)).unwrap();
+        assert!(m.is_file(), "{name}");
+        assert_eq!(m.nlink(), 1, "{name} is a file of its own");
+        inodes.insert(m.ino());
+        assert_eq!(fs::read(target.join(name)).unwrap(), b"shared content");
+    }
+    assert_eq!(inodes.len(), 3);
+    // Independent: changing one leaves the others as they were.
+    fs::write(target.join("b.txt"), b"changed").unwrap();
+    assert_eq!(fs::read(target.join("a.txt")).unwrap(), b"shared content");
+    assert_eq!(
+        fs::read(target.join("sub/c.txt")).unwrap(),
+        b"shared content"
+    );
+    env.ok(&config, &["verify", "latest", "--deep"]);
+}
