@@ -408,3 +408,121 @@ fn hard_links_restore_as_separate_files() {
     );
     env.ok(&config, &["verify", "latest", "--deep"]);
 }
+
+#[test]
+fn files_that_change_or_vanish_while_read_are_warnings_and_the_backup_succeeds() {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    // The walk writes the tar on the thread that calls `progress`, so a progress callback
+    // acts at a known point of the walk: after a file was opened and its header written,
+    // before its content is read. Layout of the tar (no pax headers: short ASCII names):
+    //   [512 header 1-grows][SIZE bytes][512 header 2-shrinks][SIZE bytes][3-vanishes]…
+    const SIZE: usize = 300 * 1024; // a multiple of 512 (no padding), more than one read
+    let env = Env::new();
+    let site = env.path("site");
+    fs::create_dir(&site).unwrap();
+    let grows = noise(11, SIZE);
+    let shrinks = noise(12, SIZE);
+    fs::write(site.join("1-grows"), &grows).unwrap();
+    fs::write(site.join("2-shrinks"), &shrinks).unwrap();
+    fs::write(site.join("3-vanishes"), b"listed, then deleted").unwrap();
+    fs::write(site.join("4-steady"), b"steady").unwrap();
+    let config_path = env.config(&site, "64MiB", "");
+    let config = coffer::config::Config::load(&config_path).unwrap();
+    let store = LocalStore::new(env.store());
+    let total = AtomicU64::new(0);
+    let done = Mutex::new((false, false));
+    let report = coffer::backup::backup(&config, &store, &|n| {
+        let at = total.fetch_add(n, Ordering::SeqCst) + n;
+        let mut done = done.lock().unwrap();
+        if !done.0 {
+            // 1-grows is open and its header written (the listing is long done).
+            done.0 = true;
+            let mut f = fs::OpenOptions::new()
+                .append(true)
+                .open(site.join("1-grows"))
+                .unwrap();
+            f.write_all(b"appended while being read").unwrap();
+            fs::remove_file(site.join("3-vanishes")).unwrap();
+        } else if !done.1 && at > (512 + SIZE) as u64 {
+            // 2-shrinks is open and its header (with SIZE) written.
+            done.1 = true;
+            let f = fs::OpenOptions::new()
+                .write(true)
+                .open(site.join("2-shrinks"))
+                .unwrap();
+            f.set_len(1000).unwrap();
+        }
+    })
+    .expect("warnings do not fail a backup");
+    assert_eq!(*done.lock().unwrap(), (true, true));
+    let mut warnings: Vec<(&str, String, String)> = report
+        .warnings
+        .iter()
+        .map(|(source, w)| {
+            assert_eq!(source, "files");
+            (
+                w.kind.as_str(),
+                w.path.display().to_string(),
+                w.detail.clone(),
+            )
+        })
+        .collect();
+    warnings.sort();
+    assert_eq!(warnings.len(), 3, "{warnings:?}");
+    assert_eq!(
+        (warnings[0].0, warnings[0].1.as_str()),
+        ("changed", "1-grows")
+    );
+    assert!(
+        warnings[0].2.contains("modified while being read"),
+        "{warnings:?}"
+    );
+    assert_eq!(
+        (warnings[1].0, warnings[1].1.as_str()),
+        ("changed", "2-shrinks")
+    );
+    assert!(
+        warnings[1].2.contains("shrank while being read"),
+        "{warnings:?}"
+    );
+    assert_eq!(
+        (warnings[2].0, warnings[2].1.as_str()),
+        ("vanished", "3-vanishes")
+    );
+    // The manifest counts them (and names no file).
+    let source = &report.manifest.sources[0];
+    assert_eq!(
+        source.warnings,
+        [("changed".to_string(), 2), ("vanished".to_string(), 1)].into()
+    );
+    assert_eq!(source.entries.as_ref().unwrap().files, 3);
+    let manifest = fs::read_to_string(
+        env.store()
+            .join("snapshots")
+            .join(report.manifest.id.as_str())
+            .join("manifest.json"),
+    )
+    .unwrap();
+    assert!(!manifest.contains("1-grows") && !manifest.contains("vanishes"));
+
+    // Each file keeps the size its header announced: cut, or padded with zeros.
+    let target = env.path("restored");
+    env.ok(
+        &config_path,
+        &["restore", "latest", "--to", target.to_str().unwrap()],
+    );
+    assert_eq!(fs::read(target.join("1-grows")).unwrap(), grows);
+    let mut padded = shrinks[..1000].to_vec();
+    padded.resize(SIZE, 0);
+    assert_eq!(fs::read(target.join("2-shrinks")).unwrap(), padded);
+    assert!(!target.join("3-vanishes").exists());
+    assert_eq!(fs::read(target.join("4-steady")).unwrap(), b"steady");
+    env.ok(&config_path, &["verify", "latest", "--deep"]);
+    // The checksum stream hashed the bytes stored, zeros included: a drill (into the default
+    // staging folder) finds every restored file as it was hashed.
+    let out = env.ok(&config_path, &["drill", "--json"]);
+    let r: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(r["sources"][0]["files"]["hashed"], 3, "{r:#}");
+    assert_eq!(r["sources"][0]["files"]["hash_failures"], 0, "{r:#}");
+}
