@@ -85,7 +85,7 @@ impl Drop for Db {
     }
 }
 
-const SCHEMA: &str = r#"
+pub(crate) const SCHEMA: &str = r#"
 SET SESSION max_recursive_iterations = 100000;
 CREATE TABLE `tabSales Invoice` (
   id INT AUTO_INCREMENT PRIMARY KEY,
@@ -111,7 +111,7 @@ CREATE VIEW paid AS SELECT id, amount FROM `tabSales Invoice` WHERE flag = 1;
 CREATE TRIGGER bump BEFORE INSERT ON `tabSales Invoice` FOR EACH ROW SET NEW.amount = NEW.amount + 1;
 "#;
 
-fn checksum(db: &str) -> String {
+pub(crate) fn checksum(db: &str) -> String {
     sql(
         db,
         "SET SESSION group_concat_max_len = 1073741824; \

@@ -81,7 +81,7 @@ impl Drop for Db {
     }
 }
 
-const SCHEMA: &str = r#"
+pub(crate) const SCHEMA: &str = r#"
 CREATE TABLE "tabSales Invoice" (
     id bigserial PRIMARY KEY,
     note text,
@@ -107,7 +107,7 @@ CREATE TRIGGER bump_amount BEFORE INSERT ON "tabSales Invoice" FOR EACH ROW EXEC
 "#;
 
 /// An ordered checksum of a table's whole content.
-fn checksum(db: &str) -> String {
+pub(crate) fn checksum(db: &str) -> String {
     psql(
         db,
         r#"SELECT count(*) || ':' || md5(string_agg(t::text, '|' ORDER BY id)) FROM "tabSales Invoice" t"#,
