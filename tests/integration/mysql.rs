@@ -85,7 +85,7 @@ impl Drop for Db {
     }
 }
 
-const SCHEMA: &str = r#"
+pub(crate) const SCHEMA: &str = r#"
 SET SESSION max_recursive_iterations = 100000;
 CREATE TABLE `tabSales Invoice` (
   id INT AUTO_INCREMENT PRIMARY KEY,
@@ -111,7 +111,7 @@ CREATE VIEW paid AS SELECT id, amount FROM `tabSales Invoice` WHERE flag = 1;
 CREATE TRIGGER bump BEFORE INSERT ON `tabSales Invoice` FOR EACH ROW SET NEW.amount = NEW.amount + 1;
 "#;
 
-fn checksum(db: &str) -> String {
+pub(crate) fn checksum(db: &str) -> String {
     sql(
         db,
         "SET SESSION group_concat_max_len = 1073741824; \
@@ -506,4 +506,80 @@ fn a_killed_dump_or_an_unreachable_server_fails_with_no_snapshot() {
     assert_eq!(env.ok(&config, &["list", "--json"]).trim(), "[]");
     let snapshots = env.store().join("snapshots");
     assert!(!snapshots.exists() || fs::read_dir(&snapshots).unwrap().count() == 0);
+}
+
+/// What a restore into a system database could change: the server's databases (other tests'
+/// own `coffer_…` ones come and go meanwhile) and the tables of its own databases.
+fn system_state() -> String {
+    sql(
+        "mysql",
+        "SELECT GROUP_CONCAT(SCHEMA_NAME ORDER BY SCHEMA_NAME) FROM information_schema.SCHEMATA \
+         WHERE SCHEMA_NAME NOT LIKE 'coffer\\_%'; \
+         SELECT TABLE_SCHEMA, COUNT(*), MD5(GROUP_CONCAT(TABLE_NAME, ':', TABLE_TYPE ORDER BY TABLE_NAME)) \
+         FROM information_schema.TABLES \
+         WHERE TABLE_SCHEMA IN ('mysql', 'sys', 'performance_schema', 'information_schema') \
+         GROUP BY TABLE_SCHEMA ORDER BY TABLE_SCHEMA",
+    )
+}
+
+#[test]
+fn every_mariadb_system_database_is_refused_whatever_the_flags() {
+    let Some(()) = server() else { return };
+    let src = Db::new("syssrc");
+    let table = format!("coffer_sys_{:08x}", rand::random::<u32>());
+    sql(
+        &src.0,
+        &format!("CREATE TABLE {table} (i INT); INSERT INTO {table} VALUES (1)"),
+    );
+    let env = Env::new();
+    let config = my_config(&env, &src.url("root"), "");
+    env.backup(&config);
+    let before = system_state();
+    assert!(before.contains("performance_schema"), "{before}");
+    let flag_sets: [&[&str]; 4] = [
+        &[],
+        &["--create"],
+        &["--force"],
+        &["--create", "--force", "--overwrite-source-database"],
+    ];
+    for system in ["mysql", "sys", "performance_schema", "information_schema"] {
+        let url = format!("mysql://root@127.0.0.1:3306/{system}");
+        for flags in flag_sets {
+            let mut args = vec!["restore", "latest", "--source", "db", "--db-url", &url];
+            args.extend_from_slice(flags);
+            let out = env.fails(&config, &args);
+            assert!(
+                out.contains(&format!(
+                    "{system} is the server's own database; name a staging database"
+                )),
+                "{system} {flags:?}: {out}"
+            );
+        }
+        // A drill's staging database is refused the same way.
+        let drill = env.config_for_source(
+            &format!("drill-{system}.toml"),
+            &format!(
+                "name = \"db\"\ntype = \"mysql\"\nurl = \"{}\"\n\
+                 [[drill.database]]\nsource = \"db\"\nurl = \"{url}\"\n",
+                src.url("root")
+            ),
+        );
+        let out = env.fails(&drill, &["drill"]);
+        assert!(
+            out.contains(&format!("{system} is the server's own database")),
+            "drill into {system}: {out}"
+        );
+    }
+    assert_eq!(system_state(), before, "nothing was changed");
+    assert_eq!(
+        sql(
+            "mysql",
+            &format!(
+                "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_NAME = '{table}' \
+                 AND TABLE_SCHEMA <> '{}'",
+                src.0
+            )
+        ),
+        "0"
+    );
 }

@@ -81,7 +81,7 @@ impl Drop for Db {
     }
 }
 
-const SCHEMA: &str = r#"
+pub(crate) const SCHEMA: &str = r#"
 CREATE TABLE "tabSales Invoice" (
     id bigserial PRIMARY KEY,
     note text,
@@ -107,7 +107,7 @@ CREATE TRIGGER bump_amount BEFORE INSERT ON "tabSales Invoice" FOR EACH ROW EXEC
 "#;
 
 /// An ordered checksum of a table's whole content.
-fn checksum(db: &str) -> String {
+pub(crate) fn checksum(db: &str) -> String {
     psql(
         db,
         r#"SELECT count(*) || ':' || md5(string_agg(t::text, '|' ORDER BY id)) FROM "tabSales Invoice" t"#,
@@ -636,5 +636,83 @@ fn nothing_is_dropped_before_the_restore_is_known_to_work_and_system_databases_a
             ],
         );
         assert!(out.contains("the server's own database"), "{out}");
+    }
+}
+
+/// What a restore into a system database could change: the server's databases (other tests'
+/// own `coffer_…` ones come and go meanwhile) and the objects in `public` of those one can
+/// connect to.
+fn system_state() -> Vec<String> {
+    let mut state = vec![psql(
+        "postgres",
+        "SELECT string_agg(datname || ':' || datallowconn, ',' ORDER BY datname) \
+         FROM pg_database WHERE datname NOT LIKE 'coffer\\_%'",
+    )];
+    for db in ["postgres", "template1"] {
+        state.push(psql(
+            db,
+            "SELECT count(*) || ':' || coalesce(string_agg(relname, ',' ORDER BY relname), '') \
+             FROM pg_class WHERE relnamespace = 'public'::regnamespace",
+        ));
+    }
+    state
+}
+
+#[test]
+fn every_postgres_system_database_is_refused_whatever_the_flags() {
+    let Some(()) = server() else { return };
+    let src = Db::new("syssrc");
+    let table = format!("coffer_sys_{:08x}", rand::random::<u32>());
+    psql(
+        &src.0,
+        &format!("CREATE TABLE {table} (i int); INSERT INTO {table} VALUES (1)"),
+    );
+    let env = Env::new();
+    let config = pg_config(&env, &src.url(), "");
+    env.backup(&config);
+    let before = system_state();
+    let flag_sets: [&[&str]; 4] = [
+        &[],
+        &["--create"],
+        &["--force"],
+        &["--create", "--force", "--overwrite-source-database"],
+    ];
+    for system in ["postgres", "template0", "template1"] {
+        let url = format!("postgres://postgres@127.0.0.1:5432/{system}");
+        for flags in flag_sets {
+            let mut args = vec!["restore", "latest", "--source", "db", "--db-url", &url];
+            args.extend_from_slice(flags);
+            let out = env.fails(&config, &args);
+            assert!(
+                out.contains(&format!(
+                    "{system} is the server's own database; name a staging database"
+                )),
+                "{system} {flags:?}: {out}"
+            );
+        }
+        // A drill's staging database is refused the same way.
+        let drill = env.config_for_source(
+            &format!("drill-{system}.toml"),
+            &format!(
+                "name = \"db\"\ntype = \"postgres\"\nurl = \"{}\"\n\
+                 [[drill.database]]\nsource = \"db\"\nurl = \"{url}\"\n",
+                src.url()
+            ),
+        );
+        let out = env.fails(&drill, &["drill"]);
+        assert!(
+            out.contains(&format!("{system} is the server's own database")),
+            "drill into {system}: {out}"
+        );
+    }
+    assert_eq!(system_state(), before, "nothing was changed");
+    for db in ["postgres", "template1"] {
+        assert_eq!(
+            psql(
+                db,
+                &format!("SELECT count(*) FROM pg_class WHERE relname = '{table}'")
+            ),
+            "0"
+        );
     }
 }

@@ -302,3 +302,227 @@ fn setuid_and_setgid_bits_are_not_restored_on_files() {
         "directories keep setgid"
     );
 }
+
+#[test]
+fn restoring_as_root_keeps_owners_modes_and_mtimes() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt, lchown, symlink};
+    // SECURITY.md and OPERATIONS.md: "Run as root, they also restore owners".
+    if !crate::support::prerequisite(
+        rustix::process::geteuid().is_root(),
+        "not running as root",
+        "run the tests as root, as .ci/run does",
+    ) {
+        return;
+    }
+    let env = Env::new();
+    let site = env.path("site");
+    fs::create_dir_all(site.join("owned/deeper")).unwrap();
+    fs::write(site.join("owned/a.txt"), b"a").unwrap();
+    fs::write(site.join("owned/deeper/b.bin"), noise(3, 10_000)).unwrap();
+    fs::write(site.join("other.txt"), b"other owner").unwrap();
+    fs::write(site.join("root.txt"), b"stays root's").unwrap();
+    symlink("owned/a.txt", site.join("link")).unwrap();
+    let owners = [
+        ("owned", 1234, 5678, Some(0o750)),
+        ("owned/deeper", 1234, 5678, Some(0o700)),
+        ("owned/a.txt", 1234, 5678, Some(0o640)),
+        ("owned/deeper/b.bin", 1234, 5678, Some(0o600)),
+        ("other.txt", 4321, 8765, Some(0o604)),
+        ("link", 1111, 2222, None),
+    ];
+    for (rel, uid, gid, mode) in owners {
+        let p = site.join(rel);
+        lchown(&p, Some(uid), Some(gid)).unwrap();
+        if let Some(mode) = mode {
+            fs::set_permissions(&p, fs::Permissions::from_mode(mode)).unwrap();
+        }
+    }
+    let mut t = 1_500_000_000i64;
+    for rel in crate::support::walk(&site).into_iter().rev() {
+        t += 777;
+        let ft = filetime::FileTime::from_unix_time(t, 0);
+        filetime::set_symlink_file_times(site.join(&rel), ft, ft).unwrap();
+    }
+    let config = env.config(&site, "64MiB", "");
+    let id = env.backup(&config);
+    let target = env.path("restored");
+    env.ok(&config, &["restore", &id, "--to", target.to_str().unwrap()]);
+    assert_same_tree(&site, &target);
+    let ids = |root: &std::path::Path| -> Vec<(std::path::PathBuf, u32, u32)> {
+        crate::support::walk(root)
+            .into_iter()
+            .map(|rel| {
+                let m = fs::symlink_metadata(root.join(&rel)).unwrap();
+                (rel, m.uid(), m.gid())
+            })
+            .collect()
+    };
+    let restored = ids(&target);
+    assert_eq!(restored, ids(&site));
+    // The test means something: the owners are not all root's.
+    assert!(restored.contains(&("owned/deeper/b.bin".into(), 1234, 5678)));
+    assert!(restored.contains(&("other.txt".into(), 4321, 8765)));
+    assert!(restored.contains(&("link".into(), 1111, 2222)));
+    assert!(restored.contains(&("root.txt".into(), 0, 0)));
+}
+
+#[test]
+fn hard_links_restore_as_separate_files() {
+    use std::os::unix::fs::MetadataExt;
+    // FORMAT.md: "hard links are stored as separate regular files".
+    let env = Env::new();
+    let site = env.path("site");
+    fs::create_dir_all(site.join("sub")).unwrap();
+    fs::write(site.join("a.txt"), b"shared content").unwrap();
+    fs::hard_link(site.join("a.txt"), site.join("b.txt")).unwrap();
+    fs::hard_link(site.join("a.txt"), site.join("sub/c.txt")).unwrap();
+    assert_eq!(fs::metadata(site.join("a.txt")).unwrap().nlink(), 3);
+    let config = env.config(&site, "64MiB", "");
+    let out = env.ok(&config, &["backup", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let source = &v["manifest"]["sources"][0];
+    assert_eq!(source["entries"]["files"], 3, "{source:#}");
+    assert_eq!(source["checksums"]["files"], 3, "{source:#}");
+    assert_eq!(source["file_bytes"], 3 * 14, "{source:#}");
+    let target = env.path("restored");
+    env.ok(
+        &config,
+        &["restore", "latest", "--to", target.to_str().unwrap()],
+    );
+    let names = ["a.txt", "b.txt", "sub/c.txt"];
+    let mut inodes = std::collections::BTreeSet::new();
+    for name in names {
+        let m = fs::symlink_metadata(target.join(name)).unwrap();
+        assert!(m.is_file(), "{name}");
+        assert_eq!(m.nlink(), 1, "{name} is a file of its own");
+        inodes.insert(m.ino());
+        assert_eq!(fs::read(target.join(name)).unwrap(), b"shared content");
+    }
+    assert_eq!(inodes.len(), 3);
+    // Independent: changing one leaves the others as they were.
+    fs::write(target.join("b.txt"), b"changed").unwrap();
+    assert_eq!(fs::read(target.join("a.txt")).unwrap(), b"shared content");
+    assert_eq!(
+        fs::read(target.join("sub/c.txt")).unwrap(),
+        b"shared content"
+    );
+    env.ok(&config, &["verify", "latest", "--deep"]);
+}
+
+#[test]
+fn files_that_change_or_vanish_while_read_are_warnings_and_the_backup_succeeds() {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    // The walk writes the tar on the thread that calls `progress`, so a progress callback
+    // acts at a known point of the walk: after a file was opened and its header written,
+    // before its content is read. Layout of the tar (no pax headers: short ASCII names):
+    //   [512 header 1-grows][SIZE bytes][512 header 2-shrinks][SIZE bytes][3-vanishes]…
+    const SIZE: usize = 300 * 1024; // a multiple of 512 (no padding), more than one read
+    let env = Env::new();
+    let site = env.path("site");
+    fs::create_dir(&site).unwrap();
+    let grows = noise(11, SIZE);
+    let shrinks = noise(12, SIZE);
+    fs::write(site.join("1-grows"), &grows).unwrap();
+    fs::write(site.join("2-shrinks"), &shrinks).unwrap();
+    fs::write(site.join("3-vanishes"), b"listed, then deleted").unwrap();
+    fs::write(site.join("4-steady"), b"steady").unwrap();
+    let config_path = env.config(&site, "64MiB", "");
+    let config = coffer::config::Config::load(&config_path).unwrap();
+    let store = LocalStore::new(env.store());
+    let total = AtomicU64::new(0);
+    let done = Mutex::new((false, false));
+    let report = coffer::backup::backup(&config, &store, &|n| {
+        let at = total.fetch_add(n, Ordering::SeqCst) + n;
+        let mut done = done.lock().unwrap();
+        if !done.0 {
+            // 1-grows is open and its header written (the listing is long done).
+            done.0 = true;
+            let mut f = fs::OpenOptions::new()
+                .append(true)
+                .open(site.join("1-grows"))
+                .unwrap();
+            f.write_all(b"appended while being read").unwrap();
+            fs::remove_file(site.join("3-vanishes")).unwrap();
+        } else if !done.1 && at > (512 + SIZE) as u64 {
+            // 2-shrinks is open and its header (with SIZE) written.
+            done.1 = true;
+            let f = fs::OpenOptions::new()
+                .write(true)
+                .open(site.join("2-shrinks"))
+                .unwrap();
+            f.set_len(1000).unwrap();
+        }
+    })
+    .expect("warnings do not fail a backup");
+    assert_eq!(*done.lock().unwrap(), (true, true));
+    let mut warnings: Vec<(&str, String, String)> = report
+        .warnings
+        .iter()
+        .map(|(source, w)| {
+            assert_eq!(source, "files");
+            (
+                w.kind.as_str(),
+                w.path.display().to_string(),
+                w.detail.clone(),
+            )
+        })
+        .collect();
+    warnings.sort();
+    assert_eq!(warnings.len(), 3, "{warnings:?}");
+    assert_eq!(
+        (warnings[0].0, warnings[0].1.as_str()),
+        ("changed", "1-grows")
+    );
+    assert!(
+        warnings[0].2.contains("modified while being read"),
+        "{warnings:?}"
+    );
+    assert_eq!(
+        (warnings[1].0, warnings[1].1.as_str()),
+        ("changed", "2-shrinks")
+    );
+    assert!(
+        warnings[1].2.contains("shrank while being read"),
+        "{warnings:?}"
+    );
+    assert_eq!(
+        (warnings[2].0, warnings[2].1.as_str()),
+        ("vanished", "3-vanishes")
+    );
+    // The manifest counts them (and names no file).
+    let source = &report.manifest.sources[0];
+    assert_eq!(
+        source.warnings,
+        [("changed".to_string(), 2), ("vanished".to_string(), 1)].into()
+    );
+    assert_eq!(source.entries.as_ref().unwrap().files, 3);
+    let manifest = fs::read_to_string(
+        env.store()
+            .join("snapshots")
+            .join(report.manifest.id.as_str())
+            .join("manifest.json"),
+    )
+    .unwrap();
+    assert!(!manifest.contains("1-grows") && !manifest.contains("vanishes"));
+
+    // Each file keeps the size its header announced: cut, or padded with zeros.
+    let target = env.path("restored");
+    env.ok(
+        &config_path,
+        &["restore", "latest", "--to", target.to_str().unwrap()],
+    );
+    assert_eq!(fs::read(target.join("1-grows")).unwrap(), grows);
+    let mut padded = shrinks[..1000].to_vec();
+    padded.resize(SIZE, 0);
+    assert_eq!(fs::read(target.join("2-shrinks")).unwrap(), padded);
+    assert!(!target.join("3-vanishes").exists());
+    assert_eq!(fs::read(target.join("4-steady")).unwrap(), b"steady");
+    env.ok(&config_path, &["verify", "latest", "--deep"]);
+    // The checksum stream hashed the bytes stored, zeros included: a drill (into the default
+    // staging folder) finds every restored file as it was hashed.
+    let out = env.ok(&config_path, &["drill", "--json"]);
+    let r: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(r["sources"][0]["files"]["hashed"], 3, "{r:#}");
+    assert_eq!(r["sources"][0]["files"]["hash_failures"], 0, "{r:#}");
+}

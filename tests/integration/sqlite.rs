@@ -441,3 +441,118 @@ fn same_lines(got: &str, want: &str) {
         "line counts differ"
     );
 }
+
+#[test]
+fn a_writer_that_commits_while_the_builtin_dump_reads_leaves_a_consistent_prefix() {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    if !have_sqlite3() {
+        return;
+    }
+    let env = Env::new();
+    let db = env.path("live.db");
+    sqlite(
+        &db,
+        "PRAGMA journal_mode=WAL; \
+         CREATE TABLE a (i INTEGER PRIMARY KEY, v TEXT); CREATE TABLE b (i INTEGER PRIMARY KEY, v TEXT); \
+         WITH RECURSIVE s(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM s WHERE n < 100000) \
+         INSERT INTO a SELECT n, 'row ' || n || ' ' || hex(randomblob(16)) FROM s; \
+         INSERT INTO b SELECT i, v FROM a;",
+    );
+    let count = || -> u64 { sqlite(&db, "SELECT count(*) FROM a").parse().unwrap() };
+    // Another process, one transaction per row pair, until it is killed.
+    let script = format!(
+        "i=100000; while :; do i=$((i+1)); sqlite3 -cmd '.timeout 5000' '{db}' \
+         \"BEGIN; INSERT INTO a VALUES($i, 'w$i'); INSERT INTO b VALUES($i, 'w$i'); COMMIT;\" || exit 1; done",
+        db = db.display()
+    );
+    let mut writer = Command::new("sh")
+        .args(["-c", &script])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let wait_for = |rows: u64| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while count() < rows {
+            assert!(Instant::now() < deadline, "the writer does not write");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    };
+    wait_for(100_010);
+    // The dump writes on the thread that calls `progress`, inside its read transaction: once
+    // a megabyte of it is out, the backup waits there until the writer has committed more.
+    // So these commits fall between the dump's first and last read, whatever the timing.
+    let config_path = config(&env, &db);
+    let config = coffer::config::Config::load(&config_path).unwrap();
+    let store = coffer::store::LocalStore::new(env.store());
+    let total = AtomicU64::new(0);
+    let mid_dump = Mutex::new(None);
+    let report = coffer::backup::backup(&config, &store, &|n| {
+        let at = total.fetch_add(n, Ordering::SeqCst) + n;
+        let mut mid = mid_dump.lock().unwrap();
+        if at > 1 << 20 && mid.is_none() {
+            let seen = count();
+            wait_for(seen + 5);
+            *mid = Some((seen, count()));
+        }
+    });
+    let after = count();
+    writer.kill().unwrap();
+    writer.wait().unwrap();
+    let report = report.unwrap();
+    let (seen, committed) = mid_dump
+        .into_inner()
+        .unwrap()
+        .expect("the dump is over a megabyte");
+    assert!(committed >= seen + 5 && after >= committed);
+    let info = report.manifest.sources[0].database.as_ref().unwrap();
+    assert_eq!(info.counted, "snapshot");
+
+    let dir = env.path("restored");
+    env.ok(
+        &config_path,
+        &["restore", "latest", "--to", dir.to_str().unwrap()],
+    );
+    let copy = env.path("copy.db");
+    let load = Command::new("sqlite3")
+        .arg(&copy)
+        .stdin(Stdio::from(fs::File::open(dir.join("app.sql")).unwrap()))
+        .output()
+        .unwrap();
+    assert!(
+        load.status.success(),
+        "{}",
+        String::from_utf8_lossy(&load.stderr)
+    );
+    assert_eq!(sqlite(&copy, "PRAGMA integrity_check"), "ok");
+    let a: u64 = sqlite(&copy, "SELECT count(*) FROM a").parse().unwrap();
+    let b: u64 = sqlite(&copy, "SELECT count(*) FROM b").parse().unwrap();
+    assert_eq!(a, b, "the dump mixes two moments");
+    // One moment before the mid-dump commits: they are not in it.
+    assert!(
+        (100_010..=seen).contains(&a),
+        "{a} rows; {seen} seen mid-dump"
+    );
+    assert_eq!(
+        info.tables.iter().map(|t| t.rows).collect::<Vec<_>>(),
+        [a, a]
+    );
+    // A prefix of what was written: rows 1..=a, the very rows of the source.
+    let rows = |db: &std::path::Path, t: &str| {
+        sqlite(
+            db,
+            &format!(
+                "SELECT count(*) || ':' || min(i) || ':' || max(i) || ':' || total(length(v)) \
+                 || ':' || total(i * unicode(substr(v, -1))) FROM {t} WHERE i <= {a}"
+            ),
+        )
+    };
+    for t in ["a", "b"] {
+        assert_eq!(rows(&copy, t), rows(&db, t), "table {t}");
+        assert!(
+            rows(&copy, t).starts_with(&format!("{a}:1:{a}:")),
+            "table {t}: gaps"
+        );
+    }
+}
