@@ -6,31 +6,34 @@
 //! `verify`, `prune` (and `forget`), `drill`. `commands` holds one module per subcommand and
 //! only loads, calls an engine and prints; `cli` only the argument definitions. Nothing below
 //! `commands` imports it.
+//!
+//! Modules are `pub` only where the binary (`main.rs`) or the integration tests reach in;
+//! the rest are `pub(crate)`, so the compiler reports what nothing uses.
 
-pub mod alert;
-pub mod archive;
-pub mod audit;
+pub(crate) mod alert;
+pub(crate) mod archive;
+pub(crate) mod audit;
 pub mod backup;
-pub mod catalog;
-pub mod checksums;
+pub(crate) mod catalog;
+pub(crate) mod checksums;
 pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod daemon;
 pub mod database;
-pub mod drill;
-pub mod job;
+pub(crate) mod drill;
+pub(crate) mod job;
 pub mod keys;
 pub mod lock;
-pub mod metrics;
-pub mod notify;
+pub(crate) mod metrics;
+pub(crate) mod notify;
 pub mod pipeline;
-pub mod progress;
-pub mod prune;
-pub mod restore;
-pub mod retention;
+pub(crate) mod progress;
+pub(crate) mod prune;
+pub(crate) mod restore;
+pub(crate) mod retention;
 pub mod schedule;
-pub mod secret;
+pub(crate) mod secret;
 pub mod shutdown;
 pub mod signing;
 pub mod snapshot;
@@ -38,5 +41,5 @@ pub mod source;
 pub mod staging;
 pub mod store;
 pub mod text;
-pub mod units;
-pub mod verify;
+pub(crate) mod units;
+pub(crate) mod verify;

@@ -17,9 +17,9 @@ use crate::snapshot::{Manifest, SourceRecord};
 use crate::store::Store;
 use crate::verify::check_stream;
 
-pub use crate::archive::{RestoreError, TarSummary, extract, scan};
-pub use bench::{BenchFiles, write_bench_layout};
-pub use database::{LoadedDatabase, configured_databases, guard_target, load_database};
+pub use crate::archive::{RestoreError, TarSummary, extract};
+pub use bench::write_bench_layout;
+pub use database::{LoadedDatabase, guard_target, load_database};
 
 /// Fails unless `dir` is missing, or a folder this user owns that no one else can write to
 /// and that is empty (or `force`); creates it (0700) if missing. A folder someone else owns
