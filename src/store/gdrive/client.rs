@@ -73,7 +73,7 @@ impl Inner {
                     self.auth.token(&[SCOPE]).await
                 }
             };
-            let t = match tokio::time::timeout(REQUEST_TIMEOUT, asked).await {
+            let t = match tokio::time::timeout(self.config.request_timeout, asked).await {
                 Ok(t) => t,
                 Err(_) => {
                     return Err(Failure::Retry {
@@ -120,16 +120,15 @@ impl Inner {
         let mut refreshed = false;
         let mut token: Option<String> = None;
         let mut tries = 0;
+        let limit = self.config.request_timeout;
         loop {
             let timed = |fut: Fut| async move {
-                tokio::time::timeout(REQUEST_TIMEOUT, fut)
-                    .await
-                    .unwrap_or_else(|_| {
-                        Err(Failure::Retry {
-                            why: format!("no answer within {} s", REQUEST_TIMEOUT.as_secs()),
-                            after: None,
-                        })
+                tokio::time::timeout(limit, fut).await.unwrap_or_else(|_| {
+                    Err(Failure::Retry {
+                        why: format!("no answer within {limit:?}"),
+                        after: None,
                     })
+                })
             };
             let result = match &token {
                 Some(t) => timed(attempt(t.clone())).await,
@@ -218,11 +217,12 @@ impl Inner {
             Ok((status, headers, body))
         };
         // A half-open connection must not hang a backup: give up on it, then ask again.
-        tokio::time::timeout(REQUEST_TIMEOUT, exchange)
+        let limit = self.config.request_timeout;
+        tokio::time::timeout(limit, exchange)
             .await
             .unwrap_or_else(|_| {
                 Err(Failure::Retry {
-                    why: format!("no answer within {} s", REQUEST_TIMEOUT.as_secs()),
+                    why: format!("no answer within {limit:?}"),
                     after: None,
                 })
             })
