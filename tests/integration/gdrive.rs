@@ -1023,3 +1023,36 @@ fn a_429_waits_as_long_as_retry_after_says() {
     );
     assert!(stored(&drive, "part")[0].content == data);
 }
+
+/// A file of the same name that coffer did not write (no `coffer` tag), listed first: reading,
+/// listing and deleting the object take coffer's file, never the other one, which is left
+/// alone.
+#[test]
+fn a_file_coffer_did_not_tag_is_never_taken_for_its_object() {
+    let env = Env::new();
+    let drive = FakeDrive::start();
+    let store = drive_store(&env, &drive, "256KiB", Duration::from_secs(30));
+    let ours = noise(16, 1000);
+    let meta = coffer::store::put_bytes(store.as_ref(), "snapshots/s1/part", &ours).unwrap();
+    let folder = stored(&drive, "part")[0].parents[0].clone();
+    drive.add_foreign_file(&folder, "part", b"someone else's notes");
+    assert_eq!(
+        coffer::store::get_bytes(store.as_ref(), "snapshots/s1/part").unwrap(),
+        ours
+    );
+    let listed = store.list("snapshots/s1/").unwrap();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!((listed[0].size, &listed[0].sha256), (1000, &meta.sha256));
+    store.delete("snapshots/s1/part").unwrap();
+    let left = stored(&drive, "part");
+    assert_eq!(left.len(), 1);
+    assert!(
+        left[0].app_properties.is_empty(),
+        "the foreign file is kept"
+    );
+    assert!(matches!(
+        store.get("snapshots/s1/part"),
+        Err(coffer::store::StoreError::NotFound { .. })
+    ));
+    assert!(store.list("snapshots/s1/").unwrap().is_empty());
+}

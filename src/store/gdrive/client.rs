@@ -39,7 +39,7 @@ pub(super) struct DriveFile {
     pub(super) sha256: Option<String>,
     pub(super) modified: Option<std::time::SystemTime>,
     pub(super) created: Option<chrono::DateTime<chrono::Utc>>,
-    /// Tagged `coffer=1`: made by coffer (only such files are ever deleted).
+    /// Tagged `coffer=1`: made by coffer (only such files are objects: read, listed, deleted).
     pub(super) ours: bool,
 }
 
@@ -476,14 +476,16 @@ impl Inner {
         Ok(Some(id))
     }
 
-    /// The file stored under `key`, if any (the first of duplicates).
+    /// The file stored under `key`, if any (the first of duplicates). Only a file coffer
+    /// tagged is an object: another file of that name in the folder is not (Drive allows
+    /// several, in any order).
     pub(super) async fn find(&self, key: &str) -> io::Result<Option<DriveFile>> {
         let (dir, name) = key.rsplit_once('/').unwrap_or(("", key));
         let Some(folder) = self.folder(dir, false).await? else {
             return Ok(None);
         };
         let found = self.children(&folder, Some(name)).await?;
-        Ok(found.into_iter().find(|f| !f.folder))
+        Ok(found.into_iter().find(|f| !f.folder && f.ours))
     }
 
     /// A file's size and checksums (`files.get`).

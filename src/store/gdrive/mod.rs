@@ -402,6 +402,7 @@ impl Store for DriveStore {
             let mut out: Vec<ObjectMeta> = Vec::new();
             let mut stack = vec![(start, dir.clone())];
             while let Some((id, path)) = stack.pop() {
+                // Only files coffer tagged are objects (as for get and delete).
                 for f in inner.children(&id, None).await? {
                     let key = if path.is_empty() {
                         f.name.clone()
@@ -417,7 +418,7 @@ impl Store for DriveStore {
                                 .insert(key.clone(), f.id.clone());
                             stack.push((f.id.clone(), key));
                         }
-                    } else if key.starts_with(&p) && !out.iter().any(|o| o.key == key) {
+                    } else if f.ours && key.starts_with(&p) && !out.iter().any(|o| o.key == key) {
                         out.push(ObjectMeta {
                             key,
                             size: f.size,

@@ -227,6 +227,23 @@ impl FakeDrive {
         format!("http://{}", self.addr)
     }
 
+    /// Puts a file coffer did not write (no `appProperties`) into folder `parent`, listed
+    /// before every other file.
+    pub fn add_foreign_file(&self, parent: &str, name: &str, content: &[u8]) {
+        let mut s = self.state.lock().unwrap();
+        s.next_id += 1;
+        let f = FakeFile {
+            id: format!("foreign{:06}", s.next_id),
+            name: name.into(),
+            mime: "application/octet-stream".into(),
+            parents: vec![parent.into()],
+            app_properties: BTreeMap::new(),
+            content: content.to_vec(),
+            created: chrono::Utc::now().to_rfc3339(),
+        };
+        s.files.insert(0, f);
+    }
+
     /// Cuts a file short behind the client's back.
     pub fn truncate(&self, name: &str, len: usize) {
         let mut s = self.state.lock().unwrap();
