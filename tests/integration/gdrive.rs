@@ -1056,3 +1056,46 @@ fn a_file_coffer_did_not_tag_is_never_taken_for_its_object() {
     ));
     assert!(store.list("snapshots/s1/").unwrap().is_empty());
 }
+
+/// Files whose resource has `md5Checksum` but no `sha256Checksum` (older files, some Shared
+/// Drives): uploads are confirmed by md5 (a wrong md5 sends the part again) and duplicates are
+/// found by it; quick verify cannot judge by Drive's checksums, so it reads the parts — and
+/// still finds a damaged one.
+#[test]
+fn md5_only_answers_are_checked_by_md5_and_verify_reads_the_parts() {
+    let env = Env::new();
+    let drive = FakeDrive::start();
+    let site = env.path("site");
+    rich_site(&site);
+    let config = drive_config(&env, &drive, &site, "parallel_uploads = 1");
+    drive.faults(|f| {
+        f.md5_only = true;
+        f.wrong_checksum = 1;
+        f.duplicate = 1;
+    });
+    env.backup(&config);
+    assert_eq!(drive.unfired(), Vec::<String>::new());
+    assert_clean(&drive);
+    let files = drive
+        .files()
+        .into_iter()
+        .filter(|f| f.mime != crate::support::fake_drive::FOLDER)
+        .count();
+    assert_eq!(
+        sessions_started(&drive),
+        files + 1,
+        "one part went up twice"
+    );
+    let out = env.ok(&config, &["verify", "latest"]);
+    assert!(!out.contains("as the store reports them"), "{out}");
+    assert!(
+        drive
+            .log()
+            .iter()
+            .any(|l| l.starts_with("DOWNLOAD files.tar.gz.age")),
+        "quick verify read the parts"
+    );
+    drive.corrupt("files.tar.gz.age.00001");
+    let out = env.fails(&config, &["verify", "latest"]);
+    assert!(out.contains("files.tar.gz.age.00001"), "{out}");
+}

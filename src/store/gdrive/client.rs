@@ -37,6 +37,8 @@ pub(super) struct DriveFile {
     pub(super) folder: bool,
     pub(super) size: u64,
     pub(super) sha256: Option<String>,
+    /// Drive's md5, for files it gives no sha256 for.
+    pub(super) md5: Option<String>,
     pub(super) modified: Option<std::time::SystemTime>,
     pub(super) created: Option<chrono::DateTime<chrono::Utc>>,
     /// Tagged `coffer=1`: made by coffer (only such files are objects: read, listed, deleted).
@@ -347,6 +349,7 @@ impl Inner {
                     folder: f.mime_type.as_deref() == Some(FOLDER_MIME),
                     size: f.size.unwrap_or(0).max(0) as u64,
                     sha256: f.sha256_checksum,
+                    md5: f.md5_checksum,
                     modified: f.modified_time.map(std::time::SystemTime::from),
                 });
             }
