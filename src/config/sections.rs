@@ -236,6 +236,7 @@ pub(super) fn parse_store(
                         page_size: s.page_size.unwrap_or(1000).clamp(1, 1000),
                         parallel_uploads: s.parallel_uploads.unwrap_or(2).clamp(1, 16),
                         requests_per_second: s.requests_per_second.unwrap_or(10),
+                        request_timeout: crate::store::gdrive::REQUEST_TIMEOUT,
                     })
                 }
                 ("local", Some(p)) => StoreKind::Local { path: resolve(&p) },

@@ -2,6 +2,7 @@
 //! fake_drive.rs): round trips, every injected fault, and no duplicate or orphan file left.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use crate::support::fake_drive::{FakeDrive, SHARED_DRIVE};
 use crate::support::{Env, assert_same_tree, noise, rich_site};
@@ -540,4 +541,561 @@ fn a_revoked_user_token_fails_the_backup_instead_of_waiting_for_a_browser() {
     let out = env.fails(&config, &["backup"]);
     assert!(out.contains("run coffer auth gdrive again"), "{out}");
     assert!(started.elapsed() < std::time::Duration::from_secs(30));
+}
+
+// The store on its own (no CLI), object by object, against the fake's strict protocol.
+
+const CHUNK: usize = 256 * 1024;
+
+/// The Drive store of a `drive_config` with chunks of `chunk_size`, whose requests count as
+/// lost after `timeout`.
+fn drive_store(
+    env: &Env,
+    drive: &FakeDrive,
+    chunk_size: &str,
+    timeout: Duration,
+) -> Box<dyn coffer::store::Store> {
+    let site = env.path("site");
+    std::fs::create_dir_all(&site).unwrap();
+    let config = drive_config(env, drive, &site, "");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let text = text.replace(
+        "chunk_size = \"256KiB\"",
+        &format!("chunk_size = \"{chunk_size}\""),
+    );
+    std::fs::write(&config, text).unwrap();
+    let mut store = coffer::config::Config::load(&config).unwrap().store;
+    let coffer::store::StoreKind::Gdrive(d) = &mut store.kind else {
+        unreachable!("a gdrive config")
+    };
+    d.request_timeout = timeout;
+    coffer::store::from_config(&store).unwrap()
+}
+
+/// The upload sessions started so far.
+fn sessions_started(drive: &FakeDrive) -> usize {
+    drive
+        .log()
+        .iter()
+        .filter(|l| l.starts_with("POST /upload/drive/v3/files?uploadType=resumable"))
+        .count()
+}
+
+/// The `Content-Range` of every PUT to upload session `id`, in order.
+fn ranges_of(drive: &FakeDrive, id: &str) -> Vec<String> {
+    drive
+        .seen()
+        .into_iter()
+        .filter(|s| s.request.starts_with("PUT ") && s.upload_id() == Some(id))
+        .map(|s| s.content_range.unwrap_or_default())
+        .collect()
+}
+
+/// The upload sessions PUT to, in the order they were first used.
+fn session_ids(drive: &FakeDrive) -> Vec<String> {
+    let mut ids: Vec<String> = Vec::new();
+    for s in drive.seen() {
+        if let Some(id) = s.upload_id()
+            && !ids.iter().any(|i| i == id)
+        {
+            ids.push(id.to_string());
+        }
+    }
+    ids
+}
+
+/// The stored (non-folder) files named `name`.
+fn stored(drive: &FakeDrive, name: &str) -> Vec<crate::support::fake_drive::FakeFile> {
+    drive
+        .files()
+        .into_iter()
+        .filter(|f| f.name == name && f.mime != crate::support::fake_drive::FOLDER)
+        .collect()
+}
+
+/// One HTTP/1.1 exchange with the fake, as raw as Drive's wire: (status, headers, body).
+fn raw(
+    drive: &FakeDrive,
+    method: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, std::collections::HashMap<String, String>, Vec<u8>) {
+    use std::io::{Read, Write};
+    let host = drive.url().trim_start_matches("http://").to_string();
+    let target = target.strip_prefix(&drive.url()).unwrap_or(target);
+    let mut conn = std::net::TcpStream::connect(&host).unwrap();
+    let mut head = format!(
+        "{method} {target} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\
+         Content-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    conn.write_all(head.as_bytes()).unwrap();
+    conn.write_all(body).unwrap();
+    let mut answer = Vec::new();
+    conn.read_to_end(&mut answer).unwrap();
+    let split = answer.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let head = String::from_utf8_lossy(&answer[..split]).into_owned();
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    (status, headers, answer[split + 4..].to_vec())
+}
+
+/// The keys of a JSON object, sorted.
+fn keys(body: &[u8]) -> Vec<String> {
+    let v: serde_json::Value = serde_json::from_slice(body).unwrap();
+    let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+    k.sort();
+    k
+}
+
+/// The fake refuses what Drive refuses, so that a client test passing against it means
+/// something: misaligned chunks, a changed total, an inverted range, a Shared Drive's file
+/// asked for without `supportsAllDrives`, unknown `fields`, `about` without `fields`, a range
+/// past the end; and it answers only the fields asked for.
+#[test]
+fn the_fake_drive_is_as_strict_as_drive() {
+    let drive = FakeDrive::start();
+    let (status, _, body) = raw(
+        &drive,
+        "POST",
+        "/token",
+        &[("content-type", "application/x-www-form-urlencoded")],
+        b"grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer&assertion=a.b.c",
+    );
+    assert_eq!(status, 200);
+    let token: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let auth = format!("Bearer {}", token["access_token"].as_str().unwrap());
+    let call = |method: &str, target: &str, range: Option<&str>, body: &[u8]| {
+        let mut h = vec![("authorization", auth.as_str())];
+        if let Some(r) = range {
+            h.push((
+                if method == "GET" {
+                    "range"
+                } else {
+                    "content-range"
+                },
+                r,
+            ));
+        }
+        raw(&drive, method, target, &h, body)
+    };
+    let says = |answer: &(u16, _, Vec<u8>), status: u16, text: &str| {
+        let body = String::from_utf8_lossy(&answer.2).into_owned();
+        assert_eq!(answer.0, status, "{body}");
+        assert!(body.contains(text), "{text} not in {body}");
+    };
+
+    let meta = serde_json::json!({"name": "x", "parents": [SHARED_DRIVE]}).to_string();
+    let start = "/upload/drive/v3/files?uploadType=resumable";
+    says(
+        &call("POST", start, None, meta.as_bytes()),
+        404,
+        "File not found",
+    );
+    says(
+        &call(
+            "POST",
+            &format!("{start}&supportsAllDrives=true&fields=id,sha256Checksm"),
+            None,
+            meta.as_bytes(),
+        ),
+        400,
+        "Invalid field selection",
+    );
+    let (status, headers, _) = call(
+        "POST",
+        &format!("{start}&supportsAllDrives=true"),
+        None,
+        meta.as_bytes(),
+    );
+    assert_eq!(status, 200);
+    let session = headers["location"].clone();
+    let data = noise(3, CHUNK + 100);
+    let put = |range: &str, body: &[u8]| call("PUT", &session, Some(range), body);
+    // Every chunk but the last is a multiple of 256 KiB: the first, and the one after a 308.
+    says(
+        &put("bytes 0-99/*", &data[..100]),
+        400,
+        "multiple of 256 KiB",
+    );
+    let (status, headers, _) = put(&format!("bytes 0-{}/*", CHUNK - 1), &data[..CHUNK]);
+    assert_eq!((status, headers["range"].as_str()), (308, "bytes=0-262143"));
+    says(
+        &put(
+            &format!("bytes {CHUNK}-{}/*", CHUNK + 49),
+            &data[CHUNK..CHUNK + 50],
+        ),
+        400,
+        "multiple of 256 KiB",
+    );
+    says(
+        &put(&format!("bytes {}-{CHUNK}/*", CHUNK + 99), b""),
+        400,
+        "ends before it starts",
+    );
+    // One total per session: once given (here by a status query) it cannot change.
+    assert_eq!(put(&format!("bytes */{}", CHUNK + 100), b"").0, 308);
+    says(
+        &put(
+            &format!("bytes {CHUNK}-{}/{}", CHUNK + 99, CHUNK + 101),
+            &data[CHUNK..],
+        ),
+        400,
+        "total",
+    );
+    // The right last chunk completes it; without `fields`, Drive's four defaults only.
+    let (status, _, body) = put(
+        &format!("bytes {CHUNK}-{}/{}", CHUNK + 99, CHUNK + 100),
+        &data[CHUNK..],
+    );
+    assert_eq!(status, 200);
+    assert_eq!(keys(&body), ["id", "kind", "mimeType", "name"]);
+    let file: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let id = file["id"].as_str().unwrap();
+
+    let get = format!("/drive/v3/files/{id}");
+    says(
+        &call("GET", &format!("{get}?fields=size"), None, b""),
+        404,
+        "File not found",
+    );
+    let (status, _, body) = call("GET", &format!("{get}?supportsAllDrives=true"), None, b"");
+    assert_eq!(status, 200);
+    assert_eq!(keys(&body), ["id", "kind", "mimeType", "name"]);
+    let (_, _, body) = call(
+        "GET",
+        &format!("{get}?supportsAllDrives=true&fields=size,md5Checksum,sha256Checksum"),
+        None,
+        b"",
+    );
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    use sha2::Digest;
+    assert_eq!(
+        v,
+        serde_json::json!({"size": (CHUNK + 100).to_string(),
+            "md5Checksum": hex::encode(md5::Md5::digest(&data)),
+            "sha256Checksum": hex::encode(sha2::Sha256::digest(&data))})
+    );
+    // Downloads: a range inside the file is 206, one at or past its end 416.
+    let media = format!("{get}?alt=media&supportsAllDrives=true");
+    let (status, _, body) = call("GET", &media, Some("bytes=100-"), b"");
+    assert_eq!((status, &body[..]), (206, &data[100..]));
+    let (status, headers, _) = call("GET", &media, Some(&format!("bytes={}-", CHUNK + 100)), b"");
+    assert_eq!(
+        (status, headers["content-range"].as_str()),
+        (416, "bytes */262244")
+    );
+
+    // Listing a Shared Drive needs includeItemsFromAllDrives; without the flags its files
+    // are not there; without `fields`, files carry the four defaults.
+    let shared = format!("corpora=drive&driveId={SHARED_DRIVE}&supportsAllDrives=true");
+    says(
+        &call("GET", &format!("/drive/v3/files?{shared}"), None, b""),
+        400,
+        "includeItemsFromAllDrives",
+    );
+    let (_, _, body) = call("GET", "/drive/v3/files", None, b"");
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["files"], serde_json::json!([]));
+    let (status, _, body) = call(
+        "GET",
+        &format!("/drive/v3/files?{shared}&includeItemsFromAllDrives=true"),
+        None,
+        b"",
+    );
+    assert_eq!(status, 200);
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        v["files"],
+        serde_json::json!([{"kind": "drive#file", "id": id, "name": "x",
+            "mimeType": "application/octet-stream"}])
+    );
+    // about.get answers only with `fields`, and only them.
+    says(
+        &call("GET", "/drive/v3/about", None, b""),
+        400,
+        "'fields' parameter is required",
+    );
+    let (_, _, body) = call("GET", "/drive/v3/about?fields=storageQuota", None, b"");
+    assert_eq!(keys(&body), ["storageQuota"]);
+}
+
+/// After a 308 whose `Range` acknowledges less than was sent — a short aligned part, an odd
+/// amount, nothing at all — the next chunk starts at the acknowledged byte and is still a
+/// multiple of 256 KiB (the fake refuses anything else), and the object arrives whole.
+#[test]
+fn short_and_odd_commits_resume_at_the_acknowledged_byte() {
+    let env = Env::new();
+    let drive = FakeDrive::start();
+    // 512 KiB chunks, so that a short commit can still be a multiple of 256 KiB.
+    let store = drive_store(&env, &drive, "512KiB", Duration::from_secs(30));
+    let len = 4 * CHUNK + 300_000;
+    let data = noise(11, len);
+    drive.faults(|f| f.chunk_keep = vec![(1, CHUNK), (2, 100_000), (4, 0)]);
+    coffer::store::put_bytes(store.as_ref(), "snapshots/s1/part", &data).unwrap();
+    assert_eq!(drive.unfired(), Vec::<String>::new());
+    let files = stored(&drive, "part");
+    assert_eq!(files.len(), 1);
+    assert!(files[0].content == data, "the stored bytes differ");
+    let ids = session_ids(&drive);
+    assert_eq!(ids.len(), 1, "one session: {ids:?}");
+    let (c, o) = (CHUNK, CHUNK + 100_000);
+    assert_eq!(
+        ranges_of(&drive, &ids[0]),
+        [
+            format!("bytes 0-{}/*", 2 * c - 1),
+            // Kept 256 KiB of 512: the rest again.
+            format!("bytes {c}-{}/*", 2 * c - 1),
+            // Kept an odd 100,000 bytes: from there, 512 KiB (a multiple of 256 KiB).
+            format!("bytes {o}-{}/*", o + 2 * c - 1),
+            format!("bytes {}-{}/{len}", o + 2 * c, len - 1),
+            // Kept nothing of the last chunk: where does it stand, then the same again.
+            format!("bytes */{len}"),
+            format!("bytes {}-{}/{len}", o + 2 * c, len - 1),
+        ]
+    );
+    assert_eq!(
+        coffer::store::get_bytes(store.as_ref(), "snapshots/s1/part").unwrap(),
+        data
+    );
+}
+
+/// A session that expired (410 Gone) is not resumed: a new session sends the part again from
+/// byte 0 (the fake refuses a new session's chunk that starts elsewhere), and one file results.
+#[test]
+fn an_expired_upload_session_starts_the_part_again_from_byte_0() {
+    let env = Env::new();
+    let drive = FakeDrive::start();
+    let store = drive_store(&env, &drive, "256KiB", Duration::from_secs(30));
+    let data = noise(12, 3 * CHUNK + 5);
+    drive.faults(|f| f.chunk_410 = vec![2]);
+    coffer::store::put_bytes(store.as_ref(), "snapshots/s1/part", &data).unwrap();
+    assert_eq!(drive.unfired(), Vec::<String>::new());
+    assert_eq!(sessions_started(&drive), 2);
+    let ids = session_ids(&drive);
+    assert_eq!(
+        ranges_of(&drive, &ids[0]),
+        [
+            format!("bytes 0-{}/*", CHUNK - 1),
+            format!("bytes {CHUNK}-{}/*", 2 * CHUNK - 1)
+        ]
+    );
+    assert_eq!(
+        ranges_of(&drive, &ids[1]).first().map(String::as_str),
+        Some("bytes 0-262143/*"),
+        "the new session starts at byte 0"
+    );
+    let files = stored(&drive, "part");
+    assert_eq!(files.len(), 1);
+    assert!(files[0].content == data, "the stored bytes differ");
+}
+
+/// A server that accepts a request and then goes silent — halfway through a chunk's body,
+/// before answering a listing, halfway through a download — costs one request timeout each,
+/// not a hang: the client gives up on it, asks again and finishes.
+#[test]
+fn stalled_requests_time_out_and_are_asked_again() {
+    let env = Env::new();
+    let drive = FakeDrive::start();
+    let timeout = Duration::from_millis(1000);
+    let store = drive_store(&env, &drive, "256KiB", timeout);
+    let data = noise(13, 3 * CHUNK + 7);
+    let started = std::time::Instant::now();
+    drive.faults(|f| f.chunk_stall = vec![2]);
+    coffer::store::put_bytes(store.as_ref(), "snapshots/s1/part", &data).unwrap();
+    drive.faults(|f| {
+        f.list_stall = 1;
+        f.download_stall = 1;
+    });
+    let back = coffer::store::get_bytes(store.as_ref(), "snapshots/s1/part").unwrap();
+    let elapsed = started.elapsed();
+    assert_eq!(
+        drive.unfired(),
+        Vec::<String>::new(),
+        "every stall happened"
+    );
+    assert!(back == data, "the bytes read back differ");
+    assert_eq!(stored(&drive, "part").len(), 1);
+    // The stalled chunk was given up after the timeout, then the session asked where it
+    // stands (nothing was committed) and the chunk sent again.
+    let id = &session_ids(&drive)[0];
+    let puts: Vec<_> = drive
+        .seen()
+        .into_iter()
+        .filter(|s| s.upload_id() == Some(id))
+        .collect();
+    let stalled = puts
+        .iter()
+        .position(|s| {
+            s.content_range.as_deref() == Some(&format!("bytes {CHUNK}-{}/*", 2 * CHUNK - 1))
+        })
+        .unwrap();
+    let next = &puts[stalled + 1];
+    assert_eq!(next.content_range.as_deref(), Some("bytes */*"));
+    let waited = next.at - puts[stalled].at;
+    assert!(waited >= timeout, "gave up after {waited:?}");
+    // The download resumed after the stall where its bytes stopped (the fake sent half).
+    let resume = format!("bytes={}-", data.len() / 2);
+    assert!(
+        drive
+            .seen()
+            .iter()
+            .any(|s| s.range.as_deref() == Some(resume.as_str())),
+        "the stalled download did not resume with {resume}"
+    );
+    // Three stalls of 1 s each, not a wait for the server (it would hold them a minute).
+    assert!(elapsed < Duration::from_secs(20), "took {elapsed:?}");
+}
+
+/// A file that is shorter in Drive than it was listed (changed behind coffer's back): the
+/// read resumes past the end, Drive answers 416, and the read fails at once naming the object
+/// — not a silent short read, not a loop.
+#[test]
+fn a_download_past_the_end_fails_clearly_with_416() {
+    let env = Env::new();
+    let drive = FakeDrive::start();
+    let store = drive_store(&env, &drive, "256KiB", Duration::from_secs(30));
+    let data = noise(14, 2 * CHUNK);
+    coffer::store::put_bytes(store.as_ref(), "snapshots/s1/part", &data).unwrap();
+    let mut reader = store.get("snapshots/s1/part").unwrap();
+    drive.truncate("part", CHUNK);
+    let started = std::time::Instant::now();
+    let mut out = Vec::new();
+    let err = std::io::Read::read_to_end(&mut reader, &mut out).unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("416") && msg.contains("snapshots/s1/part"),
+        "{msg}"
+    );
+    assert_eq!(out.len(), CHUNK, "what there was came through");
+    assert!(
+        drive
+            .seen()
+            .iter()
+            .any(|s| s.range.as_deref() == Some("bytes=262144-")),
+        "resumed where the short body ended"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+/// Drive answers 429 with `Retry-After: 1`: the next request on that session comes at least
+/// a second later (the backoff alone would often be shorter).
+#[test]
+fn a_429_waits_as_long_as_retry_after_says() {
+    let env = Env::new();
+    let drive = FakeDrive::start();
+    let store = drive_store(&env, &drive, "256KiB", Duration::from_secs(30));
+    drive.faults(|f| f.chunk_429 = vec![1]);
+    let data = noise(15, CHUNK + 9);
+    coffer::store::put_bytes(store.as_ref(), "snapshots/s1/part", &data).unwrap();
+    assert_eq!(drive.unfired(), Vec::<String>::new());
+    let id = &session_ids(&drive)[0];
+    let on_session: Vec<_> = drive
+        .seen()
+        .into_iter()
+        .filter(|s| s.upload_id() == Some(id))
+        .collect();
+    assert!(on_session.len() >= 2, "{on_session:?}");
+    let waited = on_session[1].at - on_session[0].at;
+    assert!(
+        waited >= Duration::from_secs(1),
+        "asked again after {waited:?}, before Retry-After's 1 s"
+    );
+    assert!(stored(&drive, "part")[0].content == data);
+}
+
+/// A file of the same name that coffer did not write (no `coffer` tag), listed first: reading,
+/// listing and deleting the object take coffer's file, never the other one, which is left
+/// alone.
+#[test]
+fn a_file_coffer_did_not_tag_is_never_taken_for_its_object() {
+    let env = Env::new();
+    let drive = FakeDrive::start();
+    let store = drive_store(&env, &drive, "256KiB", Duration::from_secs(30));
+    let ours = noise(16, 1000);
+    let meta = coffer::store::put_bytes(store.as_ref(), "snapshots/s1/part", &ours).unwrap();
+    let folder = stored(&drive, "part")[0].parents[0].clone();
+    drive.add_foreign_file(&folder, "part", b"someone else's notes");
+    assert_eq!(
+        coffer::store::get_bytes(store.as_ref(), "snapshots/s1/part").unwrap(),
+        ours
+    );
+    let listed = store.list("snapshots/s1/").unwrap();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!((listed[0].size, &listed[0].sha256), (1000, &meta.sha256));
+    store.delete("snapshots/s1/part").unwrap();
+    let left = stored(&drive, "part");
+    assert_eq!(left.len(), 1);
+    assert!(
+        left[0].app_properties.is_empty(),
+        "the foreign file is kept"
+    );
+    assert!(matches!(
+        store.get("snapshots/s1/part"),
+        Err(coffer::store::StoreError::NotFound { .. })
+    ));
+    assert!(store.list("snapshots/s1/").unwrap().is_empty());
+}
+
+/// Files whose resource has `md5Checksum` but no `sha256Checksum` (older files, some Shared
+/// Drives): uploads are confirmed by md5 (a wrong md5 sends the part again) and duplicates are
+/// found by it; quick verify cannot judge by Drive's checksums, so it reads the parts — and
+/// still finds a damaged one.
+#[test]
+fn md5_only_answers_are_checked_by_md5_and_verify_reads_the_parts() {
+    let env = Env::new();
+    let drive = FakeDrive::start();
+    let site = env.path("site");
+    rich_site(&site);
+    let config = drive_config(&env, &drive, &site, "parallel_uploads = 1");
+    drive.faults(|f| {
+        f.md5_only = true;
+        f.wrong_checksum = 1;
+        f.duplicate = 1;
+    });
+    env.backup(&config);
+    assert_eq!(drive.unfired(), Vec::<String>::new());
+    assert_clean(&drive);
+    let files = drive
+        .files()
+        .into_iter()
+        .filter(|f| f.mime != crate::support::fake_drive::FOLDER)
+        .count();
+    assert_eq!(
+        sessions_started(&drive),
+        files + 1,
+        "one part went up twice"
+    );
+    let out = env.ok(&config, &["verify", "latest"]);
+    assert!(!out.contains("as the store reports them"), "{out}");
+    assert!(
+        drive
+            .log()
+            .iter()
+            .any(|l| l.starts_with("DOWNLOAD files.tar.gz.age")),
+        "quick verify read the parts"
+    );
+    drive.corrupt("files.tar.gz.age.00001");
+    let out = env.fails(&config, &["verify", "latest"]);
+    assert!(out.contains("files.tar.gz.age.00001"), "{out}");
 }

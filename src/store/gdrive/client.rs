@@ -37,9 +37,11 @@ pub(super) struct DriveFile {
     pub(super) folder: bool,
     pub(super) size: u64,
     pub(super) sha256: Option<String>,
+    /// Drive's md5, for files it gives no sha256 for.
+    pub(super) md5: Option<String>,
     pub(super) modified: Option<std::time::SystemTime>,
     pub(super) created: Option<chrono::DateTime<chrono::Utc>>,
-    /// Tagged `coffer=1`: made by coffer (only such files are ever deleted).
+    /// Tagged `coffer=1`: made by coffer (only such files are objects: read, listed, deleted).
     pub(super) ours: bool,
 }
 
@@ -73,7 +75,7 @@ impl Inner {
                     self.auth.token(&[SCOPE]).await
                 }
             };
-            let t = match tokio::time::timeout(REQUEST_TIMEOUT, asked).await {
+            let t = match tokio::time::timeout(self.config.request_timeout, asked).await {
                 Ok(t) => t,
                 Err(_) => {
                     return Err(Failure::Retry {
@@ -120,16 +122,15 @@ impl Inner {
         let mut refreshed = false;
         let mut token: Option<String> = None;
         let mut tries = 0;
+        let limit = self.config.request_timeout;
         loop {
             let timed = |fut: Fut| async move {
-                tokio::time::timeout(REQUEST_TIMEOUT, fut)
-                    .await
-                    .unwrap_or_else(|_| {
-                        Err(Failure::Retry {
-                            why: format!("no answer within {} s", REQUEST_TIMEOUT.as_secs()),
-                            after: None,
-                        })
+                tokio::time::timeout(limit, fut).await.unwrap_or_else(|_| {
+                    Err(Failure::Retry {
+                        why: format!("no answer within {limit:?}"),
+                        after: None,
                     })
+                })
             };
             let result = match &token {
                 Some(t) => timed(attempt(t.clone())).await,
@@ -218,11 +219,12 @@ impl Inner {
             Ok((status, headers, body))
         };
         // A half-open connection must not hang a backup: give up on it, then ask again.
-        tokio::time::timeout(REQUEST_TIMEOUT, exchange)
+        let limit = self.config.request_timeout;
+        tokio::time::timeout(limit, exchange)
             .await
             .unwrap_or_else(|_| {
                 Err(Failure::Retry {
-                    why: format!("no answer within {} s", REQUEST_TIMEOUT.as_secs()),
+                    why: format!("no answer within {limit:?}"),
                     after: None,
                 })
             })
@@ -347,6 +349,7 @@ impl Inner {
                     folder: f.mime_type.as_deref() == Some(FOLDER_MIME),
                     size: f.size.unwrap_or(0).max(0) as u64,
                     sha256: f.sha256_checksum,
+                    md5: f.md5_checksum,
                     modified: f.modified_time.map(std::time::SystemTime::from),
                 });
             }
@@ -476,14 +479,16 @@ impl Inner {
         Ok(Some(id))
     }
 
-    /// The file stored under `key`, if any (the first of duplicates).
+    /// The file stored under `key`, if any (the first of duplicates). Only a file coffer
+    /// tagged is an object: another file of that name in the folder is not (Drive allows
+    /// several, in any order).
     pub(super) async fn find(&self, key: &str) -> io::Result<Option<DriveFile>> {
         let (dir, name) = key.rsplit_once('/').unwrap_or(("", key));
         let Some(folder) = self.folder(dir, false).await? else {
             return Ok(None);
         };
         let found = self.children(&folder, Some(name)).await?;
-        Ok(found.into_iter().find(|f| !f.folder))
+        Ok(found.into_iter().find(|f| !f.folder && f.ours))
     }
 
     /// A file's size and checksums (`files.get`).

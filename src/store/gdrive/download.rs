@@ -100,9 +100,10 @@ impl DriveReader {
             }
             let body = self.body.as_mut().expect("open");
             // A stalled connection counts as a broken one: resume.
-            let frame = match tokio::time::timeout(REQUEST_TIMEOUT, body.frame()).await {
+            let limit = self.inner.config.request_timeout;
+            let frame = match tokio::time::timeout(limit, body.frame()).await {
                 Ok(f) => f.map(|r| r.map_err(|e| e.to_string())),
-                Err(_) => Some(Err("no data for a while".to_string())),
+                Err(_) => Some(Err(format!("no data for {limit:?}"))),
             };
             match frame {
                 Some(Ok(frame)) => {

@@ -46,8 +46,9 @@ const SCOPE: &str = "https://www.googleapis.com/auth/drive";
 pub const CHUNK_ALIGN: usize = 256 * 1024;
 /// Attempts of one call before giving up on transient errors.
 const MAX_ATTEMPTS: u32 = 8;
-/// How long one request (a chunk, a listing page) may take before it counts as lost.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long one request (a chunk, a listing page) may take before it counts as lost, unless
+/// `DriveConfig::request_timeout` says otherwise.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
 /// The largest part a Drive store accepts (a part is held in memory while it uploads).
 pub const MAX_PART_SIZE: u64 = 512 << 20;
 /// Uploads of one part whose checksum Drive reports wrong, before giving up.
@@ -76,6 +77,9 @@ pub struct DriveConfig {
     /// At most this many requests a second (Drive throttles a client that sends more);
     /// 0: no pacing.
     pub requests_per_second: u32,
+    /// A request (or a download's next bytes) that takes longer counts as lost and is asked
+    /// again: `REQUEST_TIMEOUT` from a config file; tests set less.
+    pub request_timeout: Duration,
 }
 
 /// The Google Drive store.
@@ -398,6 +402,7 @@ impl Store for DriveStore {
             let mut out: Vec<ObjectMeta> = Vec::new();
             let mut stack = vec![(start, dir.clone())];
             while let Some((id, path)) = stack.pop() {
+                // Only files coffer tagged are objects (as for get and delete).
                 for f in inner.children(&id, None).await? {
                     let key = if path.is_empty() {
                         f.name.clone()
@@ -413,7 +418,7 @@ impl Store for DriveStore {
                                 .insert(key.clone(), f.id.clone());
                             stack.push((f.id.clone(), key));
                         }
-                    } else if key.starts_with(&p) && !out.iter().any(|o| o.key == key) {
+                    } else if f.ours && key.starts_with(&p) && !out.iter().any(|o| o.key == key) {
                         out.push(ObjectMeta {
                             key,
                             size: f.size,

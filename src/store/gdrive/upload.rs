@@ -397,9 +397,10 @@ impl DriveWriter {
             self.committed = 0;
         };
         // A create retried behind our back can leave a second copy: remove other files of
-        // exactly this name that coffer made with these very bytes. Anything else of that
-        // name (another writer's) is left alone. The object is stored and confirmed either
-        // way, so a failed clean-up only warns.
+        // exactly this name that coffer made with these very bytes (judged as the upload
+        // was: by sha256, else by md5). Anything else of that name (another writer's) is
+        // left alone. The object is stored and confirmed either way, so a failed clean-up
+        // only warns.
         let inner = self.inner.clone();
         let (parent, name, ours) = (self.parent.clone(), self.name.clone(), sha.clone());
         let rt = self.rt.clone();
@@ -409,9 +410,11 @@ impl DriveWriter {
                 !f.folder
                     && f.id != id
                     && f.ours
-                    && f.sha256
-                        .as_deref()
-                        .is_some_and(|s| s.eq_ignore_ascii_case(&ours))
+                    && match (&f.sha256, &f.md5) {
+                        (Some(s), _) => s.eq_ignore_ascii_case(&ours),
+                        (None, Some(m)) => m.eq_ignore_ascii_case(&md5),
+                        (None, None) => false,
+                    }
             }) {
                 tracing::warn!("removing a duplicate {name} ({}) left in Drive", f.id);
                 inner.delete_id(&f.id).await?;

@@ -3,13 +3,18 @@
 //! queries, files.list with a subset of `q` and page tokens, files.get metadata and alt=media
 //! with Range, files.delete, about.get; the service-account JWT token exchange), with fault
 //! injection. One thread per connection; every response closes its connection.
+//!
+//! As strict as Drive where coffer relies on it: every chunk but the last a multiple of 256 KiB,
+//! one total per session, no inverted range; answers hold only the `fields` asked for (Drive's
+//! four default fields without it; `about.get` refuses to answer without); a Shared Drive's
+//! files exist only for requests with `supportsAllDrives=true`; 416 for a range past the end.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -53,6 +58,21 @@ pub struct Faults {
     pub chunk_404: Vec<u32>,
     /// The chunk is taken (and the upload may complete) but the answer never comes.
     pub chunk_answer_lost: Vec<u32>,
+    /// (chunk, n): of the new bytes the chunk brings, only the first n are committed (any n,
+    /// 0 or not a multiple of 256 KiB); the answer is a 308 with the session's `Range`.
+    pub chunk_keep: Vec<(u32, usize)>,
+    /// 410 Gone: the session expired at this chunk; every later request on it gets 410 too.
+    pub chunk_410: Vec<u32>,
+    /// Half the chunk's body is read, then nothing: no answer, the connection stays open.
+    pub chunk_stall: Vec<u32>,
+    /// The next N files.list requests get no answer; their connections stay open.
+    pub list_stall: u32,
+    /// Downloads of more than 1 KiB send half the body and then nothing, the connection left
+    /// open (the next N).
+    pub download_stall: u32,
+    /// File resources carry `md5Checksum` but no `sha256Checksum` (older files, some Shared
+    /// Drives).
+    pub md5_only: bool,
     /// Completed uploads that report a wrong sha256 (the next N).
     pub wrong_checksum: u32,
     /// Completed uploads that also leave a duplicate file of the same name (a retried
@@ -84,6 +104,12 @@ impl Default for Faults {
             chunk_403_rate: Vec::new(),
             chunk_404: Vec::new(),
             chunk_answer_lost: Vec::new(),
+            chunk_keep: Vec::new(),
+            chunk_410: Vec::new(),
+            chunk_stall: Vec::new(),
+            list_stall: 0,
+            download_stall: 0,
+            md5_only: false,
             wrong_checksum: 0,
             duplicate: 0,
             quota_exceeded: false,
@@ -102,6 +128,8 @@ struct Session {
     done: Option<String>,
     /// The `fields` the session was started with: what its final answer holds.
     fields: Option<String>,
+    /// The total size, once a `Content-Range` gave it: it may not change.
+    total: Option<usize>,
 }
 
 #[derive(Default)]
@@ -123,6 +151,32 @@ struct State {
     faults: Faults,
     /// `METHOD path?query` of every request, for assertions.
     log: Vec<String>,
+    /// Every request with its time and range headers.
+    seen: Vec<Seen>,
+    /// Upload sessions that expired with 410: they stay gone.
+    expired: HashSet<String>,
+    /// The fake was dropped: stalled connections may close.
+    closed: bool,
+}
+
+/// One request as it arrived.
+#[derive(Clone, Debug)]
+pub struct Seen {
+    pub at: Instant,
+    /// `METHOD path?query`.
+    pub request: String,
+    pub content_range: Option<String>,
+    /// A download's `Range`.
+    pub range: Option<String>,
+}
+
+impl Seen {
+    /// The upload session the request is about, if any.
+    pub fn upload_id(&self) -> Option<&str> {
+        self.request
+            .split(['?', '&'])
+            .find_map(|p| p.strip_prefix("upload_id="))
+    }
 }
 
 /// The running fake.
@@ -173,6 +227,35 @@ impl FakeDrive {
         format!("http://{}", self.addr)
     }
 
+    /// Puts a file coffer did not write (no `appProperties`) into folder `parent`, listed
+    /// before every other file.
+    pub fn add_foreign_file(&self, parent: &str, name: &str, content: &[u8]) {
+        let mut s = self.state.lock().unwrap();
+        s.next_id += 1;
+        let f = FakeFile {
+            id: format!("foreign{:06}", s.next_id),
+            name: name.into(),
+            mime: "application/octet-stream".into(),
+            parents: vec![parent.into()],
+            app_properties: BTreeMap::new(),
+            content: content.to_vec(),
+            created: chrono::Utc::now().to_rfc3339(),
+        };
+        s.files.insert(0, f);
+    }
+
+    /// Cuts a file short behind the client's back.
+    pub fn truncate(&self, name: &str, len: usize) {
+        let mut s = self.state.lock().unwrap();
+        let f = s.files.iter_mut().find(|f| f.name == name).unwrap();
+        f.content.truncate(len);
+    }
+
+    /// Every request so far, with times and range headers.
+    pub fn seen(&self) -> Vec<Seen> {
+        self.state.lock().unwrap().seen.clone()
+    }
+
     /// Changes the faults to inject.
     pub fn faults(&self, f: impl FnOnce(&mut Faults)) {
         f(&mut self.state.lock().unwrap().faults);
@@ -209,9 +292,22 @@ impl FakeDrive {
             ("chunk_403_rate", &f.chunk_403_rate),
             ("chunk_404", &f.chunk_404),
             ("chunk_answer_lost", &f.chunk_answer_lost),
+            ("chunk_410", &f.chunk_410),
+            ("chunk_stall", &f.chunk_stall),
         ] {
             if !v.is_empty() {
                 out.push(format!("{name} {v:?}"));
+            }
+        }
+        if !f.chunk_keep.is_empty() {
+            out.push(format!("chunk_keep {:?}", f.chunk_keep));
+        }
+        for (name, n) in [
+            ("list_stall", f.list_stall),
+            ("download_stall", f.download_stall),
+        ] {
+            if n > 0 {
+                out.push(format!("{name} {n}"));
             }
         }
         if f.wrong_checksum > 0 {
@@ -284,6 +380,21 @@ impl FakeDrive {
         let path = dir.join("service-account.json");
         std::fs::write(&path, serde_json::to_vec_pretty(&key).unwrap()).unwrap();
         path
+    }
+}
+
+impl Drop for FakeDrive {
+    fn drop(&mut self) {
+        self.state.lock().unwrap().closed = true;
+    }
+}
+
+/// A stalled server: the connection stays open and silent until the fake is dropped (at most
+/// a minute).
+fn hold(state: &Arc<Mutex<State>>) {
+    let until = Instant::now() + Duration::from_secs(60);
+    while !state.lock().unwrap().closed && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
@@ -384,6 +495,8 @@ fn respond(stream: &mut TcpStream, status: u16, headers: &[(&str, String)], body
         401 => "Unauthorized",
         403 => "Forbidden",
         404 => "Not Found",
+        410 => "Gone",
+        416 => "Range Not Satisfiable",
         429 => "Too Many Requests",
         500 => "Internal Server Error",
         503 => "Service Unavailable",
@@ -423,31 +536,168 @@ fn error(stream: &mut TcpStream, status: u16, reason: &str, message: &str) {
     );
 }
 
-/// A file resource limited to what Drive answers without `fields`.
-fn default_fields(f: &FakeFile) -> Value {
-    json!({"kind": "drive#file", "id": f.id, "name": f.name, "mimeType": f.mime})
+/// What Drive answers for a file when the request names no `fields`.
+const DEFAULT_FILE_FIELDS: &str = "kind,id,name,mimeType";
+/// The file fields a `fields` selection may name (a subset of Drive's; others get 400).
+const FILE_FIELDS: &[&str] = &[
+    "kind",
+    "id",
+    "name",
+    "mimeType",
+    "parents",
+    "appProperties",
+    "properties",
+    "createdTime",
+    "modifiedTime",
+    "size",
+    "md5Checksum",
+    "sha1Checksum",
+    "sha256Checksum",
+    "trashed",
+    "driveId",
+    "description",
+];
+
+/// A parsed `fields` selection: names, each with its own selection (`files(id,name)`).
+#[derive(Debug)]
+struct Fields(Vec<(String, Option<Fields>)>);
+
+fn parse_fields(spec: &str) -> Result<Fields, String> {
+    fn parse(s: &str, i: &mut usize) -> Result<Fields, String> {
+        let b = s.as_bytes();
+        let mut out = Vec::new();
+        loop {
+            let start = *i;
+            while *i < b.len() && !matches!(b[*i], b',' | b'(' | b')') {
+                *i += 1;
+            }
+            let name = s[start..*i].trim().to_string();
+            if name.is_empty() {
+                return Err(format!("Invalid field selection {s}"));
+            }
+            let sub = if b.get(*i) == Some(&b'(') {
+                *i += 1;
+                let sub = parse(s, i)?;
+                if b.get(*i) != Some(&b')') {
+                    return Err(format!("Invalid field selection {s}"));
+                }
+                *i += 1;
+                Some(sub)
+            } else {
+                None
+            };
+            out.push((name, sub));
+            if b.get(*i) == Some(&b',') {
+                *i += 1;
+            } else {
+                return Ok(Fields(out));
+            }
+        }
+    }
+    let mut i = 0;
+    let f = parse(spec, &mut i)?;
+    if i != spec.len() {
+        return Err(format!("Invalid field selection {spec}"));
+    }
+    Ok(f)
 }
 
-fn file_json(f: &FakeFile, wrong_sha: bool) -> Value {
+/// Refuses a selection naming what a file does not have (Drive: 400 "Invalid field
+/// selection").
+fn check_file_fields(f: &Fields) -> Result<(), String> {
+    for (name, sub) in &f.0 {
+        if name != "*" && !FILE_FIELDS.contains(&name.as_str()) {
+            return Err(format!("Invalid field selection {name}"));
+        }
+        if sub.is_some() && name != "appProperties" && name != "properties" {
+            return Err(format!("Invalid field selection {name}"));
+        }
+    }
+    Ok(())
+}
+
+/// What of `v` the selection asks for; fields `v` does not have are left out, as Drive does.
+fn select(v: &Value, f: &Fields) -> Value {
+    match v {
+        Value::Array(a) => Value::Array(a.iter().map(|x| select(x, f)).collect()),
+        Value::Object(o) => {
+            let mut out = serde_json::Map::new();
+            for (name, sub) in &f.0 {
+                if name == "*" {
+                    return v.clone();
+                }
+                if let Some(x) = o.get(name) {
+                    let x = sub.as_ref().map_or_else(|| x.clone(), |sub| select(x, sub));
+                    out.insert(name.clone(), x);
+                }
+            }
+            Value::Object(out)
+        }
+        other => other.clone(),
+    }
+}
+
+/// A file resource as Drive answers it: the `fields` asked for, else the four defaults.
+fn file_answer(full: &Value, fields: Option<&str>) -> Result<Value, String> {
+    let f = parse_fields(fields.unwrap_or(DEFAULT_FILE_FIELDS))?;
+    check_file_fields(&f)?;
+    Ok(select(full, &f))
+}
+
+/// Every field of a file, as the fake holds it (`wrong`: checksums that do not match the
+/// content; `md5_only`: no sha256).
+fn file_json(f: &FakeFile, wrong: bool, md5_only: bool) -> Value {
     let mut v = json!({
         "kind": "drive#file",
         "id": f.id,
         "name": f.name,
         "mimeType": f.mime,
         "parents": f.parents,
-        "appProperties": f.app_properties,
         "createdTime": f.created,
         "modifiedTime": f.created,
+        "trashed": false,
     });
+    if !f.app_properties.is_empty() {
+        v["appProperties"] = json!(f.app_properties);
+    }
     if f.mime != FOLDER {
         let mut sha = hex::encode(Sha256::digest(&f.content));
-        if wrong_sha {
+        let mut md5 = hex::encode(md5::Md5::digest(&f.content));
+        if wrong {
             sha = sha.chars().rev().collect();
+            md5 = md5.chars().rev().collect();
         }
         v["size"] = json!(f.content.len().to_string());
-        v["sha256Checksum"] = json!(sha);
+        v["md5Checksum"] = json!(md5);
+        if !md5_only {
+            v["sha256Checksum"] = json!(sha);
+        }
     }
     v
+}
+
+/// Whether file `id` lives in the Shared Drive (its ancestors reach it).
+fn in_shared_drive(s: &State, id: &str) -> bool {
+    let mut cur = id.to_string();
+    for _ in 0..32 {
+        if cur == SHARED_DRIVE {
+            return true;
+        }
+        let Some(p) = s
+            .files
+            .iter()
+            .find(|f| f.id == cur)
+            .and_then(|f| f.parents.first())
+        else {
+            return false;
+        };
+        cur = p.clone();
+    }
+    false
+}
+
+fn all_drives(req: &Request) -> bool {
+    req.query.get("supportsAllDrives").map(String::as_str) == Some("true")
 }
 
 /// Splits a `q` on top-level ` and ` (outside quotes and braces).
@@ -540,11 +790,16 @@ fn serve(stream: TcpStream, state: &Arc<Mutex<State>>, addr: SocketAddr) {
     let Some((mut req, length)) = read_request(&mut reader) else {
         return;
     };
-    state
-        .lock()
-        .unwrap()
-        .log
-        .push(format!("{} {}", req.method, req.raw_target));
+    {
+        let mut s = state.lock().unwrap();
+        s.log.push(format!("{} {}", req.method, req.raw_target));
+        s.seen.push(Seen {
+            at: Instant::now(),
+            request: format!("{} {}", req.method, req.raw_target),
+            content_range: req.headers.get("content-range").cloned(),
+            range: req.headers.get("range").cloned(),
+        });
+    }
     if std::env::var_os("FAKE_DRIVE_DEBUG").is_some() {
         eprintln!(
             "fake drive: {} {} {:?}",
@@ -638,6 +893,18 @@ fn serve(stream: TcpStream, state: &Arc<Mutex<State>>, addr: SocketAddr) {
         );
     }
     if m == "GET" && p == "/drive/v3/about" {
+        let Some(fields) = req.query.get("fields") else {
+            return error(
+                &mut writer,
+                400,
+                "required",
+                "The 'fields' parameter is required for this method.",
+            );
+        };
+        let fields = match parse_fields(fields) {
+            Ok(f) => f,
+            Err(why) => return error(&mut writer, 400, "invalidParameter", &why),
+        };
         let usage: usize = state
             .lock()
             .unwrap()
@@ -645,11 +912,10 @@ fn serve(stream: TcpStream, state: &Arc<Mutex<State>>, addr: SocketAddr) {
             .iter()
             .map(|f| f.content.len())
             .sum();
-        return json_response(
-            &mut writer,
-            200,
-            &json!({"storageQuota": {"limit": "16106127360", "usage": usage.to_string()}}),
-        );
+        let about = json!({"kind": "drive#about",
+            "user": {"kind": "drive#user", "displayName": "coffer"},
+            "storageQuota": {"limit": "16106127360", "usage": usage.to_string()}});
+        return json_response(&mut writer, 200, &select(&about, &fields));
     }
     if let Some(id) = p.strip_prefix("/drive/v3/files/") {
         let id = percent_decode(id);
@@ -658,7 +924,11 @@ fn serve(stream: TcpStream, state: &Arc<Mutex<State>>, addr: SocketAddr) {
             "DELETE" => {
                 let mut s = state.lock().unwrap();
                 let before = s.files.len();
-                s.files.retain(|f| f.id != id);
+                // A Shared Drive's file does not exist for a caller that does not say it
+                // supports Shared Drives.
+                if all_drives(&req) || !in_shared_drive(&s, &id) {
+                    s.files.retain(|f| f.id != id);
+                }
                 let gone = before != s.files.len();
                 drop(s);
                 if gone {
@@ -794,10 +1064,14 @@ fn new_file(s: &mut State, meta: &Value, content: Vec<u8>) -> FakeFile {
     }
 }
 
-fn parents_exist(s: &State, meta: &Value) -> Result<(), String> {
+/// The parents exist, as the caller can see them (a Shared Drive's folders only with
+/// `supportsAllDrives=true`).
+fn parents_exist(s: &State, meta: &Value, all_drives: bool) -> Result<(), String> {
     for p in meta["parents"].as_array().into_iter().flatten() {
         let id = p.as_str().unwrap_or("");
-        if !s.files.iter().any(|f| f.id == id && f.mime == FOLDER) {
+        if !s.files.iter().any(|f| f.id == id && f.mime == FOLDER)
+            || (!all_drives && in_shared_drive(s, id))
+        {
             return Err(id.to_string());
         }
     }
@@ -808,8 +1082,12 @@ fn create(writer: &mut TcpStream, state: &Arc<Mutex<State>>, req: &Request) {
     let Ok(meta) = serde_json::from_slice::<Value>(&req.body) else {
         return error(writer, 400, "badRequest", "metadata is not JSON");
     };
+    let fields = req.query.get("fields").map(String::as_str);
+    if let Err(why) = file_answer(&Value::Null, fields) {
+        return error(writer, 400, "invalidParameter", &why);
+    }
     let mut s = state.lock().unwrap();
-    if let Err(id) = parents_exist(&s, &meta) {
+    if let Err(id) = parents_exist(&s, &meta, all_drives(req)) {
         drop(s);
         return error(writer, 404, "notFound", &format!("File not found: {id}."));
     }
@@ -826,8 +1104,9 @@ fn create(writer: &mut TcpStream, state: &Arc<Mutex<State>>, req: &Request) {
     }
     let f = new_file(&mut s, &meta, Vec::new());
     s.files.push(f.clone());
+    let full = file_json(&f, false, s.faults.md5_only);
     drop(s);
-    json_response(writer, 200, &file_json(&f, false));
+    json_response(writer, 200, &file_answer(&full, fields).unwrap());
 }
 
 fn start_upload(
@@ -839,6 +1118,9 @@ fn start_upload(
     let Ok(meta) = serde_json::from_slice::<Value>(&req.body) else {
         return error(writer, 400, "badRequest", "metadata is not JSON");
     };
+    if let Err(why) = file_answer(&Value::Null, req.query.get("fields").map(String::as_str)) {
+        return error(writer, 400, "invalidParameter", &why);
+    }
     let mut s = state.lock().unwrap();
     if s.faults.quota_exceeded {
         drop(s);
@@ -858,7 +1140,7 @@ fn start_upload(
             "User rate limit exceeded.",
         );
     }
-    if let Err(id) = parents_exist(&s, &meta) {
+    if let Err(id) = parents_exist(&s, &meta, all_drives(req)) {
         drop(s);
         return error(writer, 404, "notFound", &format!("File not found: {id}."));
     }
@@ -873,6 +1155,7 @@ fn start_upload(
             received: Vec::new(),
             done: None,
             fields: req.query.get("fields").cloned(),
+            total: None,
         },
     );
     drop(s);
@@ -915,6 +1198,27 @@ fn incomplete(writer: &mut TcpStream, received: usize) {
     respond(writer, 308, &headers, b"");
 }
 
+/// The answer a finished session gives (now, or to a status query later).
+fn finished_answer(s: &State, sess: &Session, fid: &str, wrong: bool) -> Option<Value> {
+    let f = s.files.iter().find(|f| f.id == fid)?;
+    let full = file_json(f, wrong, s.faults.md5_only);
+    file_answer(&full, sess.fields.as_deref()).ok()
+}
+
+/// Takes a `Content-Range`'s total for the session: it may be given late, never changed.
+fn note_total(sess: &mut Session, total: Option<usize>) -> Result<(), String> {
+    match (sess.total, total) {
+        (Some(had), Some(now)) if had != now => Err(format!(
+            "Content-Range gives a total of {now} bytes, the session's is {had}"
+        )),
+        (None, Some(now)) => {
+            sess.total = Some(now);
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
 fn chunk(
     reader: &mut BufReader<TcpStream>,
     writer: &mut TcpStream,
@@ -931,42 +1235,48 @@ fn chunk(
         let _ = drain(reader, length);
         return error(writer, 400, "badRequest", "missing or bad Content-Range");
     };
+    if state.lock().unwrap().expired.contains(&id) {
+        let _ = drain(reader, length);
+        return error(writer, 410, "gone", "upload session expired");
+    }
     // A status query: where does the session stand?
     let Some((first, last)) = range else {
         let _ = drain(reader, length);
-        let s = state.lock().unwrap();
-        return match s.sessions.get(&id) {
-            None => {
-                drop(s);
-                error(writer, 404, "notFound", "upload session not found")
-            }
-            Some(sess) => match &sess.done {
-                Some(fid) => {
-                    let f = s.files.iter().find(|f| &f.id == fid).cloned();
-                    let full = sess
-                        .fields
-                        .as_deref()
-                        .is_some_and(|f| f.contains("sha256Checksum"));
-                    drop(s);
-                    match f {
-                        Some(f) if full => json_response(writer, 200, &file_json(&f, false)),
-                        Some(f) => json_response(writer, 200, &default_fields(&f)),
-                        None => error(writer, 404, "notFound", "file gone"),
-                    }
-                }
-                // All bytes are there and the total is now given: that completes it.
-                None if total == Some(sess.received.len()) => {
-                    drop(s);
-                    complete(writer, state, &id, false);
-                }
-                None => {
-                    let n = sess.received.len();
-                    drop(s);
-                    incomplete(writer, n);
-                }
-            },
+        let mut s = state.lock().unwrap();
+        let Some(sess) = s.sessions.get_mut(&id) else {
+            drop(s);
+            return error(writer, 404, "notFound", "upload session not found");
+        };
+        if let Err(why) = note_total(sess, total) {
+            drop(s);
+            return error(writer, 400, "badRequest", &why);
+        }
+        let received = sess.received.len();
+        if let Some(fid) = sess.done.clone() {
+            let answer = finished_answer(&s, &s.sessions[&id], &fid, false);
+            drop(s);
+            return match answer {
+                Some(a) => json_response(writer, 200, &a),
+                None => error(writer, 404, "notFound", "file gone"),
+            };
+        }
+        drop(s);
+        // All bytes are there and the total is now given: that completes it.
+        return if total == Some(received) {
+            complete(writer, state, &id, false)
+        } else {
+            incomplete(writer, received)
         };
     };
+    if last < first {
+        let _ = drain(reader, length);
+        return error(
+            writer,
+            400,
+            "badRequest",
+            &format!("Content-Range bytes {first}-{last}: the range ends before it starts"),
+        );
+    }
     let number = {
         let mut s = state.lock().unwrap();
         s.chunk_puts += 1;
@@ -977,9 +1287,11 @@ fn chunk(
         v.retain(|n| *n != number);
         hit
     };
-    let (f500, f503, fdrop, f429, f403, f404, flost) = {
+    let (f500, f503, fdrop, f429, f403, f404, flost, f410, fstall, keep) = {
         let mut s = state.lock().unwrap();
         let f = &mut s.faults;
+        let keep = f.chunk_keep.iter().find(|(n, _)| *n == number).map(|k| k.1);
+        f.chunk_keep.retain(|(n, _)| *n != number);
         (
             take(&mut f.chunk_500),
             take(&mut f.chunk_503),
@@ -988,6 +1300,9 @@ fn chunk(
             take(&mut f.chunk_403_rate),
             take(&mut f.chunk_404),
             take(&mut f.chunk_answer_lost),
+            take(&mut f.chunk_410),
+            take(&mut f.chunk_stall),
+            keep,
         )
     };
     if fdrop {
@@ -1004,6 +1319,12 @@ fn chunk(
         }
         let _ = writer.shutdown(Shutdown::Both);
         return;
+    }
+    if fstall {
+        // Half the body arrives, then the server goes silent (nothing is committed).
+        let mut half = vec![0; length / 2];
+        let _ = reader.read_exact(&mut half);
+        return hold(state);
     }
     let mut body = vec![0; length];
     if reader.read_exact(&mut body).is_err() {
@@ -1035,6 +1356,13 @@ fn chunk(
     if f404 {
         s.sessions.remove(&id);
     }
+    if f410 {
+        s.sessions.remove(&id);
+        s.expired.insert(id.clone());
+        s.open_sessions = s.open_sessions.saturating_sub(1);
+        drop(s);
+        return error(writer, 410, "gone", "upload session expired");
+    }
     let Some(sess) = s.sessions.get_mut(&id) else {
         drop(s);
         return error(writer, 404, "notFound", "upload session not found");
@@ -1046,6 +1374,19 @@ fn chunk(
             400,
             "badRequest",
             "Content-Range does not match the body",
+        );
+    }
+    if let Err(why) = note_total(sess, total) {
+        drop(s);
+        return error(writer, 400, "badRequest", &why);
+    }
+    if total.is_some_and(|t| last >= t) {
+        drop(s);
+        return error(
+            writer,
+            400,
+            "badRequest",
+            "Content-Range goes past the total",
         );
     }
     if first > sess.received.len() {
@@ -1069,8 +1410,11 @@ fn chunk(
     }
     // Bytes already committed (a resend after a lost answer) are skipped.
     let skip = sess.received.len() - first;
-    sess.received
-        .extend_from_slice(&body[skip.min(body.len())..]);
+    let mut new = &body[skip.min(body.len())..];
+    if let Some(n) = keep {
+        new = &new[..n.min(new.len())];
+    }
+    sess.received.extend_from_slice(new);
     let finished = total.is_some_and(|t| sess.received.len() == t);
     if !finished {
         let n = sess.received.len();
@@ -1100,7 +1444,6 @@ fn complete(writer: &mut TcpStream, state: &Arc<Mutex<State>>, id: &str, lost: b
         return error(writer, 404, "notFound", "upload session not found");
     };
     let meta = sess.meta.clone();
-    let fields = sess.fields.clone();
     let content = std::mem::take(&mut sess.received);
     s.open_sessions = s.open_sessions.saturating_sub(1);
     let f = new_file(&mut s, &meta, content);
@@ -1120,17 +1463,16 @@ fn complete(writer: &mut TcpStream, state: &Arc<Mutex<State>>, id: &str, lost: b
     } else {
         false
     };
+    let answer = finished_answer(&s, &s.sessions[id], &f.id, wrong);
     drop(s);
     if lost {
         let _ = writer.shutdown(Shutdown::Both);
         return;
     }
-    let answer = if fields.is_some_and(|f| f.contains("sha256Checksum")) {
-        file_json(&f, wrong)
-    } else {
-        default_fields(&f)
-    };
-    json_response(writer, 200, &answer);
+    match answer {
+        Some(a) => json_response(writer, 200, &a),
+        None => error(writer, 500, "backendError", "the finished file is gone"),
+    }
 }
 
 fn list(writer: &mut TcpStream, state: &Arc<Mutex<State>>, req: &Request) {
@@ -1140,10 +1482,79 @@ fn list(writer: &mut TcpStream, state: &Arc<Mutex<State>>, req: &Request) {
     } else {
         split_and(&q)
     };
-    let s = state.lock().unwrap();
+    let flag = |k: &str| req.query.get(k).map(String::as_str) == Some("true");
+    let corpora = req.query.get("corpora").map_or("user", String::as_str);
+    let drive_id = req.query.get("driveId");
+    // Drive's rules for listing a Shared Drive.
+    if corpora == "drive" && drive_id.is_none() {
+        return error(
+            writer,
+            400,
+            "badRequest",
+            "The driveId parameter must be specified if and only if corpora is set to drive.",
+        );
+    }
+    if corpora == "drive" && !flag("includeItemsFromAllDrives") {
+        return error(
+            writer,
+            400,
+            "badRequest",
+            "The includeItemsFromAllDrives parameter must be set to true when corpora is drive.",
+        );
+    }
+    if flag("includeItemsFromAllDrives") && !all_drives(req) {
+        return error(
+            writer,
+            400,
+            "badRequest",
+            "includeItemsFromAllDrives requires supportsAllDrives=true.",
+        );
+    }
+    // nextPageToken comes without `fields`; with it, only if asked for.
+    let fields = match req.query.get("fields") {
+        None => parse_fields(&format!(
+            "kind,incompleteSearch,nextPageToken,files({DEFAULT_FILE_FIELDS})"
+        )),
+        Some(f) => parse_fields(f),
+    };
+    let fields = match fields {
+        Ok(f) => f,
+        Err(why) => return error(writer, 400, "invalidParameter", &why),
+    };
+    for (name, sub) in &fields.0 {
+        let ok = match name.as_str() {
+            "kind" | "incompleteSearch" | "nextPageToken" | "*" => sub.is_none(),
+            "files" => sub
+                .as_ref()
+                .is_none_or(|sub| check_file_fields(sub).is_ok()),
+            _ => false,
+        };
+        if !ok {
+            return error(
+                writer,
+                400,
+                "invalidParameter",
+                &format!("Invalid field selection {name}"),
+            );
+        }
+    }
+    let mut s = state.lock().unwrap();
+    if s.faults.list_stall > 0 {
+        s.faults.list_stall -= 1;
+        drop(s);
+        return hold(state);
+    }
     let mut hits = Vec::new();
     for f in &s.files {
         if f.id == "root" || f.id == SHARED_DRIVE {
+            continue;
+        }
+        let shared = in_shared_drive(&s, &f.id);
+        let visible = match corpora {
+            "drive" => shared && drive_id.map(String::as_str) == Some(SHARED_DRIVE),
+            _ => !shared || flag("includeItemsFromAllDrives"),
+        };
+        if !visible {
             continue;
         }
         let mut all = true;
@@ -1170,6 +1581,7 @@ fn list(writer: &mut TcpStream, state: &Arc<Mutex<State>>, req: &Request) {
         .and_then(|p| p.parse().ok())
         .unwrap_or(100);
     let page = asked.min(s.faults.max_page_size).max(1);
+    let md5_only = s.faults.md5_only;
     drop(s);
     let start: usize = req
         .query
@@ -1180,29 +1592,44 @@ fn list(writer: &mut TcpStream, state: &Arc<Mutex<State>>, req: &Request) {
     let end = (start + page).min(hits.len());
     let files: Vec<Value> = hits[start.min(end)..end]
         .iter()
-        .map(|f| file_json(f, false))
+        .map(|f| file_json(f, false, md5_only))
         .collect();
     let mut body = json!({"kind": "drive#fileList", "incompleteSearch": false, "files": files});
     if end < hits.len() {
         body["nextPageToken"] = json!(format!("page-{end}"));
     }
-    json_response(writer, 200, &body);
+    json_response(writer, 200, &select(&body, &fields));
 }
 
 fn get(writer: &mut TcpStream, state: &Arc<Mutex<State>>, req: &Request, id: &str) {
     let mut s = state.lock().unwrap();
-    let Some(f) = s.files.iter().find(|f| f.id == id).cloned() else {
+    let Some(f) = s
+        .files
+        .iter()
+        .find(|f| f.id == id)
+        .filter(|_| all_drives(req) || !in_shared_drive(&s, id))
+        .cloned()
+    else {
         drop(s);
         return error(writer, 404, "notFound", &format!("File not found: {id}."));
     };
     if req.query.get("alt").map(String::as_str) != Some("media") {
+        let full = file_json(&f, false, s.faults.md5_only);
         drop(s);
-        return json_response(writer, 200, &file_json(&f, false));
+        return match file_answer(&full, req.query.get("fields").map(String::as_str)) {
+            Ok(a) => json_response(writer, 200, &a),
+            Err(why) => error(writer, 400, "invalidParameter", &why),
+        };
     }
     s.log.push(format!("DOWNLOAD {}", f.name));
-    let drop_now = s.faults.download_drop > 0 && f.content.len() > 1024;
+    let big = f.content.len() > 1024;
+    let drop_now = s.faults.download_drop > 0 && big;
     if drop_now {
         s.faults.download_drop -= 1;
+    }
+    let stall_now = !drop_now && s.faults.download_stall > 0 && big;
+    if stall_now {
+        s.faults.download_stall -= 1;
     }
     drop(s);
     let from = req
@@ -1211,23 +1638,33 @@ fn get(writer: &mut TcpStream, state: &Arc<Mutex<State>>, req: &Request, id: &st
         .and_then(|r| r.strip_prefix("bytes="))
         .and_then(|r| r.split('-').next())
         .and_then(|a| a.parse::<usize>().ok());
+    let len = f.content.len();
     let (status, body, extra) = match from {
-        Some(a) if a <= f.content.len() => (
+        Some(a) if a < len => (
             206,
             &f.content[a..],
-            vec![(
-                "Content-Range",
-                format!(
-                    "bytes {a}-{}/{}",
-                    f.content.len().max(1) - 1,
-                    f.content.len()
-                ),
-            )],
+            vec![("Content-Range", format!("bytes {a}-{}/{len}", len - 1))],
         ),
-        _ => (200, &f.content[..], Vec::new()),
+        // Nothing there to send: Drive answers 416.
+        Some(_) => {
+            return respond(
+                writer,
+                416,
+                &[
+                    ("Content-Range", format!("bytes */{len}")),
+                    ("Content-Type", "application/json".into()),
+                ],
+                json!({"error": {"code": 416, "message": "Request range not satisfiable",
+                    "errors": [{"domain": "global", "reason": "requestedRangeNotSatisfiable",
+                        "message": "Request range not satisfiable"}]}})
+                .to_string()
+                .as_bytes(),
+            );
+        }
+        None => (200, &f.content[..], Vec::new()),
     };
-    if drop_now {
-        // Promise the whole body, send half, hang up.
+    if drop_now || stall_now {
+        // Promise the whole body, send half, then hang up — or go silent.
         let head = format!(
             "HTTP/1.1 {status} OK\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
             body.len()
@@ -1235,6 +1672,9 @@ fn get(writer: &mut TcpStream, state: &Arc<Mutex<State>>, req: &Request, id: &st
         let _ = writer.write_all(head.as_bytes());
         let _ = writer.write_all(&body[..body.len() / 2]);
         let _ = writer.flush();
+        if stall_now {
+            return hold(state);
+        }
         std::thread::sleep(Duration::from_millis(20));
         let _ = writer.shutdown(Shutdown::Both);
         return;
