@@ -164,19 +164,11 @@ impl Finish {
         }
     }
 
-    /// A failed run; a stopped one when the error came from a stop request; a skipped one
-    /// when another job held the lock.
-    pub fn failed(err: &anyhow::Error) -> Finish {
-        let outcome = if crate::lock::is_busy(err) {
-            Outcome::Skipped
-        } else if crate::shutdown::is_stopped(err) {
-            Outcome::Stopped
-        } else {
-            Outcome::Failure
-        };
+    /// A run that ended as `outcome` (a failure, a stop, a skip) with `error`, its chain.
+    pub fn failed(outcome: Outcome, error: String) -> Finish {
         Finish {
             outcome,
-            error: Some(crate::text::error_chain(err)),
+            error: Some(error),
             ..Finish::success()
         }
     }
@@ -750,7 +742,7 @@ mod tests {
         )
         .unwrap();
         let b = c.begin("backup", Trigger::Manual).unwrap();
-        c.finish(b, &Finish::failed(&anyhow::anyhow!("store full")))
+        c.finish(b, &Finish::failed(Outcome::Failure, "store full".into()))
             .unwrap();
         c.skipped("backup", Trigger::Schedule, Utc::now(), "still running")
             .unwrap();

@@ -9,31 +9,67 @@ use crate::catalog::{Catalog, Finish, Outcome};
 use crate::config::Config;
 use crate::schedule::Trigger;
 
-/// What the alerts are told of a failed run: its error chain, and where it happened when the
-/// job says (a backup's `Failed` context).
-pub fn alert_failure(err: &anyhow::Error) -> crate::alert::Failure {
-    let mut failure = crate::alert::Failure {
-        chain: err.chain().map(ToString::to_string).collect(),
-        ..Default::default()
-    };
-    if let Some(f) = err.downcast_ref::<crate::backup::Failed>() {
-        failure.source = f.source.clone();
-        failure.stage = Some(f.stage.to_string());
-        failure.snapshot = Some(f.snapshot.clone());
-    }
-    failure
+/// What a job's error means, read once here, where the engines' typed contexts are known:
+/// how the run ended, where it failed, and what the history and the alerts keep of it.
+struct Failure {
+    outcome: Outcome,
+    /// Where a backup failed (its `Failed` context).
+    backup: Option<(Option<String>, &'static str, String)>,
+    /// A drill that ran its course and found differences: its snapshot and summary.
+    drill: Option<(String, Option<serde_json::Value>)>,
+    chain: Vec<String>,
+    text: String,
 }
 
-/// What the history keeps of a failed run: a failure (a skip when another job held the lock,
-/// a stop when coffer was shutting down), with a drill's report when the drill ran its
-/// course and found differences.
-pub fn failure(err: &anyhow::Error) -> Finish {
-    let mut finish = Finish::failed(err);
-    if let Some(f) = err.downcast_ref::<crate::drill::DrillFailed>() {
-        finish.snapshot = Some(f.report.snapshot.clone());
-        finish.report = serde_json::to_value(f.report.summary()).ok();
+impl Failure {
+    fn of(err: &anyhow::Error) -> Failure {
+        // A skip when another job held the lock, a stop when coffer was shutting down.
+        let outcome = if crate::lock::is_busy(err) {
+            Outcome::Skipped
+        } else if crate::shutdown::is_stopped(err) {
+            Outcome::Stopped
+        } else {
+            Outcome::Failure
+        };
+        Failure {
+            outcome,
+            backup: err
+                .downcast_ref::<crate::backup::Failed>()
+                .map(|f| (f.source.clone(), f.stage, f.snapshot.clone())),
+            drill: err.downcast_ref::<crate::drill::DrillFailed>().map(|f| {
+                (
+                    f.report.snapshot.clone(),
+                    serde_json::to_value(f.report.summary()).ok(),
+                )
+            }),
+            chain: err.chain().map(ToString::to_string).collect(),
+            text: crate::text::error_chain(err),
+        }
     }
-    finish
+
+    /// What the history keeps: the outcome and the error, with a failed drill's report.
+    fn finish(&self) -> Finish {
+        let mut finish = Finish::failed(self.outcome, self.text.clone());
+        if let Some((snapshot, report)) = &self.drill {
+            finish.snapshot = Some(snapshot.clone());
+            finish.report.clone_from(report);
+        }
+        finish
+    }
+
+    /// What the alerts are told: the error chain, and where a backup failed.
+    fn alert(&self) -> crate::alert::Failure {
+        let mut failure = crate::alert::Failure {
+            chain: self.chain.clone(),
+            ..Default::default()
+        };
+        if let Some((source, stage, snapshot)) = &self.backup {
+            failure.source.clone_from(source);
+            failure.stage = Some((*stage).to_string());
+            failure.snapshot = Some(snapshot.clone());
+        }
+        failure
+    }
 }
 
 /// A run being recorded. Recording is best effort: a catalog that cannot be opened or
@@ -134,18 +170,21 @@ pub fn run<T>(
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "a panic".into());
             let err = anyhow::anyhow!("coffer's {job} panicked: {what} (a bug: please report it)");
-            let finished = failure(&err);
+            let failure = Failure::of(&err);
+            let finished = failure.finish();
             recording.end(&finished);
-            watch.finished(config, job, trigger, &finished, Some(&alert_failure(&err)));
+            watch.finished(config, job, trigger, &finished, Some(&failure.alert()));
             std::panic::resume_unwind(panic);
         }
     };
-    let finished = match &result {
-        Ok(done) => finish(done),
-        Err(e) => failure(e),
+    let (finished, alerted) = match &result {
+        Ok(done) => (finish(done), None),
+        Err(e) => {
+            let failure = Failure::of(e);
+            (failure.finish(), Some(failure.alert()))
+        }
     };
     recording.end(&finished);
-    let failure = result.as_ref().err().map(alert_failure);
-    watch.finished(config, job, trigger, &finished, failure.as_ref());
+    watch.finished(config, job, trigger, &finished, alerted.as_ref());
     result
 }

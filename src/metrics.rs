@@ -204,8 +204,11 @@ mod tests {
         )
         .unwrap();
         let id = c.begin("verify", Trigger::Manual).unwrap();
-        c.finish(id, &Finish::failed(&anyhow::anyhow!("part damaged")))
-            .unwrap();
+        c.finish(
+            id,
+            &Finish::failed(crate::catalog::Outcome::Failure, "part damaged".into()),
+        )
+        .unwrap();
         let path = dir.path().join("coffer.prom");
         std::fs::write(&path, "old").unwrap();
         super::write_from(&mut c, &path);
