@@ -110,9 +110,15 @@ fn check_ins(requests: &[Request]) -> Vec<String> {
         .collect()
 }
 
+/// The heartbeat's pings to `<url><suffix>`; each is a POST (healthchecks.io takes HEAD, GET
+/// and POST; coffer's docs promise a POST, with the error as its body).
 fn pings<'a>(requests: &'a [Request], suffix: &str) -> Vec<&'a Request> {
     let path = format!("/ping/{PING_TOKEN}{suffix}");
-    requests.iter().filter(|r| r.path == path).collect()
+    let pings: Vec<&Request> = requests.iter().filter(|r| r.path == path).collect();
+    for p in &pings {
+        assert_eq!(p.method, "POST", "{p:#?}");
+    }
+    pings
 }
 
 fn assert_no_secret(text: &str) {
@@ -124,8 +130,8 @@ fn assert_no_secret(text: &str) {
 #[test]
 fn a_failed_backup_alerts_every_channel_once_and_its_recovery_is_announced() {
     let env = Env::new();
-    let smtp = SmtpSink::start();
-    let http = HttpSink::start();
+    let smtp = SmtpSink::start().login("coffer", SMTP_PASSWORD);
+    let http = HttpSink::sentry(SENTRY_KEY);
     let tool = failing_tool(&env);
     let broken = config(&env, smtp.port, &http, Some(&tool), "");
 
@@ -281,7 +287,7 @@ fn a_failed_backup_alerts_every_channel_once_and_its_recovery_is_announced() {
 #[test]
 fn alert_test_reports_each_channel_and_a_dead_relay_does_not_stop_the_others() {
     let env = Env::new();
-    let http = HttpSink::start();
+    let http = HttpSink::sentry(SENTRY_KEY);
     // Nothing listens on this port.
     let dead = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -343,7 +349,7 @@ fn alert_test_reports_each_channel_and_a_dead_relay_does_not_stop_the_others() {
 #[test]
 fn a_stale_store_alerts_from_the_daemon_with_smtp_down_and_the_daemon_keeps_running() {
     let env = Env::new();
-    let http = HttpSink::start();
+    let http = HttpSink::sentry(SENTRY_KEY);
     let dead = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -464,7 +470,7 @@ fn tls_config(env: &Env, port: u16, tls: &str, ca_file: Option<&Path>) -> PathBu
 #[test]
 fn email_goes_over_starttls_and_an_untrusted_relay_certificate_is_refused() {
     let env = Env::new();
-    let smtp = SmtpSink::start_tls();
+    let smtp = SmtpSink::start_tls().login("coffer", SMTP_PASSWORD);
     let ca = crate::support::sinks::smtp_tls_dir().join("ca.pem");
 
     let trusted = starttls_config(&env, smtp.port, Some(&ca));
@@ -499,7 +505,7 @@ fn email_goes_over_starttls_and_an_untrusted_relay_certificate_is_refused() {
 #[test]
 fn email_goes_over_implicit_tls() {
     let env = Env::new();
-    let smtp = SmtpSink::start_implicit_tls();
+    let smtp = SmtpSink::start_implicit_tls().login("coffer", SMTP_PASSWORD);
     let ca = crate::support::sinks::smtp_tls_dir().join("ca.pem");
     let cfg = tls_config(&env, smtp.port, "tls", Some(&ca));
     let out = env.ok(&cfg, &["alert", "test"]);
@@ -535,6 +541,229 @@ fn the_smtp_sink_refuses_what_a_strict_receiver_refuses() {
         (good.replace("body", &"x".repeat(1000)), "998"),
         (good.replace("Subject: x", "Subject: Счёт"), "non-ASCII"),
         (good.replace("body", "тело"), "not ASCII"),
+    ] {
+        let problems = rfc5322_problems(bad.as_bytes()).join("; ");
+        assert!(problems.contains(why), "{why}: {problems}");
+    }
+}
+
+/// Whether a line of `log` holds every one of `words`.
+fn logged(log: &str, words: &[&str]) -> bool {
+    log.lines().any(|l| words.iter().all(|w| l.contains(w)))
+}
+
+/// `coffer alert test --json`: each channel's result.
+fn alert_test(env: &Env, config: &Path) -> (Option<i32>, serde_json::Value, String) {
+    let out = env.run(config, &["alert", "test", "--json"]);
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {said}"));
+    let by: serde_json::Map<String, serde_json::Value> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["channel"].as_str().unwrap().to_string(), c.clone()))
+        .collect();
+    (out.status.code(), serde_json::Value::Object(by), said)
+}
+
+#[test]
+fn the_relay_refuses_a_wrong_password_with_535_and_takes_no_mail() {
+    let env = Env::new();
+    let smtp = SmtpSink::start().login("coffer", "the-relay-knows-another-password");
+    let http = HttpSink::sentry(SENTRY_KEY);
+    let cfg = config(&env, smtp.port, &http, None, "");
+    let (code, by, said) = alert_test(&env, &cfg);
+    assert_eq!(code, Some(1), "{said}");
+    assert_eq!(by["email"]["ok"], false, "{said}");
+    assert!(
+        by["email"]["error"].as_str().unwrap().contains("535"),
+        "{said}"
+    );
+    assert_eq!(by["sentry"]["ok"], true, "{said}");
+    assert_eq!(by["heartbeat"]["ok"], true, "{said}");
+    assert_eq!(
+        smtp.failed_logins(),
+        [("coffer".to_string(), SMTP_PASSWORD.to_string())]
+    );
+    assert!(smtp.accepted().is_empty());
+    let verbs: Vec<String> = smtp.commands().into_iter().map(|(v, _)| v).collect();
+    assert!(!verbs.iter().any(|v| v == "MAIL"), "{verbs:?}");
+    assert_no_secret(&said);
+    // `coffer check` logs in without sending: it sees the refusal too.
+    let out = env.run(&cfg, &["check"]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(logged(&said, &["alerts.email", "535"]), "{said}");
+    assert_no_secret(&said);
+    assert_eq!(smtp.accepted().len(), 0);
+}
+
+/// The HTTP sink is as strict as Sentry's ingest: what Sentry refuses, it refuses.
+#[test]
+fn the_http_sink_refuses_what_sentry_refuses() {
+    use crate::support::sinks::sentry_problems;
+    let auth = |key: &str, version: &str| {
+        vec![(
+            "x-sentry-auth".to_string(),
+            format!("Sentry sentry_key={key}, sentry_version={version}, sentry_client=test/1"),
+        )]
+    };
+    let good_auth = auth(SENTRY_KEY, "7");
+    let event = r#"{"event_id":"7a3db1d05f9746799de9d88771a4865e","level":"error","message":"[coffer] FAILED backup"}"#;
+    let check_in = r#"{"check_in_id":"7a3db1d05f9746799de9d88771a4865e","monitor_slug":"coffer-backup","status":"ok"}"#;
+    let envelope = |header: &str, items: &[(&str, &str, bool)]| {
+        let mut body = format!("{header}\n");
+        for (kind, payload, with_length) in items {
+            if *with_length {
+                body.push_str(&format!(
+                    "{{\"type\":\"{kind}\",\"length\":{}}}\n{payload}\n",
+                    payload.len()
+                ));
+            } else {
+                body.push_str(&format!("{{\"type\":\"{kind}\"}}\n{payload}\n"));
+            }
+        }
+        body
+    };
+    let good = envelope(
+        "{\"event_id\":\"7a3db1d05f9746799de9d88771a4865e\"}",
+        &[("event", event, true), ("check_in", check_in, false)],
+    );
+    let path = "/api/42/envelope/";
+    let check = |method: &str, headers: &[(String, String)], body: &str| {
+        sentry_problems(method, path, headers, body.as_bytes(), Some(SENTRY_KEY))
+    };
+    assert_eq!(check("POST", &good_auth, &good), None);
+    // The key in the envelope's DSN is as good as the header.
+    let by_dsn = envelope(
+        &format!("{{\"dsn\":\"https://{SENTRY_KEY}@sentry.example.com/42\"}}"),
+        &[("event", event, true)],
+    );
+    assert_eq!(check("POST", &[], &by_dsn), None);
+    let status = |r: Option<(u16, Vec<String>)>| r.map(|(s, why)| (s, why.join("; ")));
+    for (headers, body, code, why) in [
+        (vec![], good.clone(), 401, "no sentry_key"),
+        (
+            auth("0000", "7"),
+            good.clone(),
+            401,
+            "not the project's key",
+        ),
+        (auth(SENTRY_KEY, "6"), good.clone(), 401, "sentry_version=7"),
+        (
+            good_auth.clone(),
+            envelope(
+                "{\"dsn\":\"https://0000@sentry.example.com/42\"}",
+                &[("event", event, true)],
+            ),
+            401,
+            "not the project's key",
+        ),
+        (
+            good_auth.clone(),
+            "not json\n".to_string(),
+            400,
+            "first line",
+        ),
+        (good_auth.clone(), "{}\n".to_string(), 400, "without items"),
+        (
+            good_auth.clone(),
+            good.replace("\"length\":", "\"length\":9"),
+            400,
+            "length",
+        ),
+        (
+            good_auth.clone(),
+            good.replace("\"type\":\"event\",", ""),
+            400,
+            "no type",
+        ),
+        (
+            good_auth.clone(),
+            envelope(
+                "{}",
+                &[(
+                    "event",
+                    r#"{"event_id":"7a3db1d05f9746799de9d88771a4865e","level":"error"}"#,
+                    false,
+                )],
+            ),
+            400,
+            "neither message nor exception",
+        ),
+        (
+            good_auth.clone(),
+            envelope("{}", &[("event", &event.replace("error", "loud"), false)]),
+            400,
+            "invalid level",
+        ),
+        (
+            good_auth.clone(),
+            envelope("{}", &[("event", &event.replace("7a3d", ""), false)]),
+            400,
+            "event_id",
+        ),
+        (
+            good_auth.clone(),
+            envelope(
+                "{}",
+                &[("check_in", &check_in.replace("\"ok\"", "\"fine\""), false)],
+            ),
+            400,
+            "check-in",
+        ),
+    ] {
+        let got = status(check("POST", &headers, &body));
+        assert!(
+            got.as_ref()
+                .is_some_and(|(s, w)| *s == code && w.contains(why)),
+            "{why}: {got:?} for {body:?}"
+        );
+    }
+    assert_eq!(
+        status(check("GET", &good_auth, "")).map(|(s, _)| s),
+        Some(405)
+    );
+    // A sink that knows no project takes no envelope.
+    assert_eq!(
+        sentry_problems("POST", path, &good_auth, good.as_bytes(), None).map(|(s, _)| s),
+        Some(401)
+    );
+}
+
+/// RFC 2045/2047 as a strict receiver reads them.
+#[test]
+fn the_smtp_sink_checks_mime_and_encoded_words() {
+    use crate::support::sinks::rfc5322_problems;
+    let good = "Date: Mon, 07 Dec 2026 02:00:00 +0000\r\nFrom: coffer@example.com\r\n\
+                To: ops@example.com\r\nMessage-ID: <a1b2.c3@example.com>\r\n\
+                Subject: =?utf-8?b?0KHRh9GR0YI=?= due\r\nMIME-Version: 1.0\r\n\
+                Content-Type: text/plain; charset=utf-8\r\n\
+                Content-Transfer-Encoding: 8bit\r\n\r\nтело\r\n";
+    assert_eq!(rfc5322_problems(good.as_bytes()), Vec::<String>::new());
+    let long_word = format!("=?utf-8?q?{}?=", "a".repeat(70));
+    for (bad, why) in [
+        (good.replace("MIME-Version: 1.0\r\n", ""), "MIME-Version"),
+        (good.replace("charset=utf-8", "format=flowed"), "charset"),
+        (good.replace("8bit", "7bit"), "8bit"),
+        (good.replace("To: ops@example.com", "To: ops"), "no address"),
+        (good.replace("0KHRh9GR0YI=", "0KHRh9GR0YI"), "not base64"),
+        (good.replace("0KHRh9GR0YI=", "/w=="), "not UTF-8"),
+        (good.replace("?b?", "?x?"), "encoding"),
+        (good.replace(" due", "due"), "white space"),
+        (
+            good.replace("=?utf-8?b?0KHRh9GR0YI=?=", &long_word),
+            "at most 75",
+        ),
+        (
+            good.replace("=?utf-8?b?0KHRh9GR0YI=?=", "=?utf-8?q?=ZZ?="),
+            "=XX",
+        ),
     ] {
         let problems = rfc5322_problems(bad.as_bytes()).join("; ");
         assert!(problems.contains(why), "{why}: {problems}");
