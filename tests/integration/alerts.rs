@@ -547,6 +547,19 @@ fn the_smtp_sink_refuses_what_a_strict_receiver_refuses() {
     }
 }
 
+/// Job `name` in `coffer status --json`.
+fn job_status(env: &Env, config: &Path, name: &str) -> serde_json::Value {
+    let s: serde_json::Value =
+        serde_json::from_str(&env.ok(config, &["status", "--json"])).unwrap();
+    s["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["job"] == name)
+        .unwrap_or_else(|| panic!("no job {name} in {s:#}"))
+        .clone()
+}
+
 /// Whether a line of `log` holds every one of `words`.
 fn logged(log: &str, words: &[&str]) -> bool {
     log.lines().any(|l| words.iter().all(|w| l.contains(w)))
@@ -601,6 +614,126 @@ fn the_relay_refuses_a_wrong_password_with_535_and_takes_no_mail() {
     assert!(logged(&said, &["alerts.email", "535"]), "{said}");
     assert_no_secret(&said);
     assert_eq!(smtp.accepted().len(), 0);
+}
+
+#[test]
+fn sentry_and_the_heartbeat_answering_5xx_or_429_leave_the_job_alone() {
+    for status in [503u16, 429] {
+        let code = status.to_string();
+        let env = Env::new();
+        let smtp = SmtpSink::start().login("coffer", SMTP_PASSWORD);
+        let http = HttpSink::sentry(SENTRY_KEY);
+        http.answer(status, "{\"detail\":\"not now\"}");
+        let tool = failing_tool(&env);
+
+        // A good backup is good, whatever the monitoring answers; each refusal is logged.
+        let fixed = config(&env, smtp.port, &http, None, "");
+        let started = std::time::Instant::now();
+        let out = env.run(&fixed, &["backup", "--json"]);
+        let log = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{status}: {log}");
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{status}: {log}"
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let id = v["id"].as_str().unwrap().to_string();
+        for channel in ["sentry", "heartbeat"] {
+            let channel = format!("channel=\"{channel}\"");
+            assert!(
+                logged(&log, &["could not report the run", &channel, &code]),
+                "{status} {channel}: {log}"
+            );
+        }
+        assert_no_secret(&log);
+
+        // A failed backup fails with its own error; the email goes out; the refusals are
+        // logged.
+        let broken = config(&env, smtp.port, &http, Some(&tool), "");
+        let started = std::time::Instant::now();
+        let out = env.run(&broken, &["backup"]);
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(out.status.code(), Some(1), "{status}: {said}");
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{status}: {said}"
+        );
+        assert!(said.contains(TOOL_ERROR), "{status}: {said}");
+        assert!(
+            logged(
+                &said,
+                &["could not send the alert", "channel=\"sentry\"", &code]
+            ),
+            "{status}: {said}"
+        );
+        assert!(
+            logged(
+                &said,
+                &["could not report the run", "channel=\"heartbeat\"", &code]
+            ),
+            "{status}: {said}"
+        );
+        assert_no_secret(&said);
+        let mails = smtp.mails();
+        assert_eq!(mails.len(), 1, "{mails:#?}");
+        assert!(
+            mails[0]
+                .data
+                .contains("Subject: [coffer] FAILED backup on ")
+        );
+        // The history holds the runs as they went.
+        let backup = job_status(&env, &broken, "backup");
+        assert_eq!(
+            backup["last_success"]["snapshot"],
+            id.as_str(),
+            "{backup:#}"
+        );
+        assert_eq!(backup["last_run"]["outcome"], "failure", "{backup:#}");
+        assert_eq!(backup["runs"]["success"], 1, "{backup:#}");
+        assert_eq!(backup["runs"]["failure"], 1, "{backup:#}");
+
+        // Sentry takes events again: the failure it never took reaches it with the next
+        // failed run, while email, which has it, stays quiet (flood control per channel).
+        let before = sentry_events(&http.requests()).len();
+        http.answer(200, "{}");
+        env.fails(&broken, &["backup"]);
+        let events = sentry_events(&http.requests());
+        assert_eq!(events.len(), before + 1, "{status}: {events:#?}");
+        assert!(
+            events.last().unwrap().contains("FAILED backup"),
+            "{status}: {events:#?}"
+        );
+        assert_eq!(smtp.mails().len(), 1);
+    }
+}
+
+#[test]
+fn a_sentry_key_the_project_does_not_know_is_refused_and_reported() {
+    let env = Env::new();
+    let smtp = SmtpSink::start().login("coffer", SMTP_PASSWORD);
+    // The DSN names SENTRY_KEY; this project knows another key.
+    let http = HttpSink::sentry("fedcba9876543210fedcba9876543210");
+    let cfg = config(&env, smtp.port, &http, None, "");
+    let (code, by, said) = alert_test(&env, &cfg);
+    assert_eq!(code, Some(1), "{said}");
+    assert_eq!(by["sentry"]["ok"], false, "{said}");
+    assert!(
+        by["sentry"]["error"].as_str().unwrap().contains("401"),
+        "{said}"
+    );
+    assert_eq!(by["email"]["ok"], true, "{said}");
+    assert_eq!(smtp.mails().len(), 1);
+    let rejected = http.rejected();
+    assert_eq!(rejected.len(), 1, "{rejected:#?}");
+    assert!(
+        rejected[0].1.join(" ").contains("not the project's key"),
+        "{rejected:#?}"
+    );
+    assert_no_secret(&said);
 }
 
 /// The HTTP sink is as strict as Sentry's ingest: what Sentry refuses, it refuses.

@@ -576,6 +576,8 @@ pub struct HttpSink {
     /// Requests refused as the real service refuses them (a Sentry envelope without the
     /// project's key: 401; one not in the envelope format: 400), each with why.
     rejected: Refused,
+    /// The status and body every request it takes is answered with.
+    answer: Arc<Mutex<(u16, String)>>,
 }
 
 impl HttpSink {
@@ -620,7 +622,14 @@ impl HttpSink {
             port,
             requests,
             rejected,
+            answer,
         }
+    }
+
+    /// From now on every request the sink takes is answered `status` with `body` (a service
+    /// that is down: 503; one that throttles: 429, with `Retry-After`).
+    pub fn answer(&self, status: u16, body: &str) {
+        *self.answer.lock().unwrap() = (status, body.to_string());
     }
 
     /// The requests taken. A request the real service would refuse fails the test here.
