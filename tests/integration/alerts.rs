@@ -547,6 +547,13 @@ fn the_smtp_sink_refuses_what_a_strict_receiver_refuses() {
     }
 }
 
+/// Replaces `from`, which must be there, with `to` in the config at `path`.
+fn edit(path: &Path, from: &str, to: &str) {
+    let text = fs::read_to_string(path).unwrap();
+    assert!(text.contains(from), "{from:?} not in:\n{text}");
+    fs::write(path, text.replacen(from, to, 1)).unwrap();
+}
+
 /// Job `name` in `coffer status --json`.
 fn job_status(env: &Env, config: &Path, name: &str) -> serde_json::Value {
     let s: serde_json::Value =
@@ -614,6 +621,106 @@ fn the_relay_refuses_a_wrong_password_with_535_and_takes_no_mail() {
     assert!(logged(&said, &["alerts.email", "535"]), "{said}");
     assert_no_secret(&said);
     assert_eq!(smtp.accepted().len(), 0);
+}
+
+#[test]
+fn starttls_to_a_relay_that_offers_none_sends_nothing_in_clear_and_the_backup_succeeds() {
+    let env = Env::new();
+    // A relay (or a man in the middle) that does not offer STARTTLS.
+    let smtp = SmtpSink::start().login("coffer", SMTP_PASSWORD);
+    let http = HttpSink::sentry(SENTRY_KEY);
+    let cfg = config(&env, smtp.port, &http, None, "");
+    edit(&cfg, "tls = \"none\"", "tls = \"starttls\"");
+    // Every success is mailed too: the backup has something to send.
+    edit(&cfg, "[alerts]\n", "[alerts]\nnotify_on_success = true\n");
+    let out = env.run(&cfg, &["backup", "--json"]);
+    let log = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{log}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let id = v["id"].as_str().unwrap();
+    assert!(
+        logged(
+            &log,
+            &["could not send the alert", "channel=\"email\"", "STARTTLS"]
+        ),
+        "{log}"
+    );
+    assert_no_secret(&log);
+    // The relay heard EHLO and nothing else that matters: no login, no message.
+    let verbs: Vec<String> = smtp.commands().into_iter().map(|(v, _)| v).collect();
+    assert!(verbs.iter().any(|v| v == "EHLO"), "{verbs:?}");
+    for never in ["AUTH", "MAIL", "RCPT", "DATA"] {
+        assert!(!verbs.iter().any(|v| v == never), "{never} sent: {verbs:?}");
+    }
+    assert!(smtp.mails().is_empty());
+    // The job's outcome is its own; the other channels heard of it.
+    let backup = job_status(&env, &cfg, "backup");
+    assert_eq!(backup["last_run"]["outcome"], "success", "{backup:#}");
+    assert_eq!(backup["last_success"]["snapshot"], id, "{backup:#}");
+    let requests = http.requests();
+    let events = sentry_events(&requests);
+    assert_eq!(events.len(), 1, "{requests:#?}");
+    assert!(events[0].contains("OK backup"), "{}", events[0]);
+    assert_eq!(pings(&requests, "").len(), 1);
+    // `alert test` says why.
+    let (code, by, said) = alert_test(&env, &cfg);
+    assert_eq!(code, Some(1), "{said}");
+    assert!(
+        by["email"]["error"].as_str().unwrap().contains("STARTTLS"),
+        "{said}"
+    );
+    assert!(smtp.auth_attempts().is_empty());
+}
+
+#[test]
+fn tls_none_is_refused_for_a_relay_on_another_host_naming_the_option() {
+    let env = Env::new();
+    let http = HttpSink::sentry(SENTRY_KEY);
+    let cfg = config(&env, 25, &http, None, "");
+    edit(
+        &cfg,
+        "smtp_host = \"127.0.0.1\"",
+        "smtp_host = \"smtp.example.com\"",
+    );
+    for args in [&["check"][..], &["alert", "test"], &["backup"]] {
+        let out = env.fails(&cfg, args);
+        assert!(
+            logged(
+                &out,
+                &[
+                    "alerts.email: tls = \"none\"",
+                    "smtp.example.com",
+                    "clear text"
+                ]
+            ),
+            "{args:?}: {out}"
+        );
+        assert_no_secret(&out);
+    }
+    assert!(
+        http.requests().is_empty(),
+        "a refused config sent something"
+    );
+    // Loopback only: by name or address, v4 or v6.
+    let text = fs::read_to_string(&cfg).unwrap();
+    for (host, allowed) in [
+        ("127.0.0.1", true),
+        ("127.0.0.53", true),
+        ("::1", true),
+        ("localhost", true),
+        ("10.0.0.25", false),
+        ("192.168.1.1", false),
+        ("::ffff:10.0.0.1", false),
+        ("localhost.example.com", false),
+        ("127.0.0.1.nip.io", false),
+    ] {
+        let text = text.replace(
+            "smtp_host = \"smtp.example.com\"",
+            &format!("smtp_host = \"{host}\""),
+        );
+        let parsed = coffer::config::Config::parse(&text, &cfg);
+        assert_eq!(parsed.is_ok(), allowed, "{host}: {parsed:?}");
+    }
 }
 
 #[test]
