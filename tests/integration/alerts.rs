@@ -402,15 +402,17 @@ fn a_stale_store_alerts_from_the_daemon_with_smtp_down_and_the_daemon_keeps_runn
         "[jobs.backup]\nschedule = \"0 0 3 1 1 *\"\ncatch_up = false\n",
     );
     let log = env.path("daemon.log");
-    let mut daemon = Command::new(env!("CARGO_BIN_EXE_coffer"))
-        .arg("--config")
-        .arg(&cfg)
-        .arg("daemon")
-        .stdout(Stdio::null())
-        .stderr(fs::File::create(&log).unwrap())
-        .env_remove("NOTIFY_SOCKET")
-        .spawn()
-        .unwrap();
+    let mut daemon = crate::support::KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_coffer"))
+            .arg("--config")
+            .arg(&cfg)
+            .arg("daemon")
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&log).unwrap())
+            .env_remove("NOTIFY_SOCKET")
+            .spawn()
+            .unwrap(),
+    );
     let requests = http.wait_for("the STALE event", |r| !sentry_events(r).is_empty());
     let event = &sentry_events(&requests)[0];
     assert!(event.contains("STALE"), "{event}");

@@ -175,6 +175,32 @@ impl Env {
     }
 }
 
+/// A child process (a daemon) killed and reaped when dropped, unless it exited already: a
+/// failed assertion leaves no process behind.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl std::ops::Deref for KillOnDrop {
+    type Target = std::process::Child;
+    fn deref(&self) -> &std::process::Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for KillOnDrop {
+    fn deref_mut(&mut self) -> &mut std::process::Child {
+        &mut self.0
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 /// Whether a prerequisite (a server, a stock tool) is there. Outside CI a missing one skips the
 /// test with a message; under `CI=true` it fails it, since .ci/run provides everything.
 pub fn prerequisite(ok: bool, what: &str, fix: &str) -> bool {
