@@ -1,6 +1,10 @@
-//! Alerts end to end, against local SMTP and HTTP servers: a failed backup reaches email,
-//! Sentry and the heartbeat once, with the tool's error and no secret; a repeat is held back;
-//! the recovery is announced; a stale store alerts from the daemon even with SMTP down.
+//! Alerts end to end, against local SMTP and HTTP servers as strict as the real services: a
+//! failed backup reaches email, Sentry and the heartbeat once, with the tool's error and no
+//! secret; a repeat is held back until `repeat_after`, then reminded; the recovery is
+//! announced; a stale store alerts from the daemon even with SMTP down; a failed prune and a
+//! failed scheduled verify alert too. Email never crosses the wire in clear text where TLS
+//! was asked for; a wrong password, a wrong Sentry key and a Sentry or heartbeat answering
+//! 5xx or 429 are logged, and the job's own outcome stays what it was.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -1010,4 +1014,226 @@ fn the_smtp_sink_checks_mime_and_encoded_words() {
         let problems = rfc5322_problems(bad.as_bytes()).join("; ");
         assert!(problems.contains(why), "{why}: {problems}");
     }
+}
+
+#[test]
+fn an_error_in_cyrillic_with_a_long_line_makes_a_mail_a_strict_receiver_takes() {
+    let env = Env::new();
+    let smtp = SmtpSink::start().login("coffer", SMTP_PASSWORD);
+    let http = HttpSink::sentry(SENTRY_KEY);
+    let said = "Ошибка: образ базы данных «счета» повреждён";
+    let long = format!("context: {}", "x".repeat(1500));
+    let tool = env.path("broken-ru-sqlite3");
+    fs::write(
+        &tool,
+        format!(
+            "#!/bin/sh\n\
+             if [ \"$1\" = \"--version\" ]; then echo '3.40.1 2022-12-28 broken'; exit 0; fi\n\
+             cat > /dev/null\n\
+             echo '{long}' >&2\n\
+             echo '{said}' >&2\n\
+             exit 1\n"
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&tool, fs::Permissions::from_mode(0o755)).unwrap();
+    let cfg = config(&env, smtp.port, &http, Some(&tool), "");
+    env.fails(&cfg, &["backup"]);
+    // Taken by a sink that checks CRLF, 998 characters a line, RFC 2047 and MIME.
+    let mails = smtp.mails();
+    assert_eq!(mails.len(), 1);
+    let subject = mails[0].header("subject").unwrap();
+    assert!(
+        subject.starts_with("[coffer] FAILED backup on "),
+        "{subject}"
+    );
+    let text = mails[0].text();
+    assert!(text.contains(said), "{text}");
+    assert!(text.contains(&long), "{text}");
+    let events = sentry_events(&http.requests());
+    assert!(events[0].contains(said), "{}", events[0]);
+
+    // A subject that is not ASCII (an error's first line; cut at 160 characters) goes out
+    // as RFC 2047 encoded words, each at most 75 characters, in lines of at most 998.
+    let config = coffer::config::Config::load(&cfg).unwrap();
+    let event = coffer::alert::Event {
+        kind: coffer::alert::Kind::Failed,
+        job: "drill".into(),
+        trigger: Some(coffer::schedule::Trigger::Schedule),
+        host: "erp-1".into(),
+        at: chrono::Utc::now(),
+        summary: format!("проба «{}» вернула 0 строк", "Счёт-фактура ".repeat(20)),
+        errors: vec![said.into()],
+        source: None,
+        stage: None,
+        snapshot: None,
+        last_good: None,
+        commands: Vec::new(),
+        timezone: chrono_tz::Tz::UTC,
+        repeat_after: Duration::from_secs(6 * 3600),
+    };
+    let results = coffer::alert::Alerts::from_config(&config).dispatch(&event);
+    assert!(results.iter().all(|(_, r)| r.is_ok()), "{results:?}");
+    let mails = smtp.mails();
+    assert_eq!(mails.len(), 2);
+    assert_eq!(mails[1].header("subject").unwrap(), event.subject());
+    assert!(event.subject().ends_with("..."), "{}", event.subject());
+    assert!(mails[1].data.contains("=?utf-8?"), "{}", mails[1].data);
+}
+
+#[test]
+fn a_failed_prune_alerts_every_channel_with_the_command_to_retry() {
+    let env = Env::new();
+    let smtp = SmtpSink::start().login("coffer", SMTP_PASSWORD);
+    let http = HttpSink::sentry(SENTRY_KEY);
+    let cfg = config(&env, smtp.port, &http, None, "");
+    // This host never made a backup, so it has no signing key, trusts no snapshot and
+    // refuses to prune: a failed prune.
+    let out = env.fails(&cfg, &["prune"]);
+    assert!(out.contains("signed by a trusted key"), "{out}");
+    let mails = smtp.mails();
+    assert_eq!(mails.len(), 1, "{mails:#?}");
+    let mail = mails[0].text();
+    assert!(
+        mails[0].data.contains("Subject: [coffer] FAILED prune on "),
+        "{}",
+        mails[0].data
+    );
+    for expected in [
+        "prune FAILED at ",
+        ", manual.",
+        "signed by a trusted key",
+        "retry:    coffer --config",
+        " prune --dry-run",
+    ] {
+        assert!(mail.contains(expected), "{expected:?} not in:\n{mail}");
+    }
+    let requests = http.requests();
+    let events = sentry_events(&requests);
+    assert_eq!(events.len(), 1, "{requests:#?}");
+    assert!(events[0].contains("\"job\":\"prune\""), "{}", events[0]);
+    assert!(events[0].contains("FAILED prune"), "{}", events[0]);
+    let fails = pings(&requests, "/fail");
+    assert_eq!(fails.len(), 1, "{requests:#?}");
+    assert!(
+        fails[0].body.contains("signed by a trusted key"),
+        "{fails:#?}"
+    );
+    let prune = job_status(&env, &cfg, "prune");
+    assert_eq!(prune["last_run"]["outcome"], "failure", "{prune:#}");
+}
+
+#[test]
+fn a_failed_scheduled_verify_alerts_from_the_daemon_once() {
+    let env = Env::new();
+    let smtp = SmtpSink::start().login("coffer", SMTP_PASSWORD);
+    let http = HttpSink::sentry(SENTRY_KEY);
+    let cfg = config(
+        &env,
+        smtp.port,
+        &http,
+        None,
+        "[jobs.verify]\nschedule = \"* * * * * *\"\n",
+    );
+    let id = env.backup(&cfg);
+    // A part of the newest snapshot rots in the store.
+    let dir = env.store().join("snapshots").join(&id);
+    let part = fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().contains(".age.0000"))
+        .unwrap();
+    let mut bytes = fs::read(&part).unwrap();
+    bytes.extend_from_slice(b"rot");
+    fs::write(&part, bytes).unwrap();
+    let mut daemon = crate::support::Daemon::start(&cfg, env.path("daemon.log"));
+    // Every second a verify fails and the switch hears it; two of them, so flood control has
+    // a repeat to hold back.
+    http.wait_for("two failed verify runs", |r| pings(r, "/fail").len() >= 2);
+    assert!(
+        daemon.running(),
+        "a failed job stopped the daemon:\n{}",
+        daemon.log()
+    );
+    let exit = daemon.stop();
+    let log = daemon.log();
+    assert!(exit.success(), "{exit:?}\n{log}");
+    let mails = smtp.mails();
+    assert_eq!(mails.len(), 1, "{mails:#?}");
+    let mail = mails[0].text();
+    assert!(
+        mails[0]
+            .data
+            .contains("Subject: [coffer] FAILED verify on "),
+        "{}",
+        mails[0].data
+    );
+    for expected in [
+        ", schedule.".to_string(),
+        format!("snapshot {id} failed verification"),
+        format!("Last good snapshot: {id}"),
+        " verify latest".to_string(),
+    ] {
+        assert!(mail.contains(&expected), "{expected:?} not in:\n{mail}");
+    }
+    let requests = http.requests();
+    let events = sentry_events(&requests);
+    assert_eq!(events.len(), 1, "{requests:#?}");
+    assert!(events[0].contains("\"job\":\"verify\""), "{}", events[0]);
+    let verify = job_status(&env, &cfg, "verify");
+    assert_eq!(verify["last_failure"]["trigger"], "schedule", "{verify:#}");
+    assert!(
+        verify["runs"]["failure"].as_u64().unwrap() >= 2,
+        "{verify:#}"
+    );
+    assert!(
+        logged(
+            &log,
+            &["failed again; alerted already within alerts.repeat_after"]
+        ),
+        "{log}"
+    );
+    assert_no_secret(&log);
+}
+
+#[test]
+fn a_job_still_failing_is_reminded_once_repeat_after_has_passed() {
+    let env = Env::new();
+    let smtp = SmtpSink::start().login("coffer", SMTP_PASSWORD);
+    let http = HttpSink::sentry(SENTRY_KEY);
+    let tool = failing_tool(&env);
+    let cfg = config(&env, smtp.port, &http, Some(&tool), "");
+    let repeat = Duration::from_secs(4);
+    edit(&cfg, "repeat_after = \"6h\"", "repeat_after = \"4s\"");
+    env.fails(&cfg, &["backup"]);
+    let alerted = std::time::Instant::now();
+    let mails = smtp.mails();
+    assert_eq!(mails.len(), 1);
+    assert!(
+        mails[0].text().contains("repeats at most every 4 s until"),
+        "{}",
+        mails[0].text()
+    );
+    // Failing again within repeat_after: held back on each channel; the switch hears it.
+    env.fails(&cfg, &["backup"]);
+    assert!(
+        alerted.elapsed() < repeat,
+        "the second run took too long to test the quiet time"
+    );
+    assert_eq!(smtp.mails().len(), 1);
+    assert_eq!(sentry_events(&http.requests()).len(), 1);
+    // Still failing once repeat_after has passed: reminded, on each channel.
+    std::thread::sleep(repeat.saturating_sub(alerted.elapsed()) + Duration::from_millis(300));
+    env.fails(&cfg, &["backup"]);
+    let mails = smtp.mails();
+    assert_eq!(mails.len(), 2, "{mails:#?}");
+    assert!(
+        mails[1]
+            .data
+            .contains("Subject: [coffer] FAILED backup on ")
+    );
+    assert!(mails[1].text().contains(TOOL_ERROR));
+    let requests = http.requests();
+    assert_eq!(sentry_events(&requests).len(), 2, "{requests:#?}");
+    assert_eq!(pings(&requests, "/fail").len(), 3);
 }

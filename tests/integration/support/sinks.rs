@@ -555,6 +555,92 @@ fn encoded_word(word: &str) -> Option<Result<Vec<u8>, String>> {
     })())
 }
 
+impl Mail {
+    /// The body, its transfer encoding (quoted-printable, base64) undone.
+    pub fn text(&self) -> String {
+        let (_, body) = self.data.split_once("\n\n").unwrap_or(("", &self.data));
+        let encoding = self
+            .header("content-transfer-encoding")
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        let bytes = match encoding.as_str() {
+            "base64" => base64::engine::general_purpose::STANDARD
+                .decode(body.split_whitespace().collect::<String>())
+                .expect("a base64 body"),
+            "quoted-printable" => {
+                let mut out = Vec::new();
+                for line in body.split('\n') {
+                    let (line, soft) = match line.strip_suffix('=') {
+                        Some(l) => (l, true),
+                        None => (line, false),
+                    };
+                    let mut b = line.bytes();
+                    while let Some(c) = b.next() {
+                        if c == b'=' {
+                            let hex = [b.next().unwrap(), b.next().unwrap()];
+                            out.push(
+                                u8::from_str_radix(std::str::from_utf8(&hex).unwrap(), 16).unwrap(),
+                            );
+                        } else {
+                            out.push(c);
+                        }
+                    }
+                    if !soft {
+                        out.push(b'\n');
+                    }
+                }
+                out
+            }
+            _ => body.as_bytes().to_vec(),
+        };
+        String::from_utf8(bytes).expect("a UTF-8 body")
+    }
+
+    /// Header `name` (case-insensitive) unfolded, its RFC 2047 words decoded.
+    pub fn header(&self, name: &str) -> Option<String> {
+        let (head, _) = self.data.split_once("\n\n")?;
+        let mut value: Option<String> = None;
+        for line in head.lines() {
+            if line.starts_with([' ', '\t']) {
+                if let Some(v) = value.as_mut() {
+                    v.push_str(line);
+                }
+                continue;
+            }
+            if value.is_some() {
+                break;
+            }
+            if let Some((n, v)) = line.split_once(':')
+                && n.eq_ignore_ascii_case(name)
+            {
+                value = Some(v.trim().to_string());
+            }
+        }
+        // White space between two encoded words is not part of the text (RFC 2047 §6.2).
+        let mut out = String::new();
+        let mut last_encoded = false;
+        for word in value?.split_whitespace() {
+            match encoded_word(word) {
+                Some(Ok(bytes)) => {
+                    if !last_encoded && !out.is_empty() {
+                        out.push(' ');
+                    }
+                    out.push_str(&String::from_utf8_lossy(&bytes));
+                    last_encoded = true;
+                }
+                _ => {
+                    if !out.is_empty() {
+                        out.push(' ');
+                    }
+                    out.push_str(word);
+                    last_encoded = false;
+                }
+            }
+        }
+        Some(out)
+    }
+}
+
 /// One request the HTTP sink answered.
 #[derive(Debug, Clone)]
 #[allow(dead_code)] // read in failure messages
