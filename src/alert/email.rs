@@ -4,7 +4,8 @@
 
 use std::time::Duration;
 
-use lettre::message::{Mailbox, header::ContentType};
+use lettre::message::Mailbox;
+use lettre::message::header::{ContentType, MIME_VERSION_1_0};
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{Message, SmtpTransport, Transport};
@@ -65,6 +66,27 @@ impl Email {
             relay: format!("{}:{}", c.smtp_host, c.smtp_port),
         })
     }
+
+    /// The message for `event`.
+    fn message(&self, event: &Event) -> Result<Message, String> {
+        // Gmail refuses mail without a Message-ID (550-5.7.1) and Postfix adds none by default:
+        // every message gets its own, on the sender's domain (lettre adds `Date`).
+        // lettre's `body` sets the transfer encoding but no MIME-Version: without it a reader
+        // may ignore the charset and the encoding (RFC 2045 §4) and show an error chain
+        // that is not ASCII as quoted-printable.
+        let mut message = Message::builder()
+            .from(self.from.clone())
+            .message_id(Some(message_id(self.from.email.domain())))
+            .subject(event.subject())
+            .header(MIME_VERSION_1_0)
+            .header(ContentType::TEXT_PLAIN);
+        for to in &self.to {
+            message = message.to(to.clone());
+        }
+        message
+            .body(event.text())
+            .map_err(|e| format!("building the message: {e}"))
+    }
 }
 
 /// A unique RFC 5322 `Message-ID`: `<time.random@domain>`.
@@ -86,19 +108,7 @@ impl Notifier for Email {
     }
 
     fn send(&self, event: &Event) -> Result<(), String> {
-        // Gmail refuses mail without a Message-ID (550-5.7.1) and Postfix adds none by default:
-        // every message gets its own, on the sender's domain (lettre adds `Date`).
-        let mut message = Message::builder()
-            .from(self.from.clone())
-            .message_id(Some(message_id(self.from.email.domain())))
-            .subject(event.subject())
-            .header(ContentType::TEXT_PLAIN);
-        for to in &self.to {
-            message = message.to(to.clone());
-        }
-        let message = message
-            .body(event.text())
-            .map_err(|e| format!("building the message: {e}"))?;
+        let message = self.message(event)?;
         self.transport
             .send(&message)
             .map(drop)
@@ -117,6 +127,39 @@ impl Notifier for Email {
             )),
             Ok(false) => Err(format!("relay {} did not answer NOOP", self.relay)),
             Err(e) => Err(format!("SMTP relay {}: {e}", self.relay)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_message_declares_mime_version_charset_and_encoding() {
+        let config = crate::config::Config::parse(
+            "[encryption]\nrecipients = [\"age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p\"]\n\
+             [store]\ntype = \"local\"\npath = \"/srv/store\"\n\
+             [[source]]\nname = \"files\"\ntype = \"directory\"\npath = \"/srv/site\"\n\
+             [alerts.email]\nto = [\"ops@example.com\"]\nfrom = \"coffer@example.com\"\n\
+             smtp_host = \"127.0.0.1\"\ntls = \"none\"\n",
+            std::path::Path::new("/etc/coffer/coffer.toml"),
+        )
+        .unwrap();
+        let email = Email::new(config.alerts.email.as_ref().unwrap()).unwrap();
+        let alerts = super::super::Alerts::from_config(&config);
+        let mut event = alerts.event(Kind::Failed, "backup", "pg_dump: ошибка".into());
+        event.errors = vec!["pg_dump: ошибка: нет доступа к таблице счёт".into()];
+        let text = String::from_utf8(email.message(&event).unwrap().formatted()).unwrap();
+        let head = &text[..text.find("\r\n\r\n").unwrap()];
+        for field in [
+            "MIME-Version: 1.0\r\n",
+            "Content-Type: text/plain; charset=utf-8\r\n",
+            "Content-Transfer-Encoding: ",
+            "Message-ID: <",
+            "Date: ",
+        ] {
+            assert!(head.contains(field), "{field:?} not in:\n{head}");
         }
     }
 }

@@ -153,10 +153,15 @@ impl Event {
             }
         }
         if self.kind == Kind::Failed || self.kind == Kind::Stale {
+            // In the unit it was most likely given in ("30m" is not "every 0 h").
+            let every = match self.repeat_after.as_secs() {
+                s if s % 3600 == 0 => format!("{} h", s / 3600),
+                s if s % 60 == 0 => format!("{} min", s / 60),
+                s => format!("{s} s"),
+            };
             let _ = writeln!(
                 t,
-                "\nThis alert repeats at most every {} h until it is resolved.",
-                self.repeat_after.as_secs() / 3600
+                "\nThis alert repeats at most every {every} until it is resolved."
             );
         }
         t
@@ -678,5 +683,7 @@ mod tests {
         ] {
             assert!(text.contains(expected), "{expected:?} not in:\n{text}");
         }
+        e.repeat_after = Duration::from_secs(30 * 60);
+        assert!(e.text().contains("repeats at most every 30 min until"));
     }
 }

@@ -1,9 +1,10 @@
 //! Sentry: an event per alert, tagged (job, source, stage, host) with the error chain as its
 //! exception values, and a cron check-in (`coffer-<job>`, ok or error) per finished run. Each
-//! send is flushed before it returns, so nothing is lost when the process exits.
+//! send waits for Sentry's answer, so nothing is lost when the process exits and a refusal
+//! is an error the caller logs.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use secrecy::ExposeSecret;
@@ -17,15 +18,85 @@ use crate::config::SentryConfig;
 
 const FLUSH: Duration = Duration::from_secs(10);
 
-/// Where events go when the options hold no DSN (never: the DSN is checked first).
-struct NoTransport;
+/// Sends each envelope at once, waits for Sentry's answer and keeps it.
+///
+/// The sentry crate's own transports send from a queue and drop an envelope Sentry refused
+/// (a 5xx, a 429, a key it does not know) without a word: the alert would count as
+/// delivered, no failure would be logged, and flood control would hold back the next
+/// failure's alert on this channel for `repeat_after`. Alerts are few: each waits for its
+/// answer.
+struct Posting {
+    url: String,
+    /// `X-Sentry-Auth`: holds the DSN's public key.
+    auth: String,
+    http: reqwest::Client,
+    /// Why envelopes sent since the last `Sentry::answered` did not arrive.
+    failures: Mutex<Vec<String>>,
+}
 
-impl sentry::Transport for NoTransport {
-    fn send_envelope(&self, _: Envelope) {}
+impl Posting {
+    fn post(&self, envelope: &Envelope) -> Result<(), String> {
+        let mut body = Vec::new();
+        envelope
+            .to_writer(&mut body)
+            .map_err(|e| format!("encoding the event for Sentry: {e}"))?;
+        let request = self
+            .http
+            .post(&self.url)
+            .header("X-Sentry-Auth", &self.auth)
+            .header("Content-Type", "application/x-sentry-envelope")
+            .body(body);
+        // Its own thread and runtime: the caller may be inside a runtime itself.
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| format!("cannot start the runtime to reach Sentry: {e}"))?;
+                rt.block_on(async {
+                    let response = request.send().await.map_err(|e| {
+                        // The URL holds no key, but the host is all a reader needs.
+                        let e = e.without_url();
+                        let mut why = e.to_string();
+                        let mut cause = std::error::Error::source(&e);
+                        while let Some(c) = cause {
+                            why = format!("{why}: {c}");
+                            cause = c.source();
+                        }
+                        format!("cannot reach Sentry: {why}")
+                    })?;
+                    let status = response.status();
+                    if status.is_success() {
+                        Ok(())
+                    } else if status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+                        Err(format!(
+                            "Sentry answered {status}: rate limited, the event was dropped"
+                        ))
+                    } else {
+                        Err(format!("Sentry answered {status}"))
+                    }
+                })
+            })
+            .join()
+            .unwrap_or_else(|_| Err("sending to Sentry panicked".into()))
+        })
+    }
+}
+
+impl sentry::Transport for Posting {
+    fn send_envelope(&self, envelope: Envelope) {
+        if let Err(e) = self.post(&envelope) {
+            self.failures
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(e);
+        }
+    }
 }
 
 pub struct Sentry {
     client: Arc<Client>,
+    posting: Arc<Posting>,
     check_ins: bool,
     environment: Option<String>,
 }
@@ -40,42 +111,50 @@ impl Sentry {
                 "the Sentry DSN is not valid (https://KEY@HOST/PROJECT)".to_string()
             })?;
         let mut options = ClientOptions::default();
-        options.dsn = Some(dsn);
         options.release = Some(concat!("coffer@", env!("CARGO_PKG_VERSION")).into());
         options.environment = c.environment.clone().map(Into::into);
         options.send_default_pii = false;
         options.shutdown_timeout = FLUSH;
-        // The HTTP transport (reqwest, rustls with ring), with timeouts: a Sentry that does
-        // not answer must not hold a job (dropping the client waits for its sender).
+        // Timeouts: a Sentry that does not answer must not hold a job. No idle connections
+        // are kept: each send has a runtime of its own.
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
-            .timeout(Duration::from_secs(10))
+            .timeout(FLUSH)
+            .pool_max_idle_per_host(0)
             .build()
             .map_err(|e| format!("Sentry's HTTP client: {e}"))?;
+        let posting = Arc::new(Posting {
+            url: dsn.envelope_api_url().to_string(),
+            auth: dsn.to_auth(Some(&options.user_agent)).to_string(),
+            http,
+            failures: Mutex::new(Vec::new()),
+        });
+        options.dsn = Some(dsn);
+        let transport = Arc::clone(&posting);
         options.transport = Some(Arc::new(
-            move |opts: &ClientOptions| -> Arc<dyn sentry::Transport> {
-                match sentry::TransportOptions::try_from_client_options(opts) {
-                    Some(general) => Arc::new(
-                        sentry::transports::ReqwestHttpTransportOptions::from(general)
-                            .with_client(http.clone())
-                            .build(),
-                    ),
-                    None => Arc::new(NoTransport),
-                }
-            },
+            move |_: &ClientOptions| -> Arc<dyn sentry::Transport> { transport.clone() },
         ));
         Ok(Sentry {
             client: Arc::new(Client::from(options)),
+            posting,
             check_ins: c.check_ins,
             environment: c.environment.clone(),
         })
     }
 
-    fn flush(&self) -> Result<(), String> {
-        if self.client.flush(Some(FLUSH)) {
+    /// Whether what was sent since the last call arrived; if not, why.
+    fn answered(&self) -> Result<(), String> {
+        let failures = std::mem::take(
+            &mut *self
+                .posting
+                .failures
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        if failures.is_empty() {
             Ok(())
         } else {
-            Err(format!("Sentry did not take the event within {FLUSH:?}"))
+            Err(failures.join("; "))
         }
     }
 }
@@ -155,7 +234,7 @@ impl Notifier for Sentry {
             ..Default::default()
         };
         self.client.capture_event(sentry_event, None);
-        self.flush()
+        self.answered()
     }
 
     /// An in-progress check-in when a run starts (monitor `coffer-<job>`); its id comes back
@@ -166,6 +245,13 @@ impl Notifier for Sentry {
         }
         let id = sentry::types::Uuid::from_bytes(rand::random());
         self.check_in(job, id, MonitorCheckInStatus::InProgress, None);
+        if let Err(e) = self.answered() {
+            tracing::error!(
+                channel = "sentry",
+                job,
+                "could not report the run's start: {e}"
+            );
+        }
         Some(id.simple().to_string())
     }
 
@@ -185,6 +271,6 @@ impl Notifier for Sentry {
             MonitorCheckInStatus::Error
         };
         self.check_in(run.job, id, status, run.seconds);
-        self.flush()
+        self.answered()
     }
 }

@@ -1,6 +1,10 @@
-//! Alerts end to end, against local SMTP and HTTP servers: a failed backup reaches email,
-//! Sentry and the heartbeat once, with the tool's error and no secret; a repeat is held back;
-//! the recovery is announced; a stale store alerts from the daemon even with SMTP down.
+//! Alerts end to end, against local SMTP and HTTP servers as strict as the real services: a
+//! failed backup reaches email, Sentry and the heartbeat once, with the tool's error and no
+//! secret; a repeat is held back until `repeat_after`, then reminded; the recovery is
+//! announced; a stale store alerts from the daemon even with SMTP down; a failed prune and a
+//! failed scheduled verify alert too. Email never crosses the wire in clear text where TLS
+//! was asked for; a wrong password, a wrong Sentry key and a Sentry or heartbeat answering
+//! 5xx or 429 are logged, and the job's own outcome stays what it was.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -110,9 +114,15 @@ fn check_ins(requests: &[Request]) -> Vec<String> {
         .collect()
 }
 
+/// The heartbeat's pings to `<url><suffix>`; each is a POST (healthchecks.io takes HEAD, GET
+/// and POST; coffer's docs promise a POST, with the error as its body).
 fn pings<'a>(requests: &'a [Request], suffix: &str) -> Vec<&'a Request> {
     let path = format!("/ping/{PING_TOKEN}{suffix}");
-    requests.iter().filter(|r| r.path == path).collect()
+    let pings: Vec<&Request> = requests.iter().filter(|r| r.path == path).collect();
+    for p in &pings {
+        assert_eq!(p.method, "POST", "{p:#?}");
+    }
+    pings
 }
 
 fn assert_no_secret(text: &str) {
@@ -124,8 +134,8 @@ fn assert_no_secret(text: &str) {
 #[test]
 fn a_failed_backup_alerts_every_channel_once_and_its_recovery_is_announced() {
     let env = Env::new();
-    let smtp = SmtpSink::start();
-    let http = HttpSink::start();
+    let smtp = SmtpSink::start().login("coffer", SMTP_PASSWORD);
+    let http = HttpSink::sentry(SENTRY_KEY);
     let tool = failing_tool(&env);
     let broken = config(&env, smtp.port, &http, Some(&tool), "");
 
@@ -281,7 +291,7 @@ fn a_failed_backup_alerts_every_channel_once_and_its_recovery_is_announced() {
 #[test]
 fn alert_test_reports_each_channel_and_a_dead_relay_does_not_stop_the_others() {
     let env = Env::new();
-    let http = HttpSink::start();
+    let http = HttpSink::sentry(SENTRY_KEY);
     // Nothing listens on this port.
     let dead = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -343,7 +353,7 @@ fn alert_test_reports_each_channel_and_a_dead_relay_does_not_stop_the_others() {
 #[test]
 fn a_stale_store_alerts_from_the_daemon_with_smtp_down_and_the_daemon_keeps_running() {
     let env = Env::new();
-    let http = HttpSink::start();
+    let http = HttpSink::sentry(SENTRY_KEY);
     let dead = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -396,15 +406,17 @@ fn a_stale_store_alerts_from_the_daemon_with_smtp_down_and_the_daemon_keeps_runn
         "[jobs.backup]\nschedule = \"0 0 3 1 1 *\"\ncatch_up = false\n",
     );
     let log = env.path("daemon.log");
-    let mut daemon = Command::new(env!("CARGO_BIN_EXE_coffer"))
-        .arg("--config")
-        .arg(&cfg)
-        .arg("daemon")
-        .stdout(Stdio::null())
-        .stderr(fs::File::create(&log).unwrap())
-        .env_remove("NOTIFY_SOCKET")
-        .spawn()
-        .unwrap();
+    let mut daemon = crate::support::KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_coffer"))
+            .arg("--config")
+            .arg(&cfg)
+            .arg("daemon")
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&log).unwrap())
+            .env_remove("NOTIFY_SOCKET")
+            .spawn()
+            .unwrap(),
+    );
     let requests = http.wait_for("the STALE event", |r| !sentry_events(r).is_empty());
     let event = &sentry_events(&requests)[0];
     assert!(event.contains("STALE"), "{event}");
@@ -464,7 +476,7 @@ fn tls_config(env: &Env, port: u16, tls: &str, ca_file: Option<&Path>) -> PathBu
 #[test]
 fn email_goes_over_starttls_and_an_untrusted_relay_certificate_is_refused() {
     let env = Env::new();
-    let smtp = SmtpSink::start_tls();
+    let smtp = SmtpSink::start_tls().login("coffer", SMTP_PASSWORD);
     let ca = crate::support::sinks::smtp_tls_dir().join("ca.pem");
 
     let trusted = starttls_config(&env, smtp.port, Some(&ca));
@@ -499,7 +511,7 @@ fn email_goes_over_starttls_and_an_untrusted_relay_certificate_is_refused() {
 #[test]
 fn email_goes_over_implicit_tls() {
     let env = Env::new();
-    let smtp = SmtpSink::start_implicit_tls();
+    let smtp = SmtpSink::start_implicit_tls().login("coffer", SMTP_PASSWORD);
     let ca = crate::support::sinks::smtp_tls_dir().join("ca.pem");
     let cfg = tls_config(&env, smtp.port, "tls", Some(&ca));
     let out = env.ok(&cfg, &["alert", "test"]);
@@ -539,4 +551,689 @@ fn the_smtp_sink_refuses_what_a_strict_receiver_refuses() {
         let problems = rfc5322_problems(bad.as_bytes()).join("; ");
         assert!(problems.contains(why), "{why}: {problems}");
     }
+}
+
+/// Replaces `from`, which must be there, with `to` in the config at `path`.
+fn edit(path: &Path, from: &str, to: &str) {
+    let text = fs::read_to_string(path).unwrap();
+    assert!(text.contains(from), "{from:?} not in:\n{text}");
+    fs::write(path, text.replacen(from, to, 1)).unwrap();
+}
+
+/// Job `name` in `coffer status --json`.
+fn job_status(env: &Env, config: &Path, name: &str) -> serde_json::Value {
+    let s: serde_json::Value =
+        serde_json::from_str(&env.ok(config, &["status", "--json"])).unwrap();
+    s["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["job"] == name)
+        .unwrap_or_else(|| panic!("no job {name} in {s:#}"))
+        .clone()
+}
+
+/// Whether a line of `log` holds every one of `words`.
+fn logged(log: &str, words: &[&str]) -> bool {
+    log.lines().any(|l| words.iter().all(|w| l.contains(w)))
+}
+
+/// `coffer alert test --json`: each channel's result.
+fn alert_test(env: &Env, config: &Path) -> (Option<i32>, serde_json::Value, String) {
+    let out = env.run(config, &["alert", "test", "--json"]);
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {said}"));
+    let by: serde_json::Map<String, serde_json::Value> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["channel"].as_str().unwrap().to_string(), c.clone()))
+        .collect();
+    (out.status.code(), serde_json::Value::Object(by), said)
+}
+
+#[test]
+fn the_relay_refuses_a_wrong_password_with_535_and_takes_no_mail() {
+    let env = Env::new();
+    let smtp = SmtpSink::start().login("coffer", "the-relay-knows-another-password");
+    let http = HttpSink::sentry(SENTRY_KEY);
+    let cfg = config(&env, smtp.port, &http, None, "");
+    let (code, by, said) = alert_test(&env, &cfg);
+    assert_eq!(code, Some(1), "{said}");
+    assert_eq!(by["email"]["ok"], false, "{said}");
+    assert!(
+        by["email"]["error"].as_str().unwrap().contains("535"),
+        "{said}"
+    );
+    assert_eq!(by["sentry"]["ok"], true, "{said}");
+    assert_eq!(by["heartbeat"]["ok"], true, "{said}");
+    assert_eq!(
+        smtp.failed_logins(),
+        [("coffer".to_string(), SMTP_PASSWORD.to_string())]
+    );
+    assert!(smtp.accepted().is_empty());
+    let verbs: Vec<String> = smtp.commands().into_iter().map(|(v, _)| v).collect();
+    assert!(!verbs.iter().any(|v| v == "MAIL"), "{verbs:?}");
+    assert_no_secret(&said);
+    // `coffer check` logs in without sending: it sees the refusal too.
+    let out = env.run(&cfg, &["check"]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(logged(&said, &["alerts.email", "535"]), "{said}");
+    assert_no_secret(&said);
+    assert_eq!(smtp.accepted().len(), 0);
+}
+
+#[test]
+fn starttls_to_a_relay_that_offers_none_sends_nothing_in_clear_and_the_backup_succeeds() {
+    let env = Env::new();
+    // A relay (or a man in the middle) that does not offer STARTTLS.
+    let smtp = SmtpSink::start().login("coffer", SMTP_PASSWORD);
+    let http = HttpSink::sentry(SENTRY_KEY);
+    let cfg = config(&env, smtp.port, &http, None, "");
+    edit(&cfg, "tls = \"none\"", "tls = \"starttls\"");
+    // Every success is mailed too: the backup has something to send.
+    edit(&cfg, "[alerts]\n", "[alerts]\nnotify_on_success = true\n");
+    let out = env.run(&cfg, &["backup", "--json"]);
+    let log = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{log}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let id = v["id"].as_str().unwrap();
+    assert!(
+        logged(
+            &log,
+            &["could not send the alert", "channel=\"email\"", "STARTTLS"]
+        ),
+        "{log}"
+    );
+    assert_no_secret(&log);
+    // The relay heard EHLO and nothing else that matters: no login, no message.
+    let verbs: Vec<String> = smtp.commands().into_iter().map(|(v, _)| v).collect();
+    assert!(verbs.iter().any(|v| v == "EHLO"), "{verbs:?}");
+    for never in ["AUTH", "MAIL", "RCPT", "DATA"] {
+        assert!(!verbs.iter().any(|v| v == never), "{never} sent: {verbs:?}");
+    }
+    assert!(smtp.mails().is_empty());
+    // The job's outcome is its own; the other channels heard of it.
+    let backup = job_status(&env, &cfg, "backup");
+    assert_eq!(backup["last_run"]["outcome"], "success", "{backup:#}");
+    assert_eq!(backup["last_success"]["snapshot"], id, "{backup:#}");
+    let requests = http.requests();
+    let events = sentry_events(&requests);
+    assert_eq!(events.len(), 1, "{requests:#?}");
+    assert!(events[0].contains("OK backup"), "{}", events[0]);
+    assert_eq!(pings(&requests, "").len(), 1);
+    // `alert test` says why.
+    let (code, by, said) = alert_test(&env, &cfg);
+    assert_eq!(code, Some(1), "{said}");
+    assert!(
+        by["email"]["error"].as_str().unwrap().contains("STARTTLS"),
+        "{said}"
+    );
+    assert!(smtp.auth_attempts().is_empty());
+}
+
+#[test]
+fn tls_none_is_refused_for_a_relay_on_another_host_naming_the_option() {
+    let env = Env::new();
+    let http = HttpSink::sentry(SENTRY_KEY);
+    let cfg = config(&env, 25, &http, None, "");
+    edit(
+        &cfg,
+        "smtp_host = \"127.0.0.1\"",
+        "smtp_host = \"smtp.example.com\"",
+    );
+    for args in [&["check"][..], &["alert", "test"], &["backup"]] {
+        let out = env.fails(&cfg, args);
+        assert!(
+            logged(
+                &out,
+                &[
+                    "alerts.email: tls = \"none\"",
+                    "smtp.example.com",
+                    "clear text"
+                ]
+            ),
+            "{args:?}: {out}"
+        );
+        assert_no_secret(&out);
+    }
+    assert!(
+        http.requests().is_empty(),
+        "a refused config sent something"
+    );
+    // Loopback only: by name or address, v4 or v6.
+    let text = fs::read_to_string(&cfg).unwrap();
+    for (host, allowed) in [
+        ("127.0.0.1", true),
+        ("127.0.0.53", true),
+        ("::1", true),
+        ("localhost", true),
+        ("10.0.0.25", false),
+        ("192.168.1.1", false),
+        ("::ffff:10.0.0.1", false),
+        ("localhost.example.com", false),
+        ("127.0.0.1.nip.io", false),
+    ] {
+        let text = text.replace(
+            "smtp_host = \"smtp.example.com\"",
+            &format!("smtp_host = \"{host}\""),
+        );
+        let parsed = coffer::config::Config::parse(&text, &cfg);
+        assert_eq!(parsed.is_ok(), allowed, "{host}: {parsed:?}");
+    }
+}
+
+#[test]
+fn sentry_and_the_heartbeat_answering_5xx_or_429_leave_the_job_alone() {
+    for status in [503u16, 429] {
+        let code = status.to_string();
+        let env = Env::new();
+        let smtp = SmtpSink::start().login("coffer", SMTP_PASSWORD);
+        let http = HttpSink::sentry(SENTRY_KEY);
+        http.answer(status, "{\"detail\":\"not now\"}");
+        let tool = failing_tool(&env);
+
+        // A good backup is good, whatever the monitoring answers; each refusal is logged.
+        let fixed = config(&env, smtp.port, &http, None, "");
+        let started = std::time::Instant::now();
+        let out = env.run(&fixed, &["backup", "--json"]);
+        let log = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{status}: {log}");
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{status}: {log}"
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let id = v["id"].as_str().unwrap().to_string();
+        for channel in ["sentry", "heartbeat"] {
+            let channel = format!("channel=\"{channel}\"");
+            assert!(
+                logged(&log, &["could not report the run", &channel, &code]),
+                "{status} {channel}: {log}"
+            );
+        }
+        assert_no_secret(&log);
+
+        // A failed backup fails with its own error; the email goes out; the refusals are
+        // logged.
+        let broken = config(&env, smtp.port, &http, Some(&tool), "");
+        let started = std::time::Instant::now();
+        let out = env.run(&broken, &["backup"]);
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(out.status.code(), Some(1), "{status}: {said}");
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{status}: {said}"
+        );
+        assert!(said.contains(TOOL_ERROR), "{status}: {said}");
+        assert!(
+            logged(
+                &said,
+                &["could not send the alert", "channel=\"sentry\"", &code]
+            ),
+            "{status}: {said}"
+        );
+        assert!(
+            logged(
+                &said,
+                &["could not report the run", "channel=\"heartbeat\"", &code]
+            ),
+            "{status}: {said}"
+        );
+        assert_no_secret(&said);
+        let mails = smtp.mails();
+        assert_eq!(mails.len(), 1, "{mails:#?}");
+        assert!(
+            mails[0]
+                .data
+                .contains("Subject: [coffer] FAILED backup on ")
+        );
+        // The history holds the runs as they went.
+        let backup = job_status(&env, &broken, "backup");
+        assert_eq!(
+            backup["last_success"]["snapshot"],
+            id.as_str(),
+            "{backup:#}"
+        );
+        assert_eq!(backup["last_run"]["outcome"], "failure", "{backup:#}");
+        assert_eq!(backup["runs"]["success"], 1, "{backup:#}");
+        assert_eq!(backup["runs"]["failure"], 1, "{backup:#}");
+
+        // Sentry takes events again: the failure it never took reaches it with the next
+        // failed run, while email, which has it, stays quiet (flood control per channel).
+        let before = sentry_events(&http.requests()).len();
+        http.answer(200, "{}");
+        env.fails(&broken, &["backup"]);
+        let events = sentry_events(&http.requests());
+        assert_eq!(events.len(), before + 1, "{status}: {events:#?}");
+        assert!(
+            events.last().unwrap().contains("FAILED backup"),
+            "{status}: {events:#?}"
+        );
+        assert_eq!(smtp.mails().len(), 1);
+    }
+}
+
+#[test]
+fn a_sentry_key_the_project_does_not_know_is_refused_and_reported() {
+    let env = Env::new();
+    let smtp = SmtpSink::start().login("coffer", SMTP_PASSWORD);
+    // The DSN names SENTRY_KEY; this project knows another key.
+    let http = HttpSink::sentry("fedcba9876543210fedcba9876543210");
+    let cfg = config(&env, smtp.port, &http, None, "");
+    let (code, by, said) = alert_test(&env, &cfg);
+    assert_eq!(code, Some(1), "{said}");
+    assert_eq!(by["sentry"]["ok"], false, "{said}");
+    assert!(
+        by["sentry"]["error"].as_str().unwrap().contains("401"),
+        "{said}"
+    );
+    assert_eq!(by["email"]["ok"], true, "{said}");
+    assert_eq!(smtp.mails().len(), 1);
+    let rejected = http.rejected();
+    assert_eq!(rejected.len(), 1, "{rejected:#?}");
+    assert!(
+        rejected[0].1.join(" ").contains("not the project's key"),
+        "{rejected:#?}"
+    );
+    assert_no_secret(&said);
+}
+
+/// The HTTP sink is as strict as Sentry's ingest: what Sentry refuses, it refuses.
+#[test]
+fn the_http_sink_refuses_what_sentry_refuses() {
+    use crate::support::sinks::sentry_problems;
+    let auth = |key: &str, version: &str| {
+        vec![(
+            "x-sentry-auth".to_string(),
+            format!("Sentry sentry_key={key}, sentry_version={version}, sentry_client=test/1"),
+        )]
+    };
+    let good_auth = auth(SENTRY_KEY, "7");
+    let event = r#"{"event_id":"7a3db1d05f9746799de9d88771a4865e","level":"error","message":"[coffer] FAILED backup"}"#;
+    let check_in = r#"{"check_in_id":"7a3db1d05f9746799de9d88771a4865e","monitor_slug":"coffer-backup","status":"ok"}"#;
+    let envelope = |header: &str, items: &[(&str, &str, bool)]| {
+        let mut body = format!("{header}\n");
+        for (kind, payload, with_length) in items {
+            if *with_length {
+                body.push_str(&format!(
+                    "{{\"type\":\"{kind}\",\"length\":{}}}\n{payload}\n",
+                    payload.len()
+                ));
+            } else {
+                body.push_str(&format!("{{\"type\":\"{kind}\"}}\n{payload}\n"));
+            }
+        }
+        body
+    };
+    let good = envelope(
+        "{\"event_id\":\"7a3db1d05f9746799de9d88771a4865e\"}",
+        &[("event", event, true), ("check_in", check_in, false)],
+    );
+    let path = "/api/42/envelope/";
+    let check = |method: &str, headers: &[(String, String)], body: &str| {
+        sentry_problems(method, path, headers, body.as_bytes(), Some(SENTRY_KEY))
+    };
+    assert_eq!(check("POST", &good_auth, &good), None);
+    // The key in the envelope's DSN is as good as the header.
+    let by_dsn = envelope(
+        &format!("{{\"dsn\":\"https://{SENTRY_KEY}@sentry.example.com/42\"}}"),
+        &[("event", event, true)],
+    );
+    assert_eq!(check("POST", &[], &by_dsn), None);
+    let status = |r: Option<(u16, Vec<String>)>| r.map(|(s, why)| (s, why.join("; ")));
+    for (headers, body, code, why) in [
+        (vec![], good.clone(), 401, "no sentry_key"),
+        (
+            auth("0000", "7"),
+            good.clone(),
+            401,
+            "not the project's key",
+        ),
+        (auth(SENTRY_KEY, "6"), good.clone(), 401, "sentry_version=7"),
+        (
+            good_auth.clone(),
+            envelope(
+                "{\"dsn\":\"https://0000@sentry.example.com/42\"}",
+                &[("event", event, true)],
+            ),
+            401,
+            "not the project's key",
+        ),
+        (
+            good_auth.clone(),
+            "not json\n".to_string(),
+            400,
+            "first line",
+        ),
+        (good_auth.clone(), "{}\n".to_string(), 400, "without items"),
+        (
+            good_auth.clone(),
+            good.replace("\"length\":", "\"length\":9"),
+            400,
+            "length",
+        ),
+        (
+            good_auth.clone(),
+            good.replace("\"type\":\"event\",", ""),
+            400,
+            "no type",
+        ),
+        (
+            good_auth.clone(),
+            envelope(
+                "{}",
+                &[(
+                    "event",
+                    r#"{"event_id":"7a3db1d05f9746799de9d88771a4865e","level":"error"}"#,
+                    false,
+                )],
+            ),
+            400,
+            "neither message nor exception",
+        ),
+        (
+            good_auth.clone(),
+            envelope("{}", &[("event", &event.replace("error", "loud"), false)]),
+            400,
+            "invalid level",
+        ),
+        (
+            good_auth.clone(),
+            envelope("{}", &[("event", &event.replace("7a3d", ""), false)]),
+            400,
+            "event_id",
+        ),
+        (
+            good_auth.clone(),
+            envelope(
+                "{}",
+                &[("check_in", &check_in.replace("\"ok\"", "\"fine\""), false)],
+            ),
+            400,
+            "check-in",
+        ),
+    ] {
+        let got = status(check("POST", &headers, &body));
+        assert!(
+            got.as_ref()
+                .is_some_and(|(s, w)| *s == code && w.contains(why)),
+            "{why}: {got:?} for {body:?}"
+        );
+    }
+    assert_eq!(
+        status(check("GET", &good_auth, "")).map(|(s, _)| s),
+        Some(405)
+    );
+    // A sink that knows no project takes no envelope.
+    assert_eq!(
+        sentry_problems("POST", path, &good_auth, good.as_bytes(), None).map(|(s, _)| s),
+        Some(401)
+    );
+}
+
+/// RFC 2045/2047 as a strict receiver reads them.
+#[test]
+fn the_smtp_sink_checks_mime_and_encoded_words() {
+    use crate::support::sinks::rfc5322_problems;
+    let good = "Date: Mon, 07 Dec 2026 02:00:00 +0000\r\nFrom: coffer@example.com\r\n\
+                To: ops@example.com\r\nMessage-ID: <a1b2.c3@example.com>\r\n\
+                Subject: =?utf-8?b?0KHRh9GR0YI=?= due\r\nMIME-Version: 1.0\r\n\
+                Content-Type: text/plain; charset=utf-8\r\n\
+                Content-Transfer-Encoding: 8bit\r\n\r\nтело\r\n";
+    assert_eq!(rfc5322_problems(good.as_bytes()), Vec::<String>::new());
+    let long_word = format!("=?utf-8?q?{}?=", "a".repeat(70));
+    for (bad, why) in [
+        (good.replace("MIME-Version: 1.0\r\n", ""), "MIME-Version"),
+        (good.replace("charset=utf-8", "format=flowed"), "charset"),
+        (good.replace("8bit", "7bit"), "8bit"),
+        (good.replace("To: ops@example.com", "To: ops"), "no address"),
+        (good.replace("0KHRh9GR0YI=", "0KHRh9GR0YI"), "not base64"),
+        (good.replace("0KHRh9GR0YI=", "/w=="), "not UTF-8"),
+        (good.replace("?b?", "?x?"), "encoding"),
+        (good.replace(" due", "due"), "white space"),
+        (
+            good.replace("=?utf-8?b?0KHRh9GR0YI=?=", &long_word),
+            "at most 75",
+        ),
+        (
+            good.replace("=?utf-8?b?0KHRh9GR0YI=?=", "=?utf-8?q?=ZZ?="),
+            "=XX",
+        ),
+    ] {
+        let problems = rfc5322_problems(bad.as_bytes()).join("; ");
+        assert!(problems.contains(why), "{why}: {problems}");
+    }
+}
+
+#[test]
+fn an_error_in_cyrillic_with_a_long_line_makes_a_mail_a_strict_receiver_takes() {
+    let env = Env::new();
+    let smtp = SmtpSink::start().login("coffer", SMTP_PASSWORD);
+    let http = HttpSink::sentry(SENTRY_KEY);
+    let said = "Ошибка: образ базы данных «счета» повреждён";
+    let long = format!("context: {}", "x".repeat(1500));
+    let tool = env.path("broken-ru-sqlite3");
+    fs::write(
+        &tool,
+        format!(
+            "#!/bin/sh\n\
+             if [ \"$1\" = \"--version\" ]; then echo '3.40.1 2022-12-28 broken'; exit 0; fi\n\
+             cat > /dev/null\n\
+             echo '{long}' >&2\n\
+             echo '{said}' >&2\n\
+             exit 1\n"
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&tool, fs::Permissions::from_mode(0o755)).unwrap();
+    let cfg = config(&env, smtp.port, &http, Some(&tool), "");
+    env.fails(&cfg, &["backup"]);
+    // Taken by a sink that checks CRLF, 998 characters a line, RFC 2047 and MIME.
+    let mails = smtp.mails();
+    assert_eq!(mails.len(), 1);
+    let subject = mails[0].header("subject").unwrap();
+    assert!(
+        subject.starts_with("[coffer] FAILED backup on "),
+        "{subject}"
+    );
+    let text = mails[0].text();
+    assert!(text.contains(said), "{text}");
+    assert!(text.contains(&long), "{text}");
+    let events = sentry_events(&http.requests());
+    assert!(events[0].contains(said), "{}", events[0]);
+
+    // A subject that is not ASCII (an error's first line; cut at 160 characters) goes out
+    // as RFC 2047 encoded words, each at most 75 characters, in lines of at most 998.
+    let config = coffer::config::Config::load(&cfg).unwrap();
+    let event = coffer::alert::Event {
+        kind: coffer::alert::Kind::Failed,
+        job: "drill".into(),
+        trigger: Some(coffer::schedule::Trigger::Schedule),
+        host: "erp-1".into(),
+        at: chrono::Utc::now(),
+        summary: format!("проба «{}» вернула 0 строк", "Счёт-фактура ".repeat(20)),
+        errors: vec![said.into()],
+        source: None,
+        stage: None,
+        snapshot: None,
+        last_good: None,
+        commands: Vec::new(),
+        timezone: chrono_tz::Tz::UTC,
+        repeat_after: Duration::from_secs(6 * 3600),
+    };
+    let results = coffer::alert::Alerts::from_config(&config).dispatch(&event);
+    assert!(results.iter().all(|(_, r)| r.is_ok()), "{results:?}");
+    let mails = smtp.mails();
+    assert_eq!(mails.len(), 2);
+    assert_eq!(mails[1].header("subject").unwrap(), event.subject());
+    assert!(event.subject().ends_with("..."), "{}", event.subject());
+    assert!(mails[1].data.contains("=?utf-8?"), "{}", mails[1].data);
+}
+
+#[test]
+fn a_failed_prune_alerts_every_channel_with_the_command_to_retry() {
+    let env = Env::new();
+    let smtp = SmtpSink::start().login("coffer", SMTP_PASSWORD);
+    let http = HttpSink::sentry(SENTRY_KEY);
+    let cfg = config(&env, smtp.port, &http, None, "");
+    // This host never made a backup, so it has no signing key, trusts no snapshot and
+    // refuses to prune: a failed prune.
+    let out = env.fails(&cfg, &["prune"]);
+    assert!(out.contains("signed by a trusted key"), "{out}");
+    let mails = smtp.mails();
+    assert_eq!(mails.len(), 1, "{mails:#?}");
+    let mail = mails[0].text();
+    assert!(
+        mails[0].data.contains("Subject: [coffer] FAILED prune on "),
+        "{}",
+        mails[0].data
+    );
+    for expected in [
+        "prune FAILED at ",
+        ", manual.",
+        "signed by a trusted key",
+        "retry:    coffer --config",
+        " prune --dry-run",
+    ] {
+        assert!(mail.contains(expected), "{expected:?} not in:\n{mail}");
+    }
+    let requests = http.requests();
+    let events = sentry_events(&requests);
+    assert_eq!(events.len(), 1, "{requests:#?}");
+    assert!(events[0].contains("\"job\":\"prune\""), "{}", events[0]);
+    assert!(events[0].contains("FAILED prune"), "{}", events[0]);
+    let fails = pings(&requests, "/fail");
+    assert_eq!(fails.len(), 1, "{requests:#?}");
+    assert!(
+        fails[0].body.contains("signed by a trusted key"),
+        "{fails:#?}"
+    );
+    let prune = job_status(&env, &cfg, "prune");
+    assert_eq!(prune["last_run"]["outcome"], "failure", "{prune:#}");
+}
+
+#[test]
+fn a_failed_scheduled_verify_alerts_from_the_daemon_once() {
+    let env = Env::new();
+    let smtp = SmtpSink::start().login("coffer", SMTP_PASSWORD);
+    let http = HttpSink::sentry(SENTRY_KEY);
+    let cfg = config(
+        &env,
+        smtp.port,
+        &http,
+        None,
+        "[jobs.verify]\nschedule = \"* * * * * *\"\n",
+    );
+    let id = env.backup(&cfg);
+    // A part of the newest snapshot rots in the store.
+    let dir = env.store().join("snapshots").join(&id);
+    let part = fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().contains(".age.0000"))
+        .unwrap();
+    let mut bytes = fs::read(&part).unwrap();
+    bytes.extend_from_slice(b"rot");
+    fs::write(&part, bytes).unwrap();
+    let mut daemon = crate::support::Daemon::start(&cfg, env.path("daemon.log"));
+    // Every second a verify fails and the switch hears it; two of them, so flood control has
+    // a repeat to hold back.
+    http.wait_for("two failed verify runs", |r| pings(r, "/fail").len() >= 2);
+    assert!(
+        daemon.running(),
+        "a failed job stopped the daemon:\n{}",
+        daemon.log()
+    );
+    let exit = daemon.stop();
+    let log = daemon.log();
+    assert!(exit.success(), "{exit:?}\n{log}");
+    let mails = smtp.mails();
+    assert_eq!(mails.len(), 1, "{mails:#?}");
+    let mail = mails[0].text();
+    assert!(
+        mails[0]
+            .data
+            .contains("Subject: [coffer] FAILED verify on "),
+        "{}",
+        mails[0].data
+    );
+    for expected in [
+        ", schedule.".to_string(),
+        format!("snapshot {id} failed verification"),
+        format!("Last good snapshot: {id}"),
+        " verify latest".to_string(),
+    ] {
+        assert!(mail.contains(&expected), "{expected:?} not in:\n{mail}");
+    }
+    let requests = http.requests();
+    let events = sentry_events(&requests);
+    assert_eq!(events.len(), 1, "{requests:#?}");
+    assert!(events[0].contains("\"job\":\"verify\""), "{}", events[0]);
+    let verify = job_status(&env, &cfg, "verify");
+    assert_eq!(verify["last_failure"]["trigger"], "schedule", "{verify:#}");
+    assert!(
+        verify["runs"]["failure"].as_u64().unwrap() >= 2,
+        "{verify:#}"
+    );
+    assert!(
+        logged(
+            &log,
+            &["failed again; alerted already within alerts.repeat_after"]
+        ),
+        "{log}"
+    );
+    assert_no_secret(&log);
+}
+
+#[test]
+fn a_job_still_failing_is_reminded_once_repeat_after_has_passed() {
+    let env = Env::new();
+    let smtp = SmtpSink::start().login("coffer", SMTP_PASSWORD);
+    let http = HttpSink::sentry(SENTRY_KEY);
+    let tool = failing_tool(&env);
+    let cfg = config(&env, smtp.port, &http, Some(&tool), "");
+    let repeat = Duration::from_secs(4);
+    edit(&cfg, "repeat_after = \"6h\"", "repeat_after = \"4s\"");
+    env.fails(&cfg, &["backup"]);
+    let alerted = std::time::Instant::now();
+    let mails = smtp.mails();
+    assert_eq!(mails.len(), 1);
+    assert!(
+        mails[0].text().contains("repeats at most every 4 s until"),
+        "{}",
+        mails[0].text()
+    );
+    // Failing again within repeat_after: held back on each channel; the switch hears it.
+    env.fails(&cfg, &["backup"]);
+    assert!(
+        alerted.elapsed() < repeat,
+        "the second run took too long to test the quiet time"
+    );
+    assert_eq!(smtp.mails().len(), 1);
+    assert_eq!(sentry_events(&http.requests()).len(), 1);
+    // Still failing once repeat_after has passed: reminded, on each channel.
+    std::thread::sleep(repeat.saturating_sub(alerted.elapsed()) + Duration::from_millis(300));
+    env.fails(&cfg, &["backup"]);
+    let mails = smtp.mails();
+    assert_eq!(mails.len(), 2, "{mails:#?}");
+    assert!(
+        mails[1]
+            .data
+            .contains("Subject: [coffer] FAILED backup on ")
+    );
+    assert!(mails[1].text().contains(TOOL_ERROR));
+    let requests = http.requests();
+    assert_eq!(sentry_events(&requests).len(), 2, "{requests:#?}");
+    assert_eq!(pings(&requests, "/fail").len(), 3);
 }

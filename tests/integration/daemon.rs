@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::Env;
+use crate::support::{Env, KillOnDrop};
 
 /// A dump that never ends: 2 MB, then either silence (a dump blocked on a lock) or an endless
 /// stream. The tool writes its pid beside itself.
@@ -80,8 +80,8 @@ fn coffer(config: &Path, args: &[&str]) -> Command {
     cmd
 }
 
-/// Starts the daemon with its log in `log`.
-fn start_daemon(config: &Path, log: &Path, notify: Option<&Path>) -> Child {
+/// Starts the daemon with its log in `log`; it is killed when dropped.
+fn start_daemon(config: &Path, log: &Path, notify: Option<&Path>) -> KillOnDrop {
     let mut cmd = coffer(config, &["daemon"]);
     cmd.stdout(Stdio::null())
         .stderr(fs::File::create(log).unwrap())
@@ -91,7 +91,7 @@ fn start_daemon(config: &Path, log: &Path, notify: Option<&Path>) -> Child {
     if let Some(socket) = notify {
         cmd.env("NOTIFY_SOCKET", socket);
     }
-    cmd.spawn().unwrap()
+    KillOnDrop(cmd.spawn().unwrap())
 }
 
 /// Polls `done` for up to `limit`; a failure shows the daemon's log.

@@ -760,15 +760,17 @@ fn a_scheduled_drill_runs_from_the_daemon_and_its_failure_is_alerted() {
     );
     let id = d.env.backup(&d.config);
     let log = d.env.path("daemon.log");
-    let mut daemon = std::process::Command::new(env!("CARGO_BIN_EXE_coffer"))
-        .arg("--config")
-        .arg(&d.config)
-        .arg("daemon")
-        .stdout(std::process::Stdio::null())
-        .stderr(fs::File::create(&log).unwrap())
-        .env_remove("NOTIFY_SOCKET")
-        .spawn()
-        .unwrap();
+    let mut daemon = crate::support::KillOnDrop(
+        std::process::Command::new(env!("CARGO_BIN_EXE_coffer"))
+            .arg("--config")
+            .arg(&d.config)
+            .arg("daemon")
+            .stdout(std::process::Stdio::null())
+            .stderr(fs::File::create(&log).unwrap())
+            .env_remove("NOTIFY_SOCKET")
+            .spawn()
+            .unwrap(),
+    );
     let started = std::time::Instant::now();
     while smtp.mails().is_empty() {
         assert!(

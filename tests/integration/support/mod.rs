@@ -175,6 +175,90 @@ impl Env {
     }
 }
 
+/// A child process (a daemon) killed and reaped when dropped, unless it exited already: a
+/// failed assertion leaves no process behind.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl std::ops::Deref for KillOnDrop {
+    type Target = std::process::Child;
+    fn deref(&self) -> &std::process::Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for KillOnDrop {
+    fn deref_mut(&mut self) -> &mut std::process::Child {
+        &mut self.0
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+/// A `coffer daemon` run by a test, killed when dropped.
+pub struct Daemon {
+    child: KillOnDrop,
+    log: PathBuf,
+}
+
+impl Daemon {
+    /// Starts `coffer --config CONFIG daemon` with its log in `log`, outside systemd.
+    pub fn start(config: &Path, log: PathBuf) -> Daemon {
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_coffer"))
+            .arg("--config")
+            .arg(config)
+            .arg("daemon")
+            .stdout(std::process::Stdio::null())
+            .stderr(fs::File::create(&log).unwrap())
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("WATCHDOG_USEC")
+            .env_remove("WATCHDOG_PID")
+            .spawn()
+            .unwrap();
+        Daemon {
+            child: KillOnDrop(child),
+            log,
+        }
+    }
+
+    /// Whether it is still running.
+    pub fn running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    /// What it logged so far.
+    pub fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGTERM, then its exit, which must come within 30 s.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        rustix::process::kill_process(
+            rustix::process::Pid::from_child(&self.child),
+            rustix::process::Signal::TERM,
+        )
+        .unwrap();
+        let asked = std::time::Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                asked.elapsed() < std::time::Duration::from_secs(30),
+                "the daemon did not stop within 30 s; its log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+}
+
 /// Whether a prerequisite (a server, a stock tool) is there. Outside CI a missing one skips the
 /// test with a message; under `CI=true` it fails it, since .ci/run provides everything.
 pub fn prerequisite(ok: bool, what: &str, fix: &str) -> bool {
