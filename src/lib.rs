@@ -10,7 +10,7 @@
 //! Modules are `pub` only where the binary (`main.rs`) or the integration tests reach in;
 //! the rest are `pub(crate)`, so the compiler reports what nothing uses.
 
-pub(crate) mod alert;
+pub mod alert;
 pub(crate) mod archive;
 pub(crate) mod audit;
 pub mod backup;

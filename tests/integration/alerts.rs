@@ -292,12 +292,9 @@ fn a_failed_backup_alerts_every_channel_once_and_its_recovery_is_announced() {
 fn alert_test_reports_each_channel_and_a_dead_relay_does_not_stop_the_others() {
     let env = Env::new();
     let http = HttpSink::sentry(SENTRY_KEY);
-    // Nothing listens on this port.
-    let dead = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    // Nothing listens on this port (held, so no sink is given it meanwhile).
+    let held = crate::support::DeadPort::new();
+    let dead = held.1;
     let cfg = config(&env, dead, &http, None, "");
     let out = env.run(&cfg, &["alert", "test", "--json"]);
     assert_eq!(out.status.code(), Some(1));
@@ -354,11 +351,8 @@ fn alert_test_reports_each_channel_and_a_dead_relay_does_not_stop_the_others() {
 fn a_stale_store_alerts_from_the_daemon_with_smtp_down_and_the_daemon_keeps_running() {
     let env = Env::new();
     let http = HttpSink::sentry(SENTRY_KEY);
-    let dead = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let held = crate::support::DeadPort::new();
+    let dead = held.1;
     // The only snapshot is 30 hours old; max_age is the default 26 h.
     let store = coffer::store::LocalStore::new(env.store());
     let created = chrono::Utc::now() - chrono::Duration::hours(30);

@@ -470,3 +470,17 @@ pub fn store_stream_snapshot(
     coffer::snapshot::write_manifest(store, &manifest, &env.signing_key()).unwrap();
     id.to_string()
 }
+
+/// A local port nothing listens on, held for as long as this lives: the socket is bound but
+/// never listens, so a connection is refused, and no sink started meanwhile can be handed the
+/// same port (as it could once a dropped listener's port is free again).
+pub struct DeadPort(#[allow(dead_code)] tokio::net::TcpSocket, pub u16);
+
+impl DeadPort {
+    pub fn new() -> DeadPort {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let port = socket.local_addr().unwrap().port();
+        DeadPort(socket, port)
+    }
+}
