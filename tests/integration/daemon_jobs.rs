@@ -6,71 +6,9 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::Env;
-
-/// A running `coffer daemon`, killed when dropped (so a failed assertion leaves no daemon
-/// behind), its log in `log`.
-struct Daemon {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Daemon {
-    fn start(config: &Path, log: PathBuf, env: &[(&str, String)]) -> Daemon {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_coffer"));
-        cmd.arg("--config")
-            .arg(config)
-            .arg("daemon")
-            .stdout(Stdio::null())
-            .stderr(fs::File::create(&log).unwrap())
-            .env_remove("NOTIFY_SOCKET")
-            .env_remove("WATCHDOG_USEC")
-            .env_remove("WATCHDOG_PID");
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        Daemon {
-            child: cmd.spawn().unwrap(),
-            log,
-        }
-    }
-
-    fn log(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Polls `done` for up to `limit`; a failure shows the log.
-    fn wait_for(&self, what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
-        let start = Instant::now();
-        while !done() {
-            assert!(
-                start.elapsed() < limit,
-                "waited {limit:?} for {what}; the log:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    /// SIGTERM, and the exit status.
-    fn stop(mut self) -> std::process::ExitStatus {
-        let pid = rustix::process::Pid::from_child(&self.child);
-        rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
-        self.child.wait().unwrap()
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
+use crate::support::{Daemon, Env};
 
 /// A config backing up a small site (and the given extra TOML: schedules, retention).
 fn config(env: &Env, extra: &str) -> PathBuf {
@@ -118,7 +56,7 @@ fn each_scheduled_backup_is_pruned_after_and_a_scheduled_verify_checks_the_newes
     );
     // One by hand first: a verify firing before any backup has nothing to check.
     let first = env.backup(&cfg);
-    let daemon = Daemon::start(&cfg, env.path("daemon.log"), &[]);
+    let mut daemon = Daemon::start(&cfg, env.path("daemon.log"));
     daemon.wait_for(
         "three scheduled backups and two verifies",
         Duration::from_secs(60),
@@ -212,7 +150,7 @@ fn the_watchdog_hears_from_the_daemon_idle_and_while_a_backup_hangs() {
     let socket_path = env.path("notify.sock");
     let socket = UnixDatagram::bind(&socket_path).unwrap();
     // WatchdogSec=0.4 s: the daemon is to ping every 0.2 s.
-    let daemon = Daemon::start(
+    let mut daemon = Daemon::start_with(
         &cfg,
         env.path("daemon.log"),
         &[
@@ -239,7 +177,7 @@ fn the_watchdog_hears_from_the_daemon_idle_and_while_a_backup_hangs() {
             tool.display()
         ),
     );
-    let busy = Daemon::start(
+    let mut busy = Daemon::start_with(
         &cfg,
         env.path("daemon2.log"),
         &[

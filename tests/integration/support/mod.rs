@@ -210,20 +210,39 @@ pub struct Daemon {
 impl Daemon {
     /// Starts `coffer --config CONFIG daemon` with its log in `log`, outside systemd.
     pub fn start(config: &Path, log: PathBuf) -> Daemon {
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_coffer"))
-            .arg("--config")
+        Self::start_with(config, log, &[])
+    }
+
+    /// As `start`, with `env` set (e.g. systemd's `NOTIFY_SOCKET` and `WATCHDOG_USEC`).
+    pub fn start_with(config: &Path, log: PathBuf, env: &[(&str, String)]) -> Daemon {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_coffer"));
+        cmd.arg("--config")
             .arg(config)
             .arg("daemon")
             .stdout(std::process::Stdio::null())
             .stderr(fs::File::create(&log).unwrap())
             .env_remove("NOTIFY_SOCKET")
             .env_remove("WATCHDOG_USEC")
-            .env_remove("WATCHDOG_PID")
-            .spawn()
-            .unwrap();
+            .env_remove("WATCHDOG_PID");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
         Daemon {
-            child: KillOnDrop(child),
+            child: KillOnDrop(cmd.spawn().unwrap()),
             log,
+        }
+    }
+
+    /// Polls `done` for up to `limit`; a failure shows the log.
+    pub fn wait_for(&self, what: &str, limit: std::time::Duration, mut done: impl FnMut() -> bool) {
+        let start = std::time::Instant::now();
+        while !done() {
+            assert!(
+                start.elapsed() < limit,
+                "waited {limit:?} for {what}; the log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
         }
     }
 
