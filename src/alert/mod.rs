@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use crate::catalog::{Catalog, Finish, Outcome};
+use crate::catalog::{Catalog, Finish, JobHistory, Outcome};
 use crate::config::{AlertsConfig, Config};
 use crate::schedule::Trigger;
 
@@ -367,11 +367,30 @@ impl Alerts {
                 None => format!("the {job} succeeded"),
             },
         };
+        self.report_run(job, ok, &detail, started);
+        let mut catalog = catalog;
+        let history = catalog.as_mut().and_then(|c| c.history(job).ok());
+        let Some(event) = self.finished_event(
+            catalog.as_deref_mut(),
+            job,
+            trigger,
+            finish,
+            error,
+            ok,
+            detail,
+        ) else {
+            return;
+        };
+        self.deliver(catalog, &event, history.as_ref());
+    }
+
+    /// Each channel's record of the run (a check-in, a ping), whatever the outcome.
+    fn report_run(&self, job: &str, ok: bool, detail: &str, started: Option<&Started>) {
         for (i, n) in self.notifiers.iter().enumerate() {
             let run = FinishedRun {
                 job,
                 ok,
-                detail: &detail,
+                detail,
                 token: started
                     .and_then(|s| s.tokens.get(i))
                     .and_then(|t| t.as_deref()),
@@ -381,8 +400,21 @@ impl Alerts {
                 tracing::error!(channel = n.name(), job, "could not report the run: {e}");
             }
         }
-        let mut catalog = catalog;
-        let history = catalog.as_mut().and_then(|c| c.history(job).ok());
+    }
+
+    /// The event a finished run makes: a failure, a recovery (the run before failed), or a
+    /// success when `notify_on_success`; none for a success otherwise.
+    #[allow(clippy::too_many_arguments)]
+    fn finished_event(
+        &self,
+        mut catalog: Option<&mut Catalog>,
+        job: &str,
+        trigger: Trigger,
+        finish: &Finish,
+        error: Option<&Failure>,
+        ok: bool,
+        detail: String,
+    ) -> Option<Event> {
         let kind = if ok {
             let recent = catalog
                 .as_mut()
@@ -394,7 +426,7 @@ impl Alerts {
             } else if self.config.notify_on_success {
                 Kind::Success
             } else {
-                return;
+                return None;
             }
         } else {
             Kind::Failed
@@ -437,14 +469,25 @@ impl Alerts {
             }
             _ => event.summary = detail,
         }
+        Some(event)
+    }
+
+    /// Sends `event` to every channel that wants it, each quiet on its own for
+    /// `repeat_after` after a failure it was told of, and records who took it.
+    fn deliver(
+        &self,
+        mut catalog: Option<&mut Catalog>,
+        event: &Event,
+        history: Option<&JobHistory>,
+    ) {
+        let (job, kind) = (event.job.as_str(), event.kind);
         let now = Utc::now();
         let repeat = chrono::Duration::from_std(self.config.repeat_after).unwrap_or_default();
         let last_success = history
-            .as_ref()
             .and_then(|h| h.last_success.as_ref())
             .map(|r| r.started);
         let mut delivered = Vec::new();
-        for n in self.notifiers.iter().filter(|n| n.wants(&event)) {
+        for n in self.notifiers.iter().filter(|n| n.wants(event)) {
             // Each channel is quiet on its own: a relay that was down gets the next failure
             // even if Sentry took the last one.
             if kind == Kind::Failed {
@@ -464,7 +507,7 @@ impl Alerts {
                     continue;
                 }
             }
-            match n.send(&event) {
+            match n.send(event) {
                 Ok(()) => delivered.push(n.name()),
                 Err(e) => tracing::error!(
                     channel = n.name(),
