@@ -28,7 +28,7 @@ const STALE_EVERY: Duration = Duration::from_secs(3600);
 fn check_stale(config: &Config, daemon_started: DateTime<Utc>) {
     // Only a snapshot signed by a trusted key counts, and its age is its id's time: a planted
     // manifest dated 2099 must not keep the alert quiet.
-    let newest = store::from_config(&config.store)
+    let newest = store::open(&config.store)
         .map_err(|e| e.to_string())
         .and_then(|s| {
             crate::snapshot::newest_trusted(s.as_ref(), &config.trusted())
@@ -75,7 +75,7 @@ pub fn run_job(config: &Config, kind: JobKind, trigger: Trigger) -> anyhow::Resu
                 "backup",
                 trigger,
                 || {
-                    let store = store::from_config(&config.store)?;
+                    let store = store::open(&config.store)?;
                     crate::backup::backup(config, store.as_ref(), &|_| {})
                 },
                 crate::backup::finish_of,
@@ -114,7 +114,7 @@ pub fn run_job(config: &Config, kind: JobKind, trigger: Trigger) -> anyhow::Resu
                 "prune",
                 trigger,
                 || {
-                    let store = store::from_config(&config.store)?;
+                    let store = store::open(&config.store)?;
                     crate::prune::prune(config, store.as_ref(), false, Duration::ZERO)
                 },
                 crate::prune::finish_of,
@@ -183,7 +183,7 @@ pub fn run_job(config: &Config, kind: JobKind, trigger: Trigger) -> anyhow::Resu
 /// someone else, a rolled-back store, or one this host did not sign fails the job (an alert).
 fn verify_newest(config: &Config, deep: bool) -> anyhow::Result<Finish> {
     let _lock = crate::lock::lock_state_for(&config.state_dir, "verify", Duration::ZERO)?;
-    let store = store::from_config(&config.store)?;
+    let store = store::open(&config.store)?;
     let trusted = config.trusted();
     let listing = crate::snapshot::list(store.as_ref(), &trusted)?;
     let made = match Catalog::open(&config.state_dir)

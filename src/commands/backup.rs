@@ -45,7 +45,7 @@ pub fn run(config_path: &Path, args: &BackupArgs) -> anyhow::Result<ExitCode> {
         "backup",
         crate::schedule::Trigger::Manual,
         || {
-            let store = store::from_config(&config.store)?;
+            let store = store::open(&config.store)?;
             backup_waiting(&config, store.as_ref(), &|n| bar.inc(n), args.wait.0)
         },
         finish_of,

@@ -182,7 +182,7 @@ fn check_trusted(config: &Config) -> anyhow::Result<String> {
 /// Writes, reads back and deletes a small object.
 fn check_store(config: &Config) -> anyhow::Result<String> {
     let store =
-        store::from_config(&config.store).map_err(|e| anyhow!("cannot open the store: {e}"))?;
+        store::open(&config.store).map_err(|e| anyhow!("cannot open the store: {e}"))?;
     let key = format!("coffer-check-{:016x}", rand::random::<u64>());
     let payload = b"coffer check\n";
     store::put_bytes(store.as_ref(), &key, payload)

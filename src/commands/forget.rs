@@ -13,7 +13,7 @@ use crate::store;
 
 pub fn run(config_path: &Path, args: &ForgetArgs) -> anyhow::Result<ExitCode> {
     let config = load_config(config_path)?;
-    let store = store::from_config(&config.store)?;
+    let store = store::open(&config.store)?;
     let ids: Vec<SnapshotId> = args
         .snapshots
         .iter()

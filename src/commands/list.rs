@@ -13,7 +13,7 @@ use crate::text::Printable;
 
 pub fn run(config_path: &Path, args: &ListArgs) -> anyhow::Result<ExitCode> {
     let config = load_config(config_path)?;
-    let store = store::from_config(&config.store)?;
+    let store = store::open(&config.store)?;
     let trusted = config.trusted();
     let listing = snapshot::list(store.as_ref(), &trusted)?;
     for e in &listing.unreadable {

@@ -12,7 +12,7 @@ use crate::store;
 pub fn run(config_path: &Path, args: &PruneArgs) -> anyhow::Result<ExitCode> {
     let config = load_config(config_path)?;
     let work = || {
-        let store = store::from_config(&config.store)?;
+        let store = store::open(&config.store)?;
         prune(&config, store.as_ref(), args.dry_run, args.wait.0)
     };
     let report = if args.dry_run {

@@ -13,7 +13,7 @@ use crate::store::{self, Store};
 
 pub fn run(config_path: &Path, args: &RestoreArgs) -> anyhow::Result<ExitCode> {
     let config = load_config(config_path)?;
-    let store = store::from_config(&config.store)?;
+    let store = store::open(&config.store)?;
     let (identities, identity_file) = load_identities(&config, args.identity.as_deref())?;
     let m = super::resolve_snapshot(&config, store.as_ref(), &args.snapshot, args.allow_unsigned)?;
     let to = match (&args.db_url, &args.to) {

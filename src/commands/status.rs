@@ -91,7 +91,7 @@ pub fn run(config_path: &Path, args: &StatusArgs) -> anyhow::Result<ExitCode> {
     };
     // The newest snapshot signed by a trusted key, by the time in its id.
     let trusted = config.trusted();
-    let newest = store::from_config(&config.store)
+    let newest = store::open(&config.store)
         .map_err(|e| e.to_string())
         .and_then(|s| snapshot::newest_trusted(s.as_ref(), &trusted).map_err(|e| e.to_string()))
         .map(|m| m.map(|m| m.id));

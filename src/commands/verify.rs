@@ -14,7 +14,7 @@ use crate::verify::{DeepKeys, StreamReport, verify_snapshot};
 
 pub fn run(config_path: &Path, args: &VerifyArgs) -> anyhow::Result<ExitCode> {
     let config = load_config(config_path)?;
-    let store = store::from_config(&config.store)?;
+    let store = store::open(&config.store)?;
     let keys = if args.deep {
         Some(load_identities(&config, args.identity.as_deref())?)
     } else {

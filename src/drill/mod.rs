@@ -229,7 +229,7 @@ pub fn drill(config: &Config, opts: &DrillOptions<'_>) -> anyhow::Result<DrillRe
     // The lock every job shares keeps a prune from deleting the snapshot while it downloads;
     // it is released once the parts are local.
     let lock = crate::lock::lock_state_for(&config.state_dir, "drill", opts.wait)?;
-    let store = crate::store::from_config(&config.store)?;
+    let store = crate::store::open(&config.store)?;
     let (identities, identity_file) =
         crate::keys::load_chosen(opts.identity, config.encryption.identity_file.as_deref())
             .context(

@@ -262,7 +262,7 @@ pub enum StoreKind {
 ///
 /// # Errors
 /// When a network store cannot be set up (an unreadable key file, no CA certificates).
-pub fn from_config(cfg: &StoreConfig) -> Result<Box<dyn Store>, StoreError> {
+pub fn open(cfg: &StoreConfig) -> Result<Box<dyn Store>, StoreError> {
     Ok(match &cfg.kind {
         StoreKind::Local { path } => Box::new(LocalStore::new(path)),
         StoreKind::Gdrive(drive) => Box::new(gdrive::DriveStore::new(drive)?),

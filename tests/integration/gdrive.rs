@@ -394,7 +394,7 @@ fn live_drive_round_trip_when_credentials_are_given() {
     assert_same_tree(&site, &to);
     // Clean up what the test stored (the empty folders stay; they are named for the test).
     let store =
-        coffer::store::from_config(&coffer::config::Config::load(&config).unwrap().store).unwrap();
+        coffer::store::open(&coffer::config::Config::load(&config).unwrap().store).unwrap();
     for o in store.list(&format!("snapshots/{id}/")).unwrap() {
         store.delete(&o.key).unwrap();
     }
@@ -569,7 +569,7 @@ fn drive_store(
         unreachable!("a gdrive config")
     };
     d.request_timeout = timeout;
-    coffer::store::from_config(&store).unwrap()
+    coffer::store::open(&store).unwrap()
 }
 
 /// The upload sessions started so far.
