@@ -272,6 +272,13 @@ pub fn resolve(
     accept: Accept,
 ) -> Result<Resolved, SnapshotError> {
     if trusted.is_empty() && accept == Accept::Trusted {
+        // A new backup host has no key until its first backup makes one: an empty store says
+        // so, rather than asking for a key.
+        if which == "latest" && committed_ids(store)?.is_empty() {
+            return Err(SnapshotError::Empty {
+                store: store.to_string(),
+            });
+        }
         return Err(SnapshotError::NoTrustedKey);
     }
     if which != "latest" {
@@ -508,6 +515,11 @@ mod tests {
         let ours = SigningKey::generate("ours");
         let theirs = SigningKey::generate("theirs");
         let trusted = Trusted::new([ours.public()]);
+        // Before the first backup (no key made yet), an empty store is named as such.
+        assert!(matches!(
+            resolve(&store, "latest", &Trusted::default(), Accept::Trusted),
+            Err(SnapshotError::Empty { .. })
+        ));
         let real = id_at("2026-12-01T02:00:00Z");
         let planted_signed = id_at("2026-12-02T02:00:00Z");
         let planted_unsigned = id_at("2026-12-03T02:00:00Z");
