@@ -13,6 +13,7 @@
 //! snapshot's age the recovery point. Downloading first and restoring from local disk is what
 //! a recovery on a fresh server does too, and it keeps the stage timings apart.
 
+use std::collections::BTreeSet;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -23,9 +24,11 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::config::{Config, DrillDatabase};
+use crate::database::Database;
 use crate::progress::Progress;
-use crate::snapshot::EntryCounts;
+use crate::snapshot::{EntryCounts, Manifest, Resolved, SourceRecord};
 use crate::staging::{Prepared, StagingOptions, TableCheck};
+use crate::store::{LocalStore, Store};
 
 mod area;
 mod http;
@@ -235,116 +238,148 @@ pub fn drill(config: &Config, opts: &DrillOptions<'_>) -> anyhow::Result<DrillRe
             .context(
                 "a drill decrypts the snapshot: run it on a host that holds the private key",
             )?;
-    let accept = if opts.allow_unsigned {
-        crate::snapshot::Accept::TrustedOrUnsigned
-    } else {
-        crate::snapshot::Accept::Trusted
-    };
-    let resolved =
-        crate::snapshot::resolve(store.as_ref(), opts.snapshot, &config.trusted(), accept)?;
-    let m = resolved.manifest;
+    let resolved = resolve_snapshot(config, store.as_ref(), opts)?;
+    let m = &resolved.manifest;
     let staging = &config.drill.staging_dir;
     let _staging_lock = prepare_staging(staging)?;
-    // Every staging database is checked before hours of downloading: the guards, the
-    // client, and that a database holding data is one a drill made.
-    let known = known_targets(&config.state_dir);
-    let mut targets = Vec::new();
-    for d in &config.drill.databases {
-        let Some(s) = m.sources.iter().find(|s| s.name == d.source) else {
-            let names: Vec<&str> = m.sources.iter().map(|s| s.name.as_str()).collect();
-            bail!(
-                "[[drill.database]] names source '{}', which snapshot {} does not hold (it holds \
-                 {}); fix drill.database.source",
-                d.source,
-                m.id,
-                names.join(", ")
-            );
-        };
-        if s.kind.is_folder() {
-            bail!(
-                "[[drill.database]] names source '{}', a folder; only database sources load into a \
-                 staging database (folders go to drill.staging_dir)",
-                s.name
-            );
-        }
-        let target = staging_database(d, &s.name)?;
-        crate::staging::check_engine(s, &target.address)?;
-        crate::restore::guard_target(config, &target, &drill_options()).map_err(|e| {
-            match e.downcast_ref::<crate::staging::IsSourceDatabase>() {
-                Some(same) => anyhow!(
-                    "refusing to drill into {}: it is the database of the configured source '{}' \
-                     ({}), and a drill drops and re-creates its staging database. Give \
-                     [[drill.database]] source = \"{}\" a separate staging database",
-                    same.target,
-                    same.source,
-                    same.address,
-                    s.name
-                ),
-                None => e.context(format!(
-                    "the staging database of '{}' ({}) cannot be used",
-                    s.name, d.address
-                )),
-            }
-        })?;
-        let shown = target.address.to_string();
-        if !known.contains(&shown) && crate::staging::occupied(&target)? {
-            bail!(
-                "staging database {shown} (for '{}') holds data that no coffer drill put there; \
-                 a drill drops and re-creates its staging database, so name a database that does \
-                 not exist yet (the drill creates it) or an empty one",
-                s.name
-            );
-        }
-        targets.push((d, target));
-    }
+    let targets = staging_targets(config, m)?;
     // What an earlier drill left is removed before the clock starts.
     for s in m.sources.iter().filter(|s| s.kind.is_folder()) {
         let dir = staging.join(&s.name);
         remove_tree(&dir).with_context(|| format!("emptying {} for the drill", dir.display()))?;
     }
     let spool = Spool::create(staging.join(SPOOL))?;
-    check_space(staging, &m)?;
+    check_space(staging, m)?;
     let started = Utc::now();
     let clock = Instant::now();
-    let mut report = DrillReport {
-        snapshot: m.id.to_string(),
-        snapshot_host: m.host.clone(),
-        snapshot_created: m.created,
-        started,
-        recovery_point_seconds: (started - m.created).num_milliseconds() as f64 / 1000.0,
-        recovery_time_seconds: 0.0,
-        stored_bytes: m.stored_bytes(),
-        stages: Stages::default(),
-        sources: Vec::new(),
-        http: None,
-        // Newer snapshots that are not trusted: planted, or the backup host signs with a key
-        // this host does not trust (a lost state folder makes a new one). Either way the
-        // drill is not proving what a restore of `latest` would have to be: it fails.
-        failures: resolved
-            .passed_over
-            .iter()
-            .map(|p| format!("a newer snapshot was passed over: {p}"))
-            .collect(),
-        notes: (resolved.trust == crate::signing::Trust::Unsigned)
-            .then(|| {
-                format!(
-                    "snapshot {} is not signed; drilled because of --allow-unsigned",
-                    m.id
-                )
-            })
-            .into_iter()
-            .collect(),
-    };
+    let mut report = DrillReport::new(&resolved, started);
 
-    // Download everything first: a damaged part stops the drill before any staging target is
-    // touched, naming every bad part.
+    let downloads = download_all(store.as_ref(), &spool.store, m)?;
+    drop(lock);
+
+    let course = Course {
+        config,
+        m,
+        spool: &spool.store,
+        keys: Keys {
+            identities: &identities,
+            identity_file: &identity_file,
+        },
+        targets: &targets,
+    };
+    for (s, download_seconds) in m.sources.iter().zip(downloads) {
+        crate::shutdown::check()?;
+        course.restore_source(s, download_seconds, &mut report)?;
+    }
+    drop(spool);
+    if let Some(http) = &config.drill.http {
+        crate::shutdown::check()?;
+        report.add_http(http_probe(http));
+    }
+    report.recovery_time_seconds = clock.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// The snapshot `opts` names, trusted (or, with `--allow-unsigned`, unsigned).
+fn resolve_snapshot(
+    config: &Config,
+    store: &dyn Store,
+    opts: &DrillOptions<'_>,
+) -> anyhow::Result<Resolved> {
+    let accept = if opts.allow_unsigned {
+        crate::snapshot::Accept::TrustedOrUnsigned
+    } else {
+        crate::snapshot::Accept::Trusted
+    };
+    Ok(crate::snapshot::resolve(
+        store,
+        opts.snapshot,
+        &config.trusted(),
+        accept,
+    )?)
+}
+
+/// Every `[[drill.database]]` with its staging database, each checked before hours of
+/// downloading: the guards, the client, and that a database holding data is one a drill made.
+fn staging_targets<'c>(
+    config: &'c Config,
+    m: &Manifest,
+) -> anyhow::Result<Vec<(&'c DrillDatabase, Database)>> {
+    let known = known_targets(&config.state_dir);
+    let mut targets = Vec::new();
+    for d in &config.drill.databases {
+        targets.push((d, staging_target(config, m, d, &known)?));
+    }
+    Ok(targets)
+}
+
+/// The staging database of `d`, refused when its source is not a database of `m`, when the
+/// guards refuse it, or when it holds data that no drill put there.
+fn staging_target(
+    config: &Config,
+    m: &Manifest,
+    d: &DrillDatabase,
+    known: &BTreeSet<String>,
+) -> anyhow::Result<Database> {
+    let Some(s) = m.sources.iter().find(|s| s.name == d.source) else {
+        let names: Vec<&str> = m.sources.iter().map(|s| s.name.as_str()).collect();
+        bail!(
+            "[[drill.database]] names source '{}', which snapshot {} does not hold (it holds \
+             {}); fix drill.database.source",
+            d.source,
+            m.id,
+            names.join(", ")
+        );
+    };
+    if s.kind.is_folder() {
+        bail!(
+            "[[drill.database]] names source '{}', a folder; only database sources load into a \
+             staging database (folders go to drill.staging_dir)",
+            s.name
+        );
+    }
+    let target = staging_database(d, &s.name)?;
+    crate::staging::check_engine(s, &target.address)?;
+    crate::restore::guard_target(config, &target, &drill_options()).map_err(|e| {
+        match e.downcast_ref::<crate::staging::IsSourceDatabase>() {
+            Some(same) => anyhow!(
+                "refusing to drill into {}: it is the database of the configured source '{}' \
+                 ({}), and a drill drops and re-creates its staging database. Give \
+                 [[drill.database]] source = \"{}\" a separate staging database",
+                same.target,
+                same.source,
+                same.address,
+                s.name
+            ),
+            None => e.context(format!(
+                "the staging database of '{}' ({}) cannot be used",
+                s.name, d.address
+            )),
+        }
+    })?;
+    let shown = target.address.to_string();
+    if !known.contains(&shown) && crate::staging::occupied(&target)? {
+        bail!(
+            "staging database {shown} (for '{}') holds data that no coffer drill put there; \
+             a drill drops and re-creates its staging database, so name a database that does \
+             not exist yet (the drill creates it) or an empty one",
+            s.name
+        );
+    }
+    Ok(target)
+}
+
+/// Downloads every part of `m` into the spool and returns each source's download seconds.
+/// Everything is downloaded first: a damaged part stops the drill before any staging target
+/// is touched, naming every bad part.
+fn download_all(store: &dyn Store, spool: &LocalStore, m: &Manifest) -> anyhow::Result<Vec<f64>> {
     let bar = Progress::bytes("download", Some(m.stored_bytes()));
     let mut problems = Vec::new();
     let mut downloads = Vec::new();
     for s in &m.sources {
         let t = Instant::now();
         for stream in s.streams() {
-            problems.extend(download(store.as_ref(), &spool.store, &m, &stream, &bar)?);
+            problems.extend(download(store, spool, m, &stream, &bar)?);
         }
         downloads.push(t.elapsed().as_secs_f64());
     }
@@ -363,14 +398,85 @@ pub fn drill(config: &Config, opts: &DrillOptions<'_>) -> anyhow::Result<DrillRe
             listed.join("; ")
         );
     }
-    drop(lock);
+    Ok(downloads)
+}
 
-    let keys = Keys {
-        identities: &identities,
-        identity_file: &identity_file,
-    };
-    for (s, download_seconds) in m.sources.iter().zip(downloads) {
-        crate::shutdown::check()?;
+impl DrillReport {
+    /// A report with no source yet, for the drill of `resolved` that started at `started`.
+    fn new(resolved: &Resolved, started: DateTime<Utc>) -> DrillReport {
+        let m = &resolved.manifest;
+        DrillReport {
+            snapshot: m.id.to_string(),
+            snapshot_host: m.host.clone(),
+            snapshot_created: m.created,
+            started,
+            recovery_point_seconds: (started - m.created).num_milliseconds() as f64 / 1000.0,
+            recovery_time_seconds: 0.0,
+            stored_bytes: m.stored_bytes(),
+            stages: Stages::default(),
+            sources: Vec::new(),
+            http: None,
+            // Newer snapshots that are not trusted: planted, or the backup host signs with a
+            // key this host does not trust (a lost state folder makes a new one). Either way
+            // the drill is not proving what a restore of `latest` would have to be: it fails.
+            failures: resolved
+                .passed_over
+                .iter()
+                .map(|p| format!("a newer snapshot was passed over: {p}"))
+                .collect(),
+            notes: (resolved.trust == crate::signing::Trust::Unsigned)
+                .then(|| {
+                    format!(
+                        "snapshot {} is not signed; drilled because of --allow-unsigned",
+                        m.id
+                    )
+                })
+                .into_iter()
+                .collect(),
+        }
+    }
+
+    /// Adds a restored source: its seconds to the stages, its failures to the drill's.
+    fn add_source(&mut self, result: SourceResult) {
+        self.stages.download += result.download_seconds;
+        self.stages.decrypt_decompress += result.decrypt_decompress_seconds;
+        self.stages.checks += result.check_seconds;
+        self.failures.extend(result.failures.iter().cloned());
+        self.sources.push(result);
+    }
+
+    /// Adds the HTTP probe's verdict.
+    fn add_http(&mut self, result: HttpResult) {
+        self.stages.checks += result.seconds;
+        if !result.ok {
+            self.failures.push(format!(
+                "the HTTP probe of {} failed: {}",
+                result.url,
+                result.error.as_deref().unwrap_or("no answer")
+            ));
+        }
+        self.http = Some(result);
+    }
+}
+
+/// What restoring each source from the spool needs, once the parts are local.
+struct Course<'a> {
+    config: &'a Config,
+    m: &'a Manifest,
+    spool: &'a LocalStore,
+    keys: Keys<'a>,
+    targets: &'a [(&'a DrillDatabase, Database)],
+}
+
+impl Course<'_> {
+    /// Restores source `s` from the spool (extracted, loaded, or read to its end), checks it,
+    /// and adds it to the report.
+    fn restore_source(
+        &self,
+        s: &SourceRecord,
+        download_seconds: f64,
+        report: &mut DrillReport,
+    ) -> anyhow::Result<()> {
         let mut result = SourceResult {
             name: s.name.clone(),
             kind: s.kind,
@@ -386,40 +492,11 @@ pub fn drill(config: &Config, opts: &DrillOptions<'_>) -> anyhow::Result<DrillRe
             failures: Vec::new(),
         };
         if s.kind.is_folder() {
-            let dir = staging.join(&s.name);
-            extract_folder(&spool.store, &m, s, &dir, &keys, &mut result)?;
-            let t = Instant::now();
-            check_file_sums(
-                &spool.store,
-                &m,
-                s,
-                &dir,
-                config.drill.check_files,
-                &keys,
-                &mut result,
-                &mut report.notes,
-            )?;
-            result.check_seconds += t.elapsed().as_secs_f64();
-            report.stages.file_extract += result.restore_seconds;
-        } else if let Some((d, target)) = targets.iter().find(|(d, _)| d.source == s.name) {
-            // Recorded before the load: a load cut short leaves tables a drill made, which the
-            // next drill must be free to drop.
-            remember_target(&config.state_dir, &target.address.to_string());
-            load_database(config, &spool.store, &m, s, d, target, &keys, &mut result)?;
-            if result
-                .database
-                .as_ref()
-                .is_some_and(|db| !db.counts_recorded)
-            {
-                report.notes.push(format!(
-                    "'{}': snapshot {} records no row counts (an older coffer made it): its \
-                     tables were loaded but not compared",
-                    s.name, m.id
-                ));
-            }
-            report.stages.database_load += result.restore_seconds;
+            self.restore_folder(s, &mut result, report)?;
+        } else if let Some((d, target)) = self.targets.iter().find(|(d, _)| d.source == s.name) {
+            self.load_into(s, d, target, &mut result, report)?;
         } else {
-            read_through(&spool.store, &m, s, &keys, &mut result)?;
+            read_through(self.spool, self.m, s, &self.keys, &mut result)?;
             report.notes.push(format!(
                 "'{}' ({}) was decrypted and decompressed but not loaded: add a \
                  [[drill.database]] with source = \"{}\" to load it into a staging database \
@@ -427,28 +504,71 @@ pub fn drill(config: &Config, opts: &DrillOptions<'_>) -> anyhow::Result<DrillRe
                 s.name, s.kind, s.name
             ));
         }
-        report.stages.download += result.download_seconds;
-        report.stages.decrypt_decompress += result.decrypt_decompress_seconds;
-        report.stages.checks += result.check_seconds;
-        report.failures.extend(result.failures.iter().cloned());
-        report.sources.push(result);
+        report.add_source(result);
+        Ok(())
     }
-    drop(spool);
-    if let Some(http) = &config.drill.http {
-        crate::shutdown::check()?;
-        let result = http_probe(http);
-        report.stages.checks += result.seconds;
-        if !result.ok {
-            report.failures.push(format!(
-                "the HTTP probe of {} failed: {}",
-                result.url,
-                result.error.as_deref().unwrap_or("no answer")
+
+    /// Extracts a folder into `<staging_dir>/<source>` and hashes its files.
+    fn restore_folder(
+        &self,
+        s: &SourceRecord,
+        result: &mut SourceResult,
+        report: &mut DrillReport,
+    ) -> anyhow::Result<()> {
+        let dir = self.config.drill.staging_dir.join(&s.name);
+        extract_folder(self.spool, self.m, s, &dir, &self.keys, result)?;
+        let t = Instant::now();
+        check_file_sums(
+            self.spool,
+            self.m,
+            s,
+            &dir,
+            self.config.drill.check_files,
+            &self.keys,
+            result,
+            &mut report.notes,
+        )?;
+        result.check_seconds += t.elapsed().as_secs_f64();
+        report.stages.file_extract += result.restore_seconds;
+        Ok(())
+    }
+
+    /// Loads a database source into its staging database `target` and compares its tables.
+    fn load_into(
+        &self,
+        s: &SourceRecord,
+        d: &DrillDatabase,
+        target: &Database,
+        result: &mut SourceResult,
+        report: &mut DrillReport,
+    ) -> anyhow::Result<()> {
+        // Recorded before the load: a load cut short leaves tables a drill made, which the
+        // next drill must be free to drop.
+        remember_target(&self.config.state_dir, &target.address.to_string());
+        load_database(
+            self.config,
+            self.spool,
+            self.m,
+            s,
+            d,
+            target,
+            &self.keys,
+            result,
+        )?;
+        if result
+            .database
+            .as_ref()
+            .is_some_and(|db| !db.counts_recorded)
+        {
+            report.notes.push(format!(
+                "'{}': snapshot {} records no row counts (an older coffer made it): its \
+                 tables were loaded but not compared",
+                s.name, self.m.id
             ));
         }
-        report.http = Some(result);
+        report.stages.database_load += result.restore_seconds;
+        Ok(())
     }
-    report.recovery_time_seconds = clock.elapsed().as_secs_f64();
-    Ok(report)
 }
 
 /// What `coffer check` says about the drill set-up, without changing anything: the staging
@@ -537,7 +657,7 @@ fn drill_options() -> StagingOptions {
 }
 
 /// The staging database of `[[drill.database]]` `d`, its password read.
-fn staging_database(d: &DrillDatabase, source: &str) -> anyhow::Result<crate::database::Database> {
+fn staging_database(d: &DrillDatabase, source: &str) -> anyhow::Result<Database> {
     let password = d
         .password
         .as_ref()
@@ -546,7 +666,7 @@ fn staging_database(d: &DrillDatabase, source: &str) -> anyhow::Result<crate::da
         .map_err(|e| {
             anyhow!("cannot read the password of the staging database for '{source}': {e}")
         })?;
-    Ok(crate::database::Database {
+    Ok(Database {
         address: d.address.clone(),
         password,
     })
