@@ -94,174 +94,194 @@ pub(super) fn parse_store(
 ) -> StoreConfig {
     let mut part_size = DEFAULT_PART_SIZE;
     let mut orphan_grace = DEFAULT_ORPHAN_GRACE;
-    let kind = match raw {
-        None => {
-            problems.push("[store] is missing: set type = \"local\" and path".into());
+    let Some(s) = raw else {
+        problems.push("[store] is missing: set type = \"local\" and path".into());
+        return StoreConfig {
+            kind: StoreKind::Local {
+                path: PathBuf::new(),
+            },
+            part_size,
+            orphan_grace,
+        };
+    };
+    if let Some(ps) = &s.part_size {
+        match parse_size(ps) {
+            Ok(n) if n >= 1024 => part_size = n,
+            Ok(_) => problems.push(format!(
+                "store.part_size '{ps}' is below the minimum of 1KiB"
+            )),
+            Err(why) => problems.push(format!("store.part_size: {why}")),
+        }
+    }
+    if let Some(g) = &s.orphan_grace {
+        match parse_duration(g) {
+            Ok(d) => {
+                if d < crate::snapshot::MIN_ORPHAN_GRACE {
+                    // Not an error: a config must never lock anyone out of restore.
+                    tracing::warn!(
+                        "store.orphan_grace '{g}' is below 1h; using 1h (a shorter \
+                         grace could remove a backup still running on another host)"
+                    );
+                }
+                orphan_grace = d.max(crate::snapshot::MIN_ORPHAN_GRACE);
+            }
+            Err(why) => problems.push(format!("store.orphan_grace: {why}")),
+        }
+    }
+    let kind = match s.kind.as_str() {
+        "local" => local_store(s, resolve, problems),
+        "gdrive" => gdrive_store(s, part_size, state_dir, resolve, problems),
+        other => {
+            problems.push(format!(
+                "store.type '{other}' is not supported by this build (supported: local, gdrive)"
+            ));
             StoreKind::Local {
                 path: PathBuf::new(),
             }
         }
-        Some(s) => {
-            if let Some(ps) = &s.part_size {
-                match parse_size(ps) {
-                    Ok(n) if n >= 1024 => part_size = n,
-                    Ok(_) => problems.push(format!(
-                        "store.part_size '{ps}' is below the minimum of 1KiB"
-                    )),
-                    Err(why) => problems.push(format!("store.part_size: {why}")),
-                }
-            }
-            if let Some(g) = &s.orphan_grace {
-                match parse_duration(g) {
-                    Ok(d) => {
-                        if d < crate::snapshot::MIN_ORPHAN_GRACE {
-                            // Not an error: a config must never lock anyone out of restore.
-                            tracing::warn!(
-                                "store.orphan_grace '{g}' is below 1h; using 1h (a shorter \
-                                 grace could remove a backup still running on another host)"
-                            );
-                        }
-                        orphan_grace = d.max(crate::snapshot::MIN_ORPHAN_GRACE);
-                    }
-                    Err(why) => problems.push(format!("store.orphan_grace: {why}")),
-                }
-            }
-            let drive_keys = [
-                (
-                    "service_account_key_file",
-                    s.service_account_key_file.is_some(),
-                ),
-                ("oauth_client_file", s.oauth_client_file.is_some()),
-                ("token_file", s.token_file.is_some()),
-                ("subject", s.subject.is_some()),
-                ("folder_id", s.folder_id.is_some()),
-                ("folder", s.folder.is_some()),
-                ("drive_id", s.drive_id.is_some()),
-                ("api_base_url", s.api_base_url.is_some()),
-                ("upload_base_url", s.upload_base_url.is_some()),
-                ("chunk_size", s.chunk_size.is_some()),
-                ("page_size", s.page_size.is_some()),
-                ("parallel_uploads", s.parallel_uploads.is_some()),
-                ("requests_per_second", s.requests_per_second.is_some()),
-            ];
-            if s.kind == "local" {
-                for (key, set) in drive_keys {
-                    if set {
-                        problems.push(format!(
-                            "store.{key} applies to a gdrive store, not a local one"
-                        ));
-                    }
-                }
-            }
-            if s.kind == "gdrive" && part_size > crate::store::gdrive::MAX_PART_SIZE {
-                problems.push(format!(
-                    "store.part_size is {} for a gdrive store; at most 512MiB (each part is \
-                     held in memory until Drive confirms its checksum)",
-                    s.part_size.as_deref().unwrap_or("")
-                ));
-            }
-            match (s.kind.as_str(), s.path) {
-                ("gdrive", path) => {
-                    if path.is_some() {
-                        problems.push(
-                            "store.path applies to a local store; a gdrive store takes \
-                             folder or folder_id"
-                                .into(),
-                        );
-                    }
-                    let mut chunk_size = 8 << 20;
-                    if let Some(c) = &s.chunk_size {
-                        match parse_size(c) {
-                            Ok(n) if n > 0 && n % crate::store::gdrive::CHUNK_ALIGN as u64 == 0 => {
-                                chunk_size = n as usize;
-                            }
-                            Ok(_) => problems.push(format!(
-                                "store.chunk_size '{c}' must be a positive multiple of 256KiB \
-                                 (Drive's unit)"
-                            )),
-                            Err(why) => problems.push(format!("store.chunk_size: {why}")),
-                        }
-                    }
-                    let auth = match (s.service_account_key_file, s.oauth_client_file) {
-                        (Some(f), None) => crate::store::gdrive::DriveAuth::ServiceAccount {
-                            key_file: resolve(&f),
-                            subject: s.subject,
-                        },
-                        (None, Some(client)) => {
-                            if s.subject.is_some() {
-                                problems.push(
-                                    "store.subject applies to a service account, not to a \
-                                     user token"
-                                        .into(),
-                                );
-                            }
-                            crate::store::gdrive::DriveAuth::UserToken {
-                                client_file: resolve(&client),
-                                token_file: s
-                                    .token_file
-                                    .as_deref()
-                                    .map_or_else(|| state_dir.join("gdrive-token.json"), resolve),
-                            }
-                        }
-                        (sa, client) => {
-                            problems.push(if sa.is_some() && client.is_some() {
-                                "store: give service_account_key_file or oauth_client_file, \
-                                 not both"
-                                    .to_string()
-                            } else {
-                                "a gdrive store needs service_account_key_file (a service \
-                                 account in a Shared Drive, or with subject = for \
-                                 domain-wide delegation) or oauth_client_file (a user's \
-                                 Drive, after coffer auth gdrive)"
-                                    .to_string()
-                            });
-                            crate::store::gdrive::DriveAuth::ServiceAccount {
-                                key_file: PathBuf::new(),
-                                subject: None,
-                            }
-                        }
-                    };
-                    let base = "https://www.googleapis.com".to_string();
-                    StoreKind::Gdrive(crate::store::gdrive::DriveConfig {
-                        auth,
-                        folder_id: s.folder_id,
-                        folder: s.folder.unwrap_or_else(|| "coffer".into()),
-                        drive_id: s.drive_id,
-                        upload_base_url: s
-                            .upload_base_url
-                            .or_else(|| s.api_base_url.clone())
-                            .unwrap_or_else(|| base.clone()),
-                        api_base_url: s.api_base_url.unwrap_or(base),
-                        chunk_size,
-                        page_size: s.page_size.unwrap_or(1000).clamp(1, 1000),
-                        parallel_uploads: s.parallel_uploads.unwrap_or(2).clamp(1, 16),
-                        requests_per_second: s.requests_per_second.unwrap_or(10),
-                        request_timeout: crate::store::gdrive::REQUEST_TIMEOUT,
-                    })
-                }
-                ("local", Some(p)) => StoreKind::Local { path: resolve(&p) },
-                ("local", None) => {
-                    problems.push("store.path is required for a local store".into());
-                    StoreKind::Local {
-                        path: PathBuf::new(),
-                    }
-                }
-                (other, _) => {
-                    problems.push(format!(
-                        "store.type '{other}' is not supported by this build (supported: local, gdrive)"
-                    ));
-                    StoreKind::Local {
-                        path: PathBuf::new(),
-                    }
-                }
-            }
-        }
     };
-
     StoreConfig {
         kind,
         part_size,
         orphan_grace,
+    }
+}
+
+/// `type = "local"`: a folder; no Drive key applies.
+fn local_store(
+    s: RawStore,
+    resolve: &dyn Fn(&Path) -> PathBuf,
+    problems: &mut Vec<String>,
+) -> StoreKind {
+    let drive_keys = [
+        (
+            "service_account_key_file",
+            s.service_account_key_file.is_some(),
+        ),
+        ("oauth_client_file", s.oauth_client_file.is_some()),
+        ("token_file", s.token_file.is_some()),
+        ("subject", s.subject.is_some()),
+        ("folder_id", s.folder_id.is_some()),
+        ("folder", s.folder.is_some()),
+        ("drive_id", s.drive_id.is_some()),
+        ("api_base_url", s.api_base_url.is_some()),
+        ("upload_base_url", s.upload_base_url.is_some()),
+        ("chunk_size", s.chunk_size.is_some()),
+        ("page_size", s.page_size.is_some()),
+        ("parallel_uploads", s.parallel_uploads.is_some()),
+        ("requests_per_second", s.requests_per_second.is_some()),
+    ];
+    for (key, set) in drive_keys {
+        if set {
+            problems.push(format!(
+                "store.{key} applies to a gdrive store, not a local one"
+            ));
+        }
+    }
+    match s.path {
+        Some(p) => StoreKind::Local { path: resolve(&p) },
+        None => {
+            problems.push("store.path is required for a local store".into());
+            StoreKind::Local {
+                path: PathBuf::new(),
+            }
+        }
+    }
+}
+
+/// `type = "gdrive"`: the account, the folder, the chunks and the pacing of a Drive store;
+/// a part held in memory while it uploads is at most `MAX_PART_SIZE`.
+fn gdrive_store(
+    s: RawStore,
+    part_size: u64,
+    state_dir: &Path,
+    resolve: &dyn Fn(&Path) -> PathBuf,
+    problems: &mut Vec<String>,
+) -> StoreKind {
+    if part_size > crate::store::gdrive::MAX_PART_SIZE {
+        problems.push(format!(
+            "store.part_size is {} for a gdrive store; at most 512MiB (each part is \
+             held in memory until Drive confirms its checksum)",
+            s.part_size.as_deref().unwrap_or("")
+        ));
+    }
+    if s.path.is_some() {
+        problems.push(
+            "store.path applies to a local store; a gdrive store takes folder or folder_id".into(),
+        );
+    }
+    let mut chunk_size = 8 << 20;
+    if let Some(c) = &s.chunk_size {
+        match parse_size(c) {
+            Ok(n) if n > 0 && n % crate::store::gdrive::CHUNK_ALIGN as u64 == 0 => {
+                chunk_size = n as usize;
+            }
+            Ok(_) => problems.push(format!(
+                "store.chunk_size '{c}' must be a positive multiple of 256KiB (Drive's unit)"
+            )),
+            Err(why) => problems.push(format!("store.chunk_size: {why}")),
+        }
+    }
+    let auth = drive_auth(&s, state_dir, resolve, problems);
+    let base = "https://www.googleapis.com".to_string();
+    StoreKind::Gdrive(crate::store::gdrive::DriveConfig {
+        auth,
+        folder_id: s.folder_id,
+        folder: s.folder.unwrap_or_else(|| "coffer".into()),
+        drive_id: s.drive_id,
+        upload_base_url: s
+            .upload_base_url
+            .or_else(|| s.api_base_url.clone())
+            .unwrap_or_else(|| base.clone()),
+        api_base_url: s.api_base_url.unwrap_or(base),
+        chunk_size,
+        page_size: s.page_size.unwrap_or(1000).clamp(1, 1000),
+        parallel_uploads: s.parallel_uploads.unwrap_or(2).clamp(1, 16),
+        requests_per_second: s.requests_per_second.unwrap_or(10),
+        request_timeout: crate::store::gdrive::REQUEST_TIMEOUT,
+    })
+}
+
+/// A Drive store's account: a service account (with `subject` for domain-wide delegation)
+/// or a user's token from `coffer auth gdrive`, exactly one.
+fn drive_auth(
+    s: &RawStore,
+    state_dir: &Path,
+    resolve: &dyn Fn(&Path) -> PathBuf,
+    problems: &mut Vec<String>,
+) -> crate::store::gdrive::DriveAuth {
+    match (&s.service_account_key_file, &s.oauth_client_file) {
+        (Some(f), None) => crate::store::gdrive::DriveAuth::ServiceAccount {
+            key_file: resolve(f),
+            subject: s.subject.clone(),
+        },
+        (None, Some(client)) => {
+            if s.subject.is_some() {
+                problems
+                    .push("store.subject applies to a service account, not to a user token".into());
+            }
+            crate::store::gdrive::DriveAuth::UserToken {
+                client_file: resolve(client),
+                token_file: s
+                    .token_file
+                    .as_deref()
+                    .map_or_else(|| state_dir.join("gdrive-token.json"), resolve),
+            }
+        }
+        (sa, client) => {
+            problems.push(if sa.is_some() && client.is_some() {
+                "store: give service_account_key_file or oauth_client_file, not both".to_string()
+            } else {
+                "a gdrive store needs service_account_key_file (a service account in a \
+                 Shared Drive, or with subject = for domain-wide delegation) or \
+                 oauth_client_file (a user's Drive, after coffer auth gdrive)"
+                    .to_string()
+            });
+            crate::store::gdrive::DriveAuth::ServiceAccount {
+                key_file: PathBuf::new(),
+                subject: None,
+            }
+        }
     }
 }
 
