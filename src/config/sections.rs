@@ -1,5 +1,6 @@
-//! The validators of the config's sections, one function each: every problem goes to
-//! `problems`, so a config is checked whole before it is refused.
+//! The validators of the config's sections, one function each (a store and a source are
+//! checked by one helper per type): every problem goes to `problems`, so a config is checked
+//! whole before it is refused.
 
 use std::path::{Path, PathBuf};
 
@@ -328,29 +329,7 @@ pub(super) fn parse_sources(
         if sources.iter().any(|o: &SourceConfig| o.name == s.name) {
             problems.push(format!("source name '{}' is used twice", s.name));
         }
-        let unused = |problems: &mut Vec<String>, keys: &[(&str, bool)]| {
-            for (key, set) in keys {
-                if *set {
-                    problems.push(format!(
-                        "source '{}': key '{key}' does not apply to a {} source",
-                        s.name, s.kind
-                    ));
-                }
-            }
-        };
-        let mut password = || match (s.password_file.clone(), s.password_env.clone()) {
-            (Some(_), Some(_)) => {
-                problems.push(format!(
-                    "source '{}': give password_file or password_env, not both",
-                    s.name
-                ));
-                None
-            }
-            (Some(f), None) => Some(SecretRef::File(resolve(&f))),
-            (None, Some(v)) => Some(SecretRef::Env(v)),
-            (None, None) => None,
-        };
-        let password = password();
+        let password = source_password(&s, resolve, problems);
         if s.socket.is_some() && s.kind != "mysql" {
             problems.push(format!(
                 "source '{}': key 'socket' does not apply to a {} source (mysql only; \
@@ -359,141 +338,21 @@ pub(super) fn parse_sources(
             ));
         }
         let kind = match s.kind.as_str() {
-            "frappe" => {
-                unused(
-                    problems,
-                    &[
-                        ("url", s.url.is_some()),
-                        ("exclude", !s.exclude.is_empty()),
-                        ("password_file", password.is_some()),
-                        ("no_owner", s.no_owner.is_some()),
-                        ("dump_tool", s.dump_tool.is_some()),
-                    ],
-                );
-                let Some(p) = s.path else {
-                    problems.push(format!(
-                        "source '{}': path (the site folder, sites/<site>) is required for frappe",
-                        s.name
-                    ));
-                    continue;
-                };
-                SourceKind::Frappe { path: resolve(&p) }
-            }
-            "sqlite" => {
-                unused(
-                    problems,
-                    &[
-                        ("url", s.url.is_some()),
-                        ("exclude", !s.exclude.is_empty()),
-                        ("no_owner", s.no_owner.is_some()),
-                        ("password_file", password.is_some()),
-                    ],
-                );
-                let Some(p) = s.path else {
-                    problems.push(format!(
-                        "source '{}': path (the database file) is required for sqlite",
-                        s.name
-                    ));
-                    continue;
-                };
-                SourceKind::Sqlite {
-                    path: resolve(&p),
-                    dump_tool: s.dump_tool,
-                }
-            }
-            "mysql" => {
-                unused(
-                    problems,
-                    &[
-                        ("path", s.path.is_some()),
-                        ("exclude", !s.exclude.is_empty()),
-                        ("no_owner", s.no_owner.is_some()),
-                    ],
-                );
-                let Some(url) = s.url else {
-                    problems.push(format!(
-                        "source '{}': url is required (mysql://user@host:3306/dbname)",
-                        s.name
-                    ));
-                    continue;
-                };
-                match DbUrl::parse(&url, "mysql", 3306) {
-                    Ok(mut url) => {
-                        url.socket = s.socket.as_deref().map(resolve);
-                        SourceKind::Mysql {
-                            url,
-                            password,
-                            dump_tool: s.dump_tool,
-                        }
-                    }
-                    Err(why) => {
-                        problems.push(format!("source '{}': {why}", s.name));
-                        continue;
-                    }
-                }
-            }
-            "postgres" => {
-                unused(
-                    problems,
-                    &[
-                        ("path", s.path.is_some()),
-                        ("exclude", !s.exclude.is_empty()),
-                    ],
-                );
-                let Some(url) = s.url else {
-                    problems.push(format!(
-                        "source '{}': url is required (postgres://user@host:5432/dbname)",
-                        s.name
-                    ));
-                    continue;
-                };
-                if let Err(why) = check_postgres_url(&url) {
-                    problems.push(format!("source '{}': {why}", s.name));
-                }
-                SourceKind::Postgres {
-                    url,
-                    password,
-                    no_owner: s.no_owner.unwrap_or(true),
-                    dump_tool: s.dump_tool.unwrap_or_else(|| PathBuf::from("pg_dump")),
-                }
-            }
-            "directory" => match s.path {
-                Some(p) => {
-                    unused(
-                        problems,
-                        &[
-                            ("url", s.url.is_some()),
-                            ("password_file", s.password_file.is_some()),
-                            ("password_env", s.password_env.is_some()),
-                            ("no_owner", s.no_owner.is_some()),
-                            ("dump_tool", s.dump_tool.is_some()),
-                            ("exact_count_limit", s.exact_count_limit.is_some()),
-                        ],
-                    );
-                    if let Err(e) = crate::source::Excludes::new(&s.exclude) {
-                        problems.push(format!("source '{}': {e}", s.name));
-                    }
-                    SourceKind::Directory {
-                        path: resolve(&p),
-                        exclude: s.exclude,
-                        only: Vec::new(),
-                    }
-                }
-                None => {
-                    problems.push(format!(
-                        "source '{}': path is required for a directory",
-                        s.name
-                    ));
-                    continue;
-                }
-            },
+            "frappe" => frappe_source(&s, password.is_some(), resolve, problems),
+            "sqlite" => sqlite_source(&s, password.is_some(), resolve, problems),
+            "mysql" => mysql_source(&s, password, resolve, problems),
+            "postgres" => postgres_source(&s, password, problems),
+            "directory" => directory_source(&s, resolve, problems),
             other => {
                 problems.push(format!(
                     "source '{}': type '{other}' is not supported by this build (supported: directory, postgres, mysql, sqlite, frappe)",
                     s.name
                 ));
-                continue;
+                None
             }
+        };
+        let Some(kind) = kind else {
+            continue;
         };
         sources.push(SourceConfig {
             name: s.name,
@@ -504,6 +363,206 @@ pub(super) fn parse_sources(
         });
     }
     sources
+}
+
+/// A problem for each key of `keys` that is set though it does not apply to `s`'s type.
+fn unused_keys(s: &RawSource, keys: &[(&str, bool)], problems: &mut Vec<String>) {
+    for (key, set) in keys {
+        if *set {
+            problems.push(format!(
+                "source '{}': key '{key}' does not apply to a {} source",
+                s.name, s.kind
+            ));
+        }
+    }
+}
+
+/// The source's password: `password_file` or `password_env`, not both.
+fn source_password(
+    s: &RawSource,
+    resolve: &dyn Fn(&Path) -> PathBuf,
+    problems: &mut Vec<String>,
+) -> Option<SecretRef> {
+    match (s.password_file.clone(), s.password_env.clone()) {
+        (Some(_), Some(_)) => {
+            problems.push(format!(
+                "source '{}': give password_file or password_env, not both",
+                s.name
+            ));
+            None
+        }
+        (Some(f), None) => Some(SecretRef::File(resolve(&f))),
+        (None, Some(v)) => Some(SecretRef::Env(v)),
+        (None, None) => None,
+    }
+}
+
+/// `type = "frappe"`: the site folder (its database and password come from the site).
+fn frappe_source(
+    s: &RawSource,
+    password: bool,
+    resolve: &dyn Fn(&Path) -> PathBuf,
+    problems: &mut Vec<String>,
+) -> Option<SourceKind> {
+    unused_keys(
+        s,
+        &[
+            ("url", s.url.is_some()),
+            ("exclude", !s.exclude.is_empty()),
+            ("password_file", password),
+            ("no_owner", s.no_owner.is_some()),
+            ("dump_tool", s.dump_tool.is_some()),
+        ],
+        problems,
+    );
+    let Some(p) = &s.path else {
+        problems.push(format!(
+            "source '{}': path (the site folder, sites/<site>) is required for frappe",
+            s.name
+        ));
+        return None;
+    };
+    Some(SourceKind::Frappe { path: resolve(p) })
+}
+
+/// `type = "sqlite"`: the database file, and the `sqlite3` shell if it dumps.
+fn sqlite_source(
+    s: &RawSource,
+    password: bool,
+    resolve: &dyn Fn(&Path) -> PathBuf,
+    problems: &mut Vec<String>,
+) -> Option<SourceKind> {
+    unused_keys(
+        s,
+        &[
+            ("url", s.url.is_some()),
+            ("exclude", !s.exclude.is_empty()),
+            ("no_owner", s.no_owner.is_some()),
+            ("password_file", password),
+        ],
+        problems,
+    );
+    let Some(p) = &s.path else {
+        problems.push(format!(
+            "source '{}': path (the database file) is required for sqlite",
+            s.name
+        ));
+        return None;
+    };
+    Some(SourceKind::Sqlite {
+        path: resolve(p),
+        dump_tool: s.dump_tool.clone(),
+    })
+}
+
+/// `type = "mysql"`: a `mysql://` url, with a socket if given.
+fn mysql_source(
+    s: &RawSource,
+    password: Option<SecretRef>,
+    resolve: &dyn Fn(&Path) -> PathBuf,
+    problems: &mut Vec<String>,
+) -> Option<SourceKind> {
+    unused_keys(
+        s,
+        &[
+            ("path", s.path.is_some()),
+            ("exclude", !s.exclude.is_empty()),
+            ("no_owner", s.no_owner.is_some()),
+        ],
+        problems,
+    );
+    let Some(url) = &s.url else {
+        problems.push(format!(
+            "source '{}': url is required (mysql://user@host:3306/dbname)",
+            s.name
+        ));
+        return None;
+    };
+    match DbUrl::parse(url, "mysql", 3306) {
+        Ok(mut url) => {
+            url.socket = s.socket.as_deref().map(resolve);
+            Some(SourceKind::Mysql {
+                url,
+                password,
+                dump_tool: s.dump_tool.clone(),
+            })
+        }
+        Err(why) => {
+            problems.push(format!("source '{}': {why}", s.name));
+            None
+        }
+    }
+}
+
+/// `type = "postgres"`: a `postgres://` url; `no_owner` unless set false.
+fn postgres_source(
+    s: &RawSource,
+    password: Option<SecretRef>,
+    problems: &mut Vec<String>,
+) -> Option<SourceKind> {
+    unused_keys(
+        s,
+        &[
+            ("path", s.path.is_some()),
+            ("exclude", !s.exclude.is_empty()),
+        ],
+        problems,
+    );
+    let Some(url) = &s.url else {
+        problems.push(format!(
+            "source '{}': url is required (postgres://user@host:5432/dbname)",
+            s.name
+        ));
+        return None;
+    };
+    if let Err(why) = check_postgres_url(url) {
+        problems.push(format!("source '{}': {why}", s.name));
+    }
+    Some(SourceKind::Postgres {
+        url: url.clone(),
+        password,
+        no_owner: s.no_owner.unwrap_or(true),
+        dump_tool: s
+            .dump_tool
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("pg_dump")),
+    })
+}
+
+/// `type = "directory"`: the folder and its excludes (keys that do not apply are named only
+/// once there is a path).
+fn directory_source(
+    s: &RawSource,
+    resolve: &dyn Fn(&Path) -> PathBuf,
+    problems: &mut Vec<String>,
+) -> Option<SourceKind> {
+    let Some(p) = &s.path else {
+        problems.push(format!(
+            "source '{}': path is required for a directory",
+            s.name
+        ));
+        return None;
+    };
+    unused_keys(
+        s,
+        &[
+            ("url", s.url.is_some()),
+            ("password_file", s.password_file.is_some()),
+            ("password_env", s.password_env.is_some()),
+            ("no_owner", s.no_owner.is_some()),
+            ("dump_tool", s.dump_tool.is_some()),
+            ("exact_count_limit", s.exact_count_limit.is_some()),
+        ],
+        problems,
+    );
+    if let Err(e) = crate::source::Excludes::new(&s.exclude) {
+        problems.push(format!("source '{}': {e}", s.name));
+    }
+    Some(SourceKind::Directory {
+        path: resolve(p),
+        exclude: s.exclude.clone(),
+        only: Vec::new(),
+    })
 }
 
 /// `[retention]`: what prune keeps (default 7 daily, 4 weekly, 6 monthly).
