@@ -1,4 +1,5 @@
-//! `[drill]`: the staging folder, the staging databases and their probes, the HTTP probe.
+//! `[drill]`: the staging folder, the staging databases and their probes, the HTTP probe,
+//! one validator each.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -24,11 +25,45 @@ pub(super) fn parse_drill(
             http: None,
         };
     };
+    let staging_dir = staging_dir(
+        raw.staging_dir.as_deref(),
+        state_dir,
+        sources,
+        resolve,
+        problems,
+    );
+    let databases = drill_databases(raw.database, sources, resolve, private, problems);
+    let http = raw.http.map(|h| drill_http(h, resolve, private, problems));
+    let check_files = match raw.check_files.as_deref() {
+        None | Some("all") => FileCheck::All,
+        Some("sample") => FileCheck::Sample(FILE_SAMPLE),
+        Some("none") => FileCheck::None,
+        Some(other) => {
+            problems.push(format!(
+                "drill.check_files '{other}': use \"all\" (hash every restored file), \
+                 \"sample\" ({FILE_SAMPLE} files) or \"none\""
+            ));
+            FileCheck::All
+        }
+    };
+    DrillConfig {
+        staging_dir,
+        check_files,
+        databases,
+        http,
+    }
+}
+
+/// `drill.staging_dir`: absolute, below `/`, apart from every backed-up folder.
+fn staging_dir(
+    raw: Option<&Path>,
+    state_dir: &Path,
+    sources: &[SourceConfig],
+    resolve: &dyn Fn(&Path) -> PathBuf,
+    problems: &mut Vec<String>,
+) -> PathBuf {
     // Absolute (a config read by a relative path resolves relative to the working folder).
-    let staging_dir = raw
-        .staging_dir
-        .as_deref()
-        .map_or_else(|| state_dir.join("drill"), resolve);
+    let staging_dir = raw.map_or_else(|| state_dir.join("drill"), resolve);
     let staging_dir = std::path::absolute(&staging_dir).unwrap_or(staging_dir);
     if staging_dir.parent().is_none() {
         problems.push(format!(
@@ -52,124 +87,138 @@ pub(super) fn parse_drill(
             ));
         }
     }
+    staging_dir
+}
+
+/// `[[drill.database]]`: one staging database per database source, each listed once.
+fn drill_databases(
+    raw: Vec<RawDrillDatabase>,
+    sources: &[SourceConfig],
+    resolve: &dyn Fn(&Path) -> PathBuf,
+    private: bool,
+    problems: &mut Vec<String>,
+) -> Vec<DrillDatabase> {
     let mut databases: Vec<DrillDatabase> = Vec::new();
-    for (i, d) in raw.database.into_iter().enumerate() {
+    for (i, d) in raw.into_iter().enumerate() {
         let key = format!("drill.database[{i}] (source '{}')", d.source);
         if databases.iter().any(|o| o.source == d.source) {
             problems.push(format!("{key}: source '{}' is listed twice", d.source));
         }
-        let address = match crate::database::Address::parse(&d.url) {
-            // A relative file is relative to the config, as every path in it (the daemon and
-            // the CLI run from different folders).
-            Ok(crate::database::Address::Sqlite(p)) => {
-                crate::database::Address::Sqlite(resolve(&p))
-            }
-            Ok(a) => a,
-            Err(why) => {
-                problems.push(format!("{key}.url: {why}"));
-                continue;
-            }
-        };
-        if let Some(s) = sources.iter().find(|s| s.name == d.source)
-            && let Some((source_address, _)) = s.kind.database()
-        {
-            if source_address.engine() != address.engine() {
-                problems.push(format!(
-                    "{key}.url: source '{}' is a {} database, the url is {}",
-                    d.source,
-                    source_address.engine().kind(),
-                    address.engine().kind()
-                ));
-            } else if source_address.to_string() == address.to_string() {
-                problems.push(format!(
-                    "{key}.url is the source database itself ({address}); a drill drops and \
-                     re-creates its staging database: give a separate staging database"
-                ));
-            }
+        if let Some(database) = drill_database(&key, d, sources, resolve, private, problems) {
+            databases.push(database);
         }
-        if d.probes.iter().any(|p| p.trim().is_empty()) {
-            problems.push(format!("{key}.probes: a probe is empty"));
-        }
-        let password = secret_of(
-            &format!("{key}.password"),
-            None,
-            d.password_file,
-            d.password_env,
-            resolve,
-            private,
-            problems,
-        );
-        databases.push(DrillDatabase {
-            source: d.source,
-            address,
-            password,
-            probes: d.probes,
-        });
     }
-    let http = raw.http.map(|h| {
-        let mut plain_remote = false;
-        match h.url.parse::<hyper::Uri>() {
-            Ok(u) if matches!(u.scheme_str(), Some("http" | "https")) => {
-                let host = u.host().unwrap_or("").trim_matches(['[', ']']);
-                let loopback = host == "localhost"
-                    || host
-                        .parse::<std::net::IpAddr>()
-                        .is_ok_and(|ip| ip.is_loopback());
-                plain_remote = u.scheme_str() == Some("http") && !loopback;
-            }
-            _ => problems.push(format!(
-                "drill.http.url '{}' is not an http(s) URL",
-                redact_url(&h.url)
-            )),
-        }
-        if plain_remote && (h.token.is_some() || h.token_file.is_some() || h.token_env.is_some()) {
-            problems.push(
-                "drill.http: the token would travel in clear text over http:// to another host; \
-                 use an https:// url (or a staging application on this host)"
-                    .into(),
-            );
-        }
-        let timeout = match h.timeout.as_deref().map(parse_duration) {
-            None => Duration::from_secs(60),
-            Some(Ok(d)) => d,
-            Some(Err(why)) => {
-                problems.push(format!("drill.http.timeout: {why}"));
-                Duration::from_secs(60)
-            }
-        };
-        let token = secret_of(
-            "drill.http.token",
-            h.token,
-            h.token_file,
-            h.token_env,
-            resolve,
-            private,
-            problems,
-        );
-        DrillHttp {
-            url: h.url,
-            token,
-            expect_status: h.expect_status.unwrap_or(200),
-            expect_body: h.expect_body,
-            timeout,
-        }
-    });
-    let check_files = match raw.check_files.as_deref() {
-        None | Some("all") => FileCheck::All,
-        Some("sample") => FileCheck::Sample(FILE_SAMPLE),
-        Some("none") => FileCheck::None,
-        Some(other) => {
-            problems.push(format!(
-                "drill.check_files '{other}': use \"all\" (hash every restored file), \
-                 \"sample\" ({FILE_SAMPLE} files) or \"none\""
-            ));
-            FileCheck::All
+    databases
+}
+
+/// One `[[drill.database]]`, named `key` in problems: a url of the source's engine that is not
+/// the source database itself, probes, a password. `None` when the url does not parse.
+fn drill_database(
+    key: &str,
+    d: RawDrillDatabase,
+    sources: &[SourceConfig],
+    resolve: &dyn Fn(&Path) -> PathBuf,
+    private: bool,
+    problems: &mut Vec<String>,
+) -> Option<DrillDatabase> {
+    let address = match crate::database::Address::parse(&d.url) {
+        // A relative file is relative to the config, as every path in it (the daemon and
+        // the CLI run from different folders).
+        Ok(crate::database::Address::Sqlite(p)) => crate::database::Address::Sqlite(resolve(&p)),
+        Ok(a) => a,
+        Err(why) => {
+            problems.push(format!("{key}.url: {why}"));
+            return None;
         }
     };
-    DrillConfig {
-        staging_dir,
-        check_files,
-        databases,
-        http,
+    if let Some(s) = sources.iter().find(|s| s.name == d.source)
+        && let Some((source_address, _)) = s.kind.database()
+    {
+        if source_address.engine() != address.engine() {
+            problems.push(format!(
+                "{key}.url: source '{}' is a {} database, the url is {}",
+                d.source,
+                source_address.engine().kind(),
+                address.engine().kind()
+            ));
+        } else if source_address.to_string() == address.to_string() {
+            problems.push(format!(
+                "{key}.url is the source database itself ({address}); a drill drops and \
+                 re-creates its staging database: give a separate staging database"
+            ));
+        }
+    }
+    if d.probes.iter().any(|p| p.trim().is_empty()) {
+        problems.push(format!("{key}.probes: a probe is empty"));
+    }
+    let password = secret_of(
+        &format!("{key}.password"),
+        None,
+        d.password_file,
+        d.password_env,
+        resolve,
+        private,
+        problems,
+    );
+    Some(DrillDatabase {
+        source: d.source,
+        address,
+        password,
+        probes: d.probes,
+    })
+}
+
+/// `[drill.http]`: an http(s) URL (a token never in clear text to another host), a timeout.
+fn drill_http(
+    h: RawDrillHttp,
+    resolve: &dyn Fn(&Path) -> PathBuf,
+    private: bool,
+    problems: &mut Vec<String>,
+) -> DrillHttp {
+    let mut plain_remote = false;
+    match h.url.parse::<hyper::Uri>() {
+        Ok(u) if matches!(u.scheme_str(), Some("http" | "https")) => {
+            let host = u.host().unwrap_or("").trim_matches(['[', ']']);
+            let loopback = host == "localhost"
+                || host
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback());
+            plain_remote = u.scheme_str() == Some("http") && !loopback;
+        }
+        _ => problems.push(format!(
+            "drill.http.url '{}' is not an http(s) URL",
+            redact_url(&h.url)
+        )),
+    }
+    if plain_remote && (h.token.is_some() || h.token_file.is_some() || h.token_env.is_some()) {
+        problems.push(
+            "drill.http: the token would travel in clear text over http:// to another host; \
+             use an https:// url (or a staging application on this host)"
+                .into(),
+        );
+    }
+    let timeout = match h.timeout.as_deref().map(parse_duration) {
+        None => Duration::from_secs(60),
+        Some(Ok(d)) => d,
+        Some(Err(why)) => {
+            problems.push(format!("drill.http.timeout: {why}"));
+            Duration::from_secs(60)
+        }
+    };
+    let token = secret_of(
+        "drill.http.token",
+        h.token,
+        h.token_file,
+        h.token_env,
+        resolve,
+        private,
+        problems,
+    );
+    DrillHttp {
+        url: h.url,
+        token,
+        expect_status: h.expect_status.unwrap_or(200),
+        expect_body: h.expect_body,
+        timeout,
     }
 }

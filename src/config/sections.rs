@@ -1,5 +1,6 @@
-//! The validators of the config's sections, one function each: every problem goes to
-//! `problems`, so a config is checked whole before it is refused.
+//! The validators of the config's sections, one function each (a store and a source are
+//! checked by one helper per type): every problem goes to `problems`, so a config is checked
+//! whole before it is refused.
 
 use std::path::{Path, PathBuf};
 
@@ -94,174 +95,194 @@ pub(super) fn parse_store(
 ) -> StoreConfig {
     let mut part_size = DEFAULT_PART_SIZE;
     let mut orphan_grace = DEFAULT_ORPHAN_GRACE;
-    let kind = match raw {
-        None => {
-            problems.push("[store] is missing: set type = \"local\" and path".into());
+    let Some(s) = raw else {
+        problems.push("[store] is missing: set type = \"local\" and path".into());
+        return StoreConfig {
+            kind: StoreKind::Local {
+                path: PathBuf::new(),
+            },
+            part_size,
+            orphan_grace,
+        };
+    };
+    if let Some(ps) = &s.part_size {
+        match parse_size(ps) {
+            Ok(n) if n >= 1024 => part_size = n,
+            Ok(_) => problems.push(format!(
+                "store.part_size '{ps}' is below the minimum of 1KiB"
+            )),
+            Err(why) => problems.push(format!("store.part_size: {why}")),
+        }
+    }
+    if let Some(g) = &s.orphan_grace {
+        match parse_duration(g) {
+            Ok(d) => {
+                if d < crate::snapshot::MIN_ORPHAN_GRACE {
+                    // Not an error: a config must never lock anyone out of restore.
+                    tracing::warn!(
+                        "store.orphan_grace '{g}' is below 1h; using 1h (a shorter \
+                         grace could remove a backup still running on another host)"
+                    );
+                }
+                orphan_grace = d.max(crate::snapshot::MIN_ORPHAN_GRACE);
+            }
+            Err(why) => problems.push(format!("store.orphan_grace: {why}")),
+        }
+    }
+    let kind = match s.kind.as_str() {
+        "local" => local_store(s, resolve, problems),
+        "gdrive" => gdrive_store(s, part_size, state_dir, resolve, problems),
+        other => {
+            problems.push(format!(
+                "store.type '{other}' is not supported by this build (supported: local, gdrive)"
+            ));
             StoreKind::Local {
                 path: PathBuf::new(),
             }
         }
-        Some(s) => {
-            if let Some(ps) = &s.part_size {
-                match parse_size(ps) {
-                    Ok(n) if n >= 1024 => part_size = n,
-                    Ok(_) => problems.push(format!(
-                        "store.part_size '{ps}' is below the minimum of 1KiB"
-                    )),
-                    Err(why) => problems.push(format!("store.part_size: {why}")),
-                }
-            }
-            if let Some(g) = &s.orphan_grace {
-                match parse_duration(g) {
-                    Ok(d) => {
-                        if d < crate::snapshot::MIN_ORPHAN_GRACE {
-                            // Not an error: a config must never lock anyone out of restore.
-                            tracing::warn!(
-                                "store.orphan_grace '{g}' is below 1h; using 1h (a shorter \
-                                 grace could remove a backup still running on another host)"
-                            );
-                        }
-                        orphan_grace = d.max(crate::snapshot::MIN_ORPHAN_GRACE);
-                    }
-                    Err(why) => problems.push(format!("store.orphan_grace: {why}")),
-                }
-            }
-            let drive_keys = [
-                (
-                    "service_account_key_file",
-                    s.service_account_key_file.is_some(),
-                ),
-                ("oauth_client_file", s.oauth_client_file.is_some()),
-                ("token_file", s.token_file.is_some()),
-                ("subject", s.subject.is_some()),
-                ("folder_id", s.folder_id.is_some()),
-                ("folder", s.folder.is_some()),
-                ("drive_id", s.drive_id.is_some()),
-                ("api_base_url", s.api_base_url.is_some()),
-                ("upload_base_url", s.upload_base_url.is_some()),
-                ("chunk_size", s.chunk_size.is_some()),
-                ("page_size", s.page_size.is_some()),
-                ("parallel_uploads", s.parallel_uploads.is_some()),
-                ("requests_per_second", s.requests_per_second.is_some()),
-            ];
-            if s.kind == "local" {
-                for (key, set) in drive_keys {
-                    if set {
-                        problems.push(format!(
-                            "store.{key} applies to a gdrive store, not a local one"
-                        ));
-                    }
-                }
-            }
-            if s.kind == "gdrive" && part_size > crate::store::gdrive::MAX_PART_SIZE {
-                problems.push(format!(
-                    "store.part_size is {} for a gdrive store; at most 512MiB (each part is \
-                     held in memory until Drive confirms its checksum)",
-                    s.part_size.as_deref().unwrap_or("")
-                ));
-            }
-            match (s.kind.as_str(), s.path) {
-                ("gdrive", path) => {
-                    if path.is_some() {
-                        problems.push(
-                            "store.path applies to a local store; a gdrive store takes \
-                             folder or folder_id"
-                                .into(),
-                        );
-                    }
-                    let mut chunk_size = 8 << 20;
-                    if let Some(c) = &s.chunk_size {
-                        match parse_size(c) {
-                            Ok(n) if n > 0 && n % crate::store::gdrive::CHUNK_ALIGN as u64 == 0 => {
-                                chunk_size = n as usize;
-                            }
-                            Ok(_) => problems.push(format!(
-                                "store.chunk_size '{c}' must be a positive multiple of 256KiB \
-                                 (Drive's unit)"
-                            )),
-                            Err(why) => problems.push(format!("store.chunk_size: {why}")),
-                        }
-                    }
-                    let auth = match (s.service_account_key_file, s.oauth_client_file) {
-                        (Some(f), None) => crate::store::gdrive::DriveAuth::ServiceAccount {
-                            key_file: resolve(&f),
-                            subject: s.subject,
-                        },
-                        (None, Some(client)) => {
-                            if s.subject.is_some() {
-                                problems.push(
-                                    "store.subject applies to a service account, not to a \
-                                     user token"
-                                        .into(),
-                                );
-                            }
-                            crate::store::gdrive::DriveAuth::UserToken {
-                                client_file: resolve(&client),
-                                token_file: s
-                                    .token_file
-                                    .as_deref()
-                                    .map_or_else(|| state_dir.join("gdrive-token.json"), resolve),
-                            }
-                        }
-                        (sa, client) => {
-                            problems.push(if sa.is_some() && client.is_some() {
-                                "store: give service_account_key_file or oauth_client_file, \
-                                 not both"
-                                    .to_string()
-                            } else {
-                                "a gdrive store needs service_account_key_file (a service \
-                                 account in a Shared Drive, or with subject = for \
-                                 domain-wide delegation) or oauth_client_file (a user's \
-                                 Drive, after coffer auth gdrive)"
-                                    .to_string()
-                            });
-                            crate::store::gdrive::DriveAuth::ServiceAccount {
-                                key_file: PathBuf::new(),
-                                subject: None,
-                            }
-                        }
-                    };
-                    let base = "https://www.googleapis.com".to_string();
-                    StoreKind::Gdrive(crate::store::gdrive::DriveConfig {
-                        auth,
-                        folder_id: s.folder_id,
-                        folder: s.folder.unwrap_or_else(|| "coffer".into()),
-                        drive_id: s.drive_id,
-                        upload_base_url: s
-                            .upload_base_url
-                            .or_else(|| s.api_base_url.clone())
-                            .unwrap_or_else(|| base.clone()),
-                        api_base_url: s.api_base_url.unwrap_or(base),
-                        chunk_size,
-                        page_size: s.page_size.unwrap_or(1000).clamp(1, 1000),
-                        parallel_uploads: s.parallel_uploads.unwrap_or(2).clamp(1, 16),
-                        requests_per_second: s.requests_per_second.unwrap_or(10),
-                        request_timeout: crate::store::gdrive::REQUEST_TIMEOUT,
-                    })
-                }
-                ("local", Some(p)) => StoreKind::Local { path: resolve(&p) },
-                ("local", None) => {
-                    problems.push("store.path is required for a local store".into());
-                    StoreKind::Local {
-                        path: PathBuf::new(),
-                    }
-                }
-                (other, _) => {
-                    problems.push(format!(
-                        "store.type '{other}' is not supported by this build (supported: local, gdrive)"
-                    ));
-                    StoreKind::Local {
-                        path: PathBuf::new(),
-                    }
-                }
-            }
-        }
     };
-
     StoreConfig {
         kind,
         part_size,
         orphan_grace,
+    }
+}
+
+/// `type = "local"`: a folder; no Drive key applies.
+fn local_store(
+    s: RawStore,
+    resolve: &dyn Fn(&Path) -> PathBuf,
+    problems: &mut Vec<String>,
+) -> StoreKind {
+    let drive_keys = [
+        (
+            "service_account_key_file",
+            s.service_account_key_file.is_some(),
+        ),
+        ("oauth_client_file", s.oauth_client_file.is_some()),
+        ("token_file", s.token_file.is_some()),
+        ("subject", s.subject.is_some()),
+        ("folder_id", s.folder_id.is_some()),
+        ("folder", s.folder.is_some()),
+        ("drive_id", s.drive_id.is_some()),
+        ("api_base_url", s.api_base_url.is_some()),
+        ("upload_base_url", s.upload_base_url.is_some()),
+        ("chunk_size", s.chunk_size.is_some()),
+        ("page_size", s.page_size.is_some()),
+        ("parallel_uploads", s.parallel_uploads.is_some()),
+        ("requests_per_second", s.requests_per_second.is_some()),
+    ];
+    for (key, set) in drive_keys {
+        if set {
+            problems.push(format!(
+                "store.{key} applies to a gdrive store, not a local one"
+            ));
+        }
+    }
+    match s.path {
+        Some(p) => StoreKind::Local { path: resolve(&p) },
+        None => {
+            problems.push("store.path is required for a local store".into());
+            StoreKind::Local {
+                path: PathBuf::new(),
+            }
+        }
+    }
+}
+
+/// `type = "gdrive"`: the account, the folder, the chunks and the pacing of a Drive store;
+/// a part held in memory while it uploads is at most `MAX_PART_SIZE`.
+fn gdrive_store(
+    s: RawStore,
+    part_size: u64,
+    state_dir: &Path,
+    resolve: &dyn Fn(&Path) -> PathBuf,
+    problems: &mut Vec<String>,
+) -> StoreKind {
+    if part_size > crate::store::gdrive::MAX_PART_SIZE {
+        problems.push(format!(
+            "store.part_size is {} for a gdrive store; at most 512MiB (each part is \
+             held in memory until Drive confirms its checksum)",
+            s.part_size.as_deref().unwrap_or("")
+        ));
+    }
+    if s.path.is_some() {
+        problems.push(
+            "store.path applies to a local store; a gdrive store takes folder or folder_id".into(),
+        );
+    }
+    let mut chunk_size = 8 << 20;
+    if let Some(c) = &s.chunk_size {
+        match parse_size(c) {
+            Ok(n) if n > 0 && n % crate::store::gdrive::CHUNK_ALIGN as u64 == 0 => {
+                chunk_size = n as usize;
+            }
+            Ok(_) => problems.push(format!(
+                "store.chunk_size '{c}' must be a positive multiple of 256KiB (Drive's unit)"
+            )),
+            Err(why) => problems.push(format!("store.chunk_size: {why}")),
+        }
+    }
+    let auth = drive_auth(&s, state_dir, resolve, problems);
+    let base = "https://www.googleapis.com".to_string();
+    StoreKind::Gdrive(crate::store::gdrive::DriveConfig {
+        auth,
+        folder_id: s.folder_id,
+        folder: s.folder.unwrap_or_else(|| "coffer".into()),
+        drive_id: s.drive_id,
+        upload_base_url: s
+            .upload_base_url
+            .or_else(|| s.api_base_url.clone())
+            .unwrap_or_else(|| base.clone()),
+        api_base_url: s.api_base_url.unwrap_or(base),
+        chunk_size,
+        page_size: s.page_size.unwrap_or(1000).clamp(1, 1000),
+        parallel_uploads: s.parallel_uploads.unwrap_or(2).clamp(1, 16),
+        requests_per_second: s.requests_per_second.unwrap_or(10),
+        request_timeout: crate::store::gdrive::REQUEST_TIMEOUT,
+    })
+}
+
+/// A Drive store's account: a service account (with `subject` for domain-wide delegation)
+/// or a user's token from `coffer auth gdrive`, exactly one.
+fn drive_auth(
+    s: &RawStore,
+    state_dir: &Path,
+    resolve: &dyn Fn(&Path) -> PathBuf,
+    problems: &mut Vec<String>,
+) -> crate::store::gdrive::DriveAuth {
+    match (&s.service_account_key_file, &s.oauth_client_file) {
+        (Some(f), None) => crate::store::gdrive::DriveAuth::ServiceAccount {
+            key_file: resolve(f),
+            subject: s.subject.clone(),
+        },
+        (None, Some(client)) => {
+            if s.subject.is_some() {
+                problems
+                    .push("store.subject applies to a service account, not to a user token".into());
+            }
+            crate::store::gdrive::DriveAuth::UserToken {
+                client_file: resolve(client),
+                token_file: s
+                    .token_file
+                    .as_deref()
+                    .map_or_else(|| state_dir.join("gdrive-token.json"), resolve),
+            }
+        }
+        (sa, client) => {
+            problems.push(if sa.is_some() && client.is_some() {
+                "store: give service_account_key_file or oauth_client_file, not both".to_string()
+            } else {
+                "a gdrive store needs service_account_key_file (a service account in a \
+                 Shared Drive, or with subject = for domain-wide delegation) or \
+                 oauth_client_file (a user's Drive, after coffer auth gdrive)"
+                    .to_string()
+            });
+            crate::store::gdrive::DriveAuth::ServiceAccount {
+                key_file: PathBuf::new(),
+                subject: None,
+            }
+        }
     }
 }
 
@@ -308,29 +329,7 @@ pub(super) fn parse_sources(
         if sources.iter().any(|o: &SourceConfig| o.name == s.name) {
             problems.push(format!("source name '{}' is used twice", s.name));
         }
-        let unused = |problems: &mut Vec<String>, keys: &[(&str, bool)]| {
-            for (key, set) in keys {
-                if *set {
-                    problems.push(format!(
-                        "source '{}': key '{key}' does not apply to a {} source",
-                        s.name, s.kind
-                    ));
-                }
-            }
-        };
-        let mut password = || match (s.password_file.clone(), s.password_env.clone()) {
-            (Some(_), Some(_)) => {
-                problems.push(format!(
-                    "source '{}': give password_file or password_env, not both",
-                    s.name
-                ));
-                None
-            }
-            (Some(f), None) => Some(SecretRef::File(resolve(&f))),
-            (None, Some(v)) => Some(SecretRef::Env(v)),
-            (None, None) => None,
-        };
-        let password = password();
+        let password = source_password(&s, resolve, problems);
         if s.socket.is_some() && s.kind != "mysql" {
             problems.push(format!(
                 "source '{}': key 'socket' does not apply to a {} source (mysql only; \
@@ -339,141 +338,21 @@ pub(super) fn parse_sources(
             ));
         }
         let kind = match s.kind.as_str() {
-            "frappe" => {
-                unused(
-                    problems,
-                    &[
-                        ("url", s.url.is_some()),
-                        ("exclude", !s.exclude.is_empty()),
-                        ("password_file", password.is_some()),
-                        ("no_owner", s.no_owner.is_some()),
-                        ("dump_tool", s.dump_tool.is_some()),
-                    ],
-                );
-                let Some(p) = s.path else {
-                    problems.push(format!(
-                        "source '{}': path (the site folder, sites/<site>) is required for frappe",
-                        s.name
-                    ));
-                    continue;
-                };
-                SourceKind::Frappe { path: resolve(&p) }
-            }
-            "sqlite" => {
-                unused(
-                    problems,
-                    &[
-                        ("url", s.url.is_some()),
-                        ("exclude", !s.exclude.is_empty()),
-                        ("no_owner", s.no_owner.is_some()),
-                        ("password_file", password.is_some()),
-                    ],
-                );
-                let Some(p) = s.path else {
-                    problems.push(format!(
-                        "source '{}': path (the database file) is required for sqlite",
-                        s.name
-                    ));
-                    continue;
-                };
-                SourceKind::Sqlite {
-                    path: resolve(&p),
-                    dump_tool: s.dump_tool,
-                }
-            }
-            "mysql" => {
-                unused(
-                    problems,
-                    &[
-                        ("path", s.path.is_some()),
-                        ("exclude", !s.exclude.is_empty()),
-                        ("no_owner", s.no_owner.is_some()),
-                    ],
-                );
-                let Some(url) = s.url else {
-                    problems.push(format!(
-                        "source '{}': url is required (mysql://user@host:3306/dbname)",
-                        s.name
-                    ));
-                    continue;
-                };
-                match DbUrl::parse(&url, "mysql", 3306) {
-                    Ok(mut url) => {
-                        url.socket = s.socket.as_deref().map(resolve);
-                        SourceKind::Mysql {
-                            url,
-                            password,
-                            dump_tool: s.dump_tool,
-                        }
-                    }
-                    Err(why) => {
-                        problems.push(format!("source '{}': {why}", s.name));
-                        continue;
-                    }
-                }
-            }
-            "postgres" => {
-                unused(
-                    problems,
-                    &[
-                        ("path", s.path.is_some()),
-                        ("exclude", !s.exclude.is_empty()),
-                    ],
-                );
-                let Some(url) = s.url else {
-                    problems.push(format!(
-                        "source '{}': url is required (postgres://user@host:5432/dbname)",
-                        s.name
-                    ));
-                    continue;
-                };
-                if let Err(why) = check_postgres_url(&url) {
-                    problems.push(format!("source '{}': {why}", s.name));
-                }
-                SourceKind::Postgres {
-                    url,
-                    password,
-                    no_owner: s.no_owner.unwrap_or(true),
-                    dump_tool: s.dump_tool.unwrap_or_else(|| PathBuf::from("pg_dump")),
-                }
-            }
-            "directory" => match s.path {
-                Some(p) => {
-                    unused(
-                        problems,
-                        &[
-                            ("url", s.url.is_some()),
-                            ("password_file", s.password_file.is_some()),
-                            ("password_env", s.password_env.is_some()),
-                            ("no_owner", s.no_owner.is_some()),
-                            ("dump_tool", s.dump_tool.is_some()),
-                            ("exact_count_limit", s.exact_count_limit.is_some()),
-                        ],
-                    );
-                    if let Err(e) = crate::source::Excludes::new(&s.exclude) {
-                        problems.push(format!("source '{}': {e}", s.name));
-                    }
-                    SourceKind::Directory {
-                        path: resolve(&p),
-                        exclude: s.exclude,
-                        only: Vec::new(),
-                    }
-                }
-                None => {
-                    problems.push(format!(
-                        "source '{}': path is required for a directory",
-                        s.name
-                    ));
-                    continue;
-                }
-            },
+            "frappe" => frappe_source(&s, password.is_some(), resolve, problems),
+            "sqlite" => sqlite_source(&s, password.is_some(), resolve, problems),
+            "mysql" => mysql_source(&s, password, resolve, problems),
+            "postgres" => postgres_source(&s, password, problems),
+            "directory" => directory_source(&s, resolve, problems),
             other => {
                 problems.push(format!(
                     "source '{}': type '{other}' is not supported by this build (supported: directory, postgres, mysql, sqlite, frappe)",
                     s.name
                 ));
-                continue;
+                None
             }
+        };
+        let Some(kind) = kind else {
+            continue;
         };
         sources.push(SourceConfig {
             name: s.name,
@@ -484,6 +363,206 @@ pub(super) fn parse_sources(
         });
     }
     sources
+}
+
+/// A problem for each key of `keys` that is set though it does not apply to `s`'s type.
+fn unused_keys(s: &RawSource, keys: &[(&str, bool)], problems: &mut Vec<String>) {
+    for (key, set) in keys {
+        if *set {
+            problems.push(format!(
+                "source '{}': key '{key}' does not apply to a {} source",
+                s.name, s.kind
+            ));
+        }
+    }
+}
+
+/// The source's password: `password_file` or `password_env`, not both.
+fn source_password(
+    s: &RawSource,
+    resolve: &dyn Fn(&Path) -> PathBuf,
+    problems: &mut Vec<String>,
+) -> Option<SecretRef> {
+    match (s.password_file.clone(), s.password_env.clone()) {
+        (Some(_), Some(_)) => {
+            problems.push(format!(
+                "source '{}': give password_file or password_env, not both",
+                s.name
+            ));
+            None
+        }
+        (Some(f), None) => Some(SecretRef::File(resolve(&f))),
+        (None, Some(v)) => Some(SecretRef::Env(v)),
+        (None, None) => None,
+    }
+}
+
+/// `type = "frappe"`: the site folder (its database and password come from the site).
+fn frappe_source(
+    s: &RawSource,
+    password: bool,
+    resolve: &dyn Fn(&Path) -> PathBuf,
+    problems: &mut Vec<String>,
+) -> Option<SourceKind> {
+    unused_keys(
+        s,
+        &[
+            ("url", s.url.is_some()),
+            ("exclude", !s.exclude.is_empty()),
+            ("password_file", password),
+            ("no_owner", s.no_owner.is_some()),
+            ("dump_tool", s.dump_tool.is_some()),
+        ],
+        problems,
+    );
+    let Some(p) = &s.path else {
+        problems.push(format!(
+            "source '{}': path (the site folder, sites/<site>) is required for frappe",
+            s.name
+        ));
+        return None;
+    };
+    Some(SourceKind::Frappe { path: resolve(p) })
+}
+
+/// `type = "sqlite"`: the database file, and the `sqlite3` shell if it dumps.
+fn sqlite_source(
+    s: &RawSource,
+    password: bool,
+    resolve: &dyn Fn(&Path) -> PathBuf,
+    problems: &mut Vec<String>,
+) -> Option<SourceKind> {
+    unused_keys(
+        s,
+        &[
+            ("url", s.url.is_some()),
+            ("exclude", !s.exclude.is_empty()),
+            ("no_owner", s.no_owner.is_some()),
+            ("password_file", password),
+        ],
+        problems,
+    );
+    let Some(p) = &s.path else {
+        problems.push(format!(
+            "source '{}': path (the database file) is required for sqlite",
+            s.name
+        ));
+        return None;
+    };
+    Some(SourceKind::Sqlite {
+        path: resolve(p),
+        dump_tool: s.dump_tool.clone(),
+    })
+}
+
+/// `type = "mysql"`: a `mysql://` url, with a socket if given.
+fn mysql_source(
+    s: &RawSource,
+    password: Option<SecretRef>,
+    resolve: &dyn Fn(&Path) -> PathBuf,
+    problems: &mut Vec<String>,
+) -> Option<SourceKind> {
+    unused_keys(
+        s,
+        &[
+            ("path", s.path.is_some()),
+            ("exclude", !s.exclude.is_empty()),
+            ("no_owner", s.no_owner.is_some()),
+        ],
+        problems,
+    );
+    let Some(url) = &s.url else {
+        problems.push(format!(
+            "source '{}': url is required (mysql://user@host:3306/dbname)",
+            s.name
+        ));
+        return None;
+    };
+    match DbUrl::parse(url, "mysql", 3306) {
+        Ok(mut url) => {
+            url.socket = s.socket.as_deref().map(resolve);
+            Some(SourceKind::Mysql {
+                url,
+                password,
+                dump_tool: s.dump_tool.clone(),
+            })
+        }
+        Err(why) => {
+            problems.push(format!("source '{}': {why}", s.name));
+            None
+        }
+    }
+}
+
+/// `type = "postgres"`: a `postgres://` url; `no_owner` unless set false.
+fn postgres_source(
+    s: &RawSource,
+    password: Option<SecretRef>,
+    problems: &mut Vec<String>,
+) -> Option<SourceKind> {
+    unused_keys(
+        s,
+        &[
+            ("path", s.path.is_some()),
+            ("exclude", !s.exclude.is_empty()),
+        ],
+        problems,
+    );
+    let Some(url) = &s.url else {
+        problems.push(format!(
+            "source '{}': url is required (postgres://user@host:5432/dbname)",
+            s.name
+        ));
+        return None;
+    };
+    if let Err(why) = check_postgres_url(url) {
+        problems.push(format!("source '{}': {why}", s.name));
+    }
+    Some(SourceKind::Postgres {
+        url: url.clone(),
+        password,
+        no_owner: s.no_owner.unwrap_or(true),
+        dump_tool: s
+            .dump_tool
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("pg_dump")),
+    })
+}
+
+/// `type = "directory"`: the folder and its excludes (keys that do not apply are named only
+/// once there is a path).
+fn directory_source(
+    s: &RawSource,
+    resolve: &dyn Fn(&Path) -> PathBuf,
+    problems: &mut Vec<String>,
+) -> Option<SourceKind> {
+    let Some(p) = &s.path else {
+        problems.push(format!(
+            "source '{}': path is required for a directory",
+            s.name
+        ));
+        return None;
+    };
+    unused_keys(
+        s,
+        &[
+            ("url", s.url.is_some()),
+            ("password_file", s.password_file.is_some()),
+            ("password_env", s.password_env.is_some()),
+            ("no_owner", s.no_owner.is_some()),
+            ("dump_tool", s.dump_tool.is_some()),
+            ("exact_count_limit", s.exact_count_limit.is_some()),
+        ],
+        problems,
+    );
+    if let Err(e) = crate::source::Excludes::new(&s.exclude) {
+        problems.push(format!("source '{}': {e}", s.name));
+    }
+    Some(SourceKind::Directory {
+        path: resolve(p),
+        exclude: s.exclude.clone(),
+        only: Vec::new(),
+    })
 }
 
 /// `[retention]`: what prune keeps (default 7 daily, 4 weekly, 6 monthly).

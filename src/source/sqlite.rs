@@ -118,53 +118,67 @@ impl Counted<'_> {
     }
 }
 
+/// A schema object as `sqlite_master` lists it: (type, name, sql).
+type SchemaObject = (String, String, String);
+
+/// Names what failed while reading `path`.
+fn read_error(path: &Path, doing: &str, e: sqlx::Error) -> SqliteDumpError {
+    SqliteDumpError::Read {
+        path: path.to_path_buf(),
+        doing: doing.to_string(),
+        why: e.to_string(),
+    }
+}
+
+/// The built-in dump, step by step: the schema, every table's rows, `sqlite_sequence`, the
+/// other schema objects (indexes, views, triggers), the header's pragmas.
 async fn dump_async(
     path: &Path,
     out: &mut dyn Write,
 ) -> Result<(u64, DatabaseInfo), SqliteDumpError> {
-    let read_err = |doing: &str, e: sqlx::Error| SqliteDumpError::Read {
-        path: path.to_path_buf(),
-        doing: doing.to_string(),
-        why: e.to_string(),
+    let mut db = Snapshot::open(path).await?;
+    let version = db.version().await?;
+    let objects = db.schema().await?;
+    refuse_virtual_tables(path, &objects)?;
+    let mut w = Counted {
+        inner: out,
+        bytes: 0,
     };
-    let mut conn: SqliteConnection = SqliteConnectOptions::new()
-        .filename(path)
-        .read_only(true)
-        .create_if_missing(false)
-        .busy_timeout(Duration::from_secs(30))
-        .disable_statement_logging()
-        .connect()
-        .await
-        .map_err(|e| read_err("opening it", e))?;
-    // The read transaction starts with the first read; everything below sees one snapshot.
-    sqlx::raw_sql("BEGIN")
-        .execute(&mut conn)
-        .await
-        .map_err(|e| read_err("starting a read transaction", e))?;
-    let version: String = sqlx::query_scalar("SELECT sqlite_version()")
-        .fetch_one(&mut conn)
-        .await
-        .map_err(|e| read_err("reading the SQLite version", e))?;
-    let schema = sqlx::query(
-        "SELECT type, name, sql FROM sqlite_master WHERE sql IS NOT NULL ORDER BY rowid",
-    )
-    .fetch_all(&mut conn)
-    .await
-    .map_err(|e| read_err("reading the schema", e))?;
-    let mut objects = Vec::new();
-    for row in &schema {
-        let kind: String = row
-            .try_get(0)
-            .map_err(|e| read_err("reading the schema", e))?;
-        let name: String = row
-            .try_get(1)
-            .map_err(|e| read_err("reading the schema", e))?;
-        let sql: String = row
-            .try_get(2)
-            .map_err(|e| read_err("reading the schema", e))?;
-        objects.push((kind, name, sql));
-    }
+    w.line("PRAGMA foreign_keys=OFF;")?;
+    w.line("BEGIN TRANSACTION;")?;
+    let mut tables = Vec::new();
     for (kind, name, sql) in &objects {
+        // sqlite_sequence goes after the tables (write_sequence); sqlite_stat1 and friends
+        // are statistics, rebuilt by ANALYZE.
+        if kind != "table" || name.starts_with("sqlite_") {
+            continue;
+        }
+        w.line(&statement(sql))?;
+        tables.push(db.write_rows(name, &mut w).await?);
+    }
+    db.write_sequence(&objects, &mut w).await?;
+    for (kind, _, sql) in &objects {
+        if kind != "table" {
+            w.line(&statement(sql))?;
+        }
+    }
+    db.write_header_pragmas(&mut w).await?;
+    w.line("COMMIT;")?;
+    db.close().await;
+    tables.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok((
+        w.bytes,
+        DatabaseInfo {
+            server_version: format!("SQLite {version}"),
+            counted: "snapshot".into(),
+            tables,
+        },
+    ))
+}
+
+/// Refuses a virtual table: the built-in dump cannot write one.
+fn refuse_virtual_tables(path: &Path, objects: &[SchemaObject]) -> Result<(), SqliteDumpError> {
+    for (kind, name, sql) in objects {
         if kind == "table"
             && sql
                 .as_bytes()
@@ -184,126 +198,184 @@ async fn dump_async(
             });
         }
     }
-    let mut w = Counted {
-        inner: out,
-        bytes: 0,
-    };
-    w.line("PRAGMA foreign_keys=OFF;")?;
-    w.line("BEGIN TRANSACTION;")?;
-    let mut tables = Vec::new();
-    let mut sequence = false;
-    for (kind, name, sql) in &objects {
-        if kind != "table" {
-            continue;
-        }
-        if name == "sqlite_sequence" {
-            sequence = true;
-            continue;
-        }
-        if name.starts_with("sqlite_") {
-            // sqlite_stat1 and friends: statistics, rebuilt by ANALYZE.
-            continue;
-        }
-        w.line(&statement(sql))?;
+    Ok(())
+}
+
+/// The `INSERT` prefix of table `name`'s rows, and the query that writes each row as one
+/// whole `INSERT` line (the prefix bound as `?1`), so a row costs no formatting here.
+fn row_query(name: &str, columns: &[String]) -> (String, String) {
+    let prefix = format!(
+        "INSERT INTO {}({}) VALUES(",
+        ident(name),
+        columns
+            .iter()
+            .map(|c| ident(c))
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    // quote() stops a text at its first NUL byte: such texts go as hex, cast back.
+    let values = columns
+        .iter()
+        .map(|c| {
+            let c = ident(c);
+            format!(
+                "CASE WHEN typeof({c}) = 'text' AND instr({c}, char(0)) > 0 \
+                 THEN 'CAST(X''' || hex({c}) || ''' AS TEXT)' ELSE quote({c}) END"
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" || ',' || ");
+    // As bytes: a text that is not valid UTF-8 is kept as it is.
+    let select = format!(
+        "SELECT CAST(?1 || {values} || ');' AS BLOB) FROM {}",
+        ident(name)
+    );
+    (prefix, select)
+}
+
+/// The one connection the dump reads through. INVARIANT: every read goes through `conn`
+/// inside the transaction `open` began, so the whole dump is one consistent snapshot.
+struct Snapshot<'p> {
+    conn: SqliteConnection,
+    path: &'p Path,
+}
+
+impl<'p> Snapshot<'p> {
+    /// Opens `path` read-only and begins the read transaction.
+    async fn open(path: &'p Path) -> Result<Self, SqliteDumpError> {
+        let mut conn: SqliteConnection = SqliteConnectOptions::new()
+            .filename(path)
+            .read_only(true)
+            .create_if_missing(false)
+            .busy_timeout(Duration::from_secs(30))
+            .disable_statement_logging()
+            .connect()
+            .await
+            .map_err(|e| read_error(path, "opening it", e))?;
+        // The read transaction starts with the first read; everything after sees one snapshot.
+        sqlx::raw_sql("BEGIN")
+            .execute(&mut conn)
+            .await
+            .map_err(|e| read_error(path, "starting a read transaction", e))?;
+        Ok(Snapshot { conn, path })
+    }
+
+    async fn version(&mut self) -> Result<String, SqliteDumpError> {
+        sqlx::query_scalar("SELECT sqlite_version()")
+            .fetch_one(&mut self.conn)
+            .await
+            .map_err(|e| read_error(self.path, "reading the SQLite version", e))
+    }
+
+    /// Every schema object with SQL, in the order they were made.
+    async fn schema(&mut self) -> Result<Vec<SchemaObject>, SqliteDumpError> {
+        let path = self.path;
+        let err = |e| read_error(path, "reading the schema", e);
+        let schema = sqlx::query(
+            "SELECT type, name, sql FROM sqlite_master WHERE sql IS NOT NULL ORDER BY rowid",
+        )
+        .fetch_all(&mut self.conn)
+        .await
+        .map_err(err)?;
+        schema
+            .iter()
+            .map(|row| {
+                Ok((
+                    row.try_get(0).map_err(err)?,
+                    row.try_get(1).map_err(err)?,
+                    row.try_get(2).map_err(err)?,
+                ))
+            })
+            .collect()
+    }
+
+    /// Writes table `name`'s rows as `INSERT` lines and counts them.
+    async fn write_rows(
+        &mut self,
+        name: &str,
+        w: &mut Counted<'_>,
+    ) -> Result<TableRows, SqliteDumpError> {
+        let path = self.path;
         // Generated columns (hidden 2 and 3) are computed, not inserted.
         let columns: Vec<String> =
             sqlx::query_scalar("SELECT name FROM pragma_table_xinfo(?1) WHERE hidden = 0")
                 .bind(name)
-                .fetch_all(&mut conn)
+                .fetch_all(&mut self.conn)
                 .await
-                .map_err(|e| read_err(&format!("reading the columns of {name}"), e))?;
-        let prefix = format!(
-            "INSERT INTO {}({}) VALUES(",
-            ident(name),
-            columns
-                .iter()
-                .map(|c| ident(c))
-                .collect::<Vec<_>>()
-                .join(",")
-        );
-        // quote() stops a text at its first NUL byte: such texts go as hex, cast back.
-        let values = columns
-            .iter()
-            .map(|c| {
-                let c = ident(c);
-                format!(
-                    "CASE WHEN typeof({c}) = 'text' AND instr({c}, char(0)) > 0 \
-                     THEN 'CAST(X''' || hex({c}) || ''' AS TEXT)' ELSE quote({c}) END"
-                )
-            })
-            .collect::<Vec<_>>()
-            .join(" || ',' || ");
-        // As bytes: a text that is not valid UTF-8 is kept as it is.
-        let select = format!(
-            "SELECT CAST(?1 || {values} || ');' AS BLOB) FROM {}",
-            ident(name)
-        );
+                .map_err(|e| read_error(path, &format!("reading the columns of {name}"), e))?;
+        let (prefix, select) = row_query(name, &columns);
         let mut rows = sqlx::query_scalar::<_, Vec<u8>>(AssertSqlSafe(select))
             .bind(&prefix)
-            .fetch(&mut conn);
+            .fetch(&mut self.conn);
         let mut count = 0u64;
         while let Some(line) = rows
             .try_next()
             .await
-            .map_err(|e| read_err(&format!("reading table {name}"), e))?
+            .map_err(|e| read_error(path, &format!("reading table {name}"), e))?
         {
             w.raw_line(&line)?;
             count += 1;
         }
-        tables.push(TableRows {
-            name: name.clone(),
+        Ok(TableRows {
+            name: name.to_string(),
             rows: count,
             exact: true,
             rows_after: None,
-        });
+        })
     }
-    // sqlite_sequence exists only while an AUTOINCREMENT table does; a leftover one would
-    // make the load fail.
-    let autoincrement = objects.iter().any(|(kind, name, sql)| {
-        kind == "table"
-            && !name.starts_with("sqlite_")
-            && sql.to_ascii_uppercase().contains("AUTOINCREMENT")
-    });
-    if sequence && autoincrement {
+
+    /// Writes `sqlite_sequence`'s rows (the AUTOINCREMENT counters) when the dump needs them.
+    async fn write_sequence(
+        &mut self,
+        objects: &[SchemaObject],
+        w: &mut Counted<'_>,
+    ) -> Result<(), SqliteDumpError> {
+        let sequence = objects
+            .iter()
+            .any(|(kind, name, _)| kind == "table" && name == "sqlite_sequence");
+        // sqlite_sequence exists only while an AUTOINCREMENT table does; a leftover one would
+        // make the load fail.
+        let autoincrement = objects.iter().any(|(kind, name, sql)| {
+            kind == "table"
+                && !name.starts_with("sqlite_")
+                && sql.to_ascii_uppercase().contains("AUTOINCREMENT")
+        });
+        if !(sequence && autoincrement) {
+            return Ok(());
+        }
         w.line("DELETE FROM sqlite_sequence;")?;
         let rows: Vec<(String, i64)> = sqlx::query_as("SELECT name, seq FROM sqlite_sequence")
-            .fetch_all(&mut conn)
+            .fetch_all(&mut self.conn)
             .await
-            .map_err(|e| read_err("reading sqlite_sequence", e))?;
+            .map_err(|e| read_error(self.path, "reading sqlite_sequence", e))?;
         for (name, seq) in rows {
             w.line(&format!(
                 "INSERT INTO sqlite_sequence(name,seq) VALUES({},{seq});",
                 literal(&name)
             ))?;
         }
+        Ok(())
     }
-    for (kind, _, sql) in &objects {
-        if kind != "table" {
-            w.line(&statement(sql))?;
+
+    /// Writes what applications keep in the header (migration versions, file type), when set.
+    async fn write_header_pragmas(&mut self, w: &mut Counted<'_>) -> Result<(), SqliteDumpError> {
+        for pragma in ["user_version", "application_id"] {
+            let value: i64 = sqlx::query_scalar(AssertSqlSafe(format!("PRAGMA {pragma}")))
+                .fetch_one(&mut self.conn)
+                .await
+                .map_err(|e| read_error(self.path, &format!("reading PRAGMA {pragma}"), e))?;
+            if value != 0 {
+                w.line(&format!("PRAGMA {pragma}={value};"))?;
+            }
         }
+        Ok(())
     }
-    // What applications keep in the header (migration versions, file type).
-    for pragma in ["user_version", "application_id"] {
-        let value: i64 = sqlx::query_scalar(AssertSqlSafe(format!("PRAGMA {pragma}")))
-            .fetch_one(&mut conn)
-            .await
-            .map_err(|e| read_err(&format!("reading PRAGMA {pragma}"), e))?;
-        if value != 0 {
-            w.line(&format!("PRAGMA {pragma}={value};"))?;
-        }
+
+    /// Ends the read transaction. The dump is written by then: a failure here changes nothing.
+    async fn close(mut self) {
+        let _ = sqlx::raw_sql("COMMIT").execute(&mut self.conn).await;
+        let _ = self.conn.close().await;
     }
-    w.line("COMMIT;")?;
-    let _ = sqlx::raw_sql("COMMIT").execute(&mut conn).await;
-    let _ = conn.close().await;
-    tables.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok((
-        w.bytes,
-        DatabaseInfo {
-            server_version: format!("SQLite {version}"),
-            counted: "snapshot".into(),
-            tables,
-        },
-    ))
 }
 
 impl SqliteSource {

@@ -94,6 +94,9 @@ impl DriveWriter {
             .await
     }
 
+    /// Sends `data[committed..upto]` (all of it when `last`), one chunk a request, until Drive
+    /// has it. After any doubt it waits, then asks where the session stands before resending;
+    /// a doubt that brings no progress counts as an attempt, up to `MAX_ATTEMPTS`.
     pub(super) async fn push_async(
         &mut self,
         upto: usize,
@@ -105,123 +108,27 @@ impl DriveWriter {
         // The furthest Drive has ever confirmed: only going beyond it counts as progress
         // (a session that keeps restarting must run out of attempts).
         let mut best = self.committed;
-        let chunk = self.inner.config.chunk_size;
         loop {
             // Stopping: a part not yet stored is given up (its backup writes no manifest).
             crate::shutdown::check_io()?;
-            if self.session.is_none() {
-                let s = self
-                    .inner
-                    .start_session(&self.parent, &self.name, &self.key, &self.sha256)
-                    .await?;
-                self.session = Some(s);
-                self.committed = 0;
-            }
-            let session = self.session.clone().expect("a session");
-            let first = self.committed;
-            // At most one chunk per request, even after a session restarted at byte 0. Every
-            // chunk but the last is a multiple of 256 KiB, even after Drive kept an odd
-            // amount: what does not fit waits for the next request.
-            let final_request = last && self.data.len() - first <= chunk;
-            let end = if final_request {
-                self.data.len()
-            } else {
-                let limit = if last { self.data.len() } else { upto };
-                first + limit.saturating_sub(first).min(chunk) / CHUNK_ALIGN * CHUNK_ALIGN
-            };
-            if !last && end <= first {
+            let session = self.session().await?;
+            let Some(span) = self.next_span(upto, last) else {
                 return Ok(None);
-            }
-            let total = final_request.then_some(self.data.len());
-            let body = Bytes::copy_from_slice(&self.data[first..end]);
-            let range = if body.is_empty() {
-                format!("bytes */{}", self.data.len())
-            } else {
-                format!(
-                    "bytes {first}-{}/{}",
-                    end - 1,
-                    total.map_or_else(|| "*".to_string(), |t| t.to_string())
-                )
             };
-            let token = self.inner.token(false).await.map_err(|f| match f {
-                Failure::Retry { why, .. } => io_other(why),
-                other => fatal_io(other),
-            })?;
-            let req = self.inner.request(
-                hyper::Method::PUT,
-                &session,
-                &token,
-                &[
-                    ("content-range", range),
-                    ("content-type", "application/octet-stream".into()),
-                ],
-                body,
-            );
-            let before = self.committed;
-            let doubt: Option<(String, Option<Duration>)> = match self.inner.send(req).await {
-                Ok((200 | 201, _, body)) => {
-                    return Ok(Some(serde_json::from_slice(&body).unwrap_or(Value::Null)));
-                }
-                Ok((308, headers, _)) => {
-                    let said = committed_from(&headers);
-                    if said > end {
-                        // More than was ever sent: the session is not ours to trust.
-                        self.session = None;
-                        Some((format!("Drive reports {said} bytes of {end} sent"), None))
-                    } else {
-                        self.committed = said;
-                        if !last && self.committed >= upto {
-                            return Ok(None);
-                        }
-                        if self.committed > before {
-                            if self.committed > best {
-                                best = self.committed;
-                                tries = 0;
-                            }
-                            // Drive kept it (or part of it): send on.
-                            continue;
-                        }
-                        None
+            let doubt = match self
+                .send_chunk(&session, span, upto, last, &mut refreshed)
+                .await?
+            {
+                Sent::Over(file) => return Ok(file),
+                Sent::Kept => {
+                    if self.committed > best {
+                        best = self.committed;
+                        tries = 0;
                     }
-                    .or(Some((
-                        format!("Drive kept nothing of bytes {first}-{}", end.max(1) - 1),
-                        None,
-                    )))
+                    // Drive kept it (or part of it): send on.
+                    continue;
                 }
-                Ok((404 | 410, _, _)) => {
-                    tracing::info!("upload session of {} expired; starting again", self.key);
-                    self.session = None;
-                    Some(("the upload session expired".into(), None))
-                }
-                Ok((status, headers, body)) => {
-                    match classify(status, retry_after(&headers), &body) {
-                        Failure::Fatal(why) => {
-                            return Err(io::Error::new(io::ErrorKind::PermissionDenied, why));
-                        }
-                        Failure::Unauthorized(why) if !refreshed => {
-                            tracing::info!("{why}; refreshing the access token");
-                            refreshed = true;
-                            self.inner.token(true).await.map_err(fatal_io)?;
-                            None
-                        }
-                        Failure::Unauthorized(why) => {
-                            return Err(io::Error::new(
-                                io::ErrorKind::PermissionDenied,
-                                format!(
-                                    "uploading {}: Drive refused a fresh token: {why}",
-                                    self.key
-                                ),
-                            ));
-                        }
-                        Failure::Retry { why, after } => Some((why, after)),
-                        Failure::NotFound(why) => {
-                            self.session = None;
-                            Some((why, None))
-                        }
-                    }
-                }
-                Err(Failure::Retry { why, after }) => Some((why, after)),
-                Err(other) => return Err(fatal_io(other)),
+                Sent::Doubt(doubt) => doubt,
             };
             tries += 1;
             if tries >= MAX_ATTEMPTS {
@@ -231,32 +138,227 @@ impl DriveWriter {
                     self.key
                 )));
             }
-            if let Some((why, after)) = &doubt {
-                let wait = after.unwrap_or_else(|| backoff(tries));
-                tracing::info!(
-                    "uploading {}: {why}; asking where it stands in {} ms",
-                    self.key,
-                    wait.as_millis()
-                );
-                tokio::time::sleep(wait).await;
-            }
-            let Some(session) = self.session.clone() else {
-                continue;
-            };
-            // After any doubt, Drive says where the session stands before anything is resent.
-            match self.query(&session, total).await? {
-                Standing::Done(file) if last => return Ok(Some(file)),
-                Standing::Done(_) => {
-                    return Err(io_other(format!(
-                        "uploading {}: Drive completed the upload early",
-                        self.key
-                    )));
-                }
-                Standing::At(n) if n <= self.data.len() => self.committed = n,
-                Standing::At(_) | Standing::Gone => self.session = None,
+            self.wait_out(doubt.as_ref(), tries).await;
+            if let Some(file) = self.ask_standing(span.total, last).await? {
+                return Ok(Some(file));
             }
         }
     }
+
+    /// The current upload session; a new one, from byte 0, when there is none.
+    async fn session(&mut self) -> io::Result<String> {
+        if self.session.is_none() {
+            let s = self
+                .inner
+                .start_session(&self.parent, &self.name, &self.key, &self.sha256)
+                .await?;
+            self.session = Some(s);
+            self.committed = 0;
+        }
+        Ok(self.session.clone().expect("a session"))
+    }
+
+    /// What the next request carries, from the committed offset; `None`: nothing to send
+    /// until more of the part is there.
+    fn next_span(&self, upto: usize, last: bool) -> Option<Span> {
+        let chunk = self.inner.config.chunk_size;
+        let first = self.committed;
+        // At most one chunk per request, even after a session restarted at byte 0. Every
+        // chunk but the last is a multiple of 256 KiB, even after Drive kept an odd
+        // amount: what does not fit waits for the next request.
+        let final_request = last && self.data.len() - first <= chunk;
+        let end = if final_request {
+            self.data.len()
+        } else {
+            let limit = if last { self.data.len() } else { upto };
+            first + limit.saturating_sub(first).min(chunk) / CHUNK_ALIGN * CHUNK_ALIGN
+        };
+        if !last && end <= first {
+            return None;
+        }
+        Some(Span {
+            first,
+            end,
+            total: final_request.then_some(self.data.len()),
+        })
+    }
+
+    /// Sends `span` and reads what Drive made of it.
+    async fn send_chunk(
+        &mut self,
+        session: &str,
+        span: Span,
+        upto: usize,
+        last: bool,
+        refreshed: &mut bool,
+    ) -> io::Result<Sent> {
+        let req = self.chunk_request(session, span).await?;
+        let before = self.committed;
+        let doubt = match self.inner.send(req).await {
+            Ok((200 | 201, _, body)) => {
+                return Ok(Sent::Over(Some(
+                    serde_json::from_slice(&body).unwrap_or(Value::Null),
+                )));
+            }
+            Ok((308, headers, _)) => {
+                return Ok(self.kept(committed_from(&headers), span, before, upto, last));
+            }
+            Ok((404 | 410, _, _)) => {
+                tracing::info!("upload session of {} expired; starting again", self.key);
+                self.session = None;
+                Some(("the upload session expired".into(), None))
+            }
+            Ok((status, headers, body)) => self.refused(status, &headers, &body, refreshed).await?,
+            Err(Failure::Retry { why, after }) => Some((why, after)),
+            Err(other) => return Err(fatal_io(other)),
+        };
+        Ok(Sent::Doubt(doubt))
+    }
+
+    /// The `PUT` that carries `span`; an empty span asks for the end (`bytes */TOTAL`).
+    async fn chunk_request(&self, session: &str, span: Span) -> io::Result<hyper::Request<Body>> {
+        let Span { first, end, total } = span;
+        let body = Bytes::copy_from_slice(&self.data[first..end]);
+        let range = if body.is_empty() {
+            format!("bytes */{}", self.data.len())
+        } else {
+            format!(
+                "bytes {first}-{}/{}",
+                end - 1,
+                total.map_or_else(|| "*".to_string(), |t| t.to_string())
+            )
+        };
+        let token = self.inner.token(false).await.map_err(|f| match f {
+            Failure::Retry { why, .. } => io_other(why),
+            other => fatal_io(other),
+        })?;
+        Ok(self.inner.request(
+            hyper::Method::PUT,
+            session,
+            &token,
+            &[
+                ("content-range", range),
+                ("content-type", "application/octet-stream".into()),
+            ],
+            body,
+        ))
+    }
+
+    /// A 308: Drive has committed `said` bytes of the session (`before` was committed when
+    /// `span` went up).
+    fn kept(&mut self, said: usize, span: Span, before: usize, upto: usize, last: bool) -> Sent {
+        let Span { first, end, .. } = span;
+        if said > end {
+            // More than was ever sent: the session is not ours to trust.
+            self.session = None;
+            return Sent::Doubt(Some((
+                format!("Drive reports {said} bytes of {end} sent"),
+                None,
+            )));
+        }
+        self.committed = said;
+        if !last && self.committed >= upto {
+            return Sent::Over(None);
+        }
+        if self.committed > before {
+            return Sent::Kept;
+        }
+        Sent::Doubt(Some((
+            format!("Drive kept nothing of bytes {first}-{}", end.max(1) - 1),
+            None,
+        )))
+    }
+
+    /// Any other status, as `classify` judges it: a refused token is refreshed once (a doubt
+    /// with nothing to wait for); what waiting cannot fix is an error.
+    async fn refused(
+        &mut self,
+        status: u16,
+        headers: &hyper::HeaderMap,
+        body: &[u8],
+        refreshed: &mut bool,
+    ) -> io::Result<Option<Doubt>> {
+        match classify(status, retry_after(headers), body) {
+            Failure::Fatal(why) => Err(io::Error::new(io::ErrorKind::PermissionDenied, why)),
+            Failure::Unauthorized(why) if !*refreshed => {
+                tracing::info!("{why}; refreshing the access token");
+                *refreshed = true;
+                self.inner.token(true).await.map_err(fatal_io)?;
+                Ok(None)
+            }
+            Failure::Unauthorized(why) => Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!("uploading {}: Drive refused a fresh token: {why}", self.key),
+            )),
+            Failure::Retry { why, after } => Ok(Some((why, after))),
+            Failure::NotFound(why) => {
+                self.session = None;
+                Ok(Some((why, None)))
+            }
+        }
+    }
+
+    /// Waits before asking where the upload stands: Drive's `Retry-After`, else the backoff
+    /// for `tries`; not at all after a refreshed token.
+    async fn wait_out(&self, doubt: Option<&Doubt>, tries: u32) {
+        if let Some((why, after)) = doubt {
+            let wait = after.unwrap_or_else(|| backoff(tries));
+            tracing::info!(
+                "uploading {}: {why}; asking where it stands in {} ms",
+                self.key,
+                wait.as_millis()
+            );
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// After any doubt, Drive says where the session stands before anything is resent: the
+    /// committed offset is taken from it, or the session is dropped. Returns the file when
+    /// the upload turned out complete.
+    async fn ask_standing(
+        &mut self,
+        total: Option<usize>,
+        last: bool,
+    ) -> io::Result<Option<Value>> {
+        let Some(session) = self.session.clone() else {
+            return Ok(None);
+        };
+        match self.query(&session, total).await? {
+            Standing::Done(file) if last => return Ok(Some(file)),
+            Standing::Done(_) => {
+                return Err(io_other(format!(
+                    "uploading {}: Drive completed the upload early",
+                    self.key
+                )));
+            }
+            Standing::At(n) if n <= self.data.len() => self.committed = n,
+            Standing::At(_) | Standing::Gone => self.session = None,
+        }
+        Ok(None)
+    }
+}
+
+/// The bytes one request carries: `data[first..end]`, with the part's total when it is the
+/// last request.
+#[derive(Clone, Copy)]
+struct Span {
+    first: usize,
+    end: usize,
+    total: Option<usize>,
+}
+
+/// Why a request left the upload in doubt, and the wait Drive asked for (`Retry-After`).
+type Doubt = (String, Option<Duration>);
+
+/// What Drive made of one chunk.
+enum Sent {
+    /// This push is over: with the file resource when the upload completed.
+    Over(Option<Value>),
+    /// Drive committed more than before: send on.
+    Kept,
+    /// Count an attempt, wait, ask where the session stands; `None`: the token was just
+    /// refreshed, nothing to wait for.
+    Doubt(Option<Doubt>),
 }
 
 /// The committed offset from a 308's `Range: bytes=0-N` (none: nothing committed).
