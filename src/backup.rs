@@ -10,13 +10,13 @@ use chrono::Utc;
 use crate::config::{Config, SecretRef, SourceConfig, SourceKind};
 use crate::database::{Database, Session};
 use crate::pipeline::{EncodeError, EncodeOptions, encode_stream};
+use crate::process::{DumpError, DumpOutcome};
 use crate::snapshot::{
     self, ChecksumsRecord, DatabaseInfo, FORMAT_NAME, FORMAT_VERSION, Manifest, SnapshotId,
     SourceRecord,
 };
 use crate::source::{
-    DirectorySource, DumpError, DumpOutcome, Excludes, MysqlSource, PostgresSource, SqliteSource,
-    Warning,
+    DirectorySource, Excludes, MysqlSource, PostgresSource, SqliteSource, Warning,
 };
 use crate::store::Store;
 

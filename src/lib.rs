@@ -28,6 +28,7 @@ pub mod lock;
 pub(crate) mod metrics;
 pub(crate) mod notify;
 pub mod pipeline;
+pub mod process;
 pub(crate) mod progress;
 pub(crate) mod prune;
 pub(crate) mod restore;

@@ -26,9 +26,9 @@ use secrecy::SecretString;
 use serde::Serialize;
 
 use crate::database::{Address, Database, DbError, Engine, Fingerprint, same_file, same_host};
+use crate::process::{DumpCommand, DumpOutcome, FeedError};
 use crate::snapshot::{DatabaseInfo, SourceRecord, StreamKind, TableRows};
 use crate::source::SourceConfig;
-use crate::source::{DumpCommand, DumpOutcome, FeedError};
 
 /// What the caller asked for.
 #[derive(Debug, Default, Clone)]
@@ -240,7 +240,7 @@ pub fn check_not_system(target: &Address) -> anyhow::Result<()> {
 pub fn check_client(target: &Database, opts: &StagingOptions) -> anyhow::Result<String> {
     let (command, _private) = client(target, opts)?;
     let program = PathBuf::from(&command.program);
-    let version = crate::source::tool_version(&program).ok_or_else(|| {
+    let version = crate::process::tool_version(&program).ok_or_else(|| {
         anyhow!(
             "cannot run {} --version: install the database's client ({}) or name one with \
              --client",
@@ -569,7 +569,7 @@ pub fn load(
     input: &mut dyn Read,
 ) -> Result<DumpOutcome, FeedError> {
     let (command, _private) = client(target, opts).map_err(|e| {
-        FeedError::Tool(crate::source::DumpError::Spawn {
+        FeedError::Tool(crate::process::DumpError::Spawn {
             tool: "the database client".into(),
             source: std::io::Error::other(crate::text::error_chain(&e)),
         })

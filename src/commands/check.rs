@@ -181,8 +181,7 @@ fn check_trusted(config: &Config) -> anyhow::Result<String> {
 
 /// Writes, reads back and deletes a small object.
 fn check_store(config: &Config) -> anyhow::Result<String> {
-    let store =
-        store::open(&config.store).map_err(|e| anyhow!("cannot open the store: {e}"))?;
+    let store = store::open(&config.store).map_err(|e| anyhow!("cannot open the store: {e}"))?;
     let key = format!("coffer-check-{:016x}", rand::random::<u64>());
     let payload = b"coffer check\n";
     store::put_bytes(store.as_ref(), &key, payload)
@@ -282,7 +281,7 @@ fn check_source(s: &SourceConfig) -> anyhow::Result<String> {
 fn check_database(kind: &SourceKind) -> anyhow::Result<String> {
     let (tool, version) = match kind {
         SourceKind::Postgres { dump_tool, .. } => {
-            (dump_tool.clone(), crate::source::tool_version(dump_tool))
+            (dump_tool.clone(), crate::process::tool_version(dump_tool))
         }
         SourceKind::Sqlite { path, dump_tool } => (
             dump_tool.clone().unwrap_or_else(|| "coffer".into()),

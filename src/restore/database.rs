@@ -109,13 +109,13 @@ pub fn load_database(
     let seconds = started.elapsed().as_secs_f64();
     let loaded = loaded.map_err(|e| {
         let next = match &e {
-            crate::source::FeedError::Input(io) => match find_part_problem(io) {
+            crate::process::FeedError::Input(io) => match find_part_problem(io) {
                 Some(p) if !p.is_damage() => {
                     "the load was stopped; check that the store is reachable, then run it again (a restore with --force)"
                 }
                 _ => "the load was stopped; the snapshot's stream is damaged: use an older snapshot ('coffer list')",
             },
-            crate::source::FeedError::Tool(_) => {
+            crate::process::FeedError::Tool(_) => {
                 "fix what the client reports (privileges, roles, the server's version) and run it again (a restore with --force)"
             }
         };

@@ -14,8 +14,8 @@ use std::path::PathBuf;
 
 use secrecy::{ExposeSecret, SecretString};
 
-use super::command::{DumpCommand, DumpError, DumpOutcome};
 use crate::database::DbUrl;
+use crate::process::{DumpCommand, DumpError, DumpOutcome};
 use crate::secret::SecretRef;
 
 /// Writes a `[client]` option file holding `password` (0600) into a new private folder
@@ -99,7 +99,7 @@ impl MysqlSource {
 
     /// The tool's `--version` answer, for the manifest.
     pub fn tool_version(&self) -> Option<String> {
-        super::command::tool_version(&self.tool())
+        crate::process::tool_version(&self.tool())
     }
 
     /// Dumps the database into `out`.

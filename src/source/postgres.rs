@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use secrecy::SecretString;
 
-use super::command::{DumpCommand, DumpError, DumpOutcome};
+use crate::process::{DumpCommand, DumpError, DumpOutcome};
 use crate::secret::SecretRef;
 
 /// Seconds `pg_dump` waits for a connection before giving up.
@@ -64,7 +64,7 @@ impl PostgresSource {
 
     /// `pg_dump --version`'s answer, for the manifest.
     pub fn tool_version(&self) -> Option<String> {
-        super::command::tool_version(&self.dump_tool)
+        crate::process::tool_version(&self.dump_tool)
     }
 
     /// Dumps the database into `out`.

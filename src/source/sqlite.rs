@@ -19,7 +19,7 @@ use futures_util::TryStreamExt;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
 use sqlx::{AssertSqlSafe, ConnectOptions, Connection, Row};
 
-use super::command::{DumpCommand, DumpError, DumpOutcome};
+use crate::process::{DumpCommand, DumpError, DumpOutcome};
 use crate::snapshot::{DatabaseInfo, TableRows};
 
 /// A SQLite database file to dump.
@@ -385,7 +385,7 @@ impl SqliteSource {
             // sqlite3 prints "3.40.1 2022-12-28 …": keep the version number.
             Some(tool) => (
                 "sqlite3".into(),
-                super::command::tool_version(tool)
+                crate::process::tool_version(tool)
                     .map(|v| format!("sqlite3 {}", v.split_whitespace().next().unwrap_or(""))),
             ),
             None => (

@@ -393,8 +393,7 @@ fn live_drive_round_trip_when_credentials_are_given() {
     );
     assert_same_tree(&site, &to);
     // Clean up what the test stored (the empty folders stay; they are named for the test).
-    let store =
-        coffer::store::open(&coffer::config::Config::load(&config).unwrap().store).unwrap();
+    let store = coffer::store::open(&coffer::config::Config::load(&config).unwrap().store).unwrap();
     for o in store.list(&format!("snapshots/{id}/")).unwrap() {
         store.delete(&o.key).unwrap();
     }

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::Command;
 
 use coffer::database::{Address, Database};
-use coffer::source::{DumpOutcome, FeedError};
+use coffer::process::{DumpOutcome, FeedError};
 use coffer::staging::{self, StagingOptions};
 
 /// Checks the client as a restore does, creates the target, and loads `dump` into it.
