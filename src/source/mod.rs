@@ -2,6 +2,7 @@
 
 mod directory;
 pub mod frappe;
+pub mod index;
 pub(crate) mod mysql;
 mod postgres;
 mod sqlite;
