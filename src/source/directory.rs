@@ -1,7 +1,8 @@
 //! A `directory` source: walks a folder and writes it as a pax tar.
 //!
-//! Entries are written in a stable order (depth first, names sorted by bytes), paths relative
-//! to the source folder. Regular files, directories (empty ones too) and symlinks (as links,
+//! Entries are written in a stable order, paths relative to the source folder: depth first, a
+//! folder's files and links before its subfolders, each group sorted by name bytes — the
+//! order a folder's index is written and read in (`index::walk_order`). Regular files, directories (empty ones too) and symlinks (as links,
 //! never followed) keep their permission bits and mtimes (whole seconds); names that do not fit
 //! a ustar header (long or non-UTF-8) and sizes of 8 GiB or more get pax extended headers, so
 //! stock GNU tar and bsdtar extract the stream.
@@ -170,6 +171,46 @@ impl DirectorySource {
         }
     }
 
+    /// An entry's metadata, not following links — but a selected folder (`only`) may be a
+    /// symlink (attachments moved to a bigger disk): then what it points to, backed up under
+    /// its own name rather than as a lone link.
+    fn entry_meta(&self, abs: &Path, rel: &Path) -> io::Result<Metadata> {
+        let meta = fs::symlink_metadata(abs)?;
+        if meta.file_type().is_symlink()
+            && self.only.contains(&rel.to_path_buf())
+            && let Ok(target) = fs::metadata(abs)
+            && target.is_dir()
+        {
+            return Ok(target);
+        }
+        Ok(meta)
+    }
+
+    /// Pushes `entries` (excluded ones left out) so they pop files and links first, then
+    /// folders, each group in name-byte order. Each is looked at now; one that cannot be is
+    /// pushed without metadata and warned about when it pops.
+    fn push_sorted(&self, entries: Vec<PathBuf>, stack: &mut Vec<(PathBuf, Option<Metadata>)>) {
+        let mut files = Vec::new();
+        let mut folders = Vec::new();
+        for rel in entries {
+            if self.excludes.excludes(&rel) {
+                continue;
+            }
+            match self.entry_meta(&self.root.join(&rel), &rel) {
+                Ok(m) if m.is_dir() => folders.push((rel, Some(m))),
+                Ok(m) => files.push((rel, Some(m))),
+                Err(_) => files.push((rel, None)),
+            }
+        }
+        let by_name = |a: &(PathBuf, Option<Metadata>), b: &(PathBuf, Option<Metadata>)| {
+            b.0.as_os_str().as_bytes().cmp(a.0.as_os_str().as_bytes())
+        };
+        folders.sort_by(by_name);
+        files.sort_by(by_name);
+        stack.extend(folders);
+        stack.extend(files);
+    }
+
     /// The size the tar of this folder will have (headers and padding included), from a
     /// metadata-only walk: for progress bars. Unreadable parts count as empty.
     pub fn estimate_tar_size(&self) -> u64 {
@@ -212,38 +253,28 @@ impl DirectorySource {
             outcome: WalkOutcome::default(),
             buf: vec![0u8; 256 * 1024],
         };
-        // Pending entries, last first, so names come out in sorted order. A root that cannot
-        // be listed is a failure, not an empty backup.
-        let mut stack = self.top_entries().map_err(|source| DirectoryError::Root {
+        // Pending entries, last first (see `push_sorted`). A root that cannot be listed is a
+        // failure, not an empty backup.
+        let top = self.top_entries().map_err(|source| DirectoryError::Root {
             path: self.root.clone(),
             source,
         })?;
-        stack.sort_by(|a, b| b.as_os_str().as_bytes().cmp(a.as_os_str().as_bytes()));
-        while let Some(rel) = stack.pop() {
-            if self.excludes.excludes(&rel) {
-                continue;
-            }
+        let mut stack = Vec::new();
+        self.push_sorted(top, &mut stack);
+        while let Some((rel, listed)) = stack.pop() {
             let abs = self.root.join(&rel);
-            let mut meta = match fs::symlink_metadata(&abs) {
+            let meta = match listed.map_or_else(|| self.entry_meta(&abs, &rel), Ok) {
                 Ok(m) => m,
                 Err(e) => {
                     walk.warn_io(&rel, &e);
                     continue;
                 }
             };
-            // A selected folder may be a symlink (attachments moved to a bigger disk): back up
-            // what it points to, under its own name, rather than a lone link.
-            if meta.file_type().is_symlink()
-                && self.only.contains(&rel)
-                && let Ok(target) = fs::metadata(&abs)
-                && target.is_dir()
-            {
-                meta = target;
-            }
             let ft = meta.file_type();
             if ft.is_dir() {
                 walk.append_dir(&rel, &meta)?;
-                walk.push_children(&abs, &rel, &mut stack);
+                let children = walk.list_children(&abs, &rel);
+                self.push_sorted(children, &mut stack);
             } else if ft.is_file() {
                 walk.append_file(&abs, &rel, &meta)?;
             } else if ft.is_symlink() {
@@ -288,13 +319,14 @@ impl Walk<'_> {
         self.warn(rel, kind, e.to_string());
     }
 
-    fn push_children(&mut self, abs: &Path, rel: &Path, stack: &mut Vec<PathBuf>) {
+    /// The paths of a folder's children; what cannot be listed is a warning.
+    fn list_children(&mut self, abs: &Path, rel: &Path) -> Vec<PathBuf> {
         let mut names = Vec::new();
         match fs::read_dir(abs) {
             Ok(rd) => {
                 for entry in rd {
                     match entry {
-                        Ok(e) => names.push(e.file_name()),
+                        Ok(e) => names.push(rel.join(e.file_name())),
                         // Keep what was listed; warn about the rest.
                         Err(e) => self.warn_io(rel, &e),
                     }
@@ -302,8 +334,7 @@ impl Walk<'_> {
             }
             Err(e) => self.warn_io(rel, &e),
         }
-        names.sort_by(|a, b| b.as_bytes().cmp(a.as_bytes()));
-        stack.extend(names.into_iter().map(|n| rel.join(n)));
+        names
     }
 
     /// Appends pax records (if any) and the header for `rel`.

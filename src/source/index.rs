@@ -77,10 +77,30 @@ impl IndexEntry {
     }
 }
 
-/// The walk's order of two tar paths: component by component, each compared by bytes (so
-/// `a/b` comes before `a.txt`, as the walk enters `a` before it reaches `a.txt`).
+/// The walk's order of two files' tar paths: depth first, a folder's files before its
+/// subfolders, each group by name bytes (`DirectorySource::write_tar`). So files of one folder
+/// go by name, a folder's own files come before anything below it, and otherwise the first
+/// folder where their paths part decides.
 pub fn walk_order(a: &[u8], b: &[u8]) -> Ordering {
-    a.split(|&c| c == b'/').cmp(b.split(|&c| c == b'/'))
+    let ((a_dirs, a_name), (b_dirs, b_name)) = (folders_and_name(a), folders_and_name(b));
+    for (x, y) in a_dirs.iter().zip(&b_dirs) {
+        match x.cmp(y) {
+            Ordering::Equal => {}
+            other => return other,
+        }
+    }
+    // One folder holds the other (or they are the same): its own files come first.
+    a_dirs
+        .len()
+        .cmp(&b_dirs.len())
+        .then_with(|| a_name.cmp(b_name))
+}
+
+/// A tar path's folders and its last name.
+fn folders_and_name(path: &[u8]) -> (Vec<&[u8]>, &[u8]) {
+    let mut parts: Vec<&[u8]> = path.split(|&c| c == b'/').collect();
+    let name = parts.pop().unwrap_or_default();
+    (parts, name)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -439,14 +459,19 @@ mod tests {
     }
 
     #[test]
-    fn the_walk_order_enters_a_folder_before_its_dotted_neighbour() {
-        assert_eq!(walk_order(b"a/b", b"a.txt"), Ordering::Less);
-        assert_eq!(walk_order(b"a", b"a/b"), Ordering::Less);
-        assert_eq!(walk_order(b"a/z", b"b"), Ordering::Less);
+    fn the_walk_order_puts_a_folders_files_before_its_subfolders() {
+        assert_eq!(walk_order(b"a/x", b"a/b/c"), Ordering::Less);
+        assert_eq!(walk_order(b"z", b"a/b"), Ordering::Less);
+        assert_eq!(walk_order(b"a/b/c", b"a.d/x"), Ordering::Less);
+        assert_eq!(walk_order(b"a/z/c", b"b/a"), Ordering::Less);
         assert_eq!(walk_order(b"x", b"x"), Ordering::Equal);
-        let mut paths: Vec<&[u8]> = vec![b"a.txt", b"a/b/c", b"a", b"a/b", b"a-b", b"a/c"];
+        let mut paths: Vec<&[u8]> = vec![
+            b"a.txt", b"a/b/c", b"b", b"a/b/a", b"a-b/x", b"a/c", b"a/b.d/x", b"A",
+        ];
         paths.sort_by(|x, y| walk_order(x, y));
-        let want: Vec<&[u8]> = vec![b"a", b"a/b", b"a/b/c", b"a/c", b"a-b", b"a.txt"];
+        let want: Vec<&[u8]> = vec![
+            b"A", b"a.txt", b"b", b"a/c", b"a/b/a", b"a/b/c", b"a/b.d/x", b"a-b/x",
+        ];
         assert_eq!(paths, want);
     }
 
@@ -454,7 +479,9 @@ mod tests {
     fn the_folder_walk_writes_files_in_walk_order() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
-        for p in ["a/b/c", "a/c", "a-b", "a.txt", "a/b.d/x", "b", "a0/z", "A"] {
+        for p in [
+            "a/b/c", "a/c", "a-b/y", "a.txt", "a/b.d/x", "b", "a0/z", "A", "a/b/a", "z",
+        ] {
             let p = root.join(p);
             fs::create_dir_all(p.parent().unwrap()).unwrap();
             fs::write(&p, b"x").unwrap();
@@ -467,11 +494,11 @@ mod tests {
         let names: Vec<Vec<u8>> = archive
             .entries()
             .unwrap()
-            .map(|e| e.unwrap().path_bytes().into_owned())
-            .map(|n| n.strip_suffix(b"/").map(<[u8]>::to_vec).unwrap_or(n))
-            .filter(|n| !n.is_empty() && n != b".")
+            .map(Result::unwrap)
+            .filter(|e| e.header().entry_type() == tar::EntryType::Regular)
+            .map(|e| e.path_bytes().into_owned())
             .collect();
-        assert!(names.len() >= 8, "{names:?}");
+        assert_eq!(names.len(), 10, "{names:?}");
         for pair in names.windows(2) {
             assert_eq!(
                 walk_order(&pair[0], &pair[1]),
@@ -488,12 +515,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = index_path(dir.path(), "files", "20261207T020000Z-000abc");
         let names: Vec<&[u8]> = vec![
-            b"a/b",
-            b"a/new\nline",
             b"a.txt",
             b"back\\slash",
             b"caf\xe9",
             b"z z",
+            b"a/b",
+            b"a/new\nline",
         ];
         let mut w = IndexWriter::create(&path, &header()).unwrap();
         for (i, n) in names.iter().enumerate() {
@@ -515,12 +542,17 @@ mod tests {
         assert_eq!(r.header(), &header());
         // Asked in walk order, with names the index does not hold in between.
         assert_eq!(r.find(b"a").unwrap(), None);
-        assert_eq!(r.find(b"a/b").unwrap(), Some(entry(b"a/b", 0)));
+        assert_eq!(r.find(b"a.txt").unwrap(), Some(entry(b"a.txt", 0)));
+        assert_eq!(r.find(b"b").unwrap(), None);
+        assert_eq!(r.find(b"caf\xe9").unwrap(), Some(entry(b"caf\xe9", 2)));
+        assert_eq!(r.find(b"z z").unwrap(), Some(entry(b"z z", 3)));
+        assert_eq!(r.find(b"a/b").unwrap(), Some(entry(b"a/b", 4)));
         assert_eq!(r.find(b"a/c").unwrap(), None);
-        assert_eq!(r.find(b"a.txt").unwrap(), Some(entry(b"a.txt", 2)));
-        assert_eq!(r.find(b"caf\xe9").unwrap(), Some(entry(b"caf\xe9", 4)));
-        assert_eq!(r.find(b"z z").unwrap(), Some(entry(b"z z", 5)));
-        assert_eq!(r.find(b"zz").unwrap(), None);
+        assert_eq!(
+            r.find(b"a/new\nline").unwrap(),
+            Some(entry(b"a/new\nline", 5))
+        );
+        assert_eq!(r.find(b"b/x").unwrap(), None);
 
         let mut all = IndexReader::open(&path).unwrap();
         for (i, n) in names.iter().enumerate() {
