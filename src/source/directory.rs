@@ -19,6 +19,8 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
+
+use super::index::{IndexEntry, IndexReader, IndexWriter};
 use sha2::Digest;
 use tar::{EntryType, Header};
 
@@ -42,6 +44,18 @@ pub enum DirectoryError {
     BadExclude { pattern: String, why: String },
     #[error("writing the archive: {0}")]
     Write(#[from] io::Error),
+    #[error(transparent)]
+    Index(#[from] super::index::IndexError),
+}
+
+/// What a walk is measured against: nothing (a full, optionally writing the index of it), or
+/// the index of the last full (a differential).
+pub enum Against<'a> {
+    Full(Option<&'a mut IndexWriter>),
+    /// Every folder carries GNU tar's `GNU.dumpdir` record listing all its children (`Y` in
+    /// this archive, `N` unchanged and left out, `D` a folder), the root included (`./`), so
+    /// `tar -xG` applies deletions; unchanged files are left out.
+    Differential(&'a mut IndexReader),
 }
 
 /// What kind of trouble a warning reports.
@@ -83,9 +97,14 @@ pub struct WalkOutcome {
     pub counts: EntryCounts,
     /// Bytes of regular files' content in the tar.
     pub file_bytes: u64,
-    /// Every regular file's sha256, in `sha256sum` format (`crate::checksums`).
+    /// Every regular file's sha256, in `sha256sum` format (`crate::checksums`); in a
+    /// differential, unchanged files too (their sha256 from the index).
     pub checksums: crate::checksums::ChecksumList,
     pub warnings: Vec<Warning>,
+    /// A differential: files left out as unchanged since the base full, and their bytes
+    /// (`counts` and `file_bytes` count the whole tree, these included).
+    pub unchanged_files: u64,
+    pub unchanged_bytes: u64,
 }
 
 /// Glob patterns of paths to leave out. A pattern with a `/` matches the path relative to the
@@ -186,10 +205,10 @@ impl DirectorySource {
         Ok(meta)
     }
 
-    /// Pushes `entries` (excluded ones left out) so they pop files and links first, then
-    /// folders, each group in name-byte order. Each is looked at now; one that cannot be is
-    /// pushed without metadata and warned about when it pops.
-    fn push_sorted(&self, entries: Vec<PathBuf>, stack: &mut Vec<(PathBuf, Option<Metadata>)>) {
+    /// `entries` (excluded ones left out) in walk order: files and links first, then folders,
+    /// each group in name-byte order, each with its metadata (none when it cannot be looked
+    /// at now: it is warned about when its turn comes).
+    fn sorted(&self, entries: Vec<PathBuf>) -> Vec<(PathBuf, Option<Metadata>)> {
         let mut files = Vec::new();
         let mut folders = Vec::new();
         for rel in entries {
@@ -203,12 +222,12 @@ impl DirectorySource {
             }
         }
         let by_name = |a: &(PathBuf, Option<Metadata>), b: &(PathBuf, Option<Metadata>)| {
-            b.0.as_os_str().as_bytes().cmp(a.0.as_os_str().as_bytes())
+            a.0.as_os_str().as_bytes().cmp(b.0.as_os_str().as_bytes())
         };
-        folders.sort_by(by_name);
         files.sort_by(by_name);
-        stack.extend(folders);
-        stack.extend(files);
+        folders.sort_by(by_name);
+        files.extend(folders);
+        files
     }
 
     /// The size the tar of this folder will have (headers and padding included), from a
@@ -235,12 +254,26 @@ impl DirectorySource {
         total
     }
 
-    /// Walks the folder and writes it to `out` as a tar archive.
+    /// Walks the folder and writes it to `out` as a tar archive (a full, no index).
     ///
     /// # Errors
-    /// `Root`/`NotADirectory` when the folder itself cannot be read; `Write` when `out` fails.
-    /// Problems with single entries are warnings in the outcome.
+    /// As `write_tar_against`.
     pub fn write_tar(&self, out: &mut dyn Write) -> Result<WalkOutcome, DirectoryError> {
+        self.write_tar_against(out, Against::Full(None))
+    }
+
+    /// Walks the folder and writes it to `out` as a tar archive: a full (and its index, when
+    /// given one), or a differential against a full's index.
+    ///
+    /// # Errors
+    /// `Root`/`NotADirectory` when the folder itself cannot be read; `Write` when `out` fails;
+    /// `Index` when the index cannot be written or read. Problems with single entries are
+    /// warnings in the outcome.
+    pub fn write_tar_against(
+        &self,
+        out: &mut dyn Write,
+        mut against: Against<'_>,
+    ) -> Result<WalkOutcome, DirectoryError> {
         let meta = fs::metadata(&self.root).map_err(|source| DirectoryError::Root {
             path: self.root.clone(),
             source,
@@ -260,8 +293,32 @@ impl DirectorySource {
             source,
         })?;
         let mut stack = Vec::new();
-        self.push_sorted(top, &mut stack);
-        while let Some((rel, listed)) = stack.pop() {
+        let top = self.sorted(top);
+        if let Against::Differential(base) = &mut against
+            && self.only.is_empty()
+        {
+            // The root's own record, so deletions right below it apply too.
+            let dumpdir = dumpdir(&top, base)?;
+            walk.append_dir_with(Path::new("."), &meta, Some(&dumpdir.0))?;
+            walk.outcome.counts.directories -= 1;
+            stack.extend(dumpdir.1.into_iter().rev());
+        } else {
+            stack.extend(top.into_iter().rev().map(|(rel, meta)| Pending {
+                rel,
+                meta,
+                unchanged: None,
+            }));
+        }
+        while let Some(Pending {
+            rel,
+            meta: listed,
+            unchanged,
+        }) = stack.pop()
+        {
+            if let Some(entry) = unchanged {
+                walk.unchanged(&entry)?;
+                continue;
+            }
             let abs = self.root.join(&rel);
             let meta = match listed.map_or_else(|| self.entry_meta(&abs, &rel), Ok) {
                 Ok(m) => m,
@@ -272,11 +329,27 @@ impl DirectorySource {
             };
             let ft = meta.file_type();
             if ft.is_dir() {
-                walk.append_dir(&rel, &meta)?;
-                let children = walk.list_children(&abs, &rel);
-                self.push_sorted(children, &mut stack);
+                let children = self.sorted(walk.list_children(&abs, &rel));
+                match &mut against {
+                    Against::Differential(base) => {
+                        let (record, pending) = dumpdir(&children, base)?;
+                        walk.append_dir_with(&rel, &meta, Some(&record))?;
+                        stack.extend(pending.into_iter().rev());
+                    }
+                    Against::Full(_) => {
+                        walk.append_dir_with(&rel, &meta, None)?;
+                        stack.extend(children.into_iter().rev().map(|(rel, meta)| Pending {
+                            rel,
+                            meta,
+                            unchanged: None,
+                        }));
+                    }
+                }
             } else if ft.is_file() {
-                walk.append_file(&abs, &rel, &meta)?;
+                let seen = walk.append_file(&abs, &rel, &meta)?;
+                if let (Against::Full(Some(index)), Some((sha, before))) = (&mut against, seen) {
+                    index.push(&IndexEntry::of(rel.as_os_str().as_bytes(), &before, &sha))?;
+                }
             } else if ft.is_symlink() {
                 walk.append_symlink(&abs, &rel, &meta)?;
             } else {
@@ -290,6 +363,59 @@ impl DirectorySource {
         walk.builder.finish()?;
         Ok(walk.outcome)
     }
+}
+
+/// An entry waiting its turn in the walk: its metadata when it was listed, and, in a
+/// differential, the index entry of a file found unchanged (left out of the tar).
+struct Pending {
+    rel: PathBuf,
+    meta: Option<Metadata>,
+    unchanged: Option<IndexEntry>,
+}
+
+/// A folder's `GNU.dumpdir` record for its `children` (in walk order: files and links, then
+/// folders), and the children as pending entries, unchanged files marked. Files are looked up
+/// in `base` in walk order, which is why a folder's files come before its subfolders.
+fn dumpdir(
+    children: &[(PathBuf, Option<Metadata>)],
+    base: &mut IndexReader,
+) -> Result<(Vec<u8>, Vec<Pending>), DirectoryError> {
+    let mut named: Vec<(&[u8], u8)> = Vec::new();
+    let mut pending = Vec::with_capacity(children.len());
+    for (rel, meta) in children {
+        let name = rel.file_name().map_or(&[][..], |n| n.as_bytes());
+        let mut unchanged = None;
+        match meta {
+            // It could not be looked at: not listed, so a restore does not keep a stale copy.
+            None => {}
+            Some(m) if m.is_dir() => named.push((name, b'D')),
+            Some(m) => {
+                if m.is_file()
+                    && let Some(entry) = base.find(rel.as_os_str().as_bytes())?
+                    && entry.unchanged(m)
+                {
+                    unchanged = Some(entry);
+                    named.push((name, b'N'));
+                } else {
+                    named.push((name, b'Y'));
+                }
+            }
+        }
+        pending.push(Pending {
+            rel: rel.clone(),
+            meta: meta.clone(),
+            unchanged,
+        });
+    }
+    named.sort_by(|a, b| a.0.cmp(b.0));
+    let mut record = Vec::new();
+    for (name, code) in named {
+        record.push(code);
+        record.extend_from_slice(name);
+        record.push(0);
+    }
+    record.push(0);
+    Ok((record, pending))
 }
 
 struct Walk<'w> {
@@ -343,6 +469,7 @@ impl Walk<'_> {
         mut header: Header,
         rel: &Path,
         link: Option<&Path>,
+        dumpdir: Option<&[u8]>,
     ) -> io::Result<()> {
         let mut pax: Vec<(&str, Vec<u8>)> = Vec::new();
         let mut name = rel.as_os_str().as_bytes().to_vec();
@@ -368,6 +495,9 @@ impl Walk<'_> {
         if size > USTAR_MAX_SIZE {
             pax.push(("size", size.to_string().into_bytes()));
         }
+        if let Some(record) = dumpdir {
+            pax.push(("GNU.dumpdir", record.to_vec()));
+        }
         if !pax.is_empty() {
             self.builder
                 .append_pax_extensions(pax.iter().map(|(k, v)| (*k, v.as_slice())))?;
@@ -376,10 +506,27 @@ impl Walk<'_> {
         self.builder.append(&header, io::empty())
     }
 
-    fn append_dir(&mut self, rel: &Path, meta: &Metadata) -> io::Result<()> {
+    /// A folder's entry, with its `GNU.dumpdir` record in a differential.
+    fn append_dir_with(
+        &mut self,
+        rel: &Path,
+        meta: &Metadata,
+        dumpdir: Option<&[u8]>,
+    ) -> io::Result<()> {
         let header = base_header(EntryType::Directory, meta, 0);
-        self.append_header(header, rel, None)?;
+        self.append_header(header, rel, None, dumpdir)?;
         self.outcome.counts.directories += 1;
+        Ok(())
+    }
+
+    /// A file left out of a differential as unchanged: counted in the whole tree, and listed
+    /// in the checksums with the sha256 the index holds.
+    fn unchanged(&mut self, entry: &IndexEntry) -> io::Result<()> {
+        self.outcome.checksums.push(&entry.sha256, &entry.path)?;
+        self.outcome.counts.files += 1;
+        self.outcome.file_bytes += entry.size;
+        self.outcome.unchanged_files += 1;
+        self.outcome.unchanged_bytes += entry.size;
         Ok(())
     }
 
@@ -392,12 +539,19 @@ impl Walk<'_> {
             }
         };
         let header = base_header(EntryType::Symlink, meta, 0);
-        self.append_header(header, rel, Some(&target))?;
+        self.append_header(header, rel, Some(&target), None)?;
         self.outcome.counts.symlinks += 1;
         Ok(())
     }
 
-    fn append_file(&mut self, abs: &Path, rel: &Path, listed: &Metadata) -> io::Result<()> {
+    /// Appends a regular file; its sha256 and the metadata it was read with, unless it could
+    /// not be stored (a warning says why).
+    fn append_file(
+        &mut self,
+        abs: &Path,
+        rel: &Path,
+        listed: &Metadata,
+    ) -> io::Result<Option<(String, Metadata)>> {
         // Never follow a symlink or block on a FIFO swapped in since the listing, and store
         // only the very file that was listed (same device and inode).
         let open = |flags: rustix::fs::OFlags| {
@@ -421,18 +575,18 @@ impl Walk<'_> {
                     WarningKind::Changed,
                     "replaced by a symlink while being read",
                 );
-                return Ok(());
+                return Ok(None);
             }
             Err(e) => {
                 self.warn_io(rel, &e);
-                return Ok(());
+                return Ok(None);
             }
         };
         let before = match file.metadata() {
             Ok(m) => m,
             Err(e) => {
                 self.warn_io(rel, &e);
-                return Ok(());
+                return Ok(None);
             }
         };
         if !before.is_file() || before.dev() != listed.dev() || before.ino() != listed.ino() {
@@ -441,12 +595,12 @@ impl Walk<'_> {
                 WarningKind::Changed,
                 "replaced by another file while being read",
             );
-            return Ok(());
+            return Ok(None);
         }
         let size = before.len();
         let header = base_header(EntryType::Regular, &before, size);
         // The header goes out first, then exactly `size` bytes whatever the file does meanwhile.
-        self.append_header(header, rel, None)?;
+        self.append_header(header, rel, None, None)?;
         let mut exact = ExactReader {
             file,
             left: size,
@@ -464,9 +618,10 @@ impl Walk<'_> {
             hasher.update(&self.buf[..n]);
             written += n as u64;
         }
+        let sha = hex::encode(hasher.finalize());
         self.outcome
             .checksums
-            .push(&hex::encode(hasher.finalize()), rel.as_os_str().as_bytes())?;
+            .push(&sha, rel.as_os_str().as_bytes())?;
         debug_assert_eq!(written, size);
         let pad = (512 - size % 512) % 512;
         self.builder
@@ -498,7 +653,7 @@ impl Walk<'_> {
                 _ => {}
             }
         }
-        Ok(())
+        Ok(Some((sha, before)))
     }
 }
 

@@ -7,7 +7,9 @@ pub(crate) mod mysql;
 mod postgres;
 mod sqlite;
 
-pub use directory::{DirectoryError, DirectorySource, Excludes, WalkOutcome, Warning, WarningKind};
+pub use directory::{
+    Against, DirectoryError, DirectorySource, Excludes, WalkOutcome, Warning, WarningKind,
+};
 pub use mysql::MysqlSource;
 pub use postgres::PostgresSource;
 pub use sqlite::{SqliteDumpError, SqliteSource, builtin_dump as sqlite_dump};

@@ -7,6 +7,7 @@ mod alerts;
 mod config_examples;
 mod daemon;
 mod daemon_jobs;
+mod differential;
 mod drill;
 mod faults;
 mod frappe;
