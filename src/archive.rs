@@ -116,8 +116,22 @@ pub fn extract(reader: impl Read, target: &Path) -> Result<TarSummary, RestoreEr
         if matches!(kind, EntryType::XGlobalHeader | EntryType::XHeader) {
             continue;
         }
+        // A differential's folders list all their children (GNU tar's `GNU.dumpdir`).
+        let dumpdir = if kind == EntryType::Directory {
+            dumpdir_of(&mut entry).map_err(RestoreError::Read)?
+        } else {
+            None
+        };
         let Some(rel) = safe_relative(&raw).map_err(unsafe_entry)? else {
-            continue; // "./" itself
+            // "./" itself: a differential's root record deletes what is gone below it.
+            if let Some(record) = &dumpdir {
+                purge(target, record).map_err(|source| RestoreError::Write {
+                    entry: name.clone(),
+                    path: target.to_path_buf(),
+                    source,
+                })?;
+            }
+            continue;
         };
         check_parents(target, &rel).map_err(unsafe_entry)?;
         let dest = target.join(&rel);
@@ -144,6 +158,9 @@ pub fn extract(reader: impl Read, target: &Path) -> Result<TarSummary, RestoreEr
                     Err(_) => {}
                 }
                 fs::create_dir_all(&dest).map_err(write_err)?;
+                if let Some(record) = &dumpdir {
+                    purge(&dest, record).map_err(write_err)?;
+                }
                 let h = entry.header();
                 let mode = h.mode().map_err(RestoreError::Read)?;
                 let mtime = h.mtime().map_err(RestoreError::Read)?;
@@ -201,9 +218,13 @@ pub fn extract(reader: impl Read, target: &Path) -> Result<TarSummary, RestoreEr
             path: dir.clone(),
             source,
         };
-        // Never chmod or chown through a symlink swapped in during the restore.
-        if !fs::symlink_metadata(&dir).map_err(err)?.is_dir() {
-            continue;
+        // Never chmod or chown through a symlink swapped in during the restore (nor a folder
+        // a later dumpdir removed).
+        match fs::symlink_metadata(&dir) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => continue,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(err(e)),
         }
         owners.apply(&dir, &header);
         fs::set_permissions(&dir, fs::Permissions::from_mode(mode & 0o3777)).map_err(err)?;
@@ -212,6 +233,51 @@ pub fn extract(reader: impl Read, target: &Path) -> Result<TarSummary, RestoreEr
     }
     summary.owners_not_restored = owners.failed;
     Ok(summary)
+}
+
+/// An entry's `GNU.dumpdir` record, if it has one.
+fn dumpdir_of<R: Read>(entry: &mut tar::Entry<'_, R>) -> io::Result<Option<Vec<u8>>> {
+    let Some(pax) = entry.pax_extensions()? else {
+        return Ok(None);
+    };
+    for ext in pax {
+        let ext = ext?;
+        if ext.key_bytes() == b"GNU.dumpdir" {
+            return Ok(Some(ext.value_bytes().to_vec()));
+        }
+    }
+    Ok(None)
+}
+
+/// What GNU tar's `-G` does with a folder's dumpdir `record` (`<code><name>\0`…, then `\0`):
+/// removes from `dir` every entry the record does not list, and one whose kind changed (listed
+/// as a folder, `D`, but not one, or the other way round). Links are removed, never followed.
+fn purge(dir: &Path, record: &[u8]) -> io::Result<()> {
+    let mut listed = std::collections::HashMap::new();
+    for item in record.split(|&b| b == 0) {
+        let Some((&code, name)) = item.split_first() else {
+            break;
+        };
+        listed.insert(name, code);
+    }
+    for child in fs::read_dir(dir)? {
+        let child = child?;
+        let path = child.path();
+        let meta = fs::symlink_metadata(&path)?;
+        let keep = match listed.get(child.file_name().as_bytes()) {
+            Some(b'D') => meta.is_dir(),
+            Some(b'Y' | b'N') => !meta.is_dir(),
+            _ => false,
+        };
+        if !keep {
+            if meta.is_dir() {
+                fs::remove_dir_all(&path)?;
+            } else {
+                fs::remove_file(&path)?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Restores owners as root; where the target refuses (NFS root squash, FAT, a user

@@ -11,7 +11,7 @@
 //! the rest are `pub(crate)`, so the compiler reports what nothing uses.
 
 pub mod alert;
-pub(crate) mod archive;
+pub mod archive;
 pub(crate) mod audit;
 pub mod backup;
 pub(crate) mod catalog;

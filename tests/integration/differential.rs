@@ -1,6 +1,6 @@
 //! Differential folder streams (issue 17, the walk so far): a full with its index, then a
-//! differential against that index, restored by stock GNU tar with `-G` (deletions applied)
-//! into exactly the tree as it was at the differential.
+//! differential against that index, restored by stock GNU tar with `-G` (deletions applied),
+//! and by coffer's own extraction, into exactly the tree as it was at the differential.
 
 use std::fs;
 use std::os::unix::fs::{PermissionsExt, symlink};
@@ -140,6 +140,12 @@ fn a_differential_leaves_unchanged_files_out_and_gnu_tar_applies_its_deletions()
     // Stock GNU tar: the full, then the differential, each with -G, gives the tree as it is.
     gnu_extract(&diff, at_full.path());
     assert_same_tree(&site, at_full.path());
+    // And coffer's own extraction applies the same deletions.
+    let ours = tempfile::tempdir().unwrap();
+    coffer::archive::extract(full.as_slice(), ours.path()).unwrap();
+    let summary = coffer::archive::extract(diff.as_slice(), ours.path()).unwrap();
+    assert_eq!(summary.counts.files, 5, "the changed and new files: {summary:?}");
+    assert_same_tree(&site, ours.path());
     // Without -G the deletions are not applied: the doc must say -G.
     let plain = tempfile::tempdir().unwrap();
     for tar in [&full, &diff] {
