@@ -51,6 +51,8 @@ impl Policy {
 pub struct Candidate {
     pub id: String,
     pub time: DateTime<Utc>,
+    /// The full snapshots its differential streams need (none for a snapshot of fulls).
+    pub bases: Vec<String>,
 }
 
 /// Why a snapshot is kept.
@@ -64,6 +66,8 @@ pub enum Reason {
     Monthly(String),
     Yearly(String),
     Within,
+    /// The full a kept snapshot's differential needs: never deleted under it.
+    Base(String),
 }
 
 impl std::fmt::Display for Reason {
@@ -76,6 +80,7 @@ impl std::fmt::Display for Reason {
             Reason::Monthly(b) => write!(f, "monthly {b}"),
             Reason::Yearly(b) => write!(f, "yearly {b}"),
             Reason::Within => write!(f, "within keep_within"),
+            Reason::Base(of) => write!(f, "base of {of}"),
         }
     }
 }
@@ -156,6 +161,18 @@ pub fn plan(snapshots: &[Candidate], policy: &Policy, tz: Tz) -> Plan {
             }
         }
     }
+    // A kept differential keeps its base, so every kept snapshot stays restorable (a base is
+    // a full: it needs nothing itself).
+    for i in 0..sorted.len() {
+        if reasons[i].is_empty() || reasons[i].iter().all(|r| matches!(r, Reason::Base(_))) {
+            continue;
+        }
+        for base in &sorted[i].bases {
+            if let Some(j) = sorted.iter().position(|c| &c.id == base) {
+                reasons[j].push(Reason::Base(sorted[i].id.clone()));
+            }
+        }
+    }
     let mut out = Plan::default();
     for (c, r) in sorted.iter().zip(reasons) {
         if r.is_empty() {
@@ -186,6 +203,7 @@ mod tests {
             .map(|t| Candidate {
                 id: (*t).to_string(),
                 time: at(t),
+                bases: Vec::new(),
             })
             .collect()
     }
@@ -199,6 +217,7 @@ mod tests {
                 Candidate {
                     id: t.format("%Y-%m-%dT%H:%M").to_string(),
                     time: t,
+                    bases: Vec::new(),
                 }
             })
             .collect()
@@ -464,10 +483,12 @@ mod tests {
                     Candidate {
                         id: "a".into(),
                         time: at("2026-11-23T02:00:00Z"),
+                        bases: Vec::new(),
                     },
                     Candidate {
                         id: "b".into(),
                         time: at("2026-11-23T02:00:00Z"),
+                        bases: Vec::new(),
                     },
                 ],
                 policy: policy(1, 0, 0, 0, 0),
@@ -555,5 +576,70 @@ mod tests {
             }
             .keeps_something()
         );
+    }
+    #[test]
+    fn a_kept_differential_keeps_its_base() {
+        let mut c = snaps(&[
+            "2026-11-01T02:00:00Z",
+            "2026-11-02T02:00:00Z",
+            "2026-11-03T02:00:00Z",
+        ]);
+        // The newest is a differential against the first, a full.
+        c[2].bases = vec![c[0].id.clone()];
+        let p = plan(&c, &policy(1, 0, 0, 0, 0), UTC);
+        assert_eq!(kept(&p), ["2026-11-03T02:00:00Z", "2026-11-01T02:00:00Z"]);
+        assert_eq!(
+            reasons_of(&p, "2026-11-01T02:00:00Z"),
+            ["base of 2026-11-03T02:00:00Z"]
+        );
+        assert_eq!(p.prune, ["2026-11-02T02:00:00Z"]);
+    }
+
+    #[test]
+    fn a_hundred_and_twenty_days_of_pruning_never_loses_a_kept_snapshots_base() {
+        // One backup a day, a full every 7 days, the others differentials against the last
+        // full; prune after each with the default policy, as the daemon does.
+        let start = at("2026-01-01T02:00:00Z");
+        let mut store: Vec<Candidate> = Vec::new();
+        let mut last_full = String::new();
+        for day in 0..120 {
+            let time = start + chrono::Duration::days(day);
+            let id = time.format("%Y-%m-%dT%H:%M").to_string();
+            let bases = if day % 7 == 0 {
+                last_full = id.clone();
+                Vec::new()
+            } else {
+                vec![last_full.clone()]
+            };
+            store.push(Candidate { id, time, bases });
+            let p = plan(&store, &Policy::erpnext_default(), BERLIN);
+            store.retain(|c| !p.prune.contains(&c.id));
+            for c in &store {
+                for b in &c.bases {
+                    assert!(
+                        store.iter().any(|k| &k.id == b),
+                        "day {day}: {} kept without its base {b}",
+                        c.id
+                    );
+                }
+            }
+            assert_eq!(
+                store.iter().map(|c| c.time).max(),
+                Some(time),
+                "the newest is kept"
+            );
+        }
+        // What is left: the policy's 7 + 4 + 6 at most, plus the bases they pin.
+        let pinned_only = store
+            .iter()
+            .filter(|c| {
+                let p = plan(&store, &Policy::erpnext_default(), BERLIN);
+                reasons_of(&p, &c.id)
+                    .iter()
+                    .all(|r| r.starts_with("base of "))
+            })
+            .count();
+        assert!(pinned_only > 0, "some fulls are kept only as bases");
+        assert!(store.len() <= 17 + pinned_only, "{}", store.len());
     }
 }

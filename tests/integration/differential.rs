@@ -144,7 +144,10 @@ fn a_differential_leaves_unchanged_files_out_and_gnu_tar_applies_its_deletions()
     let ours = tempfile::tempdir().unwrap();
     coffer::archive::extract(full.as_slice(), ours.path()).unwrap();
     let summary = coffer::archive::extract(diff.as_slice(), ours.path()).unwrap();
-    assert_eq!(summary.counts.files, 5, "the changed and new files: {summary:?}");
+    assert_eq!(
+        summary.counts.files, 5,
+        "the changed and new files: {summary:?}"
+    );
     assert_same_tree(&site, ours.path());
     // Without -G the deletions are not applied: the doc must say -G.
     let plain = tempfile::tempdir().unwrap();
