@@ -45,6 +45,11 @@ pub struct TarSummary {
     pub file_bytes: u64,
     /// Entries whose owner could not be set (restoring as root onto a target that refuses).
     pub owners_not_restored: u64,
+    /// A differential: files its folders list as unchanged (`N` in `GNU.dumpdir`), kept from
+    /// the full restored before it.
+    pub unchanged: u64,
+    /// Of those, files the target did not hold (the full restored before it lacks them).
+    pub unchanged_missing: u64,
 }
 
 /// Checks an entry path and returns it relative, or why it is refused.
@@ -125,7 +130,7 @@ pub fn extract(reader: impl Read, target: &Path) -> Result<TarSummary, RestoreEr
         let Some(rel) = safe_relative(&raw).map_err(unsafe_entry)? else {
             // "./" itself: a differential's root record deletes what is gone below it.
             if let Some(record) = &dumpdir {
-                purge(target, record).map_err(|source| RestoreError::Write {
+                purge(target, record, &mut summary).map_err(|source| RestoreError::Write {
                     entry: name.clone(),
                     path: target.to_path_buf(),
                     source,
@@ -159,7 +164,7 @@ pub fn extract(reader: impl Read, target: &Path) -> Result<TarSummary, RestoreEr
                 }
                 fs::create_dir_all(&dest).map_err(write_err)?;
                 if let Some(record) = &dumpdir {
-                    purge(&dest, record).map_err(write_err)?;
+                    purge(&dest, record, &mut summary).map_err(write_err)?;
                 }
                 let h = entry.header();
                 let mode = h.mode().map_err(RestoreError::Read)?;
@@ -252,21 +257,32 @@ fn dumpdir_of<R: Read>(entry: &mut tar::Entry<'_, R>) -> io::Result<Option<Vec<u
 /// What GNU tar's `-G` does with a folder's dumpdir `record` (`<code><name>\0`…, then `\0`):
 /// removes from `dir` every entry the record does not list, and one whose kind changed (listed
 /// as a folder, `D`, but not one, or the other way round). Links are removed, never followed.
-fn purge(dir: &Path, record: &[u8]) -> io::Result<()> {
+/// Counts the unchanged files (`N`) in `summary`, and those `dir` lacks.
+fn purge(dir: &Path, record: &[u8], summary: &mut TarSummary) -> io::Result<()> {
     let mut listed = std::collections::HashMap::new();
+    let mut unchanged = 0;
     for item in record.split(|&b| b == 0) {
         let Some((&code, name)) = item.split_first() else {
             break;
         };
         listed.insert(name, code);
+        if code == b'N' {
+            unchanged += 1;
+        }
     }
+    summary.unchanged += unchanged;
+    let mut present = 0;
     for child in fs::read_dir(dir)? {
         let child = child?;
         let path = child.path();
         let meta = fs::symlink_metadata(&path)?;
         let keep = match listed.get(child.file_name().as_bytes()) {
             Some(b'D') => meta.is_dir(),
-            Some(b'Y' | b'N') => !meta.is_dir(),
+            Some(b'N') => {
+                present += u64::from(meta.is_file());
+                meta.is_file()
+            }
+            Some(b'Y') => !meta.is_dir(),
             _ => false,
         };
         if !keep {
@@ -277,6 +293,7 @@ fn purge(dir: &Path, record: &[u8]) -> io::Result<()> {
             }
         }
     }
+    summary.unchanged_missing += unchanged - present;
     Ok(())
 }
 
@@ -314,7 +331,20 @@ pub fn scan(reader: impl Read) -> Result<TarSummary, RestoreError> {
     let mut summary = TarSummary::default();
     for entry in archive.entries().map_err(RestoreError::Read)? {
         let mut entry = entry.map_err(RestoreError::Read)?;
-        match entry.header().entry_type() {
+        let kind = entry.header().entry_type();
+        if kind == EntryType::Directory
+            && let Some(record) = dumpdir_of(&mut entry).map_err(RestoreError::Read)?
+        {
+            summary.unchanged += record
+                .split(|&b| b == 0)
+                .filter(|item| item.first() == Some(&b'N'))
+                .count() as u64;
+            if safe_relative(&entry.path_bytes()).ok().flatten().is_none() {
+                // The root's record ("./"): not an entry of the tree.
+                continue;
+            }
+        }
+        match kind {
             EntryType::Directory => summary.counts.directories += 1,
             EntryType::Symlink => summary.counts.symlinks += 1,
             EntryType::Regular | EntryType::Continuous | EntryType::Link => {

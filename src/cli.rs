@@ -74,6 +74,9 @@ pub struct BackupArgs {
     /// 30m) instead of failing at once.
     #[arg(long, value_name = "DURATION", default_value = "0s")]
     pub wait: WaitFor,
+    /// Take every folder source whole, as a new full, whatever `full_every` says.
+    #[arg(long)]
+    pub full: bool,
 }
 
 /// A `--wait` duration (`90s`, `10m`, `2h`).

@@ -231,12 +231,31 @@ fn verify_newest(config: &Config, deep: bool) -> anyhow::Result<Finish> {
             identities,
             identity_file: file,
         });
-    let reports =
-        crate::verify::verify_snapshot(store.as_ref(), &manifest, deep_keys.as_ref(), &|_| {})?;
+    let bases = crate::snapshot::read_bases(
+        store.as_ref(),
+        &manifest,
+        None,
+        &trusted,
+        crate::snapshot::Accept::Trusted,
+    );
+    let base_check = match &bases {
+        Ok(b) => crate::verify::BaseCheck::Check(b),
+        Err(e) => crate::verify::BaseCheck::Unusable(e.to_string()),
+    };
+    let reports = crate::verify::verify_snapshot(
+        store.as_ref(),
+        &manifest,
+        &base_check,
+        deep_keys.as_ref(),
+        &|_| {},
+    )?;
     crate::shutdown::check()?;
     let mut problems = Vec::new();
     for r in &reports {
         problems.extend(r.problems.iter().map(|p| format!("{}: {p}", r.stream)));
+        if let Some(why) = &r.unrestorable {
+            problems.push(why.clone());
+        }
         if let Some(Err(why)) = &r.deep {
             problems.push(format!("{}: {why}", r.stream));
         }

@@ -55,8 +55,8 @@ pub fn prune(
         .map(|m| Candidate {
             id: m.id.to_string(),
             time: m.id.time(),
-            // Until differential streams are written, every snapshot stands alone.
-            bases: Vec::new(),
+            // A kept differential keeps its full.
+            bases: m.bases().into_iter().map(ToString::to_string).collect(),
         })
         .collect();
     let plan = retention::plan(&candidates, &config.retention, config.timezone);

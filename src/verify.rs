@@ -7,7 +7,7 @@ use sha2::{Digest, Sha256};
 
 use crate::archive as restore;
 use crate::pipeline::{PartProblem, open_stream};
-use crate::snapshot::{Manifest, PartRecord, SourceRecord};
+use crate::snapshot::{Bases, Manifest, PartRecord, SourceRecord};
 use crate::store::Store;
 
 /// The verdict on one stream.
@@ -25,12 +25,28 @@ pub struct StreamReport {
     /// The parts were judged by the sizes and sha256 the store itself reports (Google Drive),
     /// without downloading them.
     pub by_store_checksums: bool,
+    /// This is the full stream a differential builds on, in that other snapshot.
+    pub base_of: Option<String>,
+    /// A differential whose full cannot be used: why (the snapshot cannot be restored).
+    pub unrestorable: Option<String>,
 }
 
 impl StreamReport {
     pub fn ok(&self) -> bool {
-        self.problems.is_empty() && !matches!(self.deep, Some(Err(_)))
+        self.problems.is_empty()
+            && !matches!(self.deep, Some(Err(_)))
+            && self.unrestorable.is_none()
     }
+}
+
+/// What a verify does about the fulls a snapshot's differentials build on.
+pub enum BaseCheck<'a> {
+    /// They were read: their streams are checked along with the snapshot's.
+    Check(&'a Bases),
+    /// They were read and are checked on their own in this run (`verify --all`).
+    Present,
+    /// One cannot be used (gone, not trusted, another stream): why.
+    Unusable(String),
 }
 
 /// Identities for a deep check.
@@ -46,14 +62,48 @@ pub struct DeepKeys<'a> {
 pub fn verify_snapshot(
     store: &dyn Store,
     manifest: &Manifest,
+    bases: &BaseCheck<'_>,
+    deep: Option<&DeepKeys<'_>>,
+    progress: &dyn Fn(u64),
+) -> Result<Vec<StreamReport>, crate::store::StoreError> {
+    let mut reports = verify_streams(store, manifest, &manifest.sources, deep, progress)?;
+    for s in manifest.sources.iter().filter(|s| s.differential.is_some()) {
+        match bases {
+            BaseCheck::Check(bases) => {
+                if let Some((bm, bs)) = bases.of(s) {
+                    let mut base =
+                        verify_streams(store, bm, std::slice::from_ref(bs), deep, progress)?;
+                    for r in &mut base {
+                        // The full's checksum list is not needed to restore the differential.
+                        r.base_of = Some(bm.id.to_string());
+                    }
+                    reports.extend(base.into_iter().take(1));
+                }
+            }
+            BaseCheck::Present => {}
+            BaseCheck::Unusable(why) => reports.push(StreamReport {
+                source: s.name.clone(),
+                stream: s.stream.clone(),
+                unrestorable: Some(why.clone()),
+                ..StreamReport::default()
+            }),
+        }
+    }
+    Ok(reports)
+}
+
+/// Verifies the streams of `sources` in snapshot `manifest`.
+fn verify_streams(
+    store: &dyn Store,
+    manifest: &Manifest,
+    sources: &[SourceRecord],
     deep: Option<&DeepKeys<'_>>,
     progress: &dyn Fn(u64),
 ) -> Result<Vec<StreamReport>, crate::store::StoreError> {
     let prefix = manifest.id.prefix();
     let listed = store.list(&prefix)?;
     let mut reports = Vec::new();
-    for source in &manifest
-        .sources
+    for source in &sources
         .iter()
         .flat_map(SourceRecord::streams)
         .collect::<Vec<_>>()
@@ -312,9 +362,13 @@ fn deep_check(
             ..Default::default()
         });
     }
-    let summary =
+    let mut summary =
         std::thread::scope(|scope| restore::scan(crate::pipeline::read_ahead(scope, stream)))
             .map_err(|e| crate::text::error_chain(&anyhow::Error::from(e)))?;
+    if source.differential.is_some() {
+        // Its folders list the files kept from the full.
+        summary.counts.files += summary.unchanged;
+    }
     if let Some(expected) = source.entries
         && expected != summary.counts
     {

@@ -46,7 +46,13 @@ pub fn run(config_path: &Path, args: &BackupArgs) -> anyhow::Result<ExitCode> {
         crate::schedule::Trigger::Manual,
         || {
             let store = store::open(&config.store)?;
-            backup_waiting(&config, store.as_ref(), &|n| bar.inc(n), args.wait.0)
+            backup_waiting(
+                &config,
+                store.as_ref(),
+                &|n| bar.inc(n),
+                args.wait.0,
+                args.full,
+            )
         },
         finish_of,
     )?;
@@ -76,6 +82,7 @@ pub fn run(config_path: &Path, args: &BackupArgs) -> anyhow::Result<ExitCode> {
             "warnings": warnings,
             "swept": report.swept,
             "signing_seconds": report.signing_seconds,
+            "folders": report.folders,
             "new_signing_key": report.new_signing_key.as_ref().map(|k| serde_json::json!({
                 "public_key": k.openssh(),
                 "fingerprint": k.fingerprint(),
@@ -111,6 +118,9 @@ pub fn run(config_path: &Path, args: &BackupArgs) -> anyhow::Result<ExitCode> {
                 format!(", {} warnings", report.warnings.len())
             }
         );
+        for f in &report.folders {
+            println!("  {}: {}: {}", f.source, f.kind, f.why);
+        }
         if !report.swept.is_empty() {
             println!(
                 "removed {} unfinished snapshot(s): {}",

@@ -31,6 +31,19 @@ pub fn run(config_path: &Path, args: &ListArgs) -> anyhow::Result<ExitCode> {
                     "finished": m.finished,
                     "host": m.host,
                     "sources": m.sources.iter().map(|s| &s.name).collect::<Vec<_>>(),
+                    "type": if m.bases().is_empty() { "full" } else { "differential" },
+                    "bases": m.bases(),
+                    "streams": m.sources.iter().map(|s| serde_json::json!({
+                        "source": s.name,
+                        "kind": s.kind,
+                        "type": if s.differential.is_some() { "differential" } else { "full" },
+                        "base": s.differential.as_ref().map(|d| &d.base),
+                        "stored_bytes": s.encrypted_bytes
+                            + s.checksums.as_ref().map_or(0, |c| c.encrypted_bytes),
+                        "tree_file_bytes": s.file_bytes,
+                        "changed_files": s.differential.as_ref().map(|d| d.changed_files),
+                        "changed_bytes": s.differential.as_ref().map(|d| d.changed_bytes),
+                    })).collect::<Vec<_>>(),
                     "plaintext_bytes": m.plaintext_bytes(),
                     "stored_bytes": m.stored_bytes(),
                     "signature": c.trust,
@@ -58,7 +71,17 @@ pub fn run(config_path: &Path, args: &ListArgs) -> anyhow::Result<ExitCode> {
             c.trust.mark(),
             m.sources
                 .iter()
-                .map(|s| s.name.as_str())
+                .map(|s| match (&s.differential, s.file_bytes) {
+                    (Some(d), Some(tree)) => format!(
+                        "{} (diff of {}: {} of a {} tree)",
+                        s.name,
+                        d.base,
+                        human_bytes(d.changed_bytes),
+                        human_bytes(tree)
+                    ),
+                    (Some(d), None) => format!("{} (diff of {})", s.name, d.base),
+                    (None, _) => s.name.clone(),
+                })
                 .collect::<Vec<_>>()
                 .join(", ")
         );

@@ -58,6 +58,30 @@ pub(crate) fn resolve_snapshot(
     Ok(r.manifest)
 }
 
+/// The fulls that the differentials of `m` (of source `only`, or all) build on, trusted as
+/// `m` had to be. Fails before anything is written when one is gone or not the stream the
+/// differential names.
+pub(crate) fn read_bases(
+    config: &Config,
+    store: &dyn crate::store::Store,
+    m: &crate::snapshot::Manifest,
+    only: Option<&str>,
+    allow_unsigned: bool,
+) -> anyhow::Result<crate::snapshot::Bases> {
+    let accept = if allow_unsigned {
+        crate::snapshot::Accept::TrustedOrUnsigned
+    } else {
+        crate::snapshot::Accept::Trusted
+    };
+    Ok(crate::snapshot::read_bases(
+        store,
+        m,
+        only,
+        &config.trusted(),
+        accept,
+    )?)
+}
+
 pub use crate::units::{human_bytes, human_seconds};
 
 /// Identities for restore / deep verify: `--identity` or the configured file.

@@ -16,6 +16,14 @@ pub fn run(config_path: &Path, args: &RestoreArgs) -> anyhow::Result<ExitCode> {
     let store = store::open(&config.store)?;
     let (identities, identity_file) = load_identities(&config, args.identity.as_deref())?;
     let m = super::resolve_snapshot(&config, store.as_ref(), &args.snapshot, args.allow_unsigned)?;
+    // A differential's full is found (and trusted) before anything is written.
+    let bases = super::read_bases(
+        &config,
+        store.as_ref(),
+        &m,
+        args.source.as_deref(),
+        args.allow_unsigned,
+    )?;
     let to = match (&args.db_url, &args.to) {
         (Some(url), _) => {
             return restore_to_database(
@@ -35,6 +43,7 @@ pub fn run(config_path: &Path, args: &RestoreArgs) -> anyhow::Result<ExitCode> {
         let files = crate::restore::write_bench_layout(
             store.as_ref(),
             &m,
+            &bases,
             name,
             site,
             &to,
@@ -82,6 +91,7 @@ pub fn run(config_path: &Path, args: &RestoreArgs) -> anyhow::Result<ExitCode> {
     } = restore_to_folder(
         store.as_ref(),
         &m,
+        &bases,
         args.source.as_deref(),
         &to,
         args.force,

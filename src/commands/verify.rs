@@ -10,7 +10,7 @@ use crate::signing::Trust;
 use crate::snapshot::{self, Manifest};
 use crate::store;
 use crate::text::Printable;
-use crate::verify::{DeepKeys, StreamReport, verify_snapshot};
+use crate::verify::{BaseCheck, DeepKeys, StreamReport, verify_snapshot};
 
 pub fn run(config_path: &Path, args: &VerifyArgs) -> anyhow::Result<ExitCode> {
     let config = load_config(config_path)?;
@@ -93,13 +93,26 @@ pub fn run(config_path: &Path, args: &VerifyArgs) -> anyhow::Result<ExitCode> {
         )?]
     };
 
+    // Snapshots that failed here: a differential built on one of them cannot be restored.
+    let mut bad: Vec<String> = Vec::new();
     for m in &manifests {
+        let bases = super::read_bases(&config, store.as_ref(), m, None, args.allow_unsigned);
+        let base_check = match &bases {
+            Err(e) => BaseCheck::Unusable(crate::text::error_chain(e)),
+            // Checked on their own in this run.
+            Ok(_) if args.all => BaseCheck::Present,
+            Ok(b) => BaseCheck::Check(b),
+        };
         let bar = Progress::bytes(&format!("verify {}", m.id), Some(m.stored_bytes()));
-        let reports = verify_snapshot(store.as_ref(), m, deep.as_ref(), &|n| bar.inc(n))?;
+        let reports = verify_snapshot(store.as_ref(), m, &base_check, deep.as_ref(), &|n| {
+            bar.inc(n)
+        })?;
         bar.finish();
         if reports.iter().any(|r| !r.ok()) {
             failed += 1;
+            bad.push(m.id.to_string());
         }
+
         if args.json {
             json.push(serde_json::json!({
                 "id": m.id,
@@ -108,6 +121,29 @@ pub fn run(config_path: &Path, args: &VerifyArgs) -> anyhow::Result<ExitCode> {
             }));
         } else {
             print_reports(m, &reports);
+        }
+    }
+    // --all goes newest first, so a full's verdict comes after its differentials': a
+    // differential whose full failed cannot be restored either.
+    for m in &manifests {
+        if bad.contains(&m.id.to_string()) {
+            continue;
+        }
+        let Some(base) = m.bases().into_iter().find(|b| bad.contains(&b.to_string())) else {
+            continue;
+        };
+        failed += 1;
+        let why = format!(
+            "its folder stream is a differential of snapshot {base}, which failed verification: \
+             it cannot be restored"
+        );
+        if args.json {
+            if let Some(entry) = json.iter_mut().find(|j| j["id"] == serde_json::json!(m.id)) {
+                entry["ok"] = serde_json::json!(false);
+                entry["error"] = serde_json::json!(why);
+            }
+        } else {
+            println!("BAD  {}: {why}", m.id);
         }
     }
     if args.json {
@@ -146,9 +182,17 @@ fn print_reports(m: &Manifest, reports: &[StreamReport]) {
         } else {
             human_bytes(r.bytes_checked)
         };
+        if let Some(why) = &r.unrestorable {
+            println!("BAD  {} {}: {}", m.id, r.stream, Printable(why));
+            continue;
+        }
+        let (id, base) = match &r.base_of {
+            Some(base) => (base.as_str(), format!(" (the full of {})", m.id)),
+            None => (m.id.as_str(), String::new()),
+        };
         println!(
-            "{status}  {} {}: {} parts, {checked}{deep}",
-            m.id, r.stream, r.parts_checked
+            "{status}  {id} {}{base}: {} parts, {checked}{deep}",
+            r.stream, r.parts_checked
         );
         for p in &r.problems {
             println!("     {}: {}", r.stream, Printable(&p.to_string()));
@@ -173,6 +217,8 @@ fn report_json(r: &StreamReport) -> serde_json::Value {
         "parts_checked": r.parts_checked,
         "bytes_checked": r.bytes_checked,
         "by_store_checksums": r.by_store_checksums,
+        "base_of": r.base_of,
+        "unrestorable": r.unrestorable,
         "problems": r.problems.iter().map(|p| serde_json::json!({
             "part": p.part(),
             "message": p.to_string(),

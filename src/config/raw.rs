@@ -202,4 +202,5 @@ pub(super) struct RawSource {
     pub(super) dump_tool: Option<PathBuf>,
     pub(super) exact_count_limit: Option<u64>,
     pub(super) socket: Option<PathBuf>,
+    pub(super) full_every: Option<String>,
 }

@@ -354,15 +354,51 @@ pub(super) fn parse_sources(
         let Some(kind) = kind else {
             continue;
         };
+        let full_every = full_every(&s, &kind, problems);
         sources.push(SourceConfig {
             name: s.name,
             kind,
             exact_count_limit: s
                 .exact_count_limit
                 .unwrap_or(crate::database::DEFAULT_EXACT_COUNT_LIMIT),
+            full_every,
         });
     }
     sources
+}
+
+/// `full_every` of a folder or frappe source (default a week; `0s`: every backup a full); a
+/// problem if set on a database source.
+fn full_every(s: &RawSource, kind: &SourceKind, problems: &mut Vec<String>) -> Duration {
+    let folder = matches!(
+        kind,
+        SourceKind::Directory { .. } | SourceKind::Frappe { .. }
+    );
+    let Some(text) = &s.full_every else {
+        return crate::source::DEFAULT_FULL_EVERY;
+    };
+    if !folder {
+        problems.push(format!(
+            "source '{}': key 'full_every' does not apply to a {} source (a dump is always \
+             whole; it applies to directory and frappe sources)",
+            s.name, s.kind
+        ));
+        return crate::source::DEFAULT_FULL_EVERY;
+    }
+    if text == "0" || text == "0s" {
+        return Duration::ZERO;
+    }
+    match parse_duration(text) {
+        Ok(d) => d,
+        Err(why) => {
+            problems.push(format!(
+                "source '{}': full_every = \"{text}\": {why} (e.g. \"7d\"; \"0s\" makes every \
+                 backup a full)",
+                s.name
+            ));
+            crate::source::DEFAULT_FULL_EVERY
+        }
+    }
 }
 
 /// A problem for each key of `keys` that is set though it does not apply to `s`'s type.

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, anyhow, bail};
 
 use crate::config::Config;
-use crate::snapshot::Manifest;
+use crate::snapshot::{Bases, Manifest};
 use crate::store::LocalStore;
 
 use super::*;
@@ -164,7 +164,7 @@ pub(super) fn prepare_staging(dir: &Path) -> anyhow::Result<fs::File> {
 
 /// Refuses to start a drill that would fill the disk: the parts and the extracted folders
 /// must fit (the databases go to their servers).
-pub(super) fn check_space(dir: &Path, m: &Manifest) -> anyhow::Result<()> {
+pub(super) fn check_space(dir: &Path, m: &Manifest, bases: &Bases) -> anyhow::Result<()> {
     let Ok(st) = rustix::fs::statvfs(dir) else {
         return Ok(());
     };
@@ -173,10 +173,18 @@ pub(super) fn check_space(dir: &Path, m: &Manifest) -> anyhow::Result<()> {
         .sources
         .iter()
         .filter(|s| s.kind.is_folder())
-        .map(|s| s.plaintext_bytes)
+        // A differential's tree is its full's, changed.
+        .map(|s| s.plaintext_bytes.max(s.file_bytes.unwrap_or(0)))
+        .sum();
+    let base_parts: u64 = m
+        .sources
+        .iter()
+        .filter_map(|s| bases.of(s))
+        .flat_map(|(_, b)| b.streams())
+        .map(|st| st.encrypted_bytes)
         .sum();
     // What an earlier drill left there is replaced.
-    let needed = m.stored_bytes() + folders;
+    let needed = m.stored_bytes() + base_parts + folders;
     let reclaimable = m
         .sources
         .iter()

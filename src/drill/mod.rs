@@ -26,7 +26,7 @@ use serde::Serialize;
 use crate::config::{Config, DrillDatabase};
 use crate::database::Database;
 use crate::progress::Progress;
-use crate::snapshot::{EntryCounts, Manifest, Resolved, SourceRecord};
+use crate::snapshot::{Bases, EntryCounts, Manifest, Resolved, SourceRecord};
 use crate::staging::{Prepared, StagingOptions, TableCheck};
 use crate::store::{LocalStore, Store};
 
@@ -240,6 +240,9 @@ pub fn drill(config: &Config, opts: &DrillOptions<'_>) -> anyhow::Result<DrillRe
             )?;
     let resolved = resolve_snapshot(config, store.as_ref(), opts)?;
     let m = &resolved.manifest;
+    // A differential's full is restored first: it must be there and trusted.
+    let bases =
+        crate::snapshot::read_bases(store.as_ref(), m, None, &config.trusted(), accept(opts))?;
     let staging = &config.drill.staging_dir;
     let _staging_lock = prepare_staging(staging)?;
     let targets = staging_targets(config, m)?;
@@ -249,17 +252,18 @@ pub fn drill(config: &Config, opts: &DrillOptions<'_>) -> anyhow::Result<DrillRe
         remove_tree(&dir).with_context(|| format!("emptying {} for the drill", dir.display()))?;
     }
     let spool = Spool::create(staging.join(SPOOL))?;
-    check_space(staging, m)?;
+    check_space(staging, m, &bases)?;
     let started = Utc::now();
     let clock = Instant::now();
     let mut report = DrillReport::new(&resolved, started);
 
-    let downloads = download_all(store.as_ref(), &spool.store, m)?;
+    let downloads = download_all(store.as_ref(), &spool.store, m, &bases)?;
     drop(lock);
 
     let course = Course {
         config,
         m,
+        bases: &bases,
         spool: &spool.store,
         keys: Keys {
             identities: &identities,
@@ -286,17 +290,21 @@ fn resolve_snapshot(
     store: &dyn Store,
     opts: &DrillOptions<'_>,
 ) -> anyhow::Result<Resolved> {
-    let accept = if opts.allow_unsigned {
-        crate::snapshot::Accept::TrustedOrUnsigned
-    } else {
-        crate::snapshot::Accept::Trusted
-    };
     Ok(crate::snapshot::resolve(
         store,
         opts.snapshot,
         &config.trusted(),
-        accept,
+        accept(opts),
     )?)
+}
+
+/// Which snapshots (and bases) the drill may use.
+fn accept(opts: &DrillOptions<'_>) -> crate::snapshot::Accept {
+    if opts.allow_unsigned {
+        crate::snapshot::Accept::TrustedOrUnsigned
+    } else {
+        crate::snapshot::Accept::Trusted
+    }
 }
 
 /// Every `[[drill.database]]` with its staging database, each checked before hours of
@@ -372,12 +380,27 @@ fn staging_target(
 /// Downloads every part of `m` into the spool and returns each source's download seconds.
 /// Everything is downloaded first: a damaged part stops the drill before any staging target
 /// is touched, naming every bad part.
-fn download_all(store: &dyn Store, spool: &LocalStore, m: &Manifest) -> anyhow::Result<Vec<f64>> {
-    let bar = Progress::bytes("download", Some(m.stored_bytes()));
+fn download_all(
+    store: &dyn Store,
+    spool: &LocalStore,
+    m: &Manifest,
+    bases: &Bases,
+) -> anyhow::Result<Vec<f64>> {
+    let base_bytes: u64 = m
+        .sources
+        .iter()
+        .filter_map(|s| bases.of(s))
+        .map(|(_, b)| b.encrypted_bytes)
+        .sum();
+    let bar = Progress::bytes("download", Some(m.stored_bytes() + base_bytes));
     let mut problems = Vec::new();
     let mut downloads = Vec::new();
     for s in &m.sources {
         let t = Instant::now();
+        // A differential's full first (its own stream: the checksums are the differential's).
+        if let Some((bm, bs)) = bases.of(s) {
+            problems.extend(download(store, spool, bm, bs, &bar)?);
+        }
         for stream in s.streams() {
             problems.extend(download(store, spool, m, &stream, &bar)?);
         }
@@ -463,6 +486,7 @@ impl DrillReport {
 struct Course<'a> {
     config: &'a Config,
     m: &'a Manifest,
+    bases: &'a Bases,
     spool: &'a LocalStore,
     keys: Keys<'a>,
     targets: &'a [(&'a DrillDatabase, Database)],
@@ -516,7 +540,8 @@ impl Course<'_> {
         report: &mut DrillReport,
     ) -> anyhow::Result<()> {
         let dir = self.config.drill.staging_dir.join(&s.name);
-        extract_folder(self.spool, self.m, s, &dir, &self.keys, result)?;
+        let layers = crate::restore::layers(self.m, s, self.bases)?;
+        extract_folder(self.spool, &layers, &dir, &self.keys, result)?;
         let t = Instant::now();
         check_file_sums(
             self.spool,

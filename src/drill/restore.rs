@@ -87,40 +87,59 @@ impl crate::verify::PartSink for SpoolSink<'_> {
     }
 }
 
-/// Extracts a folder source into `dir` (emptied first) and compares it with the manifest.
+/// Extracts a folder source into `dir` (emptied first) from its `layers` (its full, then a
+/// differential's own stream) and compares it with the manifest.
 pub(super) fn extract_folder(
     spool: &dyn Store,
-    m: &Manifest,
-    s: &SourceRecord,
+    layers: &[(&Manifest, &SourceRecord)],
     dir: &Path,
     keys: &Keys<'_>,
     result: &mut SourceResult,
 ) -> anyhow::Result<()> {
     remove_tree(dir).with_context(|| format!("emptying {} for the drill", dir.display()))?;
     fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let stream = crate::restore::open_checked(spool, m, s, keys.identities, keys.identity_file)?;
     let busy = Arc::new(AtomicU64::new(0));
-    let bar = Progress::bytes(&format!("extract {}", s.name), Some(s.plaintext_bytes));
     let t = Instant::now();
-    let timed = Timed::new(
-        crate::pipeline::CountingRead::new(stream, &bar),
-        busy.clone(),
-    );
-    let extracted =
-        std::thread::scope(|scope| crate::restore::extract(read_ahead(scope, timed), dir));
-    bar.finish();
+    let mut summary = crate::archive::TarSummary::default();
+    for &(m, s) in layers {
+        let stream =
+            crate::restore::open_checked(spool, m, s, keys.identities, keys.identity_file)?;
+        let bar = Progress::bytes(&format!("extract {}", s.name), Some(s.plaintext_bytes));
+        let timed = Timed::new(
+            crate::pipeline::CountingRead::new(stream, &bar),
+            busy.clone(),
+        );
+        let extracted =
+            std::thread::scope(|scope| crate::restore::extract(read_ahead(scope, timed), dir));
+        bar.finish();
+        summary = extracted.map_err(|e| {
+            anyhow!(e).context(format!(
+                "the drill could not extract '{}' of snapshot {} into {}",
+                s.name,
+                m.id,
+                dir.display()
+            ))
+        })?;
+    }
     result.restore_seconds = t.elapsed().as_secs_f64();
     result.decrypt_decompress_seconds = busy_seconds(&busy);
-    let summary = extracted.map_err(|e| {
-        anyhow!(e).context(format!(
-            "the drill could not extract '{}' of snapshot {} into {}",
-            s.name,
-            m.id,
-            dir.display()
-        ))
-    })?;
+    let &(m, s) = layers.last().expect("a folder has a stream");
     result.restored = "extracted";
     let t = Instant::now();
+    // A differential: its folders list the files kept from the full; its own bytes are
+    // the changed files' (the whole tree is checked file by file against the checksums).
+    let mut expected_bytes = s.file_bytes;
+    if let Some(d) = &s.differential {
+        summary.counts.files += summary.unchanged;
+        expected_bytes = Some(d.changed_bytes);
+        if summary.unchanged_missing > 0 {
+            result.failures.push(format!(
+                "'{}': {} files the differential of snapshot {} lists as unchanged are not in \
+                 its full {}",
+                s.name, summary.unchanged_missing, m.id, d.base
+            ));
+        }
+    }
     if let Some(expected) = s.entries
         && expected != summary.counts
     {
@@ -136,7 +155,7 @@ pub(super) fn extract_folder(
             expected.symlinks
         ));
     }
-    if let Some(expected) = s.file_bytes
+    if let Some(expected) = expected_bytes
         && expected != summary.file_bytes
     {
         result.failures.push(format!(
@@ -149,7 +168,7 @@ pub(super) fn extract_folder(
         target: fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf()),
         expected: s.entries,
         restored: summary.counts,
-        expected_file_bytes: s.file_bytes,
+        expected_file_bytes: expected_bytes,
         restored_file_bytes: summary.file_bytes,
         hashed: 0,
         hash_failures: 0,

@@ -17,7 +17,7 @@ use flate2::Compression;
 use flate2::write::GzEncoder;
 
 use crate::pipeline::read_ahead;
-use crate::snapshot::Manifest;
+use crate::snapshot::{Bases, Manifest};
 use crate::store::Store;
 use crate::verify::DeepKeys;
 
@@ -52,9 +52,11 @@ fn partial(path: &Path) -> PathBuf {
 /// # Errors
 /// When the snapshot has no such preset, a stream fails (the bad part is named), or a file
 /// cannot be written.
+#[allow(clippy::too_many_arguments)]
 pub fn write_bench_layout(
     store: &dyn Store,
     m: &Manifest,
+    bases: &Bases,
     name: &str,
     site: &str,
     dir: &Path,
@@ -110,7 +112,21 @@ pub fn write_bench_layout(
         private_files: partial(&out.private_files),
         site_config: out.site_config.as_deref().map(partial),
     };
-    let written = write_partials(store, m, db, files, site, &work, identities, identity_file);
+    for (lm, ls) in super::layers(m, files, bases)? {
+        super::precheck(store, lm, ls)?;
+    }
+    super::precheck(store, m, db)?;
+    let written = write_partials(
+        store,
+        m,
+        bases,
+        db,
+        files,
+        site,
+        &work,
+        identities,
+        identity_file,
+    );
     let has_config = match written {
         Ok(has_config) => has_config,
         Err(e) => {
@@ -151,6 +167,7 @@ pub fn write_bench_layout(
 fn write_partials(
     store: &dyn Store,
     m: &Manifest,
+    bases: &Bases,
     db: &crate::snapshot::SourceRecord,
     files: &crate::snapshot::SourceRecord,
     site: &str,
@@ -168,10 +185,35 @@ fn write_partials(
         .with_context(|| format!("writing {}", out.database.display()))?;
 
     // The files: one archive split into bench's two, plus site_config.json.
-    let stream = super::open_checked(store, m, files, identities, identity_file)?;
     let mut public = tar::Builder::new(create_private(&out.public_files)?);
     let mut private = tar::Builder::new(create_private(&out.private_files)?);
     let mut site_config = None;
+    if files.differential.is_some() {
+        // A differential needs its full restored first: the tree is put together in a
+        // private folder beside the bench files, then split, then removed.
+        let tree = partial(&out.public_files.with_extension("tree"));
+        let _ = fs::remove_dir_all(&tree);
+        super::create_private_dir(&tree)?;
+        let split = super::restore_one(store, m, files, bases, &tree, identities, identity_file)
+            .and_then(|_| {
+                for (sub, builder) in [
+                    ("public/files", &mut public),
+                    ("private/files", &mut private),
+                ] {
+                    append_tree(builder, &tree, Path::new(sub), site)?;
+                }
+                match fs::read(tree.join("site_config.json")) {
+                    Ok(json) => site_config = Some(json),
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(anyhow::anyhow!(e).context("reading site_config.json")),
+                }
+                Ok(())
+            });
+        let _ = fs::remove_dir_all(&tree);
+        split?;
+        return finish_files(public, private, site_config, out);
+    }
+    let stream = super::open_checked(store, m, files, identities, identity_file)?;
     std::thread::scope(|scope| -> anyhow::Result<()> {
         let mut archive = tar::Archive::new(read_ahead(scope, stream));
         for entry in archive.entries()? {
@@ -209,6 +251,63 @@ fn write_partials(
         Ok(())
     })
     .with_context(|| format!("restoring {} from snapshot {}", files.name, m.id))?;
+    finish_files(public, private, site_config, out)
+}
+
+/// Appends folder `rel` of the restored `tree` (if it exists) under `./<site>/<rel>/…`, as
+/// Frappe's own backups name their members.
+fn append_tree(
+    builder: &mut tar::Builder<File>,
+    tree: &Path,
+    rel: &Path,
+    site: &str,
+) -> anyhow::Result<()> {
+    let path = tree.join(rel);
+    let meta = match fs::symlink_metadata(&path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(anyhow::anyhow!(e).context(format!("reading {}", path.display()))),
+    };
+    let mut header = tar::Header::new_ustar();
+    header.set_metadata(&meta);
+    let mut name = format!("./{site}/").into_bytes();
+    name.extend_from_slice(rel.as_os_str().as_encoded_bytes());
+    let ft = meta.file_type();
+    if ft.is_dir() {
+        name.push(b'/');
+        append_verbatim(builder, header, &name, None, &mut io::empty())?;
+        let mut children: Vec<_> = fs::read_dir(&path)
+            .with_context(|| format!("reading {}", path.display()))?
+            .map(|e| e.map(|e| e.file_name()))
+            .collect::<Result<_, _>>()?;
+        children.sort();
+        for child in children {
+            append_tree(builder, tree, &rel.join(child), site)?;
+        }
+    } else if ft.is_symlink() {
+        let target = fs::read_link(&path)?;
+        header.set_size(0);
+        append_verbatim(
+            builder,
+            header,
+            &name,
+            Some(target.as_os_str().as_encoded_bytes()),
+            &mut io::empty(),
+        )?;
+    } else if ft.is_file() {
+        let mut f = File::open(&path).with_context(|| format!("reading {}", path.display()))?;
+        append_verbatim(builder, header, &name, None, &mut f)?;
+    }
+    Ok(())
+}
+
+/// Finishes bench's two archives and writes site_config.json; whether there was one.
+fn finish_files(
+    public: tar::Builder<File>,
+    private: tar::Builder<File>,
+    site_config: Option<Vec<u8>>,
+    out: &BenchFiles,
+) -> anyhow::Result<bool> {
     for (builder, path) in [(public, &out.public_files), (private, &out.private_files)] {
         builder
             .into_inner()

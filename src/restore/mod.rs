@@ -13,7 +13,7 @@ use anyhow::{Context, anyhow, bail};
 
 use crate::pipeline::{CountingRead, find_part_problem, open_stream, read_ahead};
 use crate::progress::Progress;
-use crate::snapshot::{Manifest, SourceRecord};
+use crate::snapshot::{Bases, Manifest, SnapshotError, SourceRecord};
 use crate::store::Store;
 use crate::verify::check_stream;
 
@@ -153,6 +153,31 @@ pub fn open_checked<'a>(
     Ok(stream)
 }
 
+/// The streams that restore folder source `s` of `m`, in order: its own (a full), or its
+/// base's full and then itself (a differential, with deletions applied).
+///
+/// # Errors
+/// `BaseMissing` when `bases` lacks the base of a differential.
+pub fn layers<'a>(
+    m: &'a Manifest,
+    s: &'a SourceRecord,
+    bases: &'a Bases,
+) -> anyhow::Result<Vec<(&'a Manifest, &'a SourceRecord)>> {
+    let Some(d) = &s.differential else {
+        return Ok(vec![(m, s)]);
+    };
+    match bases.of(s) {
+        Some(base) => Ok(vec![base, (m, s)]),
+        None => Err(SnapshotError::BaseMissing {
+            id: m.id.to_string(),
+            name: s.name.clone(),
+            base: d.base.to_string(),
+            why: "was not read".into(),
+        }
+        .into()),
+    }
+}
+
 /// What `restore_to_folder` wrote: each dump file with its bytes, each folder with what it
 /// holds, and the seconds it took.
 pub struct Restored<'m> {
@@ -169,9 +194,11 @@ pub struct Restored<'m> {
 /// # Errors
 /// An unknown source, a missing part, a target in the way, or a stream that fails (naming
 /// the part and what to do).
+#[allow(clippy::too_many_arguments)]
 pub fn restore_to_folder<'m>(
     store: &dyn Store,
     m: &'m Manifest,
+    bases: &Bases,
     only: Option<&str>,
     to: &Path,
     force: bool,
@@ -183,7 +210,9 @@ pub fn restore_to_folder<'m>(
         None => m.sources.iter().collect(),
     };
     for s in &sources {
-        precheck(store, m, s)?;
+        for (lm, ls) in layers(m, s, bases)? {
+            precheck(store, lm, ls)?;
+        }
     }
     // Database dumps are written as DIR/<source>.sql files.
     let (dumps, sources): (Vec<&SourceRecord>, Vec<&SourceRecord>) =
@@ -226,7 +255,7 @@ pub fn restore_to_folder<'m>(
     }
     let mut folders = Vec::new();
     for (s, dir) in targets {
-        let summary = restore_one(store, m, s, &dir, identities, identity_file)?;
+        let summary = restore_one(store, m, s, bases, &dir, identities, identity_file)?;
         folders.push((s, dir, summary));
     }
     Ok(Restored {
@@ -279,7 +308,72 @@ pub fn restore_dump(
     })
 }
 
+/// Restores folder source `s` of `m` into `dir`: its full, then (a differential) itself with
+/// deletions applied; checks the whole tree's counts against the manifest. What the tree holds.
+///
+/// # Errors
+/// A stream that fails (naming the snapshot, the part and what to do), a missing base, or
+/// counts that differ.
 pub fn restore_one(
+    store: &dyn Store,
+    m: &Manifest,
+    s: &SourceRecord,
+    bases: &Bases,
+    dir: &Path,
+    identities: &[Box<dyn age::Identity + Send + Sync>],
+    identity_file: &str,
+) -> anyhow::Result<TarSummary> {
+    let layers = layers(m, s, bases)?;
+    let mut summary = TarSummary::default();
+    for (lm, ls) in layers {
+        summary = extract_stream(store, lm, ls, dir, identities, identity_file)?;
+    }
+    tree_summary(m, s, summary)
+}
+
+/// What the restored tree holds, from the last stream's summary (a differential's folders
+/// list the files kept from its full), checked against the manifest's whole-tree counts.
+///
+/// # Errors
+/// Counts that differ, or unchanged files the full did not hold.
+pub fn tree_summary(
+    m: &Manifest,
+    s: &SourceRecord,
+    last: TarSummary,
+) -> anyhow::Result<TarSummary> {
+    let mut summary = last;
+    if s.differential.is_some() {
+        if summary.unchanged_missing > 0 {
+            bail!(
+                "restored '{}' of snapshot {}: {} files its differential lists as unchanged are \
+                 not in the full it was restored over; restore another snapshot ('coffer list')",
+                s.name,
+                m.id,
+                summary.unchanged_missing
+            );
+        }
+        summary.counts.files += summary.unchanged;
+        summary.file_bytes = s.file_bytes.unwrap_or(summary.file_bytes);
+    }
+    if let Some(expected) = s.entries
+        && expected != summary.counts
+    {
+        bail!(
+            "restored {} files, {} directories, {} symlinks of '{}', but the manifest records {}, {} and {}",
+            summary.counts.files,
+            summary.counts.directories,
+            summary.counts.symlinks,
+            s.name,
+            expected.files,
+            expected.directories,
+            expected.symlinks
+        );
+    }
+    Ok(summary)
+}
+
+/// Extracts one stream of a folder source into `dir`.
+fn extract_stream(
     store: &dyn Store,
     m: &Manifest,
     s: &SourceRecord,
@@ -330,19 +424,5 @@ pub fn restore_one(
             )));
         }
     };
-    if let Some(expected) = s.entries
-        && expected != summary.counts
-    {
-        bail!(
-            "restored {} files, {} directories, {} symlinks of '{}', but the manifest records {}, {} and {}",
-            summary.counts.files,
-            summary.counts.directories,
-            summary.counts.symlinks,
-            s.name,
-            expected.files,
-            expected.directories,
-            expected.symlinks
-        );
-    }
     Ok(summary)
 }

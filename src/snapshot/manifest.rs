@@ -112,6 +112,26 @@ pub struct SourceRecord {
     /// before (or, for PostgreSQL, in the same snapshot as) the dump.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub database: Option<DatabaseInfo>,
+    /// Directory streams that hold only what changed since the source's last full (format
+    /// version 2): which full, and what changed. `entries` and `file_bytes` stay the whole
+    /// tree's; the stream holds `changed_files` of them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub differential: Option<DifferentialRecord>,
+}
+
+/// What a differential stream builds on: restoring it means its base's stream first, then
+/// this one (GNU tar's `-G`: what a folder no longer holds is removed).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DifferentialRecord {
+    /// The snapshot holding the source's full stream.
+    pub base: SnapshotId,
+    /// Hex sha256 of that full stream (whole age stream), so a different stream of the same
+    /// name is never taken for it.
+    pub base_sha256: String,
+    /// Regular files (and hard links) in this stream: new or changed since the base.
+    pub changed_files: u64,
+    /// Bytes of their content.
+    pub changed_bytes: u64,
 }
 
 /// What coffer saw of a database when it dumped it: what a restore is compared with.
@@ -177,6 +197,7 @@ impl SourceRecord {
             dump_tool: None,
             dump_tool_version: None,
             database: None,
+            differential: None,
         })
     }
 
@@ -221,6 +242,28 @@ impl Manifest {
             .iter()
             .map(|s| s.encrypted_bytes + s.checksums.as_ref().map_or(0, |c| c.encrypted_bytes))
             .sum()
+    }
+
+    /// The snapshots this one's differentials build on (none for a snapshot of fulls).
+    pub fn bases(&self) -> Vec<&SnapshotId> {
+        let mut bases: Vec<&SnapshotId> = self
+            .sources
+            .iter()
+            .filter_map(|s| s.differential.as_ref().map(|d| &d.base))
+            .collect();
+        bases.sort();
+        bases.dedup();
+        bases
+    }
+
+    /// The format version a snapshot of these sources has: 2 when a stream is a differential
+    /// (an older coffer must refuse it rather than restore half a folder), else 1.
+    pub fn version_for(sources: &[SourceRecord]) -> u32 {
+        if sources.iter().any(|s| s.differential.is_some()) {
+            2
+        } else {
+            1
+        }
     }
 
     /// Bytes read from the sources.
@@ -311,6 +354,35 @@ impl Manifest {
                     "source '{}' has an invalid checksum stream name '{}'",
                     s.name, c.stream
                 ));
+            }
+            if let Some(d) = &s.differential {
+                if self.format_version < 2 {
+                    return Err(format!(
+                        "source '{}' is a differential in a format version {} manifest (they \
+                         are version 2)",
+                        s.name, self.format_version
+                    ));
+                }
+                if !s.kind.is_folder() {
+                    return Err(format!(
+                        "source '{}' is a {} stream marked differential",
+                        s.name, s.kind
+                    ));
+                }
+                if d.base >= self.id {
+                    return Err(format!(
+                        "source '{}' is a differential of {}, which is not older than it",
+                        s.name, d.base
+                    ));
+                }
+                if d.base_sha256.len() != 64
+                    || !d.base_sha256.bytes().all(|b| b.is_ascii_hexdigit())
+                {
+                    return Err(format!(
+                        "source '{}' names its base stream's sha256 as '{}'",
+                        s.name, d.base_sha256
+                    ));
+                }
             }
             for st in s.streams() {
                 for (n, part) in st.parts.iter().enumerate() {

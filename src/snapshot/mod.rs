@@ -19,17 +19,18 @@ use crate::store::StoreError;
 
 pub use id::SnapshotId;
 pub use manifest::{
-    ChecksumsRecord, DatabaseInfo, EntryCounts, Manifest, PartRecord, SourceRecord, StreamKind,
-    TableRows, is_valid_source_name, part_name,
+    ChecksumsRecord, DatabaseInfo, DifferentialRecord, EntryCounts, Manifest, PartRecord,
+    SourceRecord, StreamKind, TableRows, is_valid_source_name, part_name,
 };
 pub use read::{
-    Accept, Checked, Listing, Resolved, committed_ids, delete_snapshot, list, newest_trusted,
-    read_checked, resolve, write_manifest,
+    Accept, Bases, Checked, Listing, Resolved, committed_ids, delete_snapshot, list,
+    newest_trusted, read_bases, read_checked, resolve, write_manifest,
 };
 pub use sweep::{MIN_ORPHAN_GRACE, sweep_orphans};
 
-/// The on-store format this build writes, and the newest it reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// The newest on-store format this build reads. It writes version 1 for a snapshot of fulls
+/// (readable by every coffer) and 2 when a folder's stream is a differential.
+pub const FORMAT_VERSION: u32 = 2;
 /// The `format` field of every manifest.
 pub const FORMAT_NAME: &str = "coffer-snapshot";
 /// Folder of all snapshots in a store.
@@ -100,6 +101,17 @@ pub enum SnapshotError {
         id: String,
         name: String,
         have: Vec<String>,
+    },
+    #[error(
+        "snapshot {id}: source '{name}' holds what changed since the full in snapshot \
+         {base}, which {why}; '{name}' of {id} cannot be restored. Restore another snapshot \
+         ('coffer list' shows which are fulls)"
+    )]
+    BaseMissing {
+        id: String,
+        name: String,
+        base: String,
+        why: String,
     },
     #[error(transparent)]
     Store(#[from] StoreError),

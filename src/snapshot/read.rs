@@ -9,7 +9,7 @@ use chrono::Utc;
 
 use super::{
     CLOCK_SKEW, MANIFEST_NAME, MAX_MANIFEST_BYTES, Manifest, SNAPSHOTS_PREFIX, SnapshotError,
-    SnapshotId, split_key,
+    SnapshotId, SourceRecord, split_key,
 };
 use crate::signing::{MAX_SIGNATURE_BYTES, SigningKey, Trust, Trusted};
 use crate::store::{self, Store, StoreError};
@@ -349,6 +349,81 @@ pub fn resolve(
     })
 }
 
+/// The full streams a snapshot's differentials build on, each read and checked.
+#[derive(Debug, Default, Clone)]
+pub struct Bases(Vec<Manifest>);
+
+impl Bases {
+    /// The full that `s` (a differential) builds on: its snapshot and its record there;
+    /// `None` for a full (or a base `read_bases` was not asked for).
+    pub fn of<'a>(&'a self, s: &SourceRecord) -> Option<(&'a Manifest, &'a SourceRecord)> {
+        let d = s.differential.as_ref()?;
+        let m = self.0.iter().find(|m| m.id == d.base)?;
+        Some((m, m.sources.iter().find(|b| b.name == s.name)?))
+    }
+}
+
+/// Reads the base of every differential in `m` (of source `only`, or of all): a snapshot
+/// `accept` admits (signed by a trusted key), holding the source as a full whose stream has
+/// the sha256 the differential names.
+///
+/// # Errors
+/// `BaseMissing` naming the snapshot, the source, its base and why (gone, not trusted,
+/// unreadable, another stream); store errors.
+pub fn read_bases(
+    store: &dyn Store,
+    m: &Manifest,
+    only: Option<&str>,
+    trusted: &Trusted,
+    accept: Accept,
+) -> Result<Bases, SnapshotError> {
+    let mut bases: Vec<Manifest> = Vec::new();
+    for s in m
+        .sources
+        .iter()
+        .filter(|s| only.is_none_or(|o| o == s.name))
+    {
+        let Some(d) = &s.differential else {
+            continue;
+        };
+        let missing = |why: String| SnapshotError::BaseMissing {
+            id: m.id.to_string(),
+            name: s.name.clone(),
+            base: d.base.to_string(),
+            why,
+        };
+        if !bases.iter().any(|b| b.id == d.base) {
+            let base = match read_checked(store, &d.base, trusted) {
+                Ok(c) if accept.admits(&c.trust) => c.manifest,
+                Ok(c) => return Err(missing(refusal(&d.base, &c.trust).to_string())),
+                Err(SnapshotError::NotFound { .. }) => {
+                    return Err(missing("is no longer in the store".into()));
+                }
+                Err(e @ SnapshotError::BadManifest { .. }) => {
+                    return Err(missing(format!("cannot be read ({e})")));
+                }
+                Err(e) => return Err(e),
+            };
+            bases.push(base);
+        }
+        let base = bases.iter().find(|b| b.id == d.base).expect("just read");
+        match base.sources.iter().find(|b| b.name == s.name) {
+            None => return Err(missing(format!("has no source '{}'", s.name))),
+            Some(b) if b.differential.is_some() => {
+                return Err(missing(format!("holds '{}' as a differential too", s.name)));
+            }
+            Some(b) if b.sha256 != d.base_sha256 || !b.kind.is_folder() => {
+                return Err(missing(format!(
+                    "holds another stream of '{}' than the one it was made against",
+                    s.name
+                )));
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(Bases(bases))
+}
+
 /// The newest snapshot signed by a trusted key, reading manifests newest first only until it
 /// is found (the staleness check and `status`); `None` when there is none.
 ///
@@ -423,6 +498,7 @@ mod tests {
             dump_tool: None,
             dump_tool_version: None,
             database: None,
+            differential: None,
         };
         Manifest {
             format: FORMAT_NAME.into(),

@@ -33,6 +33,7 @@ pub fn expand(
     name: &str,
     site: &Path,
     exact_count_limit: u64,
+    full_every: std::time::Duration,
 ) -> Result<Vec<SourceConfig>, FrappeError> {
     let config_path = site.join("site_config.json");
     let err = |why: String| FrappeError::Config {
@@ -114,10 +115,12 @@ pub fn expand(
             name: format!("{name}-db"),
             kind: db_kind,
             exact_count_limit,
+            full_every,
         },
         SourceConfig {
             name: format!("{name}-files"),
             exact_count_limit,
+            full_every,
             kind: SourceKind::Directory {
                 path: site.to_path_buf(),
                 exclude: Vec::new(),

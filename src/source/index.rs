@@ -251,18 +251,29 @@ impl PendingIndex {
     ///
     /// # Errors
     /// When the rename fails.
-    pub fn commit(self) -> Result<PathBuf, IndexError> {
+    pub fn commit(mut self) -> Result<PathBuf, IndexError> {
         let io_err = |source| IndexError::Io {
             path: self.path.clone(),
             source,
         };
-        fs::rename(&self.partial, &self.path).map_err(io_err)?;
+        let partial = std::mem::take(&mut self.partial);
+        fs::rename(&partial, &self.path).map_err(io_err)?;
         if let Some(dir) = self.path.parent() {
             fs::File::open(dir)
                 .and_then(|d| d.sync_all())
                 .map_err(io_err)?;
         }
-        Ok(self.path)
+        Ok(std::mem::take(&mut self.path))
+    }
+}
+
+impl Drop for PendingIndex {
+    /// An index whose snapshot was never committed is removed (a killed backup's is removed
+    /// by the next full of the source).
+    fn drop(&mut self) {
+        if !self.partial.as_os_str().is_empty() {
+            let _ = fs::remove_file(&self.partial);
+        }
     }
 }
 
@@ -331,6 +342,22 @@ impl IndexReader {
         }
         reader.advance()?;
         Ok(reader)
+    }
+
+    /// Reads the whole index at `path` once (memory stays one line): its header and its
+    /// number of files. A backup does this before it relies on an index, so a damaged one
+    /// means a full, not a failed differential halfway through.
+    ///
+    /// # Errors
+    /// When it cannot be read, is cut short or is damaged.
+    pub fn check(path: &Path) -> Result<(IndexHeader, u64), IndexError> {
+        let mut reader = IndexReader::open(path)?;
+        let mut files = 0;
+        while reader.next.is_some() {
+            files += 1;
+            reader.advance()?;
+        }
+        Ok((reader.header, files))
     }
 
     pub fn header(&self) -> &IndexHeader {

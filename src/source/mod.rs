@@ -22,7 +22,13 @@ pub struct SourceConfig {
     /// Database sources: tables the server estimates above this many rows get the estimate
     /// in the manifest instead of an exact `count(*)`.
     pub exact_count_limit: u64,
+    /// Folder sources (and a frappe preset's files): how often a full is taken; between
+    /// fulls, each backup stores what changed since the last full. Zero: always a full.
+    pub full_every: std::time::Duration,
 }
+
+/// The default `full_every`: a full a week, differentials between.
+pub const DEFAULT_FULL_EVERY: std::time::Duration = std::time::Duration::from_secs(7 * 86_400);
 
 #[derive(Debug, Clone)]
 pub enum SourceKind {
@@ -112,7 +118,9 @@ impl SourceConfig {
     /// When a preset's site cannot be read.
     pub fn expanded(&self) -> Result<Vec<SourceConfig>, frappe::FrappeError> {
         match &self.kind {
-            SourceKind::Frappe { path } => frappe::expand(&self.name, path, self.exact_count_limit),
+            SourceKind::Frappe { path } => {
+                frappe::expand(&self.name, path, self.exact_count_limit, self.full_every)
+            }
             _ => Ok(vec![self.clone()]),
         }
     }

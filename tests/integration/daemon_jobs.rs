@@ -54,6 +54,9 @@ fn each_scheduled_backup_is_pruned_after_and_a_scheduled_verify_checks_the_newes
          [jobs.backup]\nschedule = \"*/2 * * * * *\"\n\
          [jobs.verify]\nschedule = \"1/2 * * * * *\"\n",
     );
+    // Every backup a full, so keep_last = 1 leaves one (a differential would pin its full).
+    let text = fs::read_to_string(&cfg).unwrap();
+    fs::write(&cfg, format!("{text}full_every = \"0s\"\n")).unwrap();
     // One by hand first: a verify firing before any backup has nothing to check.
     let first = env.backup(&cfg);
     let mut daemon = Daemon::start(&cfg, env.path("daemon.log"));

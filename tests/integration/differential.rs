@@ -1,8 +1,9 @@
-//! Differential folder streams (issue 17, the walk so far): a full with its index, then a
-//! differential against that index, restored by stock GNU tar with `-G` (deletions applied),
-//! and by coffer's own extraction, into exactly the tree as it was at the differential.
+//! Differential folder streams (issue 17): a full with its index, then differentials against
+//! it, restored by stock GNU tar with `-G` (deletions applied) and by coffer, into exactly the
+//! tree as it was at each snapshot.
 
 use std::fs;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::Path;
 use std::process::Command;
@@ -10,7 +11,7 @@ use std::process::Command;
 use coffer::source::index::{IndexHeader, IndexReader, IndexWriter, index_path};
 use coffer::source::{Against, DirectorySource, Excludes};
 
-use crate::support::{assert_same_tree, prerequisite};
+use crate::support::{Env, assert_same_tree, prerequisite};
 
 fn write(root: &Path, rel: &str, bytes: &[u8]) {
     let p = root.join(rel);
@@ -168,4 +169,223 @@ fn a_differential_leaves_unchanged_files_out_and_gnu_tar_applies_its_deletions()
         }
     }
     assert!(plain.path().join("gone.txt").exists());
+}
+
+/// GNU tar, age, jq, sha256sum and ssh-keygen: what RECOVERY.md's stock restore needs.
+fn stock_tools() -> bool {
+    let gnu = Command::new("tar")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("GNU tar"));
+    let all = gnu
+        && ["age", "jq", "sha256sum"]
+            .iter()
+            .all(|t| Command::new(t).arg("--version").output().is_ok())
+        && Command::new("ssh-keygen").arg("-?").output().is_ok();
+    prerequisite(
+        all,
+        "GNU tar, age, jq, sha256sum and ssh-keygen are needed",
+        "apt-get install tar age jq coreutils openssh-client",
+    )
+}
+
+/// A copy of `site` as it is now (modes and mtimes kept), to compare restores with.
+fn keep_copy(site: &Path, to: &Path) {
+    let ok = Command::new("cp")
+        .arg("-a")
+        .arg(site)
+        .arg(to)
+        .status()
+        .unwrap();
+    assert!(ok.success());
+}
+
+/// Sets `rel`'s mtime `secs` seconds from what it is.
+fn shift_mtime(root: &Path, rel: &str, secs: i64) {
+    let p = root.join(rel);
+    let m = fs::metadata(&p).unwrap();
+    let t = filetime::FileTime::from_unix_time(std::os::unix::fs::MetadataExt::mtime(&m) + secs, 0);
+    filetime::set_file_mtime(&p, t).unwrap();
+}
+
+/// RECOVERY.md's stock restore of a folder (steps 1 to 5), as written, for snapshot `id`.
+fn stock_restore(env: &Env, id: &str, to: &Path) -> String {
+    let public = fs::read_to_string(env.path("state/signing-key.pub")).unwrap();
+    let key = public
+        .split_whitespace()
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(" ");
+    let blocks = crate::interop::recovery_blocks();
+    let end = blocks
+        .iter()
+        .position(|b| b.contains("sha256sum -c --quiet"))
+        .expect("RECOVERY.md checks the restored files");
+    let mut script = blocks[..=end].join("");
+    for command in ["tar -xzpG", "differential.base", "SNAP=$FULL parts files"] {
+        assert!(
+            script.contains(command),
+            "RECOVERY.md no longer says {command}"
+        );
+    }
+    for (placeholder, value) in [
+        ("20261123T020000Z-3fa9c1", id),
+        ("ssh-ed25519 AAAA…", key.as_str()),
+        ("/srv/restore/files", to.to_str().unwrap()),
+    ] {
+        script = script.replace(placeholder, value);
+    }
+    let out = Command::new("bash")
+        .args(["-c", &format!("set -euo pipefail\n{script}")])
+        .current_dir(env.dir.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{script}\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("all files intact"), "{stdout}");
+    stdout
+}
+
+fn folder_record(env: &Env, id: &str) -> serde_json::Value {
+    let m: serde_json::Value = serde_json::from_slice(
+        &fs::read(env.store().join("snapshots").join(id).join("manifest.json")).unwrap(),
+    )
+    .unwrap();
+    let mut files = m["sources"][0].clone();
+    files["format_version"] = m["format_version"].clone();
+    files
+}
+
+#[test]
+fn every_snapshot_of_a_changing_tree_restores_as_it_was_with_coffer_and_stock_tools() {
+    if !stock_tools() {
+        return;
+    }
+    let env = Env::new();
+    let site = env.path("site");
+    crate::support::rich_site(&site);
+    write(
+        &site,
+        "keep/attachment.bin",
+        &crate::support::noise(3, 400_000),
+    );
+    write(&site, "same-size.txt", b"0123456789");
+    write(&site, "setback.txt", b"AAAA");
+    write(&site, "gone.txt", b"deleted on day 1");
+    write(&site, "old/inner.txt", b"a folder deleted on day 2");
+    write(&site, "renamed/inner.txt", b"a folder renamed on day 2");
+    write(&site, "flip", b"a file that becomes a folder on day 3");
+    write(&site, "mode.txt", b"chmod only");
+    symlink("same-size.txt", site.join("link")).unwrap();
+    let config = env.config(&site, "64KiB", "");
+    let refs = env.path("refs");
+    fs::create_dir_all(&refs).unwrap();
+    let mut snapshots: Vec<(String, std::path::PathBuf)> = Vec::new();
+    let mut take = |label: &str, args: &[&str]| -> serde_json::Value {
+        let mut argv = vec!["backup", "--json"];
+        argv.extend_from_slice(args);
+        let out: serde_json::Value = serde_json::from_str(&env.ok(&config, &argv)).unwrap();
+        let id = out["id"].as_str().unwrap().to_string();
+        let copy = refs.join(label);
+        keep_copy(&site, &copy);
+        snapshots.push((id, copy));
+        // Ids are per second at best: a second apart keeps them in order.
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        out
+    };
+
+    // Day 0: the first backup is a full, and says why.
+    let day0 = take("day0", &[]);
+    assert_eq!(day0["folders"][0]["kind"], "full", "{day0}");
+    assert!(
+        day0["folders"][0]["why"]
+            .as_str()
+            .unwrap()
+            .contains("no index"),
+        "{day0}"
+    );
+
+    // Day 1: new, modified (same size, new mtime), mtime set back, deleted.
+    write(&site, "new/deep/new.txt", b"new on day 1");
+    write(&site, "same-size.txt", b"abcdefghij");
+    shift_mtime(&site, "same-size.txt", 10);
+    let before = fs::metadata(site.join("setback.txt"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    write(&site, "setback.txt", b"BBBB");
+    fs::File::options()
+        .write(true)
+        .open(site.join("setback.txt"))
+        .unwrap()
+        .set_modified(before)
+        .unwrap();
+    fs::remove_file(site.join("gone.txt")).unwrap();
+    let day1 = take("day1", &[]);
+    assert_eq!(day1["folders"][0]["kind"], "differential", "{day1}");
+    let rec = folder_record(&env, day1["id"].as_str().unwrap());
+    assert_eq!(rec["format_version"], 2);
+    assert_eq!(rec["differential"]["base"], day0["id"]);
+    assert_eq!(rec["differential"]["changed_files"], 3, "{rec}");
+
+    // Day 2: folders deleted, renamed, new and empty.
+    fs::remove_dir_all(site.join("old")).unwrap();
+    fs::rename(site.join("renamed"), site.join("renamed-now")).unwrap();
+    fs::create_dir_all(site.join("empty-new")).unwrap();
+    write(&site, "fresh/a.txt", b"a new folder");
+    take("day2", &[]);
+
+    // Day 3: a file becomes a folder; a symlink is retargeted; a chmod only.
+    fs::remove_file(site.join("flip")).unwrap();
+    write(&site, "flip/inside.txt", b"now a folder");
+    fs::remove_file(site.join("link")).unwrap();
+    symlink("setback.txt", site.join("link")).unwrap();
+    fs::set_permissions(site.join("mode.txt"), fs::Permissions::from_mode(0o600)).unwrap();
+    take("day3", &[]);
+
+    // Day 4: and back to a file; a name that is not UTF-8, and a long path.
+    fs::remove_dir_all(site.join("flip")).unwrap();
+    write(&site, "flip", b"a file again");
+    let odd = std::ffi::OsStr::from_bytes(b"caf\xe9 \xff.txt");
+    fs::write(site.join(odd), b"latin-1 name").unwrap();
+    let long = format!("{}/{}.txt", "d".repeat(120), "n".repeat(150));
+    write(&site, &long, b"a long path");
+    take("day4", &[]);
+
+    // Day 5: `--full` takes a full whatever full_every says.
+    let day5 = take("day5", &["--full"]);
+    assert_eq!(day5["folders"][0]["kind"], "full");
+    assert_eq!(day5["folders"][0]["why"], "--full was asked");
+    let full_stored = day5["stored_bytes"].as_u64().unwrap();
+
+    // Day 6: nothing changed since that full: its differential is a sliver of it.
+    let day6 = take("day6", &[]);
+    assert_eq!(day6["folders"][0]["base"], day5["id"], "{day6}");
+    let rec = folder_record(&env, day6["id"].as_str().unwrap());
+    assert_eq!(rec["differential"]["changed_files"], 0, "{rec}");
+    let stored = rec["encrypted_bytes"].as_u64().unwrap();
+    assert!(
+        stored * 20 < full_stored,
+        "an unchanged tree's differential stores {stored} bytes, the full {full_stored}"
+    );
+
+    // Every snapshot restores to the tree as it was, with coffer and with stock tools.
+    let list = env.ok(&config, &["list"]);
+    assert!(list.contains("diff of"), "{list}");
+    for (id, copy) in &snapshots {
+        let ours = env.path(&format!("restored/{id}"));
+        env.ok(&config, &["restore", id, "--to", ours.to_str().unwrap()]);
+        assert_same_tree(copy, &ours);
+        let stock = env.path(&format!("stock/{id}"));
+        fs::create_dir_all(&stock).unwrap();
+        stock_restore(&env, id, &stock);
+        assert_same_tree(copy, &stock);
+    }
+    // verify checks the full a differential needs along with it.
+    let verify = env.ok(&config, &["verify", "latest", "--deep"]);
+    assert!(verify.contains("(the full of"), "{verify}");
 }

@@ -101,7 +101,7 @@ fn stock_tar_lists_hard_links_as_two_regular_files() {
 
 /// The ```sh blocks of docs/RECOVERY.md's restore without coffer (everything before "## With
 /// coffer"), in order, without their indentation.
-fn recovery_blocks() -> Vec<String> {
+pub(crate) fn recovery_blocks() -> Vec<String> {
     let doc = fs::read_to_string(
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/RECOVERY.md"),
     )
@@ -229,7 +229,7 @@ fn recovery_md_stock_commands_restore_every_source_as_written() {
     for command in [
         "ssh-keygen -Y verify",
         "sha256sum -c -",
-        "parts files | age -d -i identity.txt | tar -xzp -C",
+        "parts files | age -d -i identity.txt | tar -xzpG -C",
         "parts files checksums | age -d -i identity.txt | gunzip",
         "parts db | age -d -i identity.txt | gunzip",
         "parts erpdb | age -d -i identity.txt | gunzip | mariadb",

@@ -229,7 +229,7 @@ fn latest_never_falls_back_past_a_bad_newest_manifest() {
     // As a newer coffer on the backup host would write it: signed by the trusted key.
     env.write_signed_manifest(
         &manifest,
-        text.replace("\"format_version\": 1", "\"format_version\": 99")
+        text.replace("\"format_version\": 2", "\"format_version\": 99")
             .as_bytes(),
     );
     let out = env.fails(&config, &["verify"]);

@@ -581,7 +581,8 @@ fn the_verify_job_alerts_when_snapshots_this_host_made_are_deleted_or_the_store_
     // Retention keeps two: the daemon's backup job prunes after each backup.
     fs::write(
         &config_path,
-        format!("{text}\n[retention]\nkeep_last = 2\nkeep_daily = 0\nkeep_weekly = 0\nkeep_monthly = 0\n"),
+        // Every backup a full: a differential would pin its full and keep a third.
+        format!("{text}full_every = \"0s\"\n[retention]\nkeep_last = 2\nkeep_daily = 0\nkeep_weekly = 0\nkeep_monthly = 0\n"),
     )
     .unwrap();
     let config = coffer::config::Config::load(&config_path).unwrap();

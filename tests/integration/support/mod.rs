@@ -484,6 +484,7 @@ pub fn store_stream_snapshot(
             dump_tool: None,
             dump_tool_version: None,
             database: None,
+            differential: None,
         }],
     };
     coffer::snapshot::write_manifest(store, &manifest, &env.signing_key()).unwrap();

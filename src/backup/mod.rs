@@ -1,5 +1,8 @@
 //! The backup engine: every source → one stream each (gzip, age, parts, sha256) → the
-//! signed manifest last. Called by `coffer backup` and by the daemon's backup job.
+//! signed manifest last. Called by `coffer backup` and by the daemon's backup job. A folder
+//! source is a full or a differential against its last full (`folder.rs`).
+
+mod folder;
 
 use std::collections::BTreeMap;
 use std::time::{Instant, SystemTime};
@@ -12,13 +15,16 @@ use crate::database::{Database, Session};
 use crate::pipeline::{EncodeError, EncodeOptions, encode_stream};
 use crate::process::{DumpError, DumpOutcome};
 use crate::snapshot::{
-    self, ChecksumsRecord, DatabaseInfo, FORMAT_NAME, FORMAT_VERSION, Manifest, SnapshotId,
+    self, ChecksumsRecord, DatabaseInfo, DifferentialRecord, FORMAT_NAME, Manifest, SnapshotId,
     SourceRecord,
 };
+use crate::source::index::PendingIndex;
 use crate::source::{
-    DirectorySource, Excludes, MysqlSource, PostgresSource, SqliteSource, Warning,
+    Against, DirectorySource, Excludes, MysqlSource, PostgresSource, SqliteSource, Warning,
 };
+
 use crate::store::Store;
+pub use folder::FolderChoice;
 
 /// Where a backup failed: the context of its error, read by alerts.
 #[derive(Debug)]
@@ -61,6 +67,8 @@ pub struct BackupReport {
     pub new_signing_key: Option<crate::signing::Signer>,
     /// Seconds spent signing the manifest.
     pub signing_seconds: f64,
+    /// Each folder source: full or differential, and why.
+    pub folders: Vec<FolderChoice>,
 }
 
 /// The sources to back up, with presets (frappe) expanded into their parts.
@@ -99,6 +107,15 @@ struct SourceExtras {
     tool: Option<(String, Option<String>)>,
     /// What a dump that counted its own rows recorded (the built-in SQLite dump).
     database: Option<DatabaseInfo>,
+    /// A folder's stream: full or differential, and the new full's index to commit.
+    folder: Option<FolderOutcome>,
+}
+
+/// What became of a folder source's stream.
+struct FolderOutcome {
+    choice: FolderChoice,
+    differential: Option<DifferentialRecord>,
+    index: Option<PendingIndex>,
 }
 
 /// The extras of a finished database dump; the tool's stderr notices are logged.
@@ -118,6 +135,7 @@ fn dumped(
         warnings: Vec::new(),
         tool: Some((tool.to_string(), version.clone())),
         database: None,
+        folder: None,
     })
 }
 
@@ -231,10 +249,11 @@ pub fn backup(
     store: &dyn Store,
     progress: &(dyn Fn(u64) + Sync),
 ) -> anyhow::Result<BackupReport> {
-    backup_waiting(config, store, progress, std::time::Duration::ZERO)
+    backup_waiting(config, store, progress, std::time::Duration::ZERO, false)
 }
 
-/// As `backup`, waiting up to `wait` for another job to release the lock.
+/// As `backup`, waiting up to `wait` for another job to release the lock; `force_full`
+/// makes every folder source a full (`coffer backup --full`).
 ///
 /// # Errors
 /// As `backup`.
@@ -243,6 +262,7 @@ pub fn backup_waiting(
     store: &dyn Store,
     progress: &(dyn Fn(u64) + Sync),
     wait: std::time::Duration,
+    force_full: bool,
 ) -> anyhow::Result<BackupReport> {
     if config.sources.is_empty() {
         anyhow::bail!(
@@ -279,21 +299,33 @@ pub fn backup_waiting(
             compress: config.compression,
         },
         progress,
+        trusted: config.trusted(),
+        force_full,
     };
     let expanded = expand_sources(&config.sources)?;
     let mut sources = Vec::new();
     let mut warnings = Vec::new();
+    let mut folders = Vec::new();
+    let mut indexes = Vec::new();
     for source in &expanded {
         // Earlier sources may be uploading still: every failure goes through discard.
-        let record = streaming
+        let (record, source_warnings, folder) = streaming
             .source(source)
             .map_err(|e| discard(store, &id, e))?;
-        warnings.extend(record.1.into_iter().map(|w| (source.name.clone(), w)));
-        sources.push(record.0);
+        warnings.extend(
+            source_warnings
+                .into_iter()
+                .map(|w| (source.name.clone(), w)),
+        );
+        sources.push(record);
+        if let Some(f) = folder {
+            folders.push(f.choice);
+            indexes.extend(f.index.map(|i| (source.name.clone(), i)));
+        }
     }
     let manifest = Manifest {
         format: FORMAT_NAME.to_string(),
-        format_version: FORMAT_VERSION,
+        format_version: Manifest::version_for(&sources),
         id: id.clone(),
         created,
         // From the monotonic clock: a wall clock stepped back during the backup (NTP at boot)
@@ -310,6 +342,11 @@ pub fn backup_waiting(
         sources,
     };
     let signing = commit(store, &manifest, &signing_key).map_err(|e| discard(store, &id, e))?;
+    // Only now may a new full's index be what the next differential is made against: a
+    // backup killed before this point leaves the index of the previous full current.
+    for (source, index) in indexes {
+        folder::commit_index(&config.state_dir, &source, index);
+    }
     // Stopping: the snapshot is written; the sweep can wait for the next backup.
     let swept = if crate::shutdown::requested() {
         Vec::new()
@@ -328,6 +365,7 @@ pub fn backup_waiting(
         swept,
         new_signing_key,
         signing_seconds: signing.as_secs_f64(),
+        folders,
     })
 }
 
@@ -339,6 +377,9 @@ struct Streaming<'a> {
     prefix: String,
     opts: EncodeOptions,
     progress: &'a (dyn Fn(u64) + Sync),
+    /// Who signs this host's snapshots: a differential's base must be one of them.
+    trusted: crate::signing::Trusted,
+    force_full: bool,
 }
 
 impl Streaming<'_> {
@@ -363,11 +404,15 @@ impl Streaming<'_> {
     }
 
     /// Streams one source into the snapshot (and a folder's checksum list beside it); its
-    /// record for the manifest and the paths that had problems.
+    /// record for the manifest, the paths that had problems, and for a folder, full or
+    /// differential and the new full's index.
     ///
     /// # Errors
     /// With a `Failed` context; the caller discards the snapshot.
-    fn source(&self, source: &SourceConfig) -> anyhow::Result<(SourceRecord, Vec<Warning>)> {
+    fn source(
+        &self,
+        source: &SourceConfig,
+    ) -> anyhow::Result<(SourceRecord, Vec<Warning>, Option<FolderOutcome>)> {
         let mut pre = preflight(source)
             .map_err(|e| e.context(self.failed(source, "connecting to the database", true)))?;
         let snapshot = pre.as_ref().and_then(|p| p.snapshot.clone());
@@ -415,8 +460,9 @@ impl Streaming<'_> {
             dump_tool,
             dump_tool_version,
             database: extras.database.or(preflight),
+            differential: extras.folder.as_mut().and_then(|f| f.differential.take()),
         };
-        Ok((record, extras.warnings))
+        Ok((record, extras.warnings, extras.folder))
     }
 
     /// Encodes one stream of this snapshot from what `produce` writes.
@@ -462,16 +508,25 @@ impl Streaming<'_> {
                 let excludes = Excludes::new(exclude)
                     .map_err(|e| EncodeError::Source(AnyError(anyhow!(e))))?;
                 let dir = DirectorySource::new(path, excludes).with_only(only.clone());
+                let plan = folder::plan(
+                    self.config,
+                    self.store,
+                    &self.trusted,
+                    &folder::Folder {
+                        name: &source.name,
+                        path,
+                        exclude,
+                        only,
+                        full_every: source.full_every,
+                    },
+                    self.id,
+                    self.force_full,
+                )
+                .map_err(|e| EncodeError::Source(AnyError(e)))?;
+                let mut plan = Some(plan);
                 encode(&mut |w| {
-                    let walk = dir.write_tar(w)?;
-                    Ok(SourceExtras {
-                        entries: Some(walk.counts),
-                        file_bytes: Some(walk.file_bytes),
-                        checksums: Some(walk.checksums),
-                        warnings: walk.warnings,
-                        tool: None,
-                        database: None,
-                    })
+                    let plan = plan.take().expect("a stream is produced once");
+                    folder_stream(&source.name, &dir, plan, w)
                 })
             }
             SourceKind::Postgres {
@@ -509,6 +564,7 @@ impl Streaming<'_> {
                             warnings: Vec::new(),
                             tool: Some((tool.clone(), version.clone())),
                             database: Some(info),
+                            folder: None,
                         })
                     }),
                 }
@@ -556,6 +612,67 @@ impl Streaming<'_> {
             parts: c.parts,
         })
     }
+}
+
+/// Walks a folder into `out` as `plan` says: a full (writing its index) or a differential.
+fn folder_stream(
+    name: &str,
+    dir: &DirectorySource,
+    plan: folder::Plan,
+    out: &mut dyn std::io::Write,
+) -> anyhow::Result<SourceExtras> {
+    let (walk, choice, differential, index) = match plan {
+        folder::Plan::Full { why, mut index } => {
+            let walk = dir.write_tar_against(out, Against::Full(index.as_deref_mut()))?;
+            let pending = index.map(|i| (*i).finish()).transpose()?;
+            let choice = FolderChoice {
+                source: name.to_string(),
+                kind: "full",
+                base: None,
+                why,
+            };
+            (walk, choice, None, pending)
+        }
+        folder::Plan::Differential {
+            base,
+            base_sha256,
+            mut index,
+        } => {
+            let walk = dir.write_tar_against(out, Against::Differential(&mut index))?;
+            let changed_files = walk.counts.files - walk.unchanged_files;
+            let changed_bytes = walk.file_bytes - walk.unchanged_bytes;
+            let choice = FolderChoice {
+                source: name.to_string(),
+                kind: "differential",
+                base: Some(base.to_string()),
+                why: format!(
+                    "{changed_files} new or changed files ({}) since the full {base}",
+                    crate::units::human_bytes(changed_bytes)
+                ),
+            };
+            let record = DifferentialRecord {
+                base,
+                base_sha256,
+                changed_files,
+                changed_bytes,
+            };
+            (walk, choice, Some(record), None)
+        }
+    };
+    tracing::info!(source = name, kind = choice.kind, "{}", choice.why);
+    Ok(SourceExtras {
+        entries: Some(walk.counts),
+        file_bytes: Some(walk.file_bytes),
+        checksums: Some(walk.checksums),
+        warnings: walk.warnings,
+        tool: None,
+        database: None,
+        folder: Some(FolderOutcome {
+            choice,
+            differential,
+            index,
+        }),
+    })
 }
 
 /// Commits a snapshot: every part handed to the store stored (uploads may still be running)
