@@ -93,6 +93,33 @@ pub fn prune(
     Ok(report)
 }
 
+/// Refuses to forget a full that a snapshot kept (not among `ids`) builds a differential on:
+/// that snapshot's folder could no longer be restored.
+fn refuse_orphans(
+    store: &dyn Store,
+    trusted: &crate::signing::Trusted,
+    ids: &[SnapshotId],
+) -> anyhow::Result<()> {
+    let listing = snapshot::list(store, trusted).context("listing the snapshots")?;
+    for id in ids {
+        let needing: Vec<String> = listing
+            .snapshots
+            .iter()
+            .map(|c| &c.manifest)
+            .filter(|m| !ids.contains(&m.id) && m.bases().contains(&id))
+            .map(|m| m.id.to_string())
+            .collect();
+        if !needing.is_empty() {
+            bail!(
+                "snapshot {id} is the full that {} build(s) on: without it their folders cannot \
+                 be restored. Forget them too (name them all), or keep it; nothing was deleted",
+                needing.join(", ")
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Notes in the run history that this host removed snapshot `id`, so the verify job does not
 /// take it for a deletion by someone else.
 pub(crate) fn record_removed(config: &crate::config::Config, id: &str, by: &str) {
@@ -169,6 +196,9 @@ pub fn forget(
         };
         plan.push((id.clone(), what));
     }
+    refuse_orphans(store, &trusted, ids)?;
+    // Newest first: a differential goes before the full it builds on.
+    plan.sort_by(|a, b| b.0.cmp(&a.0));
     for (id, _) in &plan {
         crate::shutdown::check()?;
         record_removed(config, id.as_str(), "forget");

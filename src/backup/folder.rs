@@ -97,6 +97,16 @@ fn current_index(state_dir: &Path, source: &str) -> Option<(String, PathBuf)> {
     newest
 }
 
+/// The newest full any folder source of this host has an index of.
+pub(crate) fn newest_index(state_dir: &Path) -> Option<SnapshotId> {
+    fs::read_dir(state_dir.join("index"))
+        .ok()?
+        .flatten()
+        .filter_map(|e| current_index(state_dir, &e.file_name().to_string_lossy()))
+        .filter_map(|(id, _)| id.parse().ok())
+        .max()
+}
+
 /// Decides whether `folder` is backed up as a full or a differential in snapshot `id`.
 /// Whatever keeps a differential from being taken is not an error: it is a full, and why.
 ///

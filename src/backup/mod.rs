@@ -286,7 +286,11 @@ pub fn backup_waiting(
     // Another host sharing the store could (rarely) draw the same id: never write into a
     // folder that already holds anything.
     let mut id = SnapshotId::new(created);
-    while !store.list(&id.prefix())?.is_empty() {
+    // A differential's id must sort after its full's (ids within one second sort by their
+    // random tail): a backup right after a full waits for the next second.
+    let newest_full = folder::newest_index(&config.state_dir);
+    while !store.list(&id.prefix())?.is_empty() || newest_full.as_ref().is_some_and(|f| *f >= id) {
+        std::thread::sleep(std::time::Duration::from_millis(20));
         id = SnapshotId::new(Utc::now());
     }
     let streaming = Streaming {

@@ -389,3 +389,315 @@ fn every_snapshot_of_a_changing_tree_restores_as_it_was_with_coffer_and_stock_to
     let verify = env.ok(&config, &["verify", "latest", "--deep"]);
     assert!(verify.contains("(the full of"), "{verify}");
 }
+
+/// A config of `site` as source `files` (with `extra` lines of its `[[source]]`).
+fn diff_env(extra: &str) -> (Env, std::path::PathBuf, std::path::PathBuf) {
+    let env = Env::new();
+    let site = env.path("site");
+    crate::support::rich_site(&site);
+    let config = env.config(&site, "64KiB", "");
+    let text = fs::read_to_string(&config).unwrap();
+    fs::write(&config, format!("{text}{extra}")).unwrap();
+    (env, site, config)
+}
+
+fn backup_json(env: &Env, config: &Path) -> serde_json::Value {
+    let out = serde_json::from_str(&env.ok(config, &["backup", "--json"])).unwrap();
+    // Ids are per second: keep the next one later.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    out
+}
+
+#[test]
+fn a_differential_whose_full_is_gone_is_named_unrestorable_and_the_next_backup_is_a_full() {
+    let (env, site, config) = diff_env("");
+    let full = backup_json(&env, &config);
+    write(&site, "day2.txt", b"changed");
+    let diff = backup_json(&env, &config);
+    let (full_id, diff_id) = (full["id"].as_str().unwrap(), diff["id"].as_str().unwrap());
+    assert_eq!(diff["folders"][0]["base"], full_id);
+
+    // forget refuses to orphan the differential; naming both forgets both.
+    let out = env.fails(&config, &["forget", full_id, "--force"]);
+    assert!(
+        out.contains(diff_id) && out.contains("nothing was deleted"),
+        "{out}"
+    );
+    assert!(env.store().join("snapshots").join(full_id).exists());
+
+    // The full is lost (the store lost it, or someone deleted it).
+    fs::remove_dir_all(env.store().join("snapshots").join(full_id)).unwrap();
+    let target = env.path("restore");
+    let out = env.fails(
+        &config,
+        &["restore", diff_id, "--to", target.to_str().unwrap()],
+    );
+    assert!(
+        out.contains(full_id) && out.contains("no longer in the store") && out.contains(diff_id),
+        "{out}"
+    );
+    assert!(!target.exists(), "nothing is written");
+    let out = env.fails(&config, &["verify", diff_id]);
+    assert!(
+        out.contains(full_id) && out.contains("cannot be restored"),
+        "{out}"
+    );
+
+    // The next backup is a full, and says why.
+    let next = backup_json(&env, &config);
+    assert_eq!(next["folders"][0]["kind"], "full", "{next}");
+    let why = next["folders"][0]["why"].as_str().unwrap();
+    assert!(
+        why.contains(full_id) && why.contains("no longer in the store"),
+        "{why}"
+    );
+}
+
+#[test]
+fn prune_keeps_the_full_a_kept_differential_needs_and_says_so() {
+    let (env, site, config) = diff_env("");
+    let text = fs::read_to_string(&config).unwrap();
+    // keep_last = 1: only the newest is kept for itself.
+    let text = text.replace(
+        "[[source]]",
+        "[retention]\nkeep_last = 1\nkeep_daily = 0\nkeep_weekly = 0\nkeep_monthly = 0\n[[source]]",
+    );
+    fs::write(&config, text).unwrap();
+    let full = backup_json(&env, &config);
+    write(&site, "a.txt", b"1");
+    let middle = backup_json(&env, &config);
+    write(&site, "b.txt", b"2");
+    let newest = backup_json(&env, &config);
+    let plan: serde_json::Value =
+        serde_json::from_str(&env.ok(&config, &["prune", "--dry-run", "--json"])).unwrap();
+    let text = plan.to_string();
+    assert!(
+        text.contains(&format!("base of {}", newest["id"].as_str().unwrap())),
+        "{plan:#}"
+    );
+    env.ok(&config, &["prune"]);
+    let snaps = env.store().join("snapshots");
+    assert!(snaps.join(full["id"].as_str().unwrap()).exists());
+    assert!(snaps.join(newest["id"].as_str().unwrap()).exists());
+    assert!(!snaps.join(middle["id"].as_str().unwrap()).exists());
+    // What is kept restores.
+    let target = env.path("restored");
+    env.ok(
+        &config,
+        &["restore", "latest", "--to", target.to_str().unwrap()],
+    );
+    assert_same_tree(&site, &target);
+}
+
+#[test]
+fn a_changed_selection_another_folder_or_a_damaged_index_means_a_full_said_why() {
+    let (env, site, config) = diff_env("");
+    backup_json(&env, &config);
+    assert_eq!(
+        backup_json(&env, &config)["folders"][0]["kind"],
+        "differential"
+    );
+
+    // Another exclude: the index was made under another selection.
+    let text = fs::read_to_string(&config).unwrap();
+    fs::write(&config, format!("{text}exclude = [\"*.tmp\"]\n")).unwrap();
+    let out = backup_json(&env, &config);
+    assert_eq!(out["folders"][0]["kind"], "full");
+    assert!(
+        out["folders"][0]["why"]
+            .as_str()
+            .unwrap()
+            .contains("excludes"),
+        "{out}"
+    );
+
+    // The folder restored into place (another inode): a new full.
+    let moved = env.path("site-old");
+    fs::rename(&site, &moved).unwrap();
+    let ok = Command::new("cp")
+        .arg("-a")
+        .arg(&moved)
+        .arg(&site)
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let out = backup_json(&env, &config);
+    assert_eq!(out["folders"][0]["kind"], "full");
+    assert!(
+        out["folders"][0]["why"].as_str().unwrap().contains("inode"),
+        "{out}"
+    );
+
+    // A damaged index: a full, never a failed backup.
+    let dir = env.path("state/index/files");
+    let index = fs::read_dir(&dir).unwrap().next().unwrap().unwrap().path();
+    let mut bytes = fs::read(&index).unwrap();
+    let n = bytes.len();
+    bytes.truncate(n / 2);
+    fs::write(&index, bytes).unwrap();
+    let out = backup_json(&env, &config);
+    assert_eq!(out["folders"][0]["kind"], "full");
+    assert!(
+        out["folders"][0]["why"]
+            .as_str()
+            .unwrap()
+            .contains("cannot be used"),
+        "{out}"
+    );
+    // One index is kept per source, 0600 in a 0700 folder.
+    let left: Vec<_> = fs::read_dir(&dir).unwrap().collect();
+    assert_eq!(left.len(), 1);
+    let mode = fs::metadata(left[0].as_ref().unwrap().path())
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    assert_eq!(
+        fs::metadata(&dir).unwrap().permissions().mode() & 0o777,
+        0o700
+    );
+
+    // full_every = "0s": every backup a full, and no index is kept.
+    let text = fs::read_to_string(&config).unwrap();
+    fs::write(&config, format!("{text}full_every = \"0s\"\n")).unwrap();
+    let out = backup_json(&env, &config);
+    assert_eq!(out["folders"][0]["kind"], "full");
+    assert_eq!(out["manifest"]["format_version"], 1);
+}
+
+#[test]
+fn full_every_applies_to_folders_only_and_must_be_a_duration() {
+    let env = Env::new();
+    let config = env.config_for_source(
+        "db.toml",
+        "name = \"app\"\ntype = \"sqlite\"\npath = \"app.sqlite\"\nfull_every = \"7d\"",
+    );
+    let out = env.fails(&config, &["check"]);
+    assert!(
+        out.contains("'full_every' does not apply to a sqlite source"),
+        "{out}"
+    );
+    let config = env.config_for_source(
+        "bad.toml",
+        "name = \"files\"\ntype = \"directory\"\npath = \"site\"\nfull_every = \"weekly\"",
+    );
+    let out = env.fails(&config, &["check"]);
+    assert!(out.contains("full_every = \"weekly\""), "{out}");
+}
+
+/// What a store and a state folder must hold whatever moment a backup was killed: every
+/// differential's full committed, and the current index that of a committed snapshot.
+fn assert_consistent(env: &Env) {
+    let snaps = env.store().join("snapshots");
+    let committed = |id: &str| snaps.join(id).join("manifest.json").exists();
+    for dir in fs::read_dir(&snaps).unwrap() {
+        let manifest = dir.unwrap().path().join("manifest.json");
+        let Ok(bytes) = fs::read(&manifest) else {
+            continue; // an unfinished snapshot: no manifest, no snapshot
+        };
+        let m: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        for s in m["sources"].as_array().unwrap() {
+            if let Some(base) = s["differential"]["base"].as_str() {
+                assert!(
+                    committed(base),
+                    "{} builds on {base}, which is not there",
+                    m["id"]
+                );
+            }
+        }
+    }
+    if let Ok(entries) = fs::read_dir(env.path("state/index/files")) {
+        for e in entries {
+            let name = e.unwrap().file_name().into_string().unwrap();
+            if let Some(id) = name.strip_suffix(".idx.gz") {
+                assert!(committed(id), "the index {name} is ahead of the store");
+            }
+        }
+    }
+}
+
+#[test]
+fn a_backup_killed_at_any_moment_leaves_no_snapshot_without_its_full_nor_an_index_ahead() {
+    let (env, site, config) = diff_env("");
+    // Enough to take a moment to back up, in many parts.
+    for i in 0..40u64 {
+        write(
+            &site,
+            &format!("attachments/{}/{i}.bin", i % 7),
+            &crate::support::noise(i, 200_000),
+        );
+    }
+    let coffer = assert_cmd::cargo::cargo_bin("coffer");
+    let run = |full: bool| {
+        let mut c = Command::new(&coffer);
+        c.arg("--config").arg(&config).arg("backup");
+        if full {
+            c.arg("--full");
+        }
+        c.stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        c
+    };
+    // How long one backup takes here: the kills land anywhere within it.
+    let timed = |full: bool| {
+        let t = std::time::Instant::now();
+        assert!(run(full).status().unwrap().success());
+        t.elapsed().as_micros().max(1000) as u64
+    };
+    let (span_full, span_diff) = (timed(true), timed(false));
+    let mut seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+        | 1;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let runs = 24;
+    let mut finished = 0;
+    for round in 0..runs {
+        write(
+            &site,
+            &format!("day/{round}.txt"),
+            format!("round {round}").as_bytes(),
+        );
+        write(
+            &site,
+            &format!("attachments/{}/{round}.bin", round % 7),
+            &crate::support::noise(1000 + round, 50_000),
+        );
+        if round % 5 == 4 {
+            let _ = fs::remove_dir_all(site.join(format!("day/{}.txt", round - 2)));
+            let _ = fs::remove_file(site.join(format!("day/{}.txt", round - 2)));
+        }
+        // Every third a full (killed while its index is written), else a differential.
+        let full = round % 3 == 0;
+        let span = if full { span_full } else { span_diff };
+        let mut child = run(full).spawn().unwrap();
+        let wait = next() % (span + span / 10);
+        std::thread::sleep(std::time::Duration::from_micros(wait));
+        let _ = child.kill(); // SIGKILL
+        if child.wait().unwrap().success() {
+            finished += 1;
+        }
+        assert_consistent(&env);
+        // The next backup is correct, and so is its restore.
+        let out = env.ok(&config, &["backup", "--json"]);
+        let id = serde_json::from_str::<serde_json::Value>(&out).unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert_consistent(&env);
+        if round % 6 == 5 || round == runs - 1 {
+            let target = env.path(&format!("restored-{round}"));
+            env.ok(&config, &["restore", &id, "--to", target.to_str().unwrap()]);
+            assert_same_tree(&site, &target);
+        }
+    }
+    eprintln!("{finished} of {runs} killed backups had finished before the kill");
+    // Whatever the kills left, every snapshot still verifies.
+    env.ok(&config, &["verify", "--all"]);
+}

@@ -858,3 +858,34 @@ fn a_manifests_host_and_table_names_reach_the_terminal_escaped() {
     assert!(!text.contains('\u{1b}'), "{text:?}");
     assert!(text.contains("db\\x1b]0;owned"), "{text}");
 }
+
+#[test]
+fn a_drill_of_a_differential_restores_its_full_then_it_and_hashes_the_whole_tree() {
+    if !have_sqlite3() {
+        return;
+    }
+    let d = Drill::new(&[], "");
+    d.env.backup(&d.config);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    fs::write(d.site.join("new-after-full.txt"), "day 2").unwrap();
+    fs::remove_file(d.site.join("private/files/data.csv")).unwrap();
+    let id = d.env.backup(&d.config);
+    let m: serde_json::Value =
+        serde_json::from_slice(&fs::read(d.manifest_path(&id)).unwrap()).unwrap();
+    let files = m["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "files")
+        .unwrap();
+    assert!(files["differential"].is_object(), "{m:#}");
+    let (ok, r) = d.drill_json(&[]);
+    assert!(ok, "{r:#}");
+    let files = &source(&r, "files")["files"];
+    // Every file of the tree is hashed, those kept from the full too, and the tree is the
+    // site as it is (the deleted file gone).
+    assert_eq!(files["hashed"], files["expected"]["files"], "{files:#}");
+    assert_eq!(files["restored"], files["expected"], "{files:#}");
+    assert_eq!(files["hash_failures"], 0);
+    crate::support::assert_same_tree(&d.site, &d.env.path("drill/files"));
+}
