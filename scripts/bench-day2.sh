@@ -126,6 +126,7 @@ fi
     die "coffer binary $COFFER_BIN is not executable: build one (cargo build --release --locked) and set COFFER_BIN=target/release/coffer"
 COFFER_BIN=$(cd "$(dirname "$COFFER_BIN")" && pwd)/$(basename "$COFFER_BIN")
 COFFER_VERSION=$("$COFFER_BIN" --version) || die "$COFFER_BIN --version failed"
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # ---------------------------------------------------------------- work dir, helpers
 mkdir -p "$BENCH_DIR"
@@ -180,6 +181,11 @@ now() { date +%s.%N; }
 since() { awk -v a="$1" -v b="$(now)" 'BEGIN {printf "%.1f", b - a}'; }
 dir_bytes() { du -sb "$1" | cut -f1; }
 mib() { awk -v b="$1" 'BEGIN {printf "%.1f", b / 1048576}'; }
+# human BYTES: "12.3 KiB" below 1 MiB, else "12.3 MiB" (signed with +/- when SIGN is given)
+human() {
+    awk -v b="$1" -v sign="${2:-}" 'BEGIN {f = sign ? "%+.1f" : "%.1f"; a = b < 0 ? -b : b
+        if (a < 1048576) printf f " KiB", b / 1024; else printf f " MiB", b / 1048576}'
+}
 kib_mib() { awk -v k="$1" 'BEGIN {printf "%.1f", k / 1024}'; }
 # ratio A B: A / B to two decimals and an x, "n/a" when A or B is empty or B is 0
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (a != "" && b > 0) printf "%.2fx", a / b; else print "n/a"}'; }
@@ -199,6 +205,7 @@ host_lines() {
     fs_type=$(df -PT "$BENCH_DIR" | awk 'NR == 2 {print $2}')
     echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC'), host kernel $(uname -r) ($(uname -m)), niceness $(nice)"
     echo "- CPU: ${cpu_model:-unknown}; nproc: $(nproc); memory: $mem_total; $BENCH_DIR on ${fs_type:-?}"
+    echo "- load average at the start: $LOAD_START; at the end: $(cut -d' ' -f1-3 /proc/loadavg) (other work on the host skews the times)"
     echo "- coffer: $COFFER_VERSION ($COFFER_BIN)"
 }
 
@@ -223,7 +230,7 @@ if ((MANY)); then
     mkdir -p "$LOGDIR"
 
     want_stamp="files=$N dirs=$DIRS generator=many-v$GENERATOR_VERSION"
-    GEN_SECONDS="reused"
+    GEN_NOTE="reused from an earlier run"
     if [[ -d $MSITE && -f $MSTAMP && $(cat "$MSTAMP") == "$want_stamp" ]]; then
         log "reusing $MSITE ($want_stamp)"
     else
@@ -261,8 +268,8 @@ print("generated %d files (%d bytes) in %d folders" % (k, sum(sizes), ndirs))
 PY
         mv "$MSITE.tmp" "$MSITE"
         printf '%s\n' "$want_stamp" >"$MSTAMP"
-        GEN_SECONDS=$(since "$t0")
-        log "  generated in $GEN_SECONDS s"
+        GEN_NOTE="generated in $(since "$t0") s"
+        log "  $GEN_NOTE"
     fi
     MFILES=$(find "$MSITE" -type f | wc -l)
     MBYTES=$(find "$MSITE" -type f -printf '%s\n' | awk '{s += $1} END {printf "%d\n", s}')
@@ -287,7 +294,7 @@ PY
         echo "# coffer many-files benchmark"
         echo
         host_lines
-        echo "- tree: $MFILES files of 0..200 bytes ($(mib "$MBYTES") MiB of file data) in $DIRS folders; generated in ${GEN_SECONDS} s; warm page cache"
+        echo "- tree: $MFILES files of 0..200 bytes ($(mib "$MBYTES") MiB of file data) in $DIRS folders ($GEN_NOTE); warm page cache"
         echo
         echo "| backup | kind | wall s | files/s | peak RSS MiB | RSS < 100 MiB | tar plaintext MiB | stored MiB |"
         echo "|---|---|---:|---:|---:|---|---:|---:|"
@@ -629,7 +636,7 @@ PY
 
 # ---------------------------------------------------------------- 4. site
 want_stamp="size_mib=$BENCH_SIZE_MB generator=day2-v$GENERATOR_VERSION"
-GEN_SECONDS="reused"
+GEN_NOTE="reused from an earlier run"
 if [[ -d $SITE0 && -f $STAMP && $(cat "$STAMP") == "$want_stamp" ]]; then
     log "reusing site $SITE0 ($want_stamp)"
 else
@@ -639,8 +646,8 @@ else
     python3 "$GEN" generate "$SITE0.tmp" "$BENCH_SIZE_MB" >&2
     mv "$SITE0.tmp" "$SITE0"
     printf '%s\n' "$want_stamp" >"$STAMP"
-    GEN_SECONDS=$(since "$t0")
-    log "  generated in $GEN_SECONDS s"
+    GEN_NOTE="generated in $(since "$t0") s"
+    log "  $GEN_NOTE"
 fi
 site_stats() { # prints: files bytes attachment_bytes
     find "$1" -type f -printf '%s %P\n' | awk '{n++; s += $1; if ($2 ~ /\/files\//) a += $1}
@@ -762,7 +769,7 @@ tool_name() {
     echo
     host_lines
     echo "- restic: $(restic version | head -n 1); borg: $(borg --version); age: $(age --version)"
-    echo "- site: $SITE0_FILES files in $SITE0_DIRS folders, $(mib "$SITE0_BYTES") MiB ($(mib "$SITE0_ATT") MiB incompressible attachments, $(mib $((SITE0_BYTES - SITE0_ATT))) MiB CSV/log text); generated in $GEN_SECONDS s"
+    echo "- site: $SITE0_FILES files in $SITE0_DIRS folders, $(mib "$SITE0_BYTES") MiB ($(mib "$SITE0_ATT") MiB incompressible attachments, $(mib $((SITE0_BYTES - SITE0_ATT))) MiB CSV/log text); $GEN_NOTE"
     echo "- $N days; before each day after the first about 1 % of the site changes (seeded); after day $N: $SITE_FILES files, $(mib "$SITE_BYTES") MiB"
     echo "- every tool backs up the same tree each day (the order rotates daily); warm page cache (nothing dropped); all days and tools took $RUN_SECONDS s"
     echo
@@ -777,11 +784,11 @@ tool_name() {
     echo
     echo "- coffer / restic: median day-2..$N time **$(ratio "${MED[coffer]}" "${MED[restic]}")**, store after day $N **$(ratio "${FINAL[coffer]}" "${FINAL[restic]}")**"
     echo "- coffer / borg: median day-2..$N time $(ratio "${MED[coffer]}" "${MED[borg]}"), store after day $N $(ratio "${FINAL[coffer]}" "${FINAL[borg]}")"
-    echo "- coffer backup of the unchanged tree after day $N (${KIND[same]}): stored $(awk -v b="${SNAP[same]}" 'BEGIN {printf "%.1f", b / 1024}') KiB = **$(pct "${SNAP[same]}" "${SNAP[1]}")** of the day-1 full's $(mib "${SNAP[1]}") MiB; $(fmt_s "${T[coffer.same]}") s, peak RSS $(kib_mib "${R[coffer.same]}") MiB"
+    echo "- coffer backup of the unchanged tree after day $N (${KIND[same]}): stored $(human "${SNAP[same]}") = **$(pct "${SNAP[same]}" "${SNAP[1]}")** of the day-1 full's $(mib "${SNAP[1]}") MiB; $(fmt_s "${T[coffer.same]}") s, peak RSS $(kib_mib "${R[coffer.same]}") MiB"
     if ((N > 1)); then
-        echo "  (a differential holds everything changed since its full, so this is days 2..$N's changes again: day $N's differential stored $(awk -v b="${SNAP[$N]}" 'BEGIN {printf "%.1f", b / 1024}') KiB; the unchanged one differs from it by $(awk -v a="${SNAP[same]}" -v b="${SNAP[$N]}" 'BEGIN {printf "%+.1f", (a - b) / 1024}') KiB)"
+        echo "  (a differential holds everything changed since its full, so this is days 2..$N's changes again: day $N's differential stored $(human "${SNAP[$N]}"); the unchanged one differs from it by $(human "$((SNAP[same] - ${SNAP[$N]}))" 1))"
     fi
-    echo "- the same for restic: $(fmt_s "${T[restic.same]}") s, store +$(awk -v a="${S[restic.same]}" -v b="${S[restic.$N]}" 'BEGIN {printf "%.1f", (a - b) / 1024}') KiB; borg: $(fmt_s "${T[borg.same]}") s, store +$(awk -v a="${S[borg.same]}" -v b="${S[borg.$N]}" 'BEGIN {printf "%.1f", (a - b) / 1024}') KiB"
+    echo "- the same for restic: $(fmt_s "${T[restic.same]}") s, store $(human "$((${S[restic.same]} - ${S[restic.$N]}))" 1); borg: $(fmt_s "${T[borg.same]}") s, store $(human "$((${S[borg.same]} - ${S[borg.$N]}))" 1)"
     if [[ -n $RESTORE_LINE ]]; then echo "$RESTORE_LINE"; fi
     echo "- local state beside the stores (not counted above): coffer state_dir $(mib "$STATE_BYTES") MiB, restic cache $(mib "$RCACHE_BYTES") MiB, borg cache and config $(mib "$BCACHE_BYTES") MiB"
     echo

@@ -17,13 +17,9 @@ pub fn run(config_path: &Path, args: &RestoreArgs) -> anyhow::Result<ExitCode> {
     let (identities, identity_file) = load_identities(&config, args.identity.as_deref())?;
     let m = super::resolve_snapshot(&config, store.as_ref(), &args.snapshot, args.allow_unsigned)?;
     // A differential's full is found (and trusted) before anything is written.
-    let bases = super::read_bases(
-        &config,
-        store.as_ref(),
-        &m,
-        args.source.as_deref(),
-        args.allow_unsigned,
-    )?;
+    // (--bench names a preset, whose files are '<name>-files': every base is read.)
+    let only = args.source.as_deref().filter(|_| args.bench.is_none());
+    let bases = super::read_bases(&config, store.as_ref(), &m, only, args.allow_unsigned)?;
     let to = match (&args.db_url, &args.to) {
         (Some(url), _) => {
             return restore_to_database(

@@ -368,3 +368,101 @@ fn frappe_site_on_mariadb_through_db_socket() {
     assert!(out.contains(&format!("(socket {socket})")), "{out}");
     mysql::sql("mysql", &format!("DROP USER '{}'@'localhost'", db.0));
 }
+
+#[test]
+fn a_frappe_sites_files_as_a_differential_restore_and_lay_out_for_bench() {
+    use std::process::Command;
+    let Some(()) = postgres::server() else { return };
+    let db = postgres::Db::new("frappediff");
+    let env = Env::new();
+    // Trust auth: the site's password is not checked; the dump reads as postgres.
+    let site = site(
+        &env,
+        &format!(
+            r#"{{"db_name": "{}", "db_password": "unused", "db_type": "postgres", "db_port": 5432, "db_user": "postgres"}}"#,
+            db.0
+        ),
+    );
+    let config = preset_config(&env, &site);
+    env.backup(&config);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    // A day of work: a new attachment, a deleted one, a changed site_config.json.
+    fs::write(site.join("public/files/new.png"), b"new png").unwrap();
+    fs::remove_file(site.join("private/files/deep/invoice.pdf")).unwrap();
+    fs::write(site.join("private/files/deep/credit-note.pdf"), b"cn").unwrap();
+    let out: serde_json::Value =
+        serde_json::from_str(&env.ok(&config, &["backup", "--json"])).unwrap();
+    let files = &out["folders"][0];
+    assert_eq!(files["source"], "erp-files");
+    assert_eq!(files["kind"], "differential", "{out:#}");
+
+    let dir = env.path("restored");
+    env.ok(
+        &config,
+        &[
+            "restore",
+            "latest",
+            "--source",
+            "erp-files",
+            "--to",
+            dir.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(
+        fs::read(dir.join("public/files/new.png")).unwrap(),
+        b"new png"
+    );
+    assert_eq!(fs::read(dir.join("public/files/logo.png")).unwrap(), b"png");
+    assert!(!dir.join("private/files/deep/invoice.pdf").exists());
+    assert_eq!(
+        fs::read(dir.join("private/files/deep/credit-note.pdf")).unwrap(),
+        b"cn"
+    );
+    assert!(dir.join("site_config.json").exists());
+    assert!(!dir.join("private/backups").exists() && !dir.join("locks").exists());
+
+    // bench's layout from a differential: the tree as it is now, nothing left behind.
+    let bench = env.path("for-bench");
+    env.ok(
+        &config,
+        &[
+            "restore",
+            "latest",
+            "--source",
+            "erp",
+            "--bench",
+            "erp.example.com",
+            "--to",
+            bench.to_str().unwrap(),
+        ],
+    );
+    let mut names: Vec<String> = fs::read_dir(&bench)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names.len(), 4, "only bench's four files: {names:?}");
+    let listing = |suffix: &str| {
+        let tar = names.iter().find(|n| n.ends_with(suffix)).unwrap();
+        let out = Command::new("tar")
+            .arg("tf")
+            .arg(bench.join(tar))
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let public = listing("-files.tar");
+    assert!(
+        public.contains("./erp.example.com/public/files/new.png"),
+        "{public}"
+    );
+    assert!(
+        public.contains("./erp.example.com/public/files/logo.png"),
+        "{public}"
+    );
+    let private = listing("-private-files.tar");
+    assert!(
+        private.contains("credit-note.pdf") && !private.contains("invoice.pdf"),
+        "{private}"
+    );
+}

@@ -1,6 +1,6 @@
-//! Format-1 snapshots committed in fixtures/ (made once, never regenerated) must stay
-//! verifiable and restorable by every later coffer: golden-v1 (an unsigned folder) and
-//! golden-v1-sql (signed: a folder, its checksum stream and a SQLite dump).
+//! Snapshots committed in fixtures/ (made once, never regenerated) must stay verifiable and
+//! restorable by every later coffer: golden-v1 (an unsigned folder), golden-v1-sql (signed: a
+//! folder, its checksum stream and a SQLite dump) and golden-v2 (a full and a differential).
 
 use std::fs;
 use std::path::Path;
@@ -257,4 +257,114 @@ fn format_v1_golden_snapshot_with_checksums_and_a_sql_dump_still_restores() {
         .unwrap();
     assert_eq!(files["files"]["hashed"], 5, "{r:#}");
     assert_eq!(files["files"]["hash_failures"], 0, "{r:#}");
+}
+
+/// Made fixtures/golden-v2 once (see its make.toml). Never run again: it refuses to
+/// overwrite the committed snapshots.
+#[test]
+#[ignore = "made the committed golden-v2 fixture once"]
+fn make_golden_v2() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures");
+    let dir = root.join("golden-v2");
+    assert!(
+        !dir.join("store").exists(),
+        "never regenerate the golden snapshots"
+    );
+    let env = Env::new();
+    let config = dir.join("make.toml");
+    let site = root.join("../data/golden-v2-site");
+    let _ = fs::remove_dir_all(&site);
+    let _ = fs::remove_dir_all(root.join("../data/golden-v2-state"));
+    fs::create_dir_all(root.join("../data")).unwrap();
+    let copy = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(root.join("site"))
+        .arg(&site)
+        .status()
+        .unwrap();
+    assert!(copy.success());
+    let full = env.backup(&config);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    fs::write(site.join("site_config.json"), "{\"db_name\": \"day2\"}\n").unwrap();
+    let first_public = fs::read_dir(site.join("public/files"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| fs::symlink_metadata(p).unwrap().is_file())
+        .expect("the fixture site has a public file");
+    fs::remove_file(first_public).unwrap();
+    fs::create_dir_all(site.join("private/files/2026-12")).unwrap();
+    fs::write(
+        site.join("private/files/2026-12/credit-note.txt"),
+        "CN-0001\n",
+    )
+    .unwrap();
+    let diff = env.backup(&config);
+    fs::copy(
+        root.join("../data/golden-v2-state/signing-key.pub"),
+        dir.join("signer.pub"),
+    )
+    .unwrap();
+    fs::create_dir_all(dir.join("expected")).unwrap();
+    for (name, id) in [("full", &full), ("differential", &diff)] {
+        let restored = env.path(name);
+        env.ok(
+            &config,
+            &["restore", id, "--to", restored.to_str().unwrap()],
+        );
+        fs::write(
+            dir.join(format!("expected/{name}.txt")),
+            format!("{id}\n{}", listing(&restored)),
+        )
+        .unwrap();
+    }
+    let _ = fs::remove_dir_all(&site);
+}
+
+#[test]
+fn format_v2_golden_pair_restores_the_full_and_the_differential() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures");
+    let golden = root.join("golden-v2");
+    let env = Env::new();
+    let store = env.path("golden-store");
+    let copy = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(golden.join("store"))
+        .arg(&store)
+        .status()
+        .unwrap();
+    assert!(copy.success());
+    let signer = fs::read_to_string(golden.join("signer.pub")).unwrap();
+    let config = env.path("golden.toml");
+    fs::write(
+        &config,
+        format!(
+            "state_dir = \"state\"\n[encryption]\n\
+             recipients = [\"age16zg93csty3wy00r8tswvwng786qwkztyftetahrtzqpcmgdgk9qsn50yet\"]\n\
+             identity_file = \"{}\"\ntrusted_signers = [\"{}\"]\n\
+             [store]\ntype = \"local\"\npath = \"{}\"\n",
+            root.join("quickstart-identity.txt").display(),
+            signer.trim(),
+            store.display(),
+        ),
+    )
+    .unwrap();
+    let out = env.ok(&config, &["verify", "--all", "--deep"]);
+    assert!(!out.contains("BAD"), "{out}");
+    for name in ["full", "differential"] {
+        let expected = fs::read_to_string(golden.join(format!("expected/{name}.txt"))).unwrap();
+        let (id, tree) = expected.split_once('\n').unwrap();
+        let m: serde_json::Value = serde_json::from_slice(
+            &fs::read(store.join("snapshots").join(id).join("manifest.json")).unwrap(),
+        )
+        .unwrap();
+        let version = if name == "full" { 1 } else { 2 };
+        assert_eq!(m["format_version"], version, "{m:#}");
+        assert_eq!(
+            m["sources"][0]["differential"].is_object(),
+            name == "differential"
+        );
+        let target = env.path(name);
+        env.ok(&config, &["restore", id, "--to", target.to_str().unwrap()]);
+        assert_eq!(listing(&target), tree, "{name} {id}");
+    }
 }
