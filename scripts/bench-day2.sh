@@ -205,7 +205,7 @@ host_lines() {
     fs_type=$(df -PT "$BENCH_DIR" | awk 'NR == 2 {print $2}')
     echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC'), host kernel $(uname -r) ($(uname -m)), niceness $(nice)"
     echo "- CPU: ${cpu_model:-unknown}; nproc: $(nproc); memory: $mem_total; $BENCH_DIR on ${fs_type:-?}"
-    echo "- load average at the start: $LOAD_START; at the end: $(cut -d' ' -f1-3 /proc/loadavg) (other work on the host skews the times)"
+    echo "- load average (1, 5, 15 min) before the run: $LOAD_START (other work on the host skews the times)"
     echo "- coffer: $COFFER_VERSION ($COFFER_BIN)"
 }
 
