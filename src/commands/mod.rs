@@ -39,12 +39,7 @@ pub(crate) fn resolve_snapshot(
     which: &str,
     allow_unsigned: bool,
 ) -> anyhow::Result<crate::snapshot::Manifest> {
-    let accept = if allow_unsigned {
-        crate::snapshot::Accept::TrustedOrUnsigned
-    } else {
-        crate::snapshot::Accept::Trusted
-    };
-    let r = crate::snapshot::resolve(store, which, &config.trusted(), accept)?;
+    let r = crate::snapshot::resolve(store, which, &config.trusted(), accept(allow_unsigned))?;
     for p in &r.passed_over {
         eprintln!("note: passed over {}", crate::text::Printable(p));
     }
@@ -68,18 +63,22 @@ pub(crate) fn read_bases(
     only: Option<&str>,
     allow_unsigned: bool,
 ) -> anyhow::Result<crate::snapshot::Bases> {
-    let accept = if allow_unsigned {
-        crate::snapshot::Accept::TrustedOrUnsigned
-    } else {
-        crate::snapshot::Accept::Trusted
-    };
     Ok(crate::snapshot::read_bases(
         store,
         m,
         only,
         &config.trusted(),
-        accept,
+        accept(allow_unsigned),
     )?)
+}
+
+/// Which snapshots a reader acts on: trusted ones, and with `--allow-unsigned` unsigned ones.
+fn accept(allow_unsigned: bool) -> crate::snapshot::Accept {
+    if allow_unsigned {
+        crate::snapshot::Accept::TrustedOrUnsigned
+    } else {
+        crate::snapshot::Accept::Trusted
+    }
 }
 
 pub use crate::units::{human_bytes, human_seconds};

@@ -19,6 +19,14 @@ fn write(root: &Path, rel: &str, bytes: &[u8]) {
     fs::write(p, bytes).unwrap();
 }
 
+/// Whether `tar` is GNU tar (which applies `GNU.dumpdir` records with `-G`).
+fn gnu_tar() -> bool {
+    Command::new("tar")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("GNU tar"))
+}
+
 /// Extracts `tar` into `dir` with GNU tar's `-G` (deletions from the dumpdir records).
 fn gnu_extract(tar: &[u8], dir: &Path) {
     let file = dir.with_extension("tar");
@@ -40,11 +48,7 @@ fn gnu_extract(tar: &[u8], dir: &Path) {
 
 #[test]
 fn a_differential_leaves_unchanged_files_out_and_gnu_tar_applies_its_deletions() {
-    let gnu = Command::new("tar")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("GNU tar"));
-    if !prerequisite(gnu, "GNU tar is needed", "apt-get install tar") {
+    if !prerequisite(gnu_tar(), "GNU tar is needed", "apt-get install tar") {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
@@ -173,11 +177,7 @@ fn a_differential_leaves_unchanged_files_out_and_gnu_tar_applies_its_deletions()
 
 /// GNU tar, age, jq, sha256sum and ssh-keygen: what RECOVERY.md's stock restore needs.
 fn stock_tools() -> bool {
-    let gnu = Command::new("tar")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("GNU tar"));
-    let all = gnu
+    let all = gnu_tar()
         && ["age", "jq", "sha256sum"]
             .iter()
             .all(|t| Command::new(t).arg("--version").output().is_ok())
@@ -210,12 +210,7 @@ fn shift_mtime(root: &Path, rel: &str, secs: i64) {
 
 /// RECOVERY.md's stock restore of a folder (steps 1 to 5), as written, for snapshot `id`.
 fn stock_restore(env: &Env, id: &str, to: &Path) -> String {
-    let public = fs::read_to_string(env.path("state/signing-key.pub")).unwrap();
-    let key = public
-        .split_whitespace()
-        .take(2)
-        .collect::<Vec<_>>()
-        .join(" ");
+    let key = env.signer_key();
     let blocks = crate::interop::recovery_blocks();
     let end = blocks
         .iter()

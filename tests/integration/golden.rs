@@ -99,6 +99,38 @@ fn listing(root: &Path) -> String {
     out
 }
 
+/// A copy of the signed golden store `fixtures/<name>/store` (nothing a reader does may touch
+/// the committed bytes) and a config reading it that trusts only its `signer.pub`, with
+/// `extra` TOML; the store's path and the config's.
+fn golden_copy(env: &Env, name: &str, extra: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures");
+    let golden = root.join(name);
+    let store = env.path("golden-store");
+    let copy = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(golden.join("store"))
+        .arg(&store)
+        .status()
+        .unwrap();
+    assert!(copy.success());
+    let signer = fs::read_to_string(golden.join("signer.pub")).unwrap();
+    let config = env.path("golden.toml");
+    fs::write(
+        &config,
+        format!(
+            "state_dir = \"state\"\n[encryption]\n\
+             recipients = [\"age16zg93csty3wy00r8tswvwng786qwkztyftetahrtzqpcmgdgk9qsn50yet\"]\n\
+             identity_file = \"{}\"\ntrusted_signers = [\"{}\"]\n\
+             [store]\ntype = \"local\"\npath = \"{}\"\n{extra}",
+            root.join("quickstart-identity.txt").display(),
+            signer.trim(),
+            store.display(),
+        ),
+    )
+    .unwrap();
+    (store, config)
+}
+
 fn sha256_file(path: &Path) -> String {
     use sha2::{Digest, Sha256};
     hex::encode(Sha256::digest(fs::read(path).unwrap()))
@@ -155,38 +187,16 @@ fn format_v1_golden_snapshot_with_checksums_and_a_sql_dump_still_restores() {
     ) {
         return;
     }
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures");
-    let golden = root.join("golden-v1-sql");
     let env = Env::new();
-    // A copy: nothing a reader does may touch the committed bytes.
-    let store = env.path("golden-store");
-    let copy = std::process::Command::new("cp")
-        .arg("-a")
-        .arg(golden.join("store"))
-        .arg(&store)
-        .status()
-        .unwrap();
-    assert!(copy.success());
-    let signer = fs::read_to_string(golden.join("signer.pub")).unwrap();
-    let config = env.path("golden.toml");
-    fs::write(
-        &config,
-        format!(
-            "state_dir = \"state\"\n[encryption]\n\
-             recipients = [\"age16zg93csty3wy00r8tswvwng786qwkztyftetahrtzqpcmgdgk9qsn50yet\"]\n\
-             identity_file = \"{}\"\ntrusted_signers = [\"{}\"]\n\
-             [store]\ntype = \"local\"\npath = \"{}\"\n\
-             [drill]\nstaging_dir = \"{}\"\n\
-             [[drill.database]]\nsource = \"app\"\nurl = \"sqlite://{}\"\n\
-             probes = [\"SELECT count(*) FROM invoice\"]\n",
-            root.join("quickstart-identity.txt").display(),
-            signer.trim(),
-            store.display(),
-            env.path("drill").display(),
-            env.path("drill-app.db").display(),
-        ),
-    )
-    .unwrap();
+    let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/golden-v1-sql");
+    let drill = format!(
+        "[drill]\nstaging_dir = \"{}\"\n\
+         [[drill.database]]\nsource = \"app\"\nurl = \"sqlite://{}\"\n\
+         probes = [\"SELECT count(*) FROM invoice\"]\n",
+        env.path("drill").display(),
+        env.path("drill-app.db").display(),
+    );
+    let (store, config) = golden_copy(&env, "golden-v1-sql", &drill);
     // Signed by the key that made it, with a folder, its checksum stream and a SQL dump.
     let list = env.ok(&config, &["list", "--json"]);
     let v: serde_json::Value = serde_json::from_str(&list).unwrap();
@@ -322,32 +332,9 @@ fn make_golden_v2() {
 
 #[test]
 fn format_v2_golden_pair_restores_the_full_and_the_differential() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures");
-    let golden = root.join("golden-v2");
     let env = Env::new();
-    let store = env.path("golden-store");
-    let copy = std::process::Command::new("cp")
-        .arg("-a")
-        .arg(golden.join("store"))
-        .arg(&store)
-        .status()
-        .unwrap();
-    assert!(copy.success());
-    let signer = fs::read_to_string(golden.join("signer.pub")).unwrap();
-    let config = env.path("golden.toml");
-    fs::write(
-        &config,
-        format!(
-            "state_dir = \"state\"\n[encryption]\n\
-             recipients = [\"age16zg93csty3wy00r8tswvwng786qwkztyftetahrtzqpcmgdgk9qsn50yet\"]\n\
-             identity_file = \"{}\"\ntrusted_signers = [\"{}\"]\n\
-             [store]\ntype = \"local\"\npath = \"{}\"\n",
-            root.join("quickstart-identity.txt").display(),
-            signer.trim(),
-            store.display(),
-        ),
-    )
-    .unwrap();
+    let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/golden-v2");
+    let (store, config) = golden_copy(&env, "golden-v2", "");
     let out = env.ok(&config, &["verify", "--all", "--deep"]);
     assert!(!out.contains("BAD"), "{out}");
     for name in ["full", "differential"] {

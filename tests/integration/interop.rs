@@ -201,12 +201,7 @@ fn recovery_md_stock_commands_restore_every_source_as_written() {
     // One fresh name on each server, dropped at the end.
     let restored = postgres::Db::named("recovered");
     let my_restored = mysql::Db(restored.0.clone());
-    let public = fs::read_to_string(env.path("state/signing-key.pub")).unwrap();
-    let key = public
-        .split_whitespace()
-        .take(2)
-        .collect::<Vec<_>>()
-        .join(" ");
+    let key = env.signer_key();
     let by_hand = env.path("by-hand/files");
     let mut script = recovery_blocks().join("");
     for (placeholder, value) in [

@@ -197,12 +197,7 @@ fn stock_ssh_keygen_verifies_a_backups_signature() {
     let config = env.config(&site, "64MiB", "");
     let id = env.backup(&config);
     // What docs/RECOVERY.md tells the operator to write.
-    let public = fs::read_to_string(env.path("state/signing-key.pub")).unwrap();
-    let key = public
-        .split_whitespace()
-        .take(2)
-        .collect::<Vec<_>>()
-        .join(" ");
+    let key = env.signer_key();
     let allowed = env.path("allowed_signers");
     fs::write(
         &allowed,

@@ -54,6 +54,17 @@ impl Env {
         self.signing_key().public().openssh()
     }
 
+    /// The `ssh-ed25519 AAAA…` of the key the test host's first backup made (its
+    /// `state/signing-key.pub`, without the comment).
+    pub fn signer_key(&self) -> String {
+        let public = fs::read_to_string(self.path("state/signing-key.pub")).unwrap();
+        public
+            .split_whitespace()
+            .take(2)
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
     /// The test host's own signing key (`state/signing-key`, made as the first backup would).
     pub fn signing_key(&self) -> coffer::signing::SigningKey {
         fs::create_dir_all(self.path("state")).unwrap();
