@@ -530,6 +530,88 @@ mod tests {
         }
     }
 
+    /// A differential of `base`'s `files`, made a minute later.
+    fn differential_of(base: &Manifest) -> Manifest {
+        let id = SnapshotId::new(base.id.time() + chrono::TimeDelta::minutes(1));
+        let mut m = sample(&id);
+        m.format_version = 2;
+        m.sources[0].differential = Some(crate::snapshot::DifferentialRecord {
+            base: base.id.clone(),
+            base_sha256: "ab".repeat(32),
+            changed_files: 1,
+            changed_bytes: 1,
+        });
+        m
+    }
+
+    #[test]
+    fn a_differential_is_read_only_when_its_full_is_there_trusted_and_the_same_stream() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(dir.path());
+        let key = SigningKey::generate("h");
+        let trusted = Trusted::new([key.public()]);
+        let mut full = sample(&id_at("2026-12-01T02:00:00Z"));
+        full.sources[0].sha256 = "ab".repeat(32);
+        let diff = differential_of(&full);
+        write_manifest(&store, &diff, &key).unwrap();
+        let read = |m: &Manifest| read_bases(&store, m, None, &trusted, Accept::Trusted);
+        let why = |r: Result<Bases, SnapshotError>| match r {
+            Err(SnapshotError::BaseMissing { why, .. }) => why,
+            other => panic!("{other:?}"),
+        };
+        assert!(why(read(&diff)).contains("no longer in the store"));
+        // Planted: not signed by a trusted key.
+        plant(&store, &full, None);
+        assert!(why(read(&diff)).contains("not signed"));
+        // Another stream of the same name.
+        let mut other = full.clone();
+        other.sources[0].sha256 = "cd".repeat(32);
+        write_manifest(&store, &other, &key).unwrap();
+        assert!(why(read(&diff)).contains("another stream"));
+        // The very full: read, and found for the source.
+        write_manifest(&store, &full, &key).unwrap();
+        let bases = read(&diff).unwrap();
+        let (m, s) = bases.of(&diff.sources[0]).unwrap();
+        assert_eq!(
+            (&m.id, s.sha256.as_str()),
+            (&full.id, full.sources[0].sha256.as_str())
+        );
+        // A full has none to read.
+        assert!(read(&full).unwrap().of(&full.sources[0]).is_none());
+    }
+
+    #[test]
+    fn inconsistent_differentials_are_refused() {
+        let full = sample(&id_at("2026-12-01T02:00:00Z"));
+        let now = Utc::now();
+        assert_eq!(differential_of(&full).check_at(now), Ok(()));
+        let mut v1 = differential_of(&full);
+        v1.format_version = 1;
+        let mut newer_base = differential_of(&full);
+        newer_base.sources[0].differential.as_mut().unwrap().base = SnapshotId::new(now);
+        let mut bad_sha = differential_of(&full);
+        bad_sha.sources[0]
+            .differential
+            .as_mut()
+            .unwrap()
+            .base_sha256 = "../x".into();
+        let mut of_a_dump = differential_of(&full);
+        of_a_dump.sources[0].kind = crate::snapshot::StreamKind::Sqlite;
+        of_a_dump.sources[0].stream = "files.sql.gz.age".into();
+        of_a_dump.sources[0].parts[0].name = "files.sql.gz.age.00001".into();
+        for (bad, says) in [
+            (v1, "version 1"),
+            (newer_base, "not older"),
+            (bad_sha, "sha256"),
+            (of_a_dump, "marked differential"),
+        ] {
+            let why = bad.check_at(now).unwrap_err();
+            assert!(why.contains(says), "{why}");
+        }
+        assert_eq!(Manifest::version_for(&full.sources), 1);
+        assert_eq!(Manifest::version_for(&differential_of(&full).sources), 2);
+    }
+
     #[test]
     fn manifests_with_hostile_names_are_refused() {
         let dir = tempfile::tempdir().unwrap();
