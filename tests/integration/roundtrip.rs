@@ -525,4 +525,19 @@ fn files_that_change_or_vanish_while_read_are_warnings_and_the_backup_succeeds()
     let r: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(r["sources"][0]["files"]["hashed"], 3, "{r:#}");
     assert_eq!(r["sources"][0]["files"]["hash_failures"], 0, "{r:#}");
+
+    // The full's index holds what the files were when they were opened: the next backup, a
+    // differential, takes the files that changed while being read again, whole, and leaves
+    // the steady one out.
+    let out: serde_json::Value =
+        serde_json::from_str(&env.ok(&config_path, &["backup", "--json"])).unwrap();
+    assert_eq!(out["folders"][0]["kind"], "differential", "{out:#}");
+    let diff = &out["manifest"]["sources"][0]["differential"];
+    assert_eq!(diff["changed_files"], 2, "{out:#}");
+    let target = env.path("restored-differential");
+    env.ok(
+        &config_path,
+        &["restore", "latest", "--to", target.to_str().unwrap()],
+    );
+    crate::support::assert_same_tree(&site, &target);
 }
