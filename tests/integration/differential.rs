@@ -29,12 +29,12 @@ fn gnu_tar() -> bool {
 
 /// Extracts `tar` into `dir` with GNU tar's `-G` (deletions from the dumpdir records).
 fn gnu_extract(tar: &[u8], dir: &Path) {
-    let file = dir.with_extension("tar");
-    fs::write(&file, tar).unwrap();
+    let file = tempfile::NamedTempFile::new().unwrap();
+    fs::write(file.path(), tar).unwrap();
     let out = Command::new("tar")
         .arg("-xpG")
         .arg("-f")
-        .arg(&file)
+        .arg(file.path())
         .arg("-C")
         .arg(dir)
         .output()
@@ -157,11 +157,11 @@ fn a_differential_leaves_unchanged_files_out_and_gnu_tar_applies_its_deletions()
     // Without -G the deletions are not applied: the doc must say -G.
     let plain = tempfile::tempdir().unwrap();
     for tar in [&full, &diff] {
-        let file = plain.path().with_extension("plain.tar");
-        fs::write(&file, tar).unwrap();
+        let file = tempfile::NamedTempFile::new().unwrap();
+        fs::write(file.path(), tar).unwrap();
         let ok = Command::new("tar")
             .arg("-xpf")
-            .arg(&file)
+            .arg(file.path())
             .arg("-C")
             .arg(plain.path())
             .status()
