@@ -46,8 +46,8 @@
 #                     (default: removed; the generated site, the key and the logs are kept)
 #   BENCH_MANY_FILES  N: run the many-files mode with N files instead of the day-2 mode
 #   BENCH_MANY_DIRS   folders of the many-files tree (default 1000)
-#   COFFER_BIN        coffer binary to test (default /tmp/coffer-diff; e.g. target/release/coffer
-#                     after `cargo build --release --locked`)
+#   COFFER_BIN        coffer binary to test; if unset, `cargo build --release --locked` is run
+#                     and target/release/coffer is used
 #
 # Results: Markdown on stdout and in $BENCH_DIR/results.md (many-files mode:
 # $BENCH_DIR/results-many-files.md); progress on stderr; every command's stdout, stderr and
@@ -68,7 +68,8 @@ BENCH_VERIFY=${BENCH_VERIFY:-1}
 BENCH_KEEP=${BENCH_KEEP:-0}
 BENCH_MANY_FILES=${BENCH_MANY_FILES:-}
 BENCH_MANY_DIRS=${BENCH_MANY_DIRS:-1000}
-COFFER_BIN=${COFFER_BIN:-/tmp/coffer-diff}
+COFFER_BIN=${COFFER_BIN:-}
+REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 GENERATOR_VERSION=1
 
 log() { printf '==> %s\n' "$*" >&2; }
@@ -119,6 +120,13 @@ ensure_tools() {
 ensure_tools
 
 # ---------------------------------------------------------------- 2. coffer
+if [[ -z $COFFER_BIN ]]; then
+    command -v cargo >/dev/null ||
+        die "cargo not found: install Rust (https://rustup.rs) or set COFFER_BIN to a coffer binary"
+    log "building coffer (cargo build --release --locked)"
+    (cd "$REPO_ROOT" && cargo build --release --locked >&2)
+    COFFER_BIN=$REPO_ROOT/target/release/coffer
+fi
 if [[ $COFFER_BIN != */* ]]; then
     COFFER_BIN=$(command -v "$COFFER_BIN") || die "COFFER_BIN '$COFFER_BIN' not found in PATH"
 fi
@@ -275,7 +283,7 @@ PY
     MBYTES=$(find "$MSITE" -type f -printf '%s\n' | awk '{s += $1} END {printf "%d\n", s}')
     write_config "$MCFG" "$MSTORE" "$MSTATE" "$MSITE"
 
-    declare -A MW=() MR=() MS=() MK=() MP=()
+    declare -A MW=() MR=() MS=() MK=() MP=() MT=() MC=()
     for run in full same; do
         log "coffer backup ($run)"
         measure "many.$run" "$COFFER_BIN" --config "$MCFG" backup --json
@@ -284,6 +292,8 @@ PY
         MK[$run]=$(jq -r '.folders[0].kind // "?"' "$LOGDIR/many.$run.out")
         MS[$run]=$(jq -r '.stored_bytes' "$LOGDIR/many.$run.out")
         MP[$run]=$(jq -r '.plaintext_bytes' "$LOGDIR/many.$run.out")
+        MT[$run]=$(jq -r '.manifest.sources[0].encrypted_bytes' "$LOGDIR/many.$run.out")
+        MC[$run]=$(jq -r '.manifest.sources[0].checksums.encrypted_bytes // 0' "$LOGDIR/many.$run.out")
         log "  ${MK[$run]}: $WALL s, peak RSS $(kib_mib "$RSS_KB") MiB, stored $(mib "${MS[$run]}") MiB"
     done
     STATE_BYTES=$(dir_bytes "$MSTATE")
@@ -296,17 +306,18 @@ PY
         host_lines
         echo "- tree: $MFILES files of 0..200 bytes ($(mib "$MBYTES") MiB of file data) in $DIRS folders ($GEN_NOTE); warm page cache"
         echo
-        echo "| backup | kind | wall s | files/s | peak RSS MiB | RSS < 100 MiB | tar plaintext MiB | stored MiB |"
-        echo "|---|---|---:|---:|---:|---|---:|---:|"
+        echo "| backup | kind | wall s | files/s | peak RSS MiB | RSS < 100 MiB | tar plaintext MiB | stored MiB | of which tar stream MiB | of which checksum list MiB |"
+        echo "|---|---|---:|---:|---:|---|---:|---:|---:|---:|"
         for run in full same; do
             label="first backup"
             [[ $run == same ]] && label="second backup, nothing changed"
-            printf '| %s | %s | %.2f | %s | %s | %s | %s | %s |\n' "$label" "${MK[$run]}" "${MW[$run]}" \
+            printf '| %s | %s | %.2f | %s | %s | %s | %s | %s | %s | %s |\n' "$label" "${MK[$run]}" "${MW[$run]}" \
                 "$(awk -v n="$MFILES" -v s="${MW[$run]}" 'BEGIN {if (s > 0) printf "%.0f", n / s; else print "n/a"}')" \
-                "$(kib_mib "${MR[$run]}")" "$(goal "${MR[$run]}")" "$(mib "${MP[$run]}")" "$(mib "${MS[$run]}")"
+                "$(kib_mib "${MR[$run]}")" "$(goal "${MR[$run]}")" "$(mib "${MP[$run]}")" "$(mib "${MS[$run]}")" \
+                "$(mib "${MT[$run]}")" "$(mib "${MC[$run]}")"
         done
         echo
-        echo "- the unchanged differential stores $(pct "${MS[same]}" "${MS[full]}") of the full's bytes"
+        echo "- the unchanged differential stores $(pct "${MS[same]}" "${MS[full]}") of the full's bytes (the checksum list names every file, changed or not)"
         echo "- store after both: $(mib "$STORE_BYTES") MiB; coffer state_dir (folder index, signing key): $(mib "$STATE_BYTES") MiB"
     } | tee "$RESULTS"
     log "results written to $RESULTS (logs in $LOGDIR)"
@@ -718,6 +729,14 @@ done
 log "once more, nothing changed"
 backup_all same $((BENCH_DAYS % ${#TOOLS[@]}))
 RUN_SECONDS=$(since "$t_run")
+# coffer alone: a new full (--full), then the unchanged tree: what a differential costs when
+# nothing changed since its full (the dumpdir records and the checksum list of every file).
+log "coffer: a new full, then the unchanged tree against it"
+measure coffer.refull "$COFFER_BIN" --config "$CFG" backup --full --json
+REFULL=$(jq -r '.stored_bytes' "$LOGDIR/coffer.refull.out")
+measure coffer.refull-same "$COFFER_BIN" --config "$CFG" backup --json
+REFULL_SAME=$(jq -r '.stored_bytes' "$LOGDIR/coffer.refull-same.out")
+REFULL_LINE="- coffer, right after a new full (--full, $(mib "$REFULL") MiB), backup of the unchanged tree: stored $(human "$REFULL_SAME") = **$(pct "$REFULL_SAME" "$REFULL")** of the full (tar stream $(human "$(jq -r '.manifest.sources[0].encrypted_bytes' "$LOGDIR/coffer.refull-same.out")"), checksum list $(human "$(jq -r '.manifest.sources[0].checksums.encrypted_bytes // 0' "$LOGDIR/coffer.refull-same.out")")); $(fmt_s "$WALL") s, peak RSS $(kib_mib "$RSS_KB") MiB"
 
 RESTORE_LINE=""
 if [[ $BENCH_VERIFY != 0 ]]; then
@@ -784,7 +803,8 @@ tool_name() {
     echo
     echo "- coffer / restic: median day-2..$N time **$(ratio "${MED[coffer]}" "${MED[restic]}")**, store after day $N **$(ratio "${FINAL[coffer]}" "${FINAL[restic]}")**"
     echo "- coffer / borg: median day-2..$N time $(ratio "${MED[coffer]}" "${MED[borg]}"), store after day $N $(ratio "${FINAL[coffer]}" "${FINAL[borg]}")"
-    echo "- coffer backup of the unchanged tree after day $N (${KIND[same]}): stored $(human "${SNAP[same]}") = **$(pct "${SNAP[same]}" "${SNAP[1]}")** of the day-1 full's $(mib "${SNAP[1]}") MiB; $(fmt_s "${T[coffer.same]}") s, peak RSS $(kib_mib "${R[coffer.same]}") MiB"
+    echo "$REFULL_LINE"
+    echo "- coffer backup of the unchanged tree after day $N (${KIND[same]}): stored $(human "${SNAP[same]}") = **$(pct "${SNAP[same]}" "${SNAP[1]}")** of the day-1 full's $(mib "${SNAP[1]}") MiB (tar stream $(human "$(jq -r '.manifest.sources[0].encrypted_bytes' "$LOGDIR/coffer.daysame.out")"), checksum list $(human "$(jq -r '.manifest.sources[0].checksums.encrypted_bytes // 0' "$LOGDIR/coffer.daysame.out")")); $(fmt_s "${T[coffer.same]}") s, peak RSS $(kib_mib "${R[coffer.same]}") MiB"
     if ((N > 1)); then
         echo "  (a differential holds everything changed since its full, so this is days 2..$N's changes again: day $N's differential stored $(human "${SNAP[$N]}"); the unchanged one differs from it by $(human "$((SNAP[same] - ${SNAP[$N]}))" 1))"
     fi

@@ -60,7 +60,7 @@ pub fn render(histories: &[(String, JobHistory)]) -> String {
     family(
         "coffer_last_success_bytes",
         "gauge",
-        "Stored bytes of the snapshot the job's last successful run made or checked.",
+        "Stored bytes of the snapshot the job's last successful run made or checked (a backup: what it uploaded, a differential only its changes).",
         per_job(&|h| {
             h.last_success
                 .as_ref()
