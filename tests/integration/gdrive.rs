@@ -1098,3 +1098,30 @@ fn md5_only_answers_are_checked_by_md5_and_verify_reads_the_parts() {
     let out = env.fails(&config, &["verify", "latest"]);
     assert!(out.contains("files.tar.gz.age.00001"), "{out}");
 }
+
+#[test]
+fn a_differential_in_drive_restores_over_its_full_and_verify_checks_both() {
+    let env = Env::new();
+    let drive = FakeDrive::start();
+    let site = site(&env);
+    let config = drive_config(&env, &drive, &site, "");
+    let full = env.backup(&config);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    std::fs::write(site.join("new.txt"), "day 2").unwrap();
+    std::fs::remove_file(site.join("big.bin")).unwrap();
+    let out: serde_json::Value =
+        serde_json::from_str(&env.ok(&config, &["backup", "--json"])).unwrap();
+    assert_eq!(out["folders"][0]["kind"], "differential", "{out:#}");
+    assert_eq!(out["folders"][0]["base"], full.as_str());
+    // The 3 MiB attachment is not uploaded again (it was deleted; the rest is unchanged).
+    assert!(out["stored_bytes"].as_u64().unwrap() < 100_000, "{out:#}");
+    assert_clean(&drive);
+    let verify = env.ok(&config, &["verify", "latest"]);
+    assert!(verify.contains("(the full of"), "{verify}");
+    let to = env.path("restored");
+    env.ok(
+        &config,
+        &["restore", "latest", "--to", to.to_str().unwrap()],
+    );
+    assert_same_tree(&site, &to);
+}
