@@ -121,10 +121,23 @@ fn drill_database(
     private: bool,
     problems: &mut Vec<String>,
 ) -> Option<DrillDatabase> {
-    let address = match crate::database::Address::parse(&d.url) {
-        // A relative file is relative to the config, as every path in it (the daemon and
-        // the CLI run from different folders).
-        Ok(crate::database::Address::Sqlite(p)) => crate::database::Address::Sqlite(resolve(&p)),
+    // A relative file is relative to the config, as every path in it (the daemon and the CLI
+    // run from different folders); made absolute, so sqlite3 never takes it for a `file:` URI.
+    let sqlite_file = d
+        .url
+        .strip_prefix("sqlite:")
+        .map(|rest| rest.strip_prefix("//").unwrap_or(rest))
+        .filter(|p| !p.is_empty());
+    let parsed = match sqlite_file {
+        Some(p) => {
+            let file = resolve(Path::new(p));
+            std::path::absolute(&file)
+                .map(crate::database::Address::Sqlite)
+                .map_err(|e| format!("cannot resolve '{}': {e}", file.display()))
+        }
+        None => crate::database::Address::parse(&d.url),
+    };
+    let address = match parsed {
         Ok(a) => a,
         Err(why) => {
             problems.push(format!("{key}.url: {why}"));

@@ -129,6 +129,31 @@ fn the_quickstart_backs_up_and_restores_the_demo_site_and_its_database() {
             String::from_utf8_lossy(&load.stderr)
         );
         assert_eq!(dump(&copy), dump(&repo.join("fixtures/app.sqlite")));
+        // `coffer drill` on the quickstart: the folder and the database, every check.
+        let out = env.ok(&config, &["drill", "--json"]);
+        let r: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let source = |name: &str| {
+            r["sources"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|s| s["name"] == name)
+                .unwrap()
+                .clone()
+        };
+        let files = source("files");
+        assert_eq!(
+            files["files"]["hashed"], files["files"]["expected"]["files"],
+            "{r:#}"
+        );
+        assert_eq!(files["files"]["hash_failures"], 0, "{r:#}");
+        let app = source("app");
+        assert_eq!(app["restored"], "loaded", "{r:#}");
+        let text = app.to_string();
+        assert!(
+            text.contains("invoice") && text.contains("customer"),
+            "{r:#}"
+        );
     }
 }
 
