@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
-#[command(name = "coffer", version, about = "Encrypted backups that restore", long_about = None)]
+#[command(name = "coffer", version, about = "Encrypted backups that restore", long_about = None, after_help = crate::exit::TABLE)]
 pub struct Cli {
     /// Config file.
     #[arg(

@@ -22,6 +22,7 @@ pub mod config;
 pub mod daemon;
 pub mod database;
 pub(crate) mod drill;
+pub mod exit;
 pub(crate) mod job;
 pub mod keys;
 pub mod lock;

@@ -74,7 +74,7 @@ fn main() -> ExitCode {
                     "hint: wait for it to finish, or pass --wait DURATION to queue behind it"
                 );
             }
-            ExitCode::FAILURE
+            ExitCode::from(commands::exit_code(&e).as_u8())
         }
     }
 }

@@ -6,9 +6,16 @@
 //! signal is: the daemon runs one job at a time, the CLI one command.
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
 static REQUESTED: AtomicBool = AtomicBool::new(false);
+/// The signal that asked for the stop (15 SIGTERM, 2 SIGINT; 0 none).
+static SIGNAL: AtomicI32 = AtomicI32::new(0);
+
+/// The signal that asked for the stop, if one did: 15 (SIGTERM) or 2 (SIGINT).
+pub fn signal() -> Option<i32> {
+    Some(SIGNAL.load(Ordering::SeqCst)).filter(|&s| s != 0)
+}
 /// Dump tools running now (pids, each leading its own process group), to stop them with the
 /// process.
 static CHILDREN: Mutex<Vec<i32>> = Mutex::new(Vec::new());
@@ -127,11 +134,12 @@ pub fn stop_on_signals() {
                     return;
                 };
                 for n in 0..2 {
-                    tokio::select! {
-                        _ = term.recv() => {}
-                        _ = int.recv() => {}
-                    }
+                    let signal = tokio::select! {
+                        _ = term.recv() => 15,
+                        _ = int.recv() => 2,
+                    };
                     if n == 0 {
+                        SIGNAL.store(signal, Ordering::SeqCst);
                         eprintln!("stopping: cleaning up (press Ctrl-C again to quit at once)");
                         request();
                     }

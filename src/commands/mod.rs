@@ -83,6 +83,65 @@ fn accept(allow_unsigned: bool) -> crate::snapshot::Accept {
 
 pub use crate::units::{human_bytes, human_seconds};
 
+/// The exit code a failed command's error chain means (`exit::Code`; `coffer --help` lists
+/// them). Read from the typed errors in the chain, the most telling first.
+pub fn exit_code(err: &anyhow::Error) -> crate::exit::Code {
+    use crate::exit::Code;
+    use crate::snapshot::SnapshotError;
+    if crate::shutdown::is_stopped(err) {
+        return match crate::shutdown::signal() {
+            Some(2) => Code::Interrupted,
+            _ => Code::Terminated,
+        };
+    }
+    if crate::lock::is_busy(err) {
+        return Code::Locked;
+    }
+    let chain = || err.chain();
+    if chain().any(|e| e.is::<crate::config::ConfigError>()) {
+        return Code::Config;
+    }
+    if chain().any(|e| {
+        e.is::<crate::keys::KeyError>()
+            || matches!(
+                e.downcast_ref::<crate::pipeline::DecodeError>(),
+                Some(crate::pipeline::DecodeError::NoMatchingIdentity { .. })
+            )
+    }) {
+        return Code::Identity;
+    }
+    let part = crate::pipeline::find_part_problem(err.as_ref());
+    let damaged = chain().any(|e| {
+        e.is::<crate::exit::Damaged>()
+            || e.is::<crate::drill::DrillFailed>()
+            || matches!(
+                e.downcast_ref::<SnapshotError>(),
+                Some(
+                    SnapshotError::NotTrusted { .. }
+                        | SnapshotError::Unsigned { .. }
+                        | SnapshotError::BadManifest { .. }
+                        | SnapshotError::BaseMissing { .. }
+                )
+            )
+            || matches!(
+                e.downcast_ref::<crate::archive::RestoreError>(),
+                Some(crate::archive::RestoreError::Unsafe { .. })
+            )
+    }) || part.is_some_and(crate::pipeline::PartProblem::is_damage);
+    if damaged {
+        return Code::Damaged;
+    }
+    if let Some(f) = err.downcast_ref::<crate::backup::Failed>()
+        && matches!(f.stage, "reading the source" | "connecting to the database")
+    {
+        return Code::Source;
+    }
+    if part.is_some() || chain().any(|e| e.is::<crate::store::StoreError>()) {
+        return Code::Store;
+    }
+    Code::Failure
+}
+
 /// Identities for restore / deep verify: `--identity` or the configured file.
 pub(crate) fn load_identities(
     config: &Config,

@@ -255,7 +255,7 @@ fn restore_to_database(
             m.id,
             names.join(", ")
         );
-        return Ok(ExitCode::FAILURE);
+        return Ok(ExitCode::from(crate::exit::Code::Damaged.as_u8()));
     }
     Ok(ExitCode::SUCCESS)
 }

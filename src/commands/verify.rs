@@ -150,10 +150,10 @@ pub fn run(config_path: &Path, args: &VerifyArgs) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&json)?);
     }
     if failed > 0 {
-        anyhow::bail!(
+        return Err(crate::exit::Damaged::error(format!(
             "{failed} snapshot(s) failed verification; the bad parts and manifests are named above. \
              Back up again now, and restore from an older snapshot if you need this one's data"
-        );
+        )));
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -415,11 +415,15 @@ fn download_all(
             "this snapshot cannot be restored: back up again now, and run 'coffer verify --all' \
              to see which other snapshots are affected"
         };
-        bail!(
+        let message = format!(
             "the drill of snapshot {} stopped at the download: {}; {next}",
             m.id,
             listed.join("; ")
         );
+        if problems.iter().any(crate::pipeline::PartProblem::is_damage) {
+            return Err(crate::exit::Damaged::error(message));
+        }
+        bail!(message);
     }
     Ok(downloads)
 }

@@ -106,12 +106,12 @@ pub fn precheck(store: &dyn Store, m: &Manifest, source: &SourceRecord) -> anyho
     if problems.is_empty() {
         Ok(())
     } else {
-        bail!(
+        Err(crate::exit::Damaged::error(format!(
             "snapshot {} cannot be restored: {}; nothing was written. Restore an older snapshot \
              ('coffer list')",
             m.id,
             problems.join("; ")
-        )
+        )))
     }
 }
 
@@ -141,11 +141,11 @@ pub fn open_checked<'a>(
                 );
             }
             if let Some(p) = report.problems.iter().find(|p| p.part().is_some()) {
-                bail!(
+                return Err(crate::exit::Damaged::error(format!(
                     "snapshot {} cannot be restored: {p}; nothing was written. Restore an older \
                      snapshot ('coffer list')",
                     m.id
-                );
+                )));
             }
             return Err(e.into());
         }
@@ -344,13 +344,11 @@ pub fn tree_summary(
     let mut summary = last;
     if s.differential.is_some() {
         if summary.unchanged_missing > 0 {
-            bail!(
+            return Err(crate::exit::Damaged::error(format!(
                 "restored '{}' of snapshot {}: {} files its differential lists as unchanged are \
                  not in the full it was restored over; restore another snapshot ('coffer list')",
-                s.name,
-                m.id,
-                summary.unchanged_missing
-            );
+                s.name, m.id, summary.unchanged_missing
+            )));
         }
         summary.counts.files += summary.unchanged;
         summary.file_bytes = s.file_bytes.unwrap_or(summary.file_bytes);
@@ -358,7 +356,7 @@ pub fn tree_summary(
     if let Some(expected) = s.entries
         && expected != summary.counts
     {
-        bail!(
+        return Err(crate::exit::Damaged::error(format!(
             "restored {} files, {} directories, {} symlinks of '{}', but the manifest records {}, {} and {}",
             summary.counts.files,
             summary.counts.directories,
@@ -367,7 +365,7 @@ pub fn tree_summary(
             expected.files,
             expected.directories,
             expected.symlinks
-        );
+        )));
     }
     Ok(summary)
 }
@@ -416,6 +414,12 @@ fn extract_stream(
             } else {
                 "fix the problem with the target folder and restore again"
             };
+            if stream_damaged && !store_access {
+                err = err.context(crate::exit::Damaged(format!(
+                    "the stored stream of '{}' in snapshot {} is damaged",
+                    s.name, m.id
+                )));
+            }
             return Err(err.context(format!(
                 "restore of '{}' from snapshot {} failed; {} holds a partial restore: {next}",
                 s.name,

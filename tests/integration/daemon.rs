@@ -264,7 +264,7 @@ fn ctrl_c_on_a_backup_by_hand_removes_what_it_stored() {
     signal(&cli, rustix::process::Signal::INT);
     let exit = cli.wait().unwrap();
     let said = fs::read_to_string(&log).unwrap();
-    assert_eq!(exit.code(), Some(1), "{said}");
+    assert_eq!(exit.code(), Some(130), "SIGINT: {said}");
     assert!(said.contains("stopped: coffer is shutting down"), "{said}");
     assert!(said.contains("no snapshot was written"), "{said}");
     assert_eq!(snapshot_ids(&env, &good), [first.as_str()]);

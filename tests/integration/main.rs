@@ -9,6 +9,7 @@ mod daemon;
 mod daemon_jobs;
 mod differential;
 mod drill;
+mod exit_codes;
 mod faults;
 mod frappe;
 mod gdrive;
