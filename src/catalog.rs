@@ -60,6 +60,13 @@ fn migrator() -> Migrator {
             include_str!("../migrations/0004_made_snapshots.sql").into_sql_str(),
             false,
         ),
+        Migration::new(
+            5,
+            "run audit".into(),
+            MigrationType::Simple,
+            include_str!("../migrations/0005_run_audit.sql").into_sql_str(),
+            false,
+        ),
     ])
 }
 
@@ -150,6 +157,9 @@ pub struct Finish {
     pub error: Option<String>,
     /// The run's own report (JSON), e.g. a drill's timings and checks.
     pub report: Option<serde_json::Value>,
+    /// Where it wrote what it read from the backups: a restore's folder or redacted database
+    /// url.
+    pub target: Option<String>,
 }
 
 impl Finish {
@@ -161,6 +171,7 @@ impl Finish {
             snapshots: None,
             error: None,
             report: None,
+            target: None,
         }
     }
 
@@ -191,6 +202,22 @@ pub struct Run {
     /// The run's own report (JSON), e.g. a drill's timings and checks.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub report: Option<serde_json::Value>,
+    /// Who ran it (`who()`); absent in runs recorded before coffer kept it.
+    pub user: Option<String>,
+    /// Where it wrote what it read from the backups (a restore's folder or database).
+    pub target: Option<String>,
+}
+
+/// Who is running this process: `login (uid N)`, and `, via sudo from NAME` under sudo.
+pub fn who() -> String {
+    let uid = rustix::process::getuid().as_raw();
+    let login = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "?".into());
+    match std::env::var("SUDO_USER") {
+        Ok(by) if !by.is_empty() => format!("{login} (uid {uid}), via sudo from {by}"),
+        _ => format!("{login} (uid {uid})"),
+    }
 }
 
 impl Run {
@@ -334,13 +361,14 @@ impl Catalog {
             .execute(&mut *conn)
             .await?;
             sqlx::query(
-                "INSERT INTO runs (job, trigger, pid, started, outcome) \
-                 VALUES (?, ?, ?, ?, 'running') RETURNING id",
+                "INSERT INTO runs (job, trigger, pid, started, outcome, user) \
+                 VALUES (?, ?, ?, ?, 'running', ?) RETURNING id",
             )
             .bind(job)
             .bind(trigger.as_str())
             .bind(pid)
             .bind(started)
+            .bind(who())
             .fetch_one(&mut *conn)
             .await
             .map(|r| r.get::<i64, _>(0))
@@ -357,7 +385,7 @@ impl Catalog {
         let done = self.rt.block_on(async {
             sqlx::query(
                 "UPDATE runs SET finished = ?, outcome = ?, snapshot = ?, bytes = ?, \
-                 snapshots = ?, error = ?, report = ? WHERE id = ?",
+                 snapshots = ?, error = ?, report = ?, target = ? WHERE id = ?",
             )
             .bind(stamp(Utc::now()))
             .bind(f.outcome.as_str())
@@ -366,6 +394,7 @@ impl Catalog {
             .bind(f.snapshots.map(|b| b as i64))
             .bind(f.error.as_deref())
             .bind(f.report.as_ref().map(ToString::to_string))
+            .bind(f.target.as_deref())
             .bind(id)
             .execute(&mut *conn)
             .await
@@ -523,13 +552,30 @@ impl Catalog {
         Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
+    /// Every run since `since`, newest first: the audit trail (`coffer history`).
+    ///
+    /// # Errors
+    /// When the catalog cannot be read.
+    pub fn runs_since(&mut self, since: DateTime<Utc>) -> Result<Vec<Run>, CatalogError> {
+        let conn = &mut self.conn;
+        let rows = self.rt.block_on(async {
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT {RUN_COLUMNS} FROM runs WHERE started >= ? ORDER BY started DESC, id DESC"
+            )))
+            .bind(stamp(since))
+            .fetch_all(&mut *conn)
+            .await
+        });
+        rows.map(|rows| rows.iter().map(run_of).collect())
+            .map_err(|e| self.error(e))
+    }
+
     /// `job`'s last run, last success, last failure, the run going now, and totals.
     ///
     /// # Errors
     /// When the catalog cannot be read.
     pub fn history(&mut self, job: &str) -> Result<JobHistory, CatalogError> {
-        const COLUMNS: &str = "id, job, trigger, pid, started, finished, outcome, snapshot, \
-                               bytes, snapshots, error, report";
+        const COLUMNS: &str = RUN_COLUMNS;
         let conn = &mut self.conn;
         let result = self.rt.block_on(async {
             let one = |condition: &str| {
@@ -681,6 +727,10 @@ impl Catalog {
     }
 }
 
+/// The columns `run_of` reads, in its order.
+const RUN_COLUMNS: &str = "id, job, trigger, pid, started, finished, outcome, snapshot, bytes, \
+                           snapshots, error, report, user, target";
+
 fn run_of(r: &sqlx::sqlite::SqliteRow) -> Run {
     let started: String = r.get(4);
     let finished: Option<String> = r.get(5);
@@ -701,6 +751,8 @@ fn run_of(r: &sqlx::sqlite::SqliteRow) -> Run {
             .ok()
             .flatten()
             .and_then(|t| serde_json::from_str(&t).ok()),
+        user: r.try_get(12).ok().flatten(),
+        target: r.try_get(13).ok().flatten(),
     }
 }
 

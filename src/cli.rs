@@ -50,6 +50,9 @@ pub enum Command {
     Prune(PruneArgs),
     /// Authorize a store once (Google Drive with a user's account: sign in through a browser).
     Auth(AuthArgs),
+    /// Who ran what, when, on which snapshot and into which target (the audit trail of
+    /// backups, restores, verifies, drills, prunes and sign-ins, by hand or by the daemon).
+    History(HistoryArgs),
     /// Run the [jobs.*] of the config on their schedules (backup then prune, verify) until
     /// SIGTERM or SIGINT; for systemd (Type=notify).
     Daemon,
@@ -91,6 +94,16 @@ impl std::str::FromStr for WaitFor {
         }
         crate::config::parse_duration(s).map(WaitFor)
     }
+}
+
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    /// Print the runs as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// How far back (e.g. 7d, 12h).
+    #[arg(long, value_name = "DURATION", default_value = "30d")]
+    pub since: WaitFor,
 }
 
 #[derive(Debug, Args)]

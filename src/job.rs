@@ -185,6 +185,49 @@ pub fn run<T>(
         }
     };
     recording.end(&finished);
+    audit_line(job, trigger, &finished);
     watch.finished(config, job, trigger, &finished, alerted.as_ref());
     result
+}
+
+/// Runs `work` (a restore, a verify or a sign-in by hand) as a recorded run without alerts:
+/// who ran it, the snapshot (`work` names it in its argument once it is resolved), where it
+/// wrote (`target`), and how it ended go to the run history and to one structured log line.
+/// A restore is the moment data leaves the vault: never silent.
+///
+/// # Errors
+/// `work`'s error, as it is.
+pub fn audited<T>(
+    config: &Config,
+    job: &str,
+    target: Option<String>,
+    work: impl FnOnce(&mut Option<String>) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    let recording = Recording::begin(config, job, Trigger::Manual);
+    let mut snapshot = None;
+    let result = work(&mut snapshot);
+    let mut finished = match &result {
+        Ok(_) => Finish::success(),
+        Err(e) => Failure::of(e).finish(),
+    };
+    finished.snapshot = snapshot;
+    finished.target = target;
+    recording.end(&finished);
+    audit_line(job, Trigger::Manual, &finished);
+    result
+}
+
+/// The run's one line in the log (target `coffer::audit`, on by default; journald keeps it).
+pub fn audit_line(job: &str, trigger: Trigger, finished: &Finish) {
+    tracing::info!(
+        target: "coffer::audit",
+        job,
+        trigger = trigger.as_str(),
+        user = crate::catalog::who(),
+        outcome = finished.outcome.as_str(),
+        snapshot = finished.snapshot.as_deref().unwrap_or(""),
+        target = finished.target.as_deref().unwrap_or(""),
+        "{job} {}",
+        finished.outcome.as_str()
+    );
 }

@@ -17,7 +17,10 @@ fn main() -> ExitCode {
     } else {
         "warn"
     };
-    let filter = EnvFilter::try_from_env("COFFER_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    // Each run's audit line (who, what, where) is logged whatever the level, unless
+    // COFFER_LOG says otherwise.
+    let filter = EnvFilter::try_from_env("COFFER_LOG")
+        .unwrap_or_else(|_| EnvFilter::new(format!("{default},coffer::audit=info")));
     // Whatever COFFER_LOG asks for (even a more specific target such as
     // `yup_oauth2::refresh=debug`), the OAuth and HTTP libraries never log below these
     // levels: they would print access tokens, refresh tokens and signed token requests.
@@ -60,6 +63,7 @@ fn main() -> ExitCode {
         Command::Status(args) => commands::status::run(&cli.config, args),
         Command::Drill(args) => commands::drill::run(&cli.config, args),
         Command::Forget(args) => commands::forget::run(&cli.config, args),
+        Command::History(args) => commands::history::run(&cli.config, args),
     };
     match result {
         Ok(code) => code,

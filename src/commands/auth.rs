@@ -11,6 +11,10 @@ use crate::config::StoreKind;
 
 pub fn run(config_path: &Path, args: &AuthArgs) -> anyhow::Result<ExitCode> {
     let config = load_config(config_path)?;
+    crate::job::audited(&config, "auth", None, |_| sign_in(&config, args))
+}
+
+fn sign_in(config: &crate::config::Config, args: &AuthArgs) -> anyhow::Result<ExitCode> {
     match &args.service {
         AuthService::Gdrive { port } => {
             let StoreKind::Gdrive(drive) = &config.store.kind else {

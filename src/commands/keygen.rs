@@ -5,6 +5,21 @@ use std::process::ExitCode;
 use crate::cli::KeygenArgs;
 
 pub fn run(args: &KeygenArgs) -> anyhow::Result<ExitCode> {
+    let made = make(args);
+    // No config, so no run history: the audit line is the record.
+    let mut finished = match &made {
+        Ok(_) => crate::catalog::Finish::success(),
+        Err(e) => crate::catalog::Finish::failed(
+            crate::catalog::Outcome::Failure,
+            crate::text::error_chain(e),
+        ),
+    };
+    finished.target = Some(args.output.display().to_string());
+    crate::job::audit_line("keygen", crate::schedule::Trigger::Manual, &finished);
+    made
+}
+
+fn make(args: &KeygenArgs) -> anyhow::Result<ExitCode> {
     if args.signing {
         let host = gethostname::gethostname().to_string_lossy().into_owned();
         let key = crate::signing::SigningKey::generate(&crate::signing::principal_of(&host));

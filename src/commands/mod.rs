@@ -9,6 +9,7 @@ pub mod check;
 pub mod daemon;
 pub mod drill;
 pub mod forget;
+pub mod history;
 pub mod keygen;
 pub mod list;
 pub mod prune;

@@ -13,17 +13,35 @@ use crate::store::{self, Store};
 
 pub fn run(config_path: &Path, args: &RestoreArgs) -> anyhow::Result<ExitCode> {
     let config = load_config(config_path)?;
+    // Recorded with who ran it and where the data went (a database url without its password).
+    let target = match (&args.db_url, &args.to) {
+        (Some(url), _) => Some(crate::database::redact_url(url)),
+        (None, Some(to)) => Some(to.display().to_string()),
+        (None, None) => None,
+    };
+    crate::job::audited(&config, "restore", target, |snapshot| {
+        restore(&config, args, snapshot)
+    })
+}
+
+/// The restore itself; names the snapshot in `snapshot` once it is resolved.
+fn restore(
+    config: &crate::config::Config,
+    args: &RestoreArgs,
+    snapshot: &mut Option<String>,
+) -> anyhow::Result<ExitCode> {
     let store = store::open(&config.store)?;
-    let (identities, identity_file) = load_identities(&config, args.identity.as_deref())?;
-    let m = super::resolve_snapshot(&config, store.as_ref(), &args.snapshot, args.allow_unsigned)?;
+    let (identities, identity_file) = load_identities(config, args.identity.as_deref())?;
+    let m = super::resolve_snapshot(config, store.as_ref(), &args.snapshot, args.allow_unsigned)?;
+    *snapshot = Some(m.id.to_string());
     // A differential's full is found (and trusted) before anything is written.
     // (--bench names a preset, whose files are '<name>-files': every base is read.)
     let only = args.source.as_deref().filter(|_| args.bench.is_none());
-    let bases = super::read_bases(&config, store.as_ref(), &m, only, args.allow_unsigned)?;
+    let bases = super::read_bases(config, store.as_ref(), &m, only, args.allow_unsigned)?;
     let to = match (&args.db_url, &args.to) {
         (Some(url), _) => {
             return restore_to_database(
-                &config,
+                config,
                 store.as_ref(),
                 &m,
                 args,
@@ -250,12 +268,11 @@ fn restore_to_database(
                 format!("{} ({why})", crate::text::Printable(&t.table))
             })
             .collect();
-        eprintln!(
-            "error: the restored database does not match snapshot {}: {}. It is left as it is for inspection; restore an older snapshot to compare",
+        return Err(crate::exit::Damaged::error(format!(
+            "the restored database does not match snapshot {}: {}. It is left as it is for inspection; restore an older snapshot to compare",
             m.id,
             names.join(", ")
-        );
-        return Ok(ExitCode::from(crate::exit::Code::Damaged.as_u8()));
+        )));
     }
     Ok(ExitCode::SUCCESS)
 }

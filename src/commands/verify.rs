@@ -14,9 +14,20 @@ use crate::verify::{BaseCheck, DeepKeys, StreamReport, verify_snapshot};
 
 pub fn run(config_path: &Path, args: &VerifyArgs) -> anyhow::Result<ExitCode> {
     let config = load_config(config_path)?;
+    crate::job::audited(&config, "verify", None, |snapshot| {
+        verify(&config, args, snapshot)
+    })
+}
+
+/// The verify itself; names the snapshot in `snapshot` (one snapshot, not `--all`).
+fn verify(
+    config: &crate::config::Config,
+    args: &VerifyArgs,
+    snapshot: &mut Option<String>,
+) -> anyhow::Result<ExitCode> {
     let store = store::open(&config.store)?;
     let keys = if args.deep {
-        Some(load_identities(&config, args.identity.as_deref())?)
+        Some(load_identities(config, args.identity.as_deref())?)
     } else {
         None
     };
@@ -85,18 +96,16 @@ pub fn run(config_path: &Path, args: &VerifyArgs) -> anyhow::Result<ExitCode> {
         failed += refused.len();
         good
     } else {
-        vec![super::resolve_snapshot(
-            &config,
-            store.as_ref(),
-            &args.snapshot,
-            args.allow_unsigned,
-        )?]
+        let m =
+            super::resolve_snapshot(config, store.as_ref(), &args.snapshot, args.allow_unsigned)?;
+        *snapshot = Some(m.id.to_string());
+        vec![m]
     };
 
     // Snapshots that failed here: a differential built on one of them cannot be restored.
     let mut bad: Vec<String> = Vec::new();
     for m in &manifests {
-        let bases = super::read_bases(&config, store.as_ref(), m, None, args.allow_unsigned);
+        let bases = super::read_bases(config, store.as_ref(), m, None, args.allow_unsigned);
         let base_check = match &bases {
             Err(e) => BaseCheck::Unusable(crate::text::error_chain(e)),
             // Checked on their own in this run.

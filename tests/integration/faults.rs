@@ -74,8 +74,9 @@ fn truncated_part_is_named() {
 fn missing_part_is_named() {
     let (env, config, id) = damaged_setup();
     fs::remove_file(&env.parts(&id)[3]).unwrap();
-    let out = env.fails(&config, &["verify", &id, "--json"]);
-    let v: serde_json::Value = serde_json::from_str(out.split("error:").next().unwrap()).unwrap();
+    let out = env.run(&config, &["verify", &id, "--json"]);
+    assert!(!out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v[0]["ok"], false);
     assert_eq!(
         v[0]["streams"][0]["problems"][0]["part"],

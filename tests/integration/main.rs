@@ -14,6 +14,7 @@ mod faults;
 mod frappe;
 mod gdrive;
 mod golden;
+mod history;
 mod hostile_dumps;
 mod interop;
 mod mysql;
