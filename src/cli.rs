@@ -50,6 +50,9 @@ pub enum Command {
     Prune(PruneArgs),
     /// Authorize a store once (Google Drive with a user's account: sign in through a browser).
     Auth(AuthArgs),
+    /// Write a working, commented config (at --config) for a Frappe bench, a site or folders,
+    /// make the host's signing key, and check it all.
+    Init(InitArgs),
     /// Who ran what, when, on which snapshot and into which target (the audit trail of
     /// backups, restores, verifies, drills, prunes and sign-ins, by hand or by the daemon).
     History(HistoryArgs),
@@ -94,6 +97,35 @@ impl std::str::FromStr for WaitFor {
         }
         crate::config::parse_duration(s).map(WaitFor)
     }
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// A Frappe bench: each site under its sites/ becomes a frappe source.
+    #[arg(long, value_name = "DIR")]
+    pub frappe_bench: Option<PathBuf>,
+    /// One Frappe site folder (sites/<site>).
+    #[arg(long, value_name = "DIR")]
+    pub site: Option<PathBuf>,
+    /// A plain folder (repeatable).
+    #[arg(long, value_name = "PATH")]
+    pub dir: Vec<PathBuf>,
+    /// Where the backups go: local:/path or gdrive:SHARED_DRIVE_ID.
+    #[arg(long, value_name = "local:PATH|gdrive:ID")]
+    pub store: String,
+    /// An age public key the backups are encrypted to (repeatable).
+    #[arg(long, value_name = "age1…")]
+    pub recipient: Vec<String>,
+    /// Make a new identity (private key) in FILE (0600) and encrypt to it; move it off the
+    /// host afterwards.
+    #[arg(long, value_name = "FILE")]
+    pub generate_key: Option<PathBuf>,
+    /// The state folder (lock, run history, signing key, folder indexes).
+    #[arg(long, value_name = "DIR", default_value = "/var/lib/coffer")]
+    pub state_dir: PathBuf,
+    /// Replace an existing config.
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Debug, Args)]

@@ -64,6 +64,7 @@ fn main() -> ExitCode {
         Command::Drill(args) => commands::drill::run(&cli.config, args),
         Command::Forget(args) => commands::forget::run(&cli.config, args),
         Command::History(args) => commands::history::run(&cli.config, args),
+        Command::Init(args) => commands::init::run(&cli.config, args),
     };
     match result {
         Ok(code) => code,

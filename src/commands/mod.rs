@@ -10,6 +10,7 @@ pub mod daemon;
 pub mod drill;
 pub mod forget;
 pub mod history;
+pub mod init;
 pub mod keygen;
 pub mod list;
 pub mod prune;

@@ -16,6 +16,7 @@ mod gdrive;
 mod golden;
 mod history;
 mod hostile_dumps;
+mod init;
 mod interop;
 mod mysql;
 mod postgres;
