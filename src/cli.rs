@@ -53,6 +53,14 @@ pub enum Command {
     /// Write a working, commented config (at --config) for a Frappe bench, a site or folders,
     /// make the host's signing key, and check it all.
     Init(InitArgs),
+    /// Print shell completions (bash, zsh, fish, elvish, powershell) to stdout.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) to stdout.
+    #[command(hide = true)]
+    Man,
     /// Who ran what, when, on which snapshot and into which target (the audit trail of
     /// backups, restores, verifies, drills, prunes and sign-ins, by hand or by the daemon).
     History(HistoryArgs),

@@ -65,6 +65,8 @@ fn main() -> ExitCode {
         Command::Forget(args) => commands::forget::run(&cli.config, args),
         Command::History(args) => commands::history::run(&cli.config, args),
         Command::Init(args) => commands::init::run(&cli.config, args),
+        Command::Completions { shell } => commands::docs::completions(*shell),
+        Command::Man => commands::docs::man(),
     };
     match result {
         Ok(code) => code,

@@ -7,6 +7,7 @@ pub mod auth;
 pub mod backup;
 pub mod check;
 pub mod daemon;
+pub mod docs;
 pub mod drill;
 pub mod forget;
 pub mod history;

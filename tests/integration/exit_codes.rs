@@ -1,4 +1,5 @@
-//! Exit codes a script can act on (`coffer --help` lists them): one provoked for each.
+//! Exit codes a script can act on (`coffer --help` lists them): one provoked for each; and the
+//! man page and shell completions made from the command line (the exit codes among them).
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -143,4 +144,53 @@ fn a_backup_stopped_by_sigterm_exits_143() {
         })
         .unwrap_or(0);
     assert_eq!(manifests, 0);
+}
+
+#[test]
+fn the_man_page_and_completions_are_made_from_the_commands() {
+    let env = Env::new();
+    let config = env.path("none.toml");
+    let man = env.ok(&config, &["man"]);
+    for section in [
+        ".TH coffer 1",
+        "EXIT STATUS",
+        "COFFER BACKUP",
+        "COFFER RESTORE",
+        "--full",
+    ] {
+        assert!(man.contains(section), "{section} missing");
+    }
+    // The exit codes are the ones --help lists.
+    assert!(man.contains("another job holds the lock"));
+    let help = env.ok(&config, &["--help"]);
+    assert!(
+        help.contains("Exit codes:") && help.contains("13   damaged"),
+        "{help}"
+    );
+    if crate::support::prerequisite(
+        Command::new("groff").arg("--version").output().is_ok(),
+        "groff is not installed",
+        "apt-get install groff-base",
+    ) {
+        let file = env.path("coffer.1");
+        fs::write(&file, &man).unwrap();
+        let out = Command::new("groff")
+            .args(["-man", "-Tutf8", "-z"])
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    for (shell, says) in [
+        ("bash", "_coffer()"),
+        ("zsh", "#compdef coffer"),
+        ("fish", "complete -c coffer"),
+    ] {
+        let out = env.ok(&config, &["completions", shell]);
+        assert!(out.contains(says) && out.contains("restore"), "{shell}");
+    }
 }
