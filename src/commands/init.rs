@@ -255,6 +255,7 @@ pub fn run(config_path: &Path, args: &InitArgs) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("creating {}", config.state_dir.display()))?;
     let (key, made) = crate::signing::SigningKey::load_or_create(&config.signing_key)
         .context("making the host's signing key")?;
+    give_to_state_owner(&config.state_dir)?;
     println!(
         "{} the signing key {} ({}): on every host that restores or drills, put this line in\n\
          encryption.trusted_signers:\n  \"{}\"",
@@ -265,6 +266,7 @@ pub fn run(config_path: &Path, args: &InitArgs) -> anyhow::Result<ExitCode> {
     );
     println!("\nchecking it (coffer check):");
     let checked = super::check::run(config_path, &crate::cli::CheckArgs { json: false });
+    give_to_state_owner(&config.state_dir)?;
     println!("\nleft to do:");
     let mut todo = Vec::new();
     if args.generate_key.is_some() {
@@ -296,6 +298,29 @@ pub fn run(config_path: &Path, args: &InitArgs) -> anyhow::Result<ExitCode> {
     checked
 }
 
+/// Run as root for a state folder another user owns (the package's `coffer`): what init made
+/// there (the signing key, and whatever `check` leaves) is handed to that user, or the daemon,
+/// running as it, could not read its own key.
+fn give_to_state_owner(state_dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    if !rustix::process::geteuid().is_root() {
+        return Ok(());
+    }
+    let owner = std::fs::metadata(state_dir)?;
+    if owner.uid() == 0 {
+        return Ok(());
+    }
+    for entry in std::fs::read_dir(state_dir)? {
+        let path = entry?.path();
+        let meta = std::fs::symlink_metadata(&path)?;
+        if meta.uid() == 0 && !meta.file_type().is_symlink() {
+            std::os::unix::fs::lchown(&path, Some(owner.uid()), Some(owner.gid()))
+                .with_context(|| format!("handing {} to uid {}", path.display(), owner.uid()))?;
+        }
+    }
+    Ok(())
+}
+
 /// Writes the config 0640 (it names files holding secrets, never the secrets themselves):
 /// readable by the `coffer` group the package makes, not by everyone.
 fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
@@ -310,5 +335,18 @@ fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
         .with_context(|| format!("writing {}", path.display()))?;
     f.write_all(text.as_bytes())
         .and_then(|()| f.sync_all())
-        .with_context(|| format!("writing {}", path.display()))
+        .with_context(|| format!("writing {}", path.display()))?;
+    // In a folder of the daemon's group (the package's /etc/coffer, root:coffer), that group
+    // reads it, as the package's own starter.
+    if rustix::process::geteuid().is_root()
+        && let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+    {
+        use std::os::unix::fs::MetadataExt;
+        let gid = std::fs::metadata(dir)?.gid();
+        if gid != 0 {
+            std::os::unix::fs::chown(path, Some(0), Some(gid))
+                .with_context(|| format!("giving {} to group {gid}", path.display()))?;
+        }
+    }
+    Ok(())
 }
