@@ -25,7 +25,7 @@ pub fn render(histories: &[(String, JobHistory)]) -> String {
     let per_job = |f: &dyn Fn(&JobHistory) -> Option<f64>| {
         histories
             .iter()
-            .filter_map(|(job, h)| f(h).map(|v| (format!("job=\"{}\"", escape(job)), v)))
+            .filter_map(|(job, h)| f(h).map(|v| (format!("coffer_job=\"{}\"", escape(job)), v)))
             .collect::<Vec<_>>()
     };
     let time = |t: chrono::DateTime<chrono::Utc>| t.timestamp_millis() as f64 / 1000.0;
@@ -112,7 +112,7 @@ pub fn render(histories: &[(String, JobHistory)]) -> String {
         .flat_map(|(job, h)| {
             h.totals.iter().map(move |(outcome, n)| {
                 (
-                    format!("job=\"{}\",outcome=\"{}\"", escape(job), outcome),
+                    format!("coffer_job=\"{}\",outcome=\"{}\"", escape(job), outcome),
                     *n as f64,
                 )
             })
@@ -214,32 +214,32 @@ mod tests {
         super::write_from(&mut c, &path);
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(
-            text.contains("coffer_last_success_bytes{job=\"backup\"} 4096\n"),
+            text.contains("coffer_last_success_bytes{coffer_job=\"backup\"} 4096\n"),
             "{text}"
         );
         assert!(
-            text.contains("coffer_snapshots{job=\"backup\"} 3\n"),
+            text.contains("coffer_snapshots{coffer_job=\"backup\"} 3\n"),
             "{text}"
         );
         assert!(
-            text.contains("coffer_last_run_success{job=\"verify\"} 0\n"),
+            text.contains("coffer_last_run_success{coffer_job=\"verify\"} 0\n"),
             "{text}"
         );
         assert!(
-            text.contains("coffer_last_run_success{job=\"backup\"} 1\n"),
+            text.contains("coffer_last_run_success{coffer_job=\"backup\"} 1\n"),
             "{text}"
         );
         assert!(
-            text.contains("coffer_runs_total{job=\"verify\",outcome=\"failure\"} 1\n"),
+            text.contains("coffer_runs_total{coffer_job=\"verify\",outcome=\"failure\"} 1\n"),
             "{text}"
         );
         assert!(text.contains("# TYPE coffer_runs_total counter\n"));
         assert!(
-            text.contains("coffer_drill_recovery_time_seconds{job=\"drill\"} 312.5\n"),
+            text.contains("coffer_drill_recovery_time_seconds{coffer_job=\"drill\"} 312.5\n"),
             "{text}"
         );
         assert!(
-            text.contains("coffer_drill_recovery_point_seconds{job=\"drill\"} 10800\n"),
+            text.contains("coffer_drill_recovery_point_seconds{coffer_job=\"drill\"} 10800\n"),
             "{text}"
         );
         assert!(!text.contains("old"));

@@ -457,7 +457,7 @@ fn a_missed_backup_is_caught_up_once_and_systemd_hears_ready_and_stopping() {
     assert!(s["newest_snapshot"]["age_seconds"].as_i64().unwrap() < 600);
     let prom = fs::read_to_string(env.path("coffer.prom")).unwrap();
     assert!(
-        prom.contains("coffer_runs_total{job=\"backup\",outcome=\"success\"} 2"),
+        prom.contains("coffer_runs_total{coffer_job=\"backup\",outcome=\"success\"} 2"),
         "{prom}"
     );
 }

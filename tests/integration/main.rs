@@ -18,6 +18,7 @@ mod history;
 mod hostile_dumps;
 mod init;
 mod interop;
+mod monitoring;
 mod mysql;
 mod postgres;
 mod prune;
