@@ -313,7 +313,10 @@ fn give_to_state_owner(state_dir: &Path) -> anyhow::Result<()> {
     for entry in std::fs::read_dir(state_dir)? {
         let path = entry?.path();
         let meta = std::fs::symlink_metadata(&path)?;
-        if meta.uid() == 0 && !meta.file_type().is_symlink() {
+        // Only plain files and folders with one name: a hard link planted in a folder its
+        // owner controls must never hand them a file of root's from elsewhere.
+        let plain = meta.is_file() && meta.nlink() == 1 || meta.is_dir();
+        if meta.uid() == 0 && plain {
             std::os::unix::fs::lchown(&path, Some(owner.uid()), Some(owner.gid()))
                 .with_context(|| format!("handing {} to uid {}", path.display(), owner.uid()))?;
         }
