@@ -160,6 +160,9 @@ pub struct Finish {
     /// Where it wrote what it read from the backups: a restore's folder or redacted database
     /// url.
     pub target: Option<String>,
+    /// What went wrong without failing the run (a bench's site gone): alerted as warnings,
+    /// not stored.
+    pub warnings: Vec<String>,
 }
 
 impl Finish {
@@ -172,6 +175,7 @@ impl Finish {
             error: None,
             report: None,
             target: None,
+            warnings: Vec::new(),
         }
     }
 

@@ -306,9 +306,10 @@ pub struct RestoreArgs {
     /// Identity file (default: encryption.identity_file).
     #[arg(long, value_name = "FILE")]
     pub identity: Option<PathBuf>,
-    /// For a frappe preset (--source NAME): write the files `bench --site SITE restore`
-    /// takes (*-database.sql.gz, *-files.tar, *-private-files.tar, *-site_config_backup.json).
-    #[arg(long, value_name = "SITE", requires = "source")]
+    /// For a frappe preset (--source NAME) or a site of a frappe-bench (found by its name):
+    /// write the files `bench --site SITE restore` takes (*-database.sql.gz, *-files.tar,
+    /// *-private-files.tar, *-site_config_backup.json).
+    #[arg(long, value_name = "SITE")]
     pub bench: Option<String>,
     /// Print the result as JSON.
     #[arg(long)]

@@ -27,6 +27,8 @@ pub enum Kind {
     Stale,
     Success,
     Test,
+    /// A run that succeeded but found something a person must look at (a bench's site gone).
+    Warning,
 }
 
 impl Kind {
@@ -37,6 +39,7 @@ impl Kind {
             Kind::Stale => "stale",
             Kind::Success => "success",
             Kind::Test => "test",
+            Kind::Warning => "warning",
         }
     }
 
@@ -48,6 +51,7 @@ impl Kind {
             Kind::Stale => "STALE",
             Kind::Success => "OK",
             Kind::Test => "TEST",
+            Kind::Warning => "WARNING",
         }
     }
 }
@@ -369,6 +373,9 @@ impl Alerts {
         };
         self.report_run(job, ok, &detail, started);
         let mut catalog = catalog;
+        if ok {
+            self.warn(catalog.as_deref_mut(), job, trigger, finish);
+        }
         let history = catalog.as_mut().and_then(|c| c.history(job).ok());
         let Some(event) = self.finished_event(
             catalog.as_deref_mut(),
@@ -522,6 +529,33 @@ impl Alerts {
             && let Err(e) = c.record_alert(job, kind.as_str(), &delivered)
         {
             tracing::warn!("could not record the alert sent: {e}");
+        }
+    }
+
+    /// Each warning of a successful run, as a WARNING event of its own (a run's warnings
+    /// are new each time, so there is no flood control).
+    fn warn(&self, catalog: Option<&mut Catalog>, job: &str, trigger: Trigger, finish: &Finish) {
+        let mut catalog = catalog;
+        for w in &finish.warnings {
+            let mut event = self.event(Kind::Warning, job, w.clone());
+            event.trigger = Some(trigger);
+            event.snapshot = finish.snapshot.clone();
+            event.commands = vec![
+                format!("inspect:  {}", self.coffer("list")),
+                format!("          {}", self.coffer("check")),
+            ];
+            let delivered: Vec<&'static str> = self
+                .dispatch(&event)
+                .into_iter()
+                .filter(|(_, r)| r.is_ok())
+                .map(|(n, _)| n)
+                .collect();
+            if let Some(c) = catalog.as_mut()
+                && !delivered.is_empty()
+                && let Err(e) = c.record_alert(job, Kind::Warning.as_str(), &delivered)
+            {
+                tracing::warn!("could not record the alert sent: {e}");
+            }
         }
     }
 

@@ -206,6 +206,7 @@ impl Notifier for Sentry {
         }
         let level = match event.kind {
             Kind::Failed | Kind::Stale => Level::Error,
+            Kind::Warning => Level::Warning,
             Kind::Recovered | Kind::Success | Kind::Test => Level::Info,
         };
         // Innermost cause first, as Sentry orders exception values.

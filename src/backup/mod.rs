@@ -15,8 +15,8 @@ use crate::database::{Database, Session};
 use crate::pipeline::{EncodeError, EncodeOptions, encode_stream};
 use crate::process::{DumpError, DumpOutcome};
 use crate::snapshot::{
-    self, ChecksumsRecord, DatabaseInfo, DifferentialRecord, FORMAT_NAME, Manifest, SnapshotId,
-    SourceRecord,
+    self, BenchRecord, ChecksumsRecord, DatabaseInfo, DifferentialRecord, FORMAT_NAME, Manifest,
+    SnapshotId, SourceRecord,
 };
 use crate::source::index::PendingIndex;
 use crate::source::{
@@ -69,6 +69,86 @@ pub struct BackupReport {
     pub signing_seconds: f64,
     /// Each folder source: full or differential, and why.
     pub folders: Vec<FolderChoice>,
+    /// Sites of a `frappe-bench` source that the previous snapshot holds and this one does
+    /// not: no longer under `sites/` (and not excluded). Reported and alerted, once.
+    pub gone_sites: Vec<GoneSite>,
+}
+
+/// A site of a bench that the previous snapshot holds and the bench no longer does.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct GoneSite {
+    pub bench: String,
+    pub site: String,
+    /// The newest snapshot that holds it.
+    pub last_snapshot: String,
+}
+
+impl std::fmt::Display for GoneSite {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "site '{}' of frappe-bench '{}' is no longer in the bench, so it was not backed \
+             up; snapshot {} is its newest backup (kept by retention like any other). If it \
+             was removed on purpose, add it to exclude_sites to say so",
+            self.site, self.bench, self.last_snapshot
+        )
+    }
+}
+
+/// The sites of each `frappe-bench` source that the newest trusted snapshot holds and
+/// `expanded` does not (excluded sites are left out on purpose, not gone). A store that
+/// cannot be read for it only costs the comparison (logged).
+fn gone_sites(config: &Config, store: &dyn Store, expanded: &[SourceConfig]) -> Vec<GoneSite> {
+    let benches: Vec<(&str, &[String])> = config
+        .sources
+        .iter()
+        .filter_map(|s| match &s.kind {
+            SourceKind::FrappeBench { exclude_sites, .. } => {
+                Some((s.name.as_str(), exclude_sites.as_slice()))
+            }
+            _ => None,
+        })
+        .collect();
+    if benches.is_empty() {
+        return Vec::new();
+    }
+    let previous = match snapshot::newest_trusted(store, &config.trusted()) {
+        Ok(Some(m)) => m,
+        Ok(None) => return Vec::new(),
+        Err(e) => {
+            tracing::warn!(
+                "could not read the previous snapshot to compare the benches' sites: {e}"
+            );
+            return Vec::new();
+        }
+    };
+    let sites_of = |records: &mut dyn Iterator<Item = &BenchRecord>, bench: &str| {
+        records
+            .filter(|b| b.bench == bench)
+            .filter_map(|b| b.site.clone())
+            .collect::<std::collections::BTreeSet<String>>()
+    };
+    let mut gone = Vec::new();
+    for (bench, excluded) in benches {
+        let now = sites_of(&mut expanded.iter().filter_map(|s| s.bench.as_ref()), bench);
+        let before = sites_of(
+            &mut previous.sources.iter().filter_map(|s| s.bench.as_ref()),
+            bench,
+        );
+        for site in before.difference(&now) {
+            if !excluded.contains(site) {
+                gone.push(GoneSite {
+                    bench: bench.to_string(),
+                    site: site.clone(),
+                    last_snapshot: previous.id.to_string(),
+                });
+            }
+        }
+    }
+    for g in &gone {
+        tracing::warn!(bench = g.bench, site = g.site, "{g}");
+    }
+    gone
 }
 
 /// The sources to back up, with presets (frappe) expanded into their parts.
@@ -307,6 +387,7 @@ pub fn backup_waiting(
         force_full,
     };
     let expanded = expand_sources(&config.sources)?;
+    let gone_sites = gone_sites(config, store, &expanded);
     let mut sources = Vec::new();
     let mut warnings = Vec::new();
     let mut folders = Vec::new();
@@ -370,6 +451,7 @@ pub fn backup_waiting(
         new_signing_key,
         signing_seconds: signing.as_secs_f64(),
         folders,
+        gone_sites,
     })
 }
 
@@ -389,20 +471,25 @@ struct Streaming<'a> {
 impl Streaming<'_> {
     /// A failure of `source` at `stage`, as alerts and the history read it.
     fn failed(&self, source: &SourceConfig, stage: &'static str, before_dump: bool) -> Failed {
+        // A bench's site is named as the operator knows it, not only by its source name.
+        let what = match &source.bench {
+            Some(BenchRecord {
+                bench,
+                site: Some(site),
+            }) => format!(
+                "site '{site}' of frappe-bench '{bench}' (source '{}')",
+                source.name
+            ),
+            _ => format!("source '{}'", source.name),
+        };
         Failed {
             source: Some(source.name.clone()),
             stage,
             snapshot: self.id.to_string(),
             message: if before_dump {
-                format!(
-                    "backup of source '{}' failed before its dump; no snapshot was written",
-                    source.name
-                )
+                format!("backup of {what} failed before its dump; no snapshot was written")
             } else {
-                format!(
-                    "backup of source '{}' failed; no snapshot was written",
-                    source.name
-                )
+                format!("backup of {what} failed; no snapshot was written")
             },
         }
     }
@@ -465,6 +552,7 @@ impl Streaming<'_> {
             dump_tool_version,
             database: extras.database.or(preflight),
             differential: extras.folder.as_mut().and_then(|f| f.differential.take()),
+            bench: source.bench.clone(),
         };
         Ok((record, extras.warnings, extras.folder))
     }
@@ -500,18 +588,23 @@ impl Streaming<'_> {
             self.encode(&stream, self.progress, |w| produce(w).map_err(AnyError))
         };
         match &source.kind {
-            SourceKind::Frappe { .. } => Err(EncodeError::Source(AnyError(anyhow!(
-                "source '{}': a frappe preset left unexpanded",
-                source.name
-            )))),
+            SourceKind::Frappe { .. } | SourceKind::FrappeBench { .. } => {
+                Err(EncodeError::Source(AnyError(anyhow!(
+                    "source '{}': a frappe preset left unexpanded",
+                    source.name
+                ))))
+            }
             SourceKind::Directory {
                 path,
                 exclude,
                 only,
+                generated,
             } => {
                 let excludes = Excludes::new(exclude)
                     .map_err(|e| EncodeError::Source(AnyError(anyhow!(e))))?;
-                let dir = DirectorySource::new(path, excludes).with_only(only.clone());
+                let dir = DirectorySource::new(path, excludes)
+                    .with_only(only.clone())
+                    .with_generated(generated.clone());
                 let plan = folder::plan(
                     self.config,
                     self.store,
@@ -793,6 +886,7 @@ pub fn finish_of(report: &BackupReport) -> crate::catalog::Finish {
     crate::catalog::Finish {
         snapshot: Some(report.manifest.id.to_string()),
         bytes: Some(report.manifest.stored_bytes()),
+        warnings: report.gone_sites.iter().map(ToString::to_string).collect(),
         ..crate::catalog::Finish::success()
     }
 }

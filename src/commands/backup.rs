@@ -24,6 +24,7 @@ pub fn run(config_path: &Path, args: &BackupArgs) -> anyhow::Result<ExitCode> {
                     path,
                     exclude,
                     only,
+                    ..
                 } => Excludes::new(exclude).ok().map(|ex| {
                     DirectorySource::new(path, ex)
                         .with_only(only.clone())
@@ -33,7 +34,8 @@ pub fn run(config_path: &Path, args: &BackupArgs) -> anyhow::Result<ExitCode> {
                 SourceKind::Postgres { .. }
                 | SourceKind::Mysql { .. }
                 | SourceKind::Sqlite { .. }
-                | SourceKind::Frappe { .. } => None,
+                | SourceKind::Frappe { .. }
+                | SourceKind::FrappeBench { .. } => None,
             })
             .sum::<Option<u64>>()
     } else {
@@ -83,6 +85,7 @@ pub fn run(config_path: &Path, args: &BackupArgs) -> anyhow::Result<ExitCode> {
             "swept": report.swept,
             "signing_seconds": report.signing_seconds,
             "folders": report.folders,
+            "gone_sites": report.gone_sites,
             "new_signing_key": report.new_signing_key.as_ref().map(|k| serde_json::json!({
                 "public_key": k.openssh(),
                 "fingerprint": k.fingerprint(),

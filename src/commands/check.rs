@@ -53,12 +53,16 @@ pub fn check(config: &Config) -> Vec<Check> {
         checks.push(outcome("identity", check_identity(config, path)));
     }
     for s in &config.sources {
-        let preset = matches!(s.kind, SourceKind::Frappe { .. });
+        let preset = match s.kind {
+            SourceKind::Frappe { .. } => Some("frappe"),
+            SourceKind::FrappeBench { .. } => Some("frappe-bench"),
+            _ => None,
+        };
         match s.expanded() {
             Ok(parts) => {
                 for p in parts {
-                    let name = if preset {
-                        format!("source '{}' (of frappe '{}')", p.name, s.name)
+                    let name = if let Some(kind) = preset {
+                        format!("source '{}' (of {kind} '{}')", p.name, s.name)
                     } else {
                         format!("source '{}'", p.name)
                     };
@@ -273,7 +277,9 @@ fn check_source(s: &SourceConfig) -> anyhow::Result<String> {
                 ))
             }
         }
-        SourceKind::Frappe { .. } => Err(anyhow!("a frappe preset left unexpanded")),
+        SourceKind::Frappe { .. } | SourceKind::FrappeBench { .. } => {
+            Err(anyhow!("a frappe preset left unexpanded"))
+        }
         kind => check_database(kind),
     }
 }

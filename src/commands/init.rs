@@ -38,49 +38,28 @@ fn quoted(s: &str) -> String {
     toml::Value::String(s.to_string()).to_string()
 }
 
-/// The sites of a bench: folders under `sites/` with a `site_config.json`, by name.
-fn bench_sites(bench: &Path) -> anyhow::Result<Vec<(String, PathBuf)>> {
+/// The sites of a bench now, by name: at least one.
+fn bench_sites(bench: &Path) -> anyhow::Result<Vec<String>> {
     let sites = bench.join("sites");
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir(&sites).with_context(|| {
+    let found = crate::source::frappe::bench_sites(bench).with_context(|| {
         format!(
             "reading {} (is {} a bench?)",
             sites.display(),
             bench.display()
         )
-    })? {
-        let path = entry?.path();
-        if path.join("site_config.json").is_file()
-            && let Some(name) = path.file_name().and_then(|n| n.to_str())
-        {
-            found.push((name.to_string(), path));
-        }
-    }
-    found.sort();
+    })?;
     if found.is_empty() {
         bail!(
             "{} holds no site (a folder with a site_config.json)",
             sites.display()
         );
     }
-    Ok(found)
+    Ok(found.into_iter().map(|(name, _)| name).collect())
 }
 
-/// A source name from a site name: `erp.example.com` → `erp_example_com`.
-fn source_name(site: &str) -> String {
-    let mut name: String = site
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    // `-db` and `-files` are appended by the preset: room for them.
-    name.truncate(56);
-    name
+/// A source name from a site or folder name: `erp.example.com` → `erp_example_com`.
+fn source_name(name: &str) -> String {
+    crate::source::frappe::site_source_name(name)
 }
 
 /// The `[[source]]` sections for what `args` names.
@@ -88,16 +67,23 @@ fn sources(args: &InitArgs) -> anyhow::Result<String> {
     let mut out = String::new();
     if let Some(bench) = &args.frappe_bench {
         let bench = absolute(bench)?;
-        for (site, path) in bench_sites(&bench)? {
-            let _ = write!(
-                out,
-                "\n# Site {site} of the bench: its database and its files (public, private,\n\
-                 # site_config.json). A site added to the bench later needs a section here.\n\
-                 [[source]]\nname = {}\ntype = \"frappe\"\npath = {}\n",
-                quoted(&source_name(&site)),
-                quoted(&path.display().to_string())
-            );
-        }
+        let sites = bench_sites(&bench)?;
+        let name = bench
+            .file_name()
+            .and_then(|n| n.to_str())
+            .map_or_else(|| "bench".to_string(), source_name);
+        let _ = write!(
+            out,
+            "\n# The whole bench: every site under sites/ (found again at each backup, so a\n\
+             # site added later is backed up with no change here; one that disappears is\n\
+             # alerted) as its database and its files, plus the bench's own configs and the\n\
+             # git commit of each app (apps.json). Sites now: {}.\n\
+             [[source]]\nname = {}\ntype = \"frappe-bench\"\npath = {}\n\
+             # exclude_sites = [\"test.localhost\"]\n",
+            sites.join(", "),
+            quoted(&name),
+            quoted(&bench.display().to_string())
+        );
     }
     if let Some(site) = &args.site {
         let site = absolute(site)?;

@@ -53,7 +53,13 @@ fn restore(
         (None, Some(to)) => to.clone(),
         (None, None) => bail!("give --to DIR (or --db-url URL with --source NAME)"),
     };
-    if let (Some(site), Some(name)) = (&args.bench, &args.source) {
+    if let Some(site) = &args.bench {
+        // Without --source: the site of a frappe-bench the snapshot holds.
+        let name = match &args.source {
+            Some(name) => name.clone(),
+            None => crate::restore::site_preset(&m, site)?,
+        };
+        let name = &name;
         let files = crate::restore::write_bench_layout(
             store.as_ref(),
             &m,

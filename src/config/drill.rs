@@ -74,7 +74,9 @@ fn staging_dir(
     }
     for s in sources {
         let path = match &s.kind {
-            SourceKind::Directory { path, .. } | SourceKind::Frappe { path } => path,
+            SourceKind::Directory { path, .. }
+            | SourceKind::Frappe { path }
+            | SourceKind::FrappeBench { path, .. } => path,
             _ => continue,
         };
         if staging_dir.starts_with(path) || path.starts_with(&staging_dir) {
@@ -99,12 +101,31 @@ fn drill_databases(
     problems: &mut Vec<String>,
 ) -> Vec<DrillDatabase> {
     let mut databases: Vec<DrillDatabase> = Vec::new();
+    let mut seen: Vec<(String, bool)> = Vec::new();
     for (i, d) in raw.into_iter().enumerate() {
         let key = format!("drill.database[{i}] (source '{}')", d.source);
-        if databases.iter().any(|o| o.source == d.source) {
+        // A bench may have one {site} template per engine; anything else once.
+        let template = d.url.contains("{site}");
+        let twice = |o: &(String, bool)| o.0 == d.source && !(o.1 && template);
+        if seen.iter().any(twice) {
             problems.push(format!("{key}: source '{}' is listed twice", d.source));
         }
+        seen.push((d.source.clone(), template));
         if let Some(database) = drill_database(&key, d, sources, resolve, private, problems) {
+            let engine = database.address.engine().kind();
+            if template
+                && databases.iter().any(|o| {
+                    o.source == database.source
+                        && o.template.is_some()
+                        && o.address.engine().kind() == engine
+                })
+            {
+                problems.push(format!(
+                    "{key}: frappe-bench '{}' has two {engine} templates; one serves every \
+                     {engine} site",
+                    database.source
+                ));
+            }
             databases.push(database);
         }
     }
@@ -128,6 +149,36 @@ fn drill_database(
         .strip_prefix("sqlite:")
         .map(|rest| rest.strip_prefix("//").unwrap_or(rest))
         .filter(|p| !p.is_empty());
+    let bench = sources
+        .iter()
+        .find(|s| s.name == d.source)
+        .is_some_and(|s| matches!(s.kind, SourceKind::FrappeBench { .. }));
+    let template = d.url.contains("{site}").then(|| d.url.clone());
+    if template.is_some() {
+        if sqlite_file.is_some() {
+            problems.push(format!(
+                "{key}.url: {{site}} is for the mysql:// or postgres:// url of a frappe-bench's \
+                 sites"
+            ));
+            return None;
+        }
+        if let Some(s) = sources.iter().find(|s| s.name == d.source)
+            && !bench
+        {
+            problems.push(format!(
+                "{key}.url: {{site}} applies to a frappe-bench source; '{}' is a {} source",
+                d.source,
+                s.kind_name()
+            ));
+        }
+    } else if bench {
+        problems.push(format!(
+            "{key}.url: '{}' is a frappe-bench, whose sites each need a staging database: put \
+             {{site}} in the url (e.g. mysql://root@127.0.0.1:3306/drill_{{site}})",
+            d.source
+        ));
+    }
+    let url = d.url.replace("{site}", "site");
     let parsed = match sqlite_file {
         Some(p) => {
             let file = resolve(Path::new(p));
@@ -135,7 +186,7 @@ fn drill_database(
                 .map(crate::database::Address::Sqlite)
                 .map_err(|e| format!("cannot resolve '{}': {e}", file.display()))
         }
-        None => crate::database::Address::parse(&d.url),
+        None => crate::database::Address::parse(&url),
     };
     let address = match parsed {
         Ok(a) => a,
@@ -178,6 +229,7 @@ fn drill_database(
         address,
         password,
         probes: d.probes,
+        template,
     })
 }
 

@@ -146,6 +146,37 @@ pub struct DrillDatabase {
     pub password: Option<SecretRef>,
     /// SQL whose first value must be true (or a number above 0) after the load.
     pub probes: Vec<String>,
+    /// A url with `{site}`: `source` names a frappe-bench, and each site's database in the
+    /// snapshot is loaded into this url with its site in place (`site_database_name`);
+    /// `address` is then the url for a site named `site`.
+    pub template: Option<String>,
+}
+
+/// What `{site}` becomes in a `[[drill.database]]` url: the site's name with every character
+/// but ASCII letters and digits as `_` (`erp.example.com` → `erp_example_com`), a name every
+/// server takes without quoting.
+pub fn site_database_name(site: &str) -> String {
+    site.chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect()
+}
+
+impl DrillDatabase {
+    /// This template's staging database for `site` of the bench, for its stream `source`.
+    ///
+    /// # Errors
+    /// When the url with the site in place does not parse.
+    pub fn for_site(&self, source: &str, site: &str) -> Result<DrillDatabase, String> {
+        let template = self.template.as_deref().unwrap_or_default();
+        let url = template.replace("{site}", &site_database_name(site));
+        Ok(DrillDatabase {
+            source: source.to_string(),
+            address: crate::database::Address::parse(&url)?,
+            password: self.password.clone(),
+            probes: self.probes.clone(),
+            template: None,
+        })
+    }
 }
 
 /// `[drill.http]`: a request to the staging application once everything is restored.
@@ -419,6 +450,62 @@ mod tests {
             all.contains("jobs.drill: a drill restores the snapshot, so it needs"),
             "{all}"
         );
+    }
+
+    #[test]
+    fn a_bench_takes_exclude_sites_and_site_templates_others_do_not() {
+        let base = "[encryption]\n\
+                    recipients = [\"age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p\"]\n\
+                    [store]\ntype = \"local\"\npath = \"/srv/store\"\n\
+                    [[source]]\nname = \"bench\"\ntype = \"frappe-bench\"\n\
+                    path = \"/home/frappe/frappe-bench\"\nexclude_sites = [\"test.localhost\"]\n\
+                    [[source]]\nname = \"db\"\ntype = \"postgres\"\nurl = \"postgres://erp@db/erp\"\n";
+        let good = format!(
+            "{base}[[drill.database]]\nsource = \"bench\"\nurl = \"mysql://root@127.0.0.1/d_{{site}}\"\n\
+             [[drill.database]]\nsource = \"bench\"\nurl = \"postgres://pg@127.0.0.1/d_{{site}}\"\n"
+        );
+        let c = Config::parse(&good, Path::new("c.toml")).unwrap();
+        let SourceKind::FrappeBench { exclude_sites, .. } = &c.sources[0].kind else {
+            panic!("{:?}", c.sources[0])
+        };
+        assert_eq!(exclude_sites, &["test.localhost"]);
+        assert_eq!(c.drill.databases.len(), 2);
+        let site = c.drill.databases[0]
+            .for_site("erp_example_com-db", "erp.example-1.com")
+            .unwrap();
+        assert_eq!(
+            site.address.to_string(),
+            "mysql://root@127.0.0.1:3306/d_erp_example_1_com"
+        );
+        let bad = format!(
+            "{base}[[source]]\nname = \"files\"\ntype = \"directory\"\npath = \"/srv\"\n\
+             exclude_sites = [\"x\"]\n\
+             [[drill.database]]\nsource = \"bench\"\nurl = \"mysql://root@127.0.0.1/d\"\n\
+             [[drill.database]]\nsource = \"db\"\nurl = \"postgres://pg@127.0.0.1/d_{{site}}\"\n"
+        );
+        let err = Config::parse(&bad, Path::new("c.toml")).unwrap_err();
+        let ConfigError::Invalid { problems, .. } = err else {
+            panic!("{err}")
+        };
+        let all = problems.join("\n");
+        assert_eq!(problems.len(), 3, "{all}");
+        assert!(
+            all.contains("'exclude_sites' applies to a frappe-bench source only"),
+            "{all}"
+        );
+        assert!(all.contains("put {site} in the url"), "{all}");
+        assert!(
+            all.contains("{site} applies to a frappe-bench source; 'db' is a postgres"),
+            "{all}"
+        );
+        let twice = format!(
+            "{base}[[drill.database]]\nsource = \"bench\"\nurl = \"mysql://root@127.0.0.1/a_{{site}}\"\n\
+             [[drill.database]]\nsource = \"bench\"\nurl = \"mysql://root@127.0.0.1/b_{{site}}\"\n"
+        );
+        let err = Config::parse(&twice, Path::new("c.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("two mysql templates"), "{err}");
     }
 
     #[test]

@@ -203,4 +203,5 @@ pub(super) struct RawSource {
     pub(super) exact_count_limit: Option<u64>,
     pub(super) socket: Option<PathBuf>,
     pub(super) full_every: Option<String>,
+    pub(super) exclude_sites: Option<Vec<String>>,
 }

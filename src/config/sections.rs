@@ -339,13 +339,14 @@ pub(super) fn parse_sources(
         }
         let kind = match s.kind.as_str() {
             "frappe" => frappe_source(&s, password.is_some(), resolve, problems),
+            "frappe-bench" => frappe_bench_source(&s, password.is_some(), resolve, problems),
             "sqlite" => sqlite_source(&s, password.is_some(), resolve, problems),
             "mysql" => mysql_source(&s, password, resolve, problems),
             "postgres" => postgres_source(&s, password, problems),
             "directory" => directory_source(&s, resolve, problems),
             other => {
                 problems.push(format!(
-                    "source '{}': type '{other}' is not supported by this build (supported: directory, postgres, mysql, sqlite, frappe)",
+                    "source '{}': type '{other}' is not supported by this build (supported: directory, postgres, mysql, sqlite, frappe, frappe-bench)",
                     s.name
                 ));
                 None
@@ -354,6 +355,12 @@ pub(super) fn parse_sources(
         let Some(kind) = kind else {
             continue;
         };
+        if s.exclude_sites.is_some() && !matches!(kind, SourceKind::FrappeBench { .. }) {
+            problems.push(format!(
+                "source '{}': key 'exclude_sites' applies to a frappe-bench source only",
+                s.name
+            ));
+        }
         let full_every = full_every(&s, &kind, problems);
         sources.push(SourceConfig {
             name: s.name,
@@ -362,6 +369,7 @@ pub(super) fn parse_sources(
                 .exact_count_limit
                 .unwrap_or(crate::database::DEFAULT_EXACT_COUNT_LIMIT),
             full_every,
+            bench: None,
         });
     }
     sources
@@ -372,7 +380,7 @@ pub(super) fn parse_sources(
 fn full_every(s: &RawSource, kind: &SourceKind, problems: &mut Vec<String>) -> Duration {
     let folder = matches!(
         kind,
-        SourceKind::Directory { .. } | SourceKind::Frappe { .. }
+        SourceKind::Directory { .. } | SourceKind::Frappe { .. } | SourceKind::FrappeBench { .. }
     );
     let Some(text) = &s.full_every else {
         return crate::source::DEFAULT_FULL_EVERY;
@@ -380,7 +388,7 @@ fn full_every(s: &RawSource, kind: &SourceKind, problems: &mut Vec<String>) -> D
     if !folder {
         problems.push(format!(
             "source '{}': key 'full_every' does not apply to a {} source (a dump is always \
-             whole; it applies to directory and frappe sources)",
+             whole; it applies to directory, frappe and frappe-bench sources)",
             s.name, s.kind
         ));
         return crate::source::DEFAULT_FULL_EVERY;
@@ -459,6 +467,48 @@ fn frappe_source(
         return None;
     };
     Some(SourceKind::Frappe { path: resolve(p) })
+}
+
+/// `type = "frappe-bench"`: the bench folder, and the sites to leave out.
+fn frappe_bench_source(
+    s: &RawSource,
+    password: bool,
+    resolve: &dyn Fn(&Path) -> PathBuf,
+    problems: &mut Vec<String>,
+) -> Option<SourceKind> {
+    unused_keys(
+        s,
+        &[
+            ("url", s.url.is_some()),
+            ("exclude", !s.exclude.is_empty()),
+            ("password_file", password),
+            ("no_owner", s.no_owner.is_some()),
+            ("dump_tool", s.dump_tool.is_some()),
+        ],
+        problems,
+    );
+    let exclude_sites = s.exclude_sites.clone().unwrap_or_default();
+    for site in &exclude_sites {
+        if site.is_empty() || site.contains('/') {
+            problems.push(format!(
+                "source '{}': exclude_sites entry '{site}' is not a site name (a folder under \
+                 sites/, such as erp.example.com)",
+                s.name
+            ));
+        }
+    }
+    let Some(p) = &s.path else {
+        problems.push(format!(
+            "source '{}': path (the bench folder, e.g. /home/frappe/frappe-bench) is required \
+             for frappe-bench",
+            s.name
+        ));
+        return None;
+    };
+    Some(SourceKind::FrappeBench {
+        path: resolve(p),
+        exclude_sites,
+    })
 }
 
 /// `type = "sqlite"`: the database file, and the `sqlite3` shell if it dumps.
@@ -598,6 +648,7 @@ fn directory_source(
         path: resolve(p),
         exclude: s.exclude.clone(),
         only: Vec::new(),
+        generated: Vec::new(),
     })
 }
 

@@ -70,7 +70,8 @@ pub(super) fn check_apart(config: &Config) -> anyhow::Result<()> {
         .iter()
         .filter_map(|s| match &s.kind {
             crate::config::SourceKind::Directory { path, .. }
-            | crate::config::SourceKind::Frappe { path } => {
+            | crate::config::SourceKind::Frappe { path }
+            | crate::config::SourceKind::FrappeBench { path, .. } => {
                 Some((format!("source '{}'", s.name), path.clone()))
             }
             _ => None,

@@ -309,16 +309,81 @@ fn accept(opts: &DrillOptions<'_>) -> crate::snapshot::Accept {
 
 /// Every `[[drill.database]]` with its staging database, each checked before hours of
 /// downloading: the guards, the client, and that a database holding data is one a drill made.
-fn staging_targets<'c>(
-    config: &'c Config,
+fn staging_targets(
+    config: &Config,
     m: &Manifest,
-) -> anyhow::Result<Vec<(&'c DrillDatabase, Database)>> {
+) -> anyhow::Result<Vec<(DrillDatabase, Database)>> {
     let known = known_targets(&config.state_dir);
     let mut targets = Vec::new();
-    for d in &config.drill.databases {
-        targets.push((d, staging_target(config, m, d, &known)?));
+    for d in drill_databases(config, m)? {
+        let target = staging_target(config, m, &d, &known)?;
+        targets.push((d, target));
     }
     Ok(targets)
+}
+
+/// The `[[drill.database]]` entries for `m`, each `{site}` template of a frappe-bench made
+/// into one staging database per site database the snapshot holds (an entry naming a site's
+/// own source comes first).
+fn drill_databases(config: &Config, m: &Manifest) -> anyhow::Result<Vec<DrillDatabase>> {
+    let configured = &config.drill.databases;
+    let mut out: Vec<DrillDatabase> = configured
+        .iter()
+        .filter(|d| d.template.is_none())
+        .cloned()
+        .collect();
+    for d in configured.iter().filter(|d| d.template.is_some()) {
+        // A template serves the sites of its own engine (a bench mixing MariaDB and
+        // PostgreSQL sites has one of each).
+        let engine = d.address.engine().kind();
+        let sites: Vec<(&str, &str)> = m
+            .sources
+            .iter()
+            .filter(|s| s.kind.as_str() == engine)
+            .filter_map(|s| {
+                let b = s.bench.as_ref().filter(|b| b.bench == d.source)?;
+                Some((s.name.as_str(), b.site.as_deref()?))
+            })
+            .collect();
+        if sites.is_empty() {
+            bail!(
+                "[[drill.database]] source = \"{}\" (a {engine} url with {{site}}) names a \
+                 frappe-bench, but snapshot {} holds no {engine} site database of a bench so \
+                 named (it holds {}); fix drill.database.source or the url",
+                d.source,
+                m.id,
+                m.sources
+                    .iter()
+                    .map(|s| s.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+        for (source, site) in sites {
+            if out.iter().any(|o| o.source == source) {
+                continue;
+            }
+            let concrete = d.for_site(source, site).map_err(|why| {
+                anyhow!(
+                    "[[drill.database]] of frappe-bench '{}': the url for site '{site}' is not \
+                     usable: {why}",
+                    d.source
+                )
+            })?;
+            let shown = concrete.address.to_string();
+            if let Some(other) = out.iter().find(|o| o.address.to_string() == shown) {
+                bail!(
+                    "[[drill.database]] of frappe-bench '{}': '{source}' (site '{site}') and \
+                     '{}' would both load into {shown}; give one of them a [[drill.database]] \
+                     of its own",
+                    d.source,
+                    other.source
+                );
+            }
+            out.push(concrete);
+        }
+    }
+    Ok(out)
 }
 
 /// The staging database of `d`, refused when its source is not a database of `m`, when the
@@ -493,7 +558,7 @@ struct Course<'a> {
     bases: &'a Bases,
     spool: &'a LocalStore,
     keys: Keys<'a>,
-    targets: &'a [(&'a DrillDatabase, Database)],
+    targets: &'a [(DrillDatabase, Database)],
 }
 
 impl Course<'_> {
@@ -631,6 +696,14 @@ pub fn check_setup(config: &Config) -> Vec<(String, anyhow::Result<String>)> {
     for d in &config.drill.databases {
         let result = (|| {
             let target = staging_database(d, &d.source)?;
+            if d.template.is_some() {
+                // Which sites there are is known only once a drill reads its snapshot.
+                return Ok(format!(
+                    "one staging database per site of frappe-bench '{}' ({{site}} in the url: \
+                     a site named 'site' gets {}); each is checked when a drill starts",
+                    d.source, target.address
+                ));
+            }
             crate::restore::guard_target(config, &target, &drill_options())?;
             let shown = target.address.to_string();
             let state = if known.contains(&shown) {

@@ -47,6 +47,48 @@ fn partial(path: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
+/// The preset name (`<name>-db`, `<name>-files`) of `site` of a frappe-bench in `m`.
+///
+/// # Errors
+/// When `m` holds no such site: what it holds is named.
+pub fn site_preset(m: &Manifest, site: &str) -> anyhow::Result<String> {
+    let found = m.sources.iter().find_map(|s| {
+        let b = s.bench.as_ref()?;
+        (b.site.as_deref() == Some(site) && !s.kind.is_folder())
+            .then(|| s.name.strip_suffix("-db"))
+            .flatten()
+    });
+    if let Some(name) = found {
+        return Ok(name.to_string());
+    }
+    let sites: Vec<String> = m
+        .sources
+        .iter()
+        .filter_map(|s| {
+            let b = s.bench.as_ref()?;
+            Some(format!(
+                "{} (frappe-bench '{}')",
+                b.site.as_deref()?,
+                b.bench
+            ))
+        })
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    if sites.is_empty() {
+        bail!(
+            "snapshot {} holds no frappe-bench site; for a frappe source give --source NAME \
+             with --bench {site}",
+            m.id
+        );
+    }
+    bail!(
+        "snapshot {} holds no site '{site}' of a frappe-bench; it holds: {}",
+        m.id,
+        sites.join(", ")
+    )
+}
+
 /// Writes the bench files of preset `name` (sources `<name>-db`, `<name>-files`) into `dir`.
 ///
 /// # Errors

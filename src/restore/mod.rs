@@ -18,7 +18,7 @@ use crate::store::Store;
 use crate::verify::check_stream;
 
 pub use crate::archive::{RestoreError, TarSummary, extract};
-pub use bench::write_bench_layout;
+pub use bench::{site_preset, write_bench_layout};
 pub use database::{LoadedDatabase, guard_target, load_database};
 
 /// Fails unless `dir` is missing, or a folder this user owns that no one else can write to

@@ -117,6 +117,22 @@ pub struct SourceRecord {
     /// tree's; the stream holds `changed_files` of them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub differential: Option<DifferentialRecord>,
+    /// Streams of a `frappe-bench` source: which bench, and which site (none for the bench's
+    /// own stream of configs and `apps.json`). Older readers ignore it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bench: Option<BenchRecord>,
+}
+
+/// A stream's place in a Frappe bench backed up whole (`type = "frappe-bench"`): what a
+/// later backup compares its sites with (a site gone is alerted), what a drill's `{site}`
+/// template and `restore --bench SITE` look up.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BenchRecord {
+    /// The `frappe-bench` source's name.
+    pub bench: String,
+    /// The site (`erp.example.com`); none for the bench's own stream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub site: Option<String>,
 }
 
 /// What a differential stream builds on: restoring it means its base's stream first, then
@@ -198,6 +214,7 @@ impl SourceRecord {
             dump_tool_version: None,
             database: None,
             differential: None,
+            bench: None,
         })
     }
 

@@ -19,8 +19,8 @@ use crate::store::StoreError;
 
 pub use id::SnapshotId;
 pub use manifest::{
-    ChecksumsRecord, DatabaseInfo, DifferentialRecord, EntryCounts, Manifest, PartRecord,
-    SourceRecord, StreamKind, TableRows, is_valid_source_name, part_name,
+    BenchRecord, ChecksumsRecord, DatabaseInfo, DifferentialRecord, EntryCounts, Manifest,
+    PartRecord, SourceRecord, StreamKind, TableRows, is_valid_source_name, part_name,
 };
 pub use read::{
     Accept, Bases, Checked, Listing, Resolved, committed_ids, delete_snapshot, list,

@@ -499,6 +499,7 @@ mod tests {
             dump_tool_version: None,
             database: None,
             differential: None,
+            bench: None,
         };
         Manifest {
             format: FORMAT_NAME.into(),

@@ -160,6 +160,7 @@ pub struct DirectorySource {
     root: PathBuf,
     excludes: Excludes,
     only: Vec<PathBuf>,
+    generated: Vec<super::Generated>,
 }
 
 impl DirectorySource {
@@ -168,7 +169,16 @@ impl DirectorySource {
             root: root.into(),
             excludes,
             only: Vec::new(),
+            generated: Vec::new(),
         }
+    }
+
+    /// Also stores these files, made by coffer, after the folder's own (regular files, 0644,
+    /// owned by this process, dated now). For a stream that is always a full: a
+    /// differential's folder records would not list them.
+    pub fn with_generated(mut self, generated: Vec<super::Generated>) -> Self {
+        self.generated = generated;
+        self
     }
 
     /// Backs up only these paths below the root (files or folders, relative), instead of
@@ -360,6 +370,13 @@ impl DirectorySource {
                 );
             }
         }
+        debug_assert!(
+            self.generated.is_empty() || matches!(against, Against::Full(None)),
+            "generated files only in a stream that is always a full"
+        );
+        for g in &self.generated {
+            walk.append_generated(g)?;
+        }
         walk.builder.finish()?;
         Ok(walk.outcome)
     }
@@ -527,6 +544,33 @@ impl Walk<'_> {
         self.outcome.file_bytes += entry.size;
         self.outcome.unchanged_files += 1;
         self.outcome.unchanged_bytes += entry.size;
+        Ok(())
+    }
+
+    /// Appends a file coffer made (see `DirectorySource::with_generated`).
+    fn append_generated(&mut self, g: &super::Generated) -> io::Result<()> {
+        let mut header = Header::new_ustar();
+        header.set_entry_type(EntryType::Regular);
+        header.set_mode(0o644);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        header.set_mtime(now);
+        header.set_uid(u64::from(rustix::process::getuid().as_raw()));
+        header.set_gid(u64::from(rustix::process::getgid().as_raw()));
+        let size = g.bytes.len() as u64;
+        header.set_size(size);
+        self.append_header(header, &g.path, None, None)?;
+        let out = self.builder.get_mut();
+        out.write_all(&g.bytes)?;
+        let pad = (512 - size % 512) % 512;
+        out.write_all(&[0u8; 512][..pad as usize])?;
+        let sha = hex::encode(sha2::Sha256::digest(&g.bytes));
+        self.outcome
+            .checksums
+            .push(&sha, g.path.as_os_str().as_bytes())?;
+        self.outcome.counts.files += 1;
+        self.outcome.file_bytes += size;
         Ok(())
     }
 

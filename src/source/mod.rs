@@ -25,6 +25,16 @@ pub struct SourceConfig {
     /// Folder sources (and a frappe preset's files): how often a full is taken; between
     /// fulls, each backup stores what changed since the last full. Zero: always a full.
     pub full_every: std::time::Duration,
+    /// A stream of a `frappe-bench` source: its bench and site, recorded in the manifest.
+    pub bench: Option<crate::snapshot::BenchRecord>,
+}
+
+/// A file coffer makes and stores in a folder's stream (a bench's `apps.json`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Generated {
+    /// Its path in the stream, relative.
+    pub path: std::path::PathBuf,
+    pub bytes: Vec<u8>,
 }
 
 /// The default `full_every`: a full a week, differentials between.
@@ -37,10 +47,19 @@ pub enum SourceKind {
         exclude: Vec<String>,
         /// Only these paths below `path` (the Frappe preset's selection); empty: everything.
         only: Vec<std::path::PathBuf>,
+        /// Files made by coffer and stored after the folder's own (a bench's `apps.json`);
+        /// only in a stream that is always a full (`full_every` zero).
+        generated: Vec<Generated>,
     },
     /// A Frappe/ERPNext site folder (`sites/<site>`): expanded at backup time, from its
     /// site_config.json, into its database and its files (`source::frappe`).
     Frappe { path: std::path::PathBuf },
+    /// A whole Frappe bench: every site under `sites/` (but `exclude_sites`), found at each
+    /// backup, as a frappe preset each, plus the bench's own stream (`source::frappe`).
+    FrappeBench {
+        path: std::path::PathBuf,
+        exclude_sites: Vec<String>,
+    },
     /// A MariaDB/MySQL database dumped with `mariadb-dump` / `mysqldump`.
     Mysql {
         url: crate::database::DbUrl,
@@ -73,13 +92,16 @@ impl SourceConfig {
             SourceKind::Mysql { .. } => "mysql",
             SourceKind::Sqlite { .. } => "sqlite",
             SourceKind::Frappe { .. } => "frappe",
+            SourceKind::FrappeBench { .. } => "frappe-bench",
         }
     }
 
     /// The stream name of this source, e.g. `files.tar.gz.age` or `db.sql.gz.age`.
     pub fn stream_name(&self) -> String {
         match self.kind {
-            SourceKind::Directory { .. } | SourceKind::Frappe { .. } => {
+            SourceKind::Directory { .. }
+            | SourceKind::Frappe { .. }
+            | SourceKind::FrappeBench { .. } => {
                 format!("{}.tar.gz.age", self.name)
             }
             SourceKind::Postgres { .. } | SourceKind::Mysql { .. } | SourceKind::Sqlite { .. } => {
@@ -104,15 +126,18 @@ impl SourceKind {
                 Some((Address::Mysql(url.clone()), password.as_ref()))
             }
             SourceKind::Sqlite { path, .. } => Some((Address::Sqlite(path.clone()), None)),
-            SourceKind::Directory { .. } | SourceKind::Frappe { .. } => None,
+            SourceKind::Directory { .. }
+            | SourceKind::Frappe { .. }
+            | SourceKind::FrappeBench { .. } => None,
         }
     }
 }
 
 impl SourceConfig {
     /// The sources this one stands for: a frappe preset expanded, from its site_config.json,
-    /// into its database and its files (`frappe::expand`); any other source itself. The one
-    /// place presets are expanded (backup, restore's guards and check all ask here).
+    /// into its database and its files (`frappe::expand`); a bench into every site's and its
+    /// own stream (`frappe::expand_bench`); any other source itself. The one place presets
+    /// are expanded (backup, restore's guards and check all ask here).
     ///
     /// # Errors
     /// When a preset's site cannot be read.
@@ -121,6 +146,16 @@ impl SourceConfig {
             SourceKind::Frappe { path } => {
                 frappe::expand(&self.name, path, self.exact_count_limit, self.full_every)
             }
+            SourceKind::FrappeBench {
+                path,
+                exclude_sites,
+            } => frappe::expand_bench(
+                &self.name,
+                path,
+                exclude_sites,
+                self.exact_count_limit,
+                self.full_every,
+            ),
             _ => Ok(vec![self.clone()]),
         }
     }

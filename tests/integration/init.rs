@@ -103,7 +103,7 @@ fn init_writes_a_config_that_backs_up_and_restores_and_never_overwrites_one() {
 }
 
 #[test]
-fn init_of_a_bench_makes_a_frappe_source_per_site_and_refuses_what_it_cannot_use() {
+fn init_of_a_bench_makes_one_frappe_bench_source_and_refuses_what_it_cannot_use() {
     let env = Env::new();
     let bench = env.path("frappe-bench");
     for site in ["erp.example.com", "shop.example.com"] {
@@ -141,9 +141,31 @@ fn init_of_a_bench_makes_a_frappe_source_per_site_and_refuses_what_it_cannot_use
     let _ = run(&["--frappe-bench", bench.to_str().unwrap()]);
     let text = fs::read_to_string(&config).unwrap();
     let parsed = coffer::config::Config::load(&config).unwrap();
+    // One source for the whole bench (a site added later needs no change), which the
+    // backup expands into every site's database and files and the bench's own stream.
     let names: Vec<&str> = parsed.sources.iter().map(|s| s.name.as_str()).collect();
-    assert_eq!(names, ["erp_example_com", "shop_example_com"], "{text}");
-    assert!(!text.contains("assets"));
+    assert_eq!(names, ["frappe-bench"], "{text}");
+    assert_eq!(parsed.sources[0].kind_name(), "frappe-bench", "{text}");
+    assert!(
+        text.contains("Sites now: erp.example.com, shop.example.com."),
+        "{text}"
+    );
+    let expanded: Vec<String> = coffer::backup::expand_sources(&parsed.sources)
+        .unwrap()
+        .into_iter()
+        .map(|s| s.name)
+        .collect();
+    assert_eq!(
+        expanded,
+        [
+            "erp_example_com-db",
+            "erp_example_com-files",
+            "shop_example_com-db",
+            "shop_example_com-files",
+            "frappe-bench"
+        ],
+        "{text}"
+    );
 
     // What it cannot use is refused, and nothing is written.
     let other = env.path("other.toml");

@@ -4,6 +4,7 @@
 mod support;
 
 mod alerts;
+mod bench;
 mod config_examples;
 mod daemon;
 mod daemon_jobs;

@@ -496,6 +496,7 @@ pub fn store_stream_snapshot(
             dump_tool_version: None,
             database: None,
             differential: None,
+            bench: None,
         }],
     };
     coffer::snapshot::write_manifest(store, &manifest, &env.signing_key()).unwrap();
