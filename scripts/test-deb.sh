@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Tests the Debian package for real, as root, and leaves the machine as it found it:
 # lintian reports no error; `dpkg -i` installs it (binary, user, modes and owners); a backup
-# runs as the `coffer` user with a config `coffer init` filled in; an upgrade over itself keeps
+# runs as the `coffer` user with a config `coffer init --frappe-bench` filled in (a bench whose
+# site is a real MariaDB database, plus a folder); an upgrade over itself keeps
 # an edited conffile; `dpkg -r` keeps the config and the state; `dpkg -P` removes them and
 # never the store.
 #
@@ -13,9 +14,11 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 die() { printf 'test-deb.sh: FAILED: %s\n' "$*" >&2; exit 1; }
 log() { printf '==> %s\n' "$*" >&2; }
 [[ $(id -u) -eq 0 ]] || die "run it as root (it installs and purges the package)"
-for t in dpkg lintian runuser getent deluser; do
-    command -v "$t" >/dev/null || die "$t is missing (apt-get install dpkg lintian util-linux adduser)"
+for t in dpkg lintian runuser getent deluser mariadb; do
+    command -v "$t" >/dev/null || die "$t is missing (apt-get install dpkg lintian util-linux adduser mariadb-client)"
 done
+maria() { mariadb -h 127.0.0.1 -P 3306 -u root "$@"; }
+maria -e 'SELECT 1' >/dev/null || die "MariaDB is not reachable on 127.0.0.1:3306 (the bench's site needs it)"
 if dpkg -s coffer >/dev/null 2>&1; then
     die "coffer is installed already: this test would replace it; dpkg -P coffer first"
 fi
@@ -29,7 +32,9 @@ DEB=${1:-$(scripts/build-deb.sh)}
 [[ -f $DEB ]] || die "no package at $DEB"
 WORK=$(mktemp -d /tmp/coffer-deb-test.XXXXXX)
 chmod 0755 "$WORK"
+SITE_DB=coffer_deb_$(od -An -N4 -tx4 /dev/urandom | tr -d ' ')
 cleanup() {
+    maria -e "DROP DATABASE IF EXISTS $SITE_DB; DROP USER IF EXISTS '$SITE_DB'@'%'" >/dev/null 2>&1 || true
     dpkg -P coffer >/dev/null 2>&1 || true
     if ((!had_user)); then
         deluser --system coffer >/dev/null 2>&1 || true
@@ -57,21 +62,41 @@ if [[ -d /run/systemd/system ]] && systemctl is-active --quiet coffer.service; t
     die "the package started the daemon"
 fi
 
-log "coffer init, then a backup as the coffer user"
+log "coffer init of a bench and a folder, then a backup as the coffer user"
 install -d -o coffer -g coffer -m 0700 "$WORK/store"
 install -d -m 0755 "$WORK/site"
 echo "invoice 1" >"$WORK/site/invoice.txt"
+# A bench as Frappe lays it out (files 0644, as bench writes them), its one site a MariaDB
+# database with its own user.
+bench=$WORK/frappe-bench
+site=$bench/sites/shop.local
+install -d -m 0755 "$bench/sites" "$bench/config" "$bench/apps/frappe" "$site/public/files" "$site/private/files"
+pw=pw-$(od -An -N6 -tx1 /dev/urandom | tr -d ' ')
+maria -e "CREATE DATABASE $SITE_DB; CREATE USER '$SITE_DB'@'%' IDENTIFIED BY '$pw'; \
+    GRANT ALL ON $SITE_DB.* TO '$SITE_DB'@'%'; \
+    CREATE TABLE $SITE_DB.tabNote (name VARCHAR(140) PRIMARY KEY); \
+    INSERT INTO $SITE_DB.tabNote VALUES ('from the package test')"
+printf '{"db_name": "%s", "db_password": "%s", "db_type": "mariadb"}\n' "$SITE_DB" "$pw" >"$site/site_config.json"
+echo '{"db_host": "127.0.0.1"}' >"$bench/sites/common_site_config.json"
+echo frappe >"$bench/sites/apps.txt"
+echo "web: bench serve" >"$bench/Procfile"
+echo "logo" >"$site/public/files/logo.png"
 # (Its own `coffer check` runs as root, which the coffer-owned state folder fails: the check
 # that counts is the one as the user the daemon runs as, below.)
-coffer --config /etc/coffer/coffer.toml init --force --dir "$WORK/site" \
+coffer --config /etc/coffer/coffer.toml init --force --frappe-bench "$bench" --dir "$WORK/site" \
     --store "local:$WORK/store" --generate-key "$WORK/identity.txt" --state-dir /var/lib/coffer >&2 || true
+grep -q '^type = "frappe-bench"' /etc/coffer/coffer.toml || die "init wrote no frappe-bench source"
 runuser -u coffer -- coffer --config /etc/coffer/coffer.toml check >&2 || die "coffer check as coffer"
 [[ $(mode /etc/coffer/coffer.toml) == "640 root:coffer" ]] || die "init's config is $(mode /etc/coffer/coffer.toml)"
 runuser -u coffer -- coffer --config /etc/coffer/coffer.toml backup >&2 || die "backup as coffer"
 id=$(runuser -u coffer -- coffer --config /etc/coffer/coffer.toml list --json | sed -n 's/.*"id": "\(.*\)".*/\1/p' | head -1)
 [[ -n $id ]] || die "no snapshot listed"
 coffer --config /etc/coffer/coffer.toml restore "$id" --to "$WORK/restored" --identity "$WORK/identity.txt" >&2
-diff -r "$WORK/site" "$WORK/restored" || die "the restore differs"
+diff -r "$WORK/site" "$WORK/restored/site" || die "the folder's restore differs"
+grep -q "from the package test" "$WORK/restored/shop_local-db.sql" || die "the site's dump lacks its row"
+diff "$site/public/files/logo.png" "$WORK/restored/shop_local-files/public/files/logo.png" || die "the site's files differ"
+grep -q '"app": "frappe"' "$WORK/restored/frappe-bench/apps.json" || die "the bench stream has no apps.json"
+if grep -rq -- "$pw" /var/lib/coffer /etc/coffer; then die "the site's password was copied into coffer's files"; fi
 
 log "upgrade over itself keeps the edited config"
 echo "# edited by the operator" >>/etc/coffer/coffer.toml
