@@ -586,8 +586,60 @@ mod tests {
     }
 
     #[test]
+    fn an_s3_store_is_checked_and_takes_its_keys_from_files_or_the_environment() {
+        let head = "[encryption]\n\
+                    recipients = [\"age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p\"]\n";
+        let good = format!(
+            "{head}[store]\ntype = \"s3\"\nendpoint = \"https://s3.eu-west-1.amazonaws.com\"\n\
+             region = \"eu-west-1\"\nbucket = \"acme-coffer\"\nprefix = \"host-1\"\n\
+             secret_access_key_file = \"/etc/coffer/s3-secret\"\n"
+        );
+        let c = Config::parse(&good, Path::new("/etc/coffer/c.toml")).unwrap();
+        let StoreKind::S3(s) = &c.store.kind else {
+            panic!("{:?}", c.store.kind)
+        };
+        assert!(!s.path_style, "AWS takes virtual-host addressing");
+        assert_eq!(s.prefix, "host-1/");
+        assert_eq!(s.chunk_size, crate::store::s3::DEFAULT_CHUNK);
+        assert_eq!(
+            s.credentials.access_key_id,
+            SecretRef::Env("AWS_ACCESS_KEY_ID".into())
+        );
+        assert_eq!(
+            s.credentials.secret_access_key,
+            SecretRef::File("/etc/coffer/s3-secret".into())
+        );
+        let bad = format!(
+            "{head}[store]\ntype = \"s3\"\nendpoint = \"http://minio.example.org:9000\"\n\
+             bucket = \"Bad_Bucket\"\nchunk_size = \"1MiB\"\nfolder = \"x\"\n\
+             access_key_id_file = \"a\"\naccess_key_id_env = \"B\"\n"
+        );
+        let err = Config::parse(&bad, Path::new("c.toml")).unwrap_err();
+        let ConfigError::Invalid { problems, .. } = err else {
+            panic!("{err}")
+        };
+        let all = problems.join("\n");
+        assert_eq!(problems.len(), 5, "{all}");
+        assert!(all.contains("http:// sends the signed requests"), "{all}");
+        assert!(all.contains("store.bucket 'Bad_Bucket'"), "{all}");
+        assert!(all.contains("between 5MiB"), "{all}");
+        assert!(all.contains("store.folder does not apply"), "{all}");
+        assert!(all.contains("store.access_key_id: give one of"), "{all}");
+        // http:// to this host is fine (a local MinIO or Garage).
+        let local = good.replace(
+            "https://s3.eu-west-1.amazonaws.com",
+            "http://127.0.0.1:3900",
+        );
+        let c = Config::parse(&local, Path::new("c.toml")).unwrap();
+        let StoreKind::S3(s) = &c.store.kind else {
+            panic!("{:?}", c.store.kind)
+        };
+        assert!(s.path_style);
+    }
+
+    #[test]
     fn reports_every_problem_at_once() {
-        let text = "[encryption]\nrecipients = [\"age1bogus\"]\n[store]\ntype = \"s3\"\n\
+        let text = "[encryption]\nrecipients = [\"age1bogus\"]\n[store]\ntype = \"ftp\"\n\
                     [compression]\nlevel = 12\n[[source]]\nname = \"a b\"\ntype = \"directory\"\n";
         let err = Config::parse(text, Path::new("c.toml")).unwrap_err();
         let ConfigError::Invalid { problems, .. } = err else {

@@ -176,6 +176,17 @@ pub(super) struct RawStore {
     pub(super) page_size: Option<u32>,
     pub(super) parallel_uploads: Option<usize>,
     pub(super) requests_per_second: Option<u32>,
+    // S3.
+    pub(super) endpoint: Option<String>,
+    pub(super) region: Option<String>,
+    pub(super) bucket: Option<String>,
+    pub(super) prefix: Option<String>,
+    pub(super) path_style: Option<bool>,
+    pub(super) access_key_id_file: Option<PathBuf>,
+    pub(super) access_key_id_env: Option<String>,
+    pub(super) secret_access_key_file: Option<PathBuf>,
+    pub(super) secret_access_key_env: Option<String>,
+    pub(super) storage_class: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

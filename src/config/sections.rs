@@ -132,9 +132,10 @@ pub(super) fn parse_store(
     let kind = match s.kind.as_str() {
         "local" => local_store(s, resolve, problems),
         "gdrive" => gdrive_store(s, part_size, state_dir, resolve, problems),
+        "s3" => s3_store(s, resolve, problems),
         other => {
             problems.push(format!(
-                "store.type '{other}' is not supported by this build (supported: local, gdrive)"
+                "store.type '{other}' is not supported by this build (supported: local, gdrive, s3)"
             ));
             StoreKind::Local {
                 path: PathBuf::new(),
@@ -245,6 +246,137 @@ fn gdrive_store(
 
 /// A Drive store's account: a service account (with `subject` for domain-wide delegation)
 /// or a user's token from `coffer auth gdrive`, exactly one.
+/// `type = "s3"`: endpoint (https, or http to this host only), region, bucket, prefix,
+/// addressing, the key pair from files or the environment (default `AWS_ACCESS_KEY_ID` and
+/// `AWS_SECRET_ACCESS_KEY`), pieces.
+fn s3_store(
+    s: RawStore,
+    resolve: &dyn Fn(&Path) -> PathBuf,
+    problems: &mut Vec<String>,
+) -> StoreKind {
+    use crate::store::s3::{CredentialSource, DEFAULT_CHUNK, MIN_CHUNK, S3Config};
+    let endpoint = s.endpoint.clone().unwrap_or_default();
+    let mut aws = false;
+    match endpoint.parse::<hyper::Uri>() {
+        Ok(u) if matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some() => {
+            let host = u.host().unwrap_or("").trim_matches(['[', ']']);
+            aws = host.ends_with(".amazonaws.com");
+            let loopback = host == "localhost"
+                || host
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback());
+            if u.scheme_str() == Some("http") && !loopback {
+                problems.push(format!(
+                    "store.endpoint '{endpoint}': http:// sends the signed requests and every \
+                     object in clear text; use https:// (http:// only to this host)"
+                ));
+            }
+            if u.path() != "/" && !u.path().is_empty() {
+                problems.push(format!(
+                    "store.endpoint '{endpoint}': give the server only (scheme and host); the \
+                     bucket goes in store.bucket, a folder in store.prefix"
+                ));
+            }
+        }
+        _ => problems.push(format!(
+            "store.endpoint '{endpoint}' must be an https:// URL of the S3 server (e.g. \
+             https://s3.eu-west-1.amazonaws.com, https://<account>.r2.cloudflarestorage.com)"
+        )),
+    }
+    let bucket = s.bucket.clone().unwrap_or_default();
+    let valid_bucket = (3..=63).contains(&bucket.len())
+        && bucket
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
+    if !valid_bucket {
+        problems.push(format!(
+            "store.bucket '{bucket}' must be 3–63 lowercase letters, digits, '-' or '.'"
+        ));
+    }
+    let mut prefix = s.prefix.clone().unwrap_or_default();
+    if !prefix.is_empty() && !prefix.ends_with('/') {
+        prefix.push('/');
+    }
+    if prefix.starts_with('/') || prefix.split('/').any(|p| p == "." || p == "..") {
+        problems.push(format!(
+            "store.prefix '{prefix}' must be relative, without '.' or '..' (e.g. \"coffer/\")"
+        ));
+    }
+    let mut chunk_size = DEFAULT_CHUNK;
+    if let Some(c) = &s.chunk_size {
+        match parse_size(c) {
+            Ok(n) if n >= MIN_CHUNK as u64 && n <= 512 << 20 => chunk_size = n as usize,
+            Ok(_) => problems.push(format!(
+                "store.chunk_size '{c}' must be between 5MiB (S3's smallest multipart piece) \
+                 and 512MiB"
+            )),
+            Err(why) => problems.push(format!("store.chunk_size: {why}")),
+        }
+    }
+    let key = |name: &str,
+               file: Option<PathBuf>,
+               env: Option<String>,
+               default_env: &str,
+               problems: &mut Vec<String>| {
+        secret_of(
+            &format!("store.{name}"),
+            None,
+            file,
+            env,
+            resolve,
+            true,
+            problems,
+        )
+        .unwrap_or_else(|| SecretRef::Env(default_env.to_string()))
+    };
+    let credentials = CredentialSource {
+        access_key_id: key(
+            "access_key_id",
+            s.access_key_id_file.clone(),
+            s.access_key_id_env.clone(),
+            "AWS_ACCESS_KEY_ID",
+            problems,
+        ),
+        secret_access_key: key(
+            "secret_access_key",
+            s.secret_access_key_file.clone(),
+            s.secret_access_key_env.clone(),
+            "AWS_SECRET_ACCESS_KEY",
+            problems,
+        ),
+    };
+    for (key, set) in [
+        ("path", s.path.is_some()),
+        ("folder_id", s.folder_id.is_some()),
+        ("folder", s.folder.is_some()),
+        ("drive_id", s.drive_id.is_some()),
+        (
+            "service_account_key_file",
+            s.service_account_key_file.is_some(),
+        ),
+        ("oauth_client_file", s.oauth_client_file.is_some()),
+        ("token_file", s.token_file.is_some()),
+    ] {
+        if set {
+            problems.push(format!("store.{key} does not apply to an s3 store"));
+        }
+    }
+    StoreKind::S3(S3Config {
+        endpoint,
+        region: s.region.clone().unwrap_or_else(|| "us-east-1".into()),
+        bucket,
+        prefix,
+        // Virtual-host addressing is AWS's; every other server takes the path style.
+        path_style: s.path_style.unwrap_or(!aws),
+        credentials,
+        storage_class: s.storage_class.clone(),
+        chunk_size,
+        parallel_uploads: s.parallel_uploads.unwrap_or(2).clamp(1, 16),
+        request_timeout: crate::store::s3::REQUEST_TIMEOUT,
+        access_key_hint: String::new(),
+    })
+}
+
 fn drive_auth(
     s: &RawStore,
     state_dir: &Path,

@@ -66,6 +66,19 @@ pub fn sweep_orphans(
         }
         swept.push(id);
     }
+    // The unfinished uploads of a killed backup (S3 multipart uploads), by the same grace.
+    let before = now.checked_sub(grace).unwrap_or(SystemTime::UNIX_EPOCH);
+    match store.sweep_uploads(SNAPSHOTS_PREFIX, before) {
+        Ok(keys) if !keys.is_empty() => {
+            tracing::info!(
+                "aborted {} unfinished upload(s) in {store}: {}",
+                keys.len(),
+                keys.join(", ")
+            );
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!("could not sweep the unfinished uploads of {store}: {e}"),
+    }
     Ok(swept)
 }
 

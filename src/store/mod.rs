@@ -9,6 +9,7 @@
 
 pub mod gdrive;
 mod local;
+pub mod s3;
 
 use std::fmt;
 use std::io::{Read, Write};
@@ -122,6 +123,16 @@ pub trait Store: Send + Sync + fmt::Display {
         Ok(None)
     }
 
+    /// Abandons the unfinished uploads under `prefix` started before `before` (the multipart
+    /// uploads of a killed backup, which an S3 bucket keeps, and bills, until aborted); returns
+    /// their keys. Stores without such uploads have none.
+    ///
+    /// # Errors
+    /// When the uploads cannot be listed or aborted.
+    fn sweep_uploads(&self, _prefix: &str, _before: SystemTime) -> Result<Vec<String>, StoreError> {
+        Ok(Vec::new())
+    }
+
     /// Deletes the object `key`; deleting a missing object is not an error.
     ///
     /// # Errors
@@ -223,6 +234,13 @@ pub fn validate_key(key: &str) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Exponential backoff with full jitter for a network store's retries: up to 0.25 s ×
+/// 2^attempt, at most 16 s.
+pub(crate) fn backoff(attempt: u32) -> std::time::Duration {
+    let cap = (250u64 << attempt.min(6)).min(16_000);
+    std::time::Duration::from_millis(rand::random::<u64>() % (cap + 1))
+}
+
 /// Default size of one stored part.
 pub const DEFAULT_PART_SIZE: u64 = 64 * 1024 * 1024;
 /// Default age of an unfinished snapshot before a later run removes its parts.
@@ -248,6 +266,7 @@ impl StoreConfig {
                 d.folder_id.as_deref().unwrap_or("-"),
                 d.folder
             ),
+            StoreKind::S3(s) => format!("s3:{}/{}/{}", s.endpoint, s.bucket, s.prefix),
         }
     }
 }
@@ -256,6 +275,7 @@ impl StoreConfig {
 pub enum StoreKind {
     Local { path: std::path::PathBuf },
     Gdrive(gdrive::DriveConfig),
+    S3(s3::S3Config),
 }
 
 /// The store a config describes.
@@ -266,5 +286,6 @@ pub fn open(cfg: &StoreConfig) -> Result<Box<dyn Store>, StoreError> {
     Ok(match &cfg.kind {
         StoreKind::Local { path } => Box::new(LocalStore::new(path)),
         StoreKind::Gdrive(drive) => Box::new(gdrive::DriveStore::new(drive)?),
+        StoreKind::S3(s3) => Box::new(s3::S3Store::new(s3)?),
     })
 }

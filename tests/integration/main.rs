@@ -24,6 +24,7 @@ mod mysql;
 mod postgres;
 mod prune;
 mod roundtrip;
+mod s3;
 mod sqlite;
 mod store_faults;
 mod store_links;

@@ -99,11 +99,7 @@ pub(super) fn retry_after(headers: &hyper::HeaderMap) -> Option<Duration> {
         .map(|s| Duration::from_secs(s.min(300)))
 }
 
-/// Exponential backoff with full jitter: up to 0.25 s × 2^attempt, at most 16 s.
-pub(super) fn backoff(attempt: u32) -> Duration {
-    let cap = (250u64 << attempt.min(6)).min(16_000);
-    Duration::from_millis(rand::random::<u64>() % (cap + 1))
-}
+pub(super) use crate::store::backoff;
 
 pub(super) fn fatal_io(f: Failure) -> io::Error {
     match f {

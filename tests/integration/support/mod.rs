@@ -12,6 +12,7 @@ use rand::{Rng, SeedableRng};
 use sha2::{Digest, Sha256};
 
 pub mod fake_drive;
+pub mod garage;
 pub mod sinks;
 
 /// A scratch area with a store, a state folder and keys.
