@@ -254,3 +254,56 @@ fn a_three_node_cluster_backs_up_with_a_node_down_and_refuses_without_a_quorum()
     );
     assert_same_tree(&site, &again);
 }
+
+#[test]
+fn cut_uploads_and_injected_errors_are_retried_and_the_restore_is_identical() {
+    use crate::support::fault_proxy::{Fault, FaultProxy};
+    use std::time::{Duration, SystemTime};
+    let Some(bin) = garage::available() else {
+        return;
+    };
+    let g = Garage::start(&bin);
+    // Every third connection is cut 1 MiB into its request (mid-piece); others get 503
+    // SlowDown or 500 InternalError from the proxy itself.
+    let proxy = FaultProxy::start(g.s3_port, |n| match n % 6 {
+        1 => Fault::Cut(1 << 20),
+        3 => Fault::Answer(503, "SlowDown"),
+        4 => Fault::Cut(200),
+        5 => Fault::Answer(500, "InternalError"),
+        _ => Fault::None,
+    });
+    let env = Env::new();
+    let site = env.path("site");
+    rich_site(&site);
+    fs::write(site.join("noise.bin"), noise(5, 13 << 20)).unwrap();
+    let config = s3_config(
+        &env,
+        &g,
+        &site,
+        "part_size = \"6MiB\"\nchunk_size = \"5MiB\"\n",
+        "",
+    );
+    let text = fs::read_to_string(&config)
+        .unwrap()
+        .replace(&g.endpoint(), &format!("http://127.0.0.1:{}", proxy.port));
+    fs::write(&config, text).unwrap();
+    let id = env.backup(&config);
+    let to = env.path("restored");
+    env.ok(&config, &["restore", &id, "--to", to.to_str().unwrap()]);
+    assert_same_tree(&site, &to);
+    env.ok(&config, &["verify", &id]);
+    assert!(
+        proxy.faults() >= 4,
+        "only {} faults were injected",
+        proxy.faults()
+    );
+    // Nothing stray: no unfinished upload is left behind the retried pieces.
+    let direct = s3_config(&env, &g, &site, "", "");
+    let direct = coffer::config::Config::load(&direct).unwrap();
+    let store = coffer::store::open(&direct.store).unwrap();
+    let later = SystemTime::now() + Duration::from_secs(600);
+    assert_eq!(
+        store.sweep_uploads("snapshots/", later).unwrap(),
+        Vec::<String>::new()
+    );
+}

@@ -12,6 +12,7 @@ use rand::{Rng, SeedableRng};
 use sha2::{Digest, Sha256};
 
 pub mod fake_drive;
+pub mod fault_proxy;
 pub mod garage;
 pub mod sinks;
 
