@@ -202,6 +202,22 @@ fn check_store(config: &Config) -> anyhow::Result<String> {
         .list("snapshots/")
         .map_err(|e| anyhow!("cannot list {store}: {e}"))?;
     let mut detail = format!("{store}: write, read back, list and delete work");
+    if let Some(skew) = store.clock_skew()? {
+        let secs = skew.num_seconds();
+        if secs.abs() >= 5 * 60 {
+            return Err(anyhow!(
+                "this host's clock is {} s {} the store's: S3 refuses requests more than 15 \
+                 minutes off, and signed snapshots carry the time; fix the time (timedatectl, \
+                 NTP)",
+                secs.abs(),
+                if secs > 0 { "ahead of" } else { "behind" }
+            ));
+        }
+        detail.push_str(&format!(
+            "; clock within {} s of the store's",
+            secs.abs().max(1)
+        ));
+    }
     if let Some((limit, usage)) = store.space()? {
         match limit {
             Some(limit) => detail.push_str(&format!(

@@ -123,6 +123,16 @@ pub trait Store: Send + Sync + fmt::Display {
         Ok(None)
     }
 
+    /// How far this host's clock is ahead of the store's (negative: behind), for stores whose
+    /// requests are signed with the time (S3 refuses a skew above 15 minutes); `None` for
+    /// stores that do not care.
+    ///
+    /// # Errors
+    /// When the store cannot be asked.
+    fn clock_skew(&self) -> Result<Option<chrono::TimeDelta>, StoreError> {
+        Ok(None)
+    }
+
     /// Abandons the unfinished uploads under `prefix` started before `before` (the multipart
     /// uploads of a killed backup, which an S3 bucket keeps, and bills, until aborted); returns
     /// their keys. Stores without such uploads have none.

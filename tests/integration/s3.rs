@@ -49,7 +49,7 @@ fn a_backup_to_garage_restores_byte_identical_through_multipart_uploads() {
     );
     let check = env.ok(&config, &["check"]);
     assert!(
-        check.contains("write, read back, list and delete work"),
+        check.contains("write, read back, list and delete work") && check.contains("clock within"),
         "{check}"
     );
     let id = env.backup(&config);

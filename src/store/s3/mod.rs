@@ -273,6 +273,24 @@ impl Store for S3Store {
         Ok(out)
     }
 
+    fn clock_skew(&self) -> Result<Option<chrono::TimeDelta>, StoreError> {
+        let before = chrono::Utc::now();
+        let answer = self
+            .rt
+            .block_on(self.client.call(Call::new(Method::HEAD, None)))
+            .map_err(|e| io_err(&self.label, "asking the time of", "", e))?;
+        let after = chrono::Utc::now();
+        let Some(date) = answer
+            .header("date")
+            .and_then(|d| chrono::DateTime::parse_from_rfc2822(d).ok())
+        else {
+            return Ok(None);
+        };
+        // The server's second is somewhere in the request: compare with its middle.
+        let local = before + (after - before) / 2;
+        Ok(Some(local - date.with_timezone(&chrono::Utc)))
+    }
+
     fn sweep_uploads(
         &self,
         prefix: &str,
