@@ -453,6 +453,7 @@ pub fn newest_trusted(
 pub fn delete_snapshot(store: &dyn Store, id: &SnapshotId) -> Result<(), SnapshotError> {
     store.delete(&id.manifest_key())?;
     let prefix = id.prefix();
+    let mut keys = Vec::new();
     for o in store.list(&prefix)? {
         let name = o.key.strip_prefix(&prefix).unwrap_or(&o.key);
         if !store::is_coffer_name(name) {
@@ -463,8 +464,9 @@ pub fn delete_snapshot(store: &dyn Store, id: &SnapshotId) -> Result<(), Snapsho
             );
             continue;
         }
-        store.delete(&o.key)?;
+        keys.push(o.key);
     }
+    store.delete_many(&keys)?;
     Ok(())
 }
 

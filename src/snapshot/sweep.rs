@@ -61,9 +61,7 @@ pub fn sweep_orphans(
             Err(e) if e.is_not_found() => {}
             _ => continue, // committed meanwhile, or unsure: leave it
         }
-        for key in keys {
-            store.delete(&key)?;
-        }
+        store.delete_many(&keys)?;
         swept.push(id);
     }
     // The unfinished uploads of a killed backup (S3 multipart uploads), by the same grace.

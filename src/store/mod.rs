@@ -143,6 +143,15 @@ pub trait Store: Send + Sync + fmt::Display {
         Ok(Vec::new())
     }
 
+    /// Deletes every object of `keys` (missing ones are not an error): one by one, or in
+    /// batches where the store can (S3's `DeleteObjects`, 1000 a request).
+    ///
+    /// # Errors
+    /// The first deletion the store refuses.
+    fn delete_many(&self, keys: &[String]) -> Result<(), StoreError> {
+        keys.iter().try_for_each(|k| self.delete(k))
+    }
+
     /// Deletes the object `key`; deleting a missing object is not an error.
     ///
     /// # Errors

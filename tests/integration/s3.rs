@@ -72,6 +72,24 @@ fn a_backup_to_garage_restores_byte_identical_through_multipart_uploads() {
         &["restore", &second, "--to", again.to_str().unwrap()],
     );
     assert_same_tree(&site, &again);
+    // Forgetting a snapshot deletes all its objects (in one DeleteObjects batch).
+    env.ok(&config, &["forget", &second, "--force"]);
+    let config = coffer::config::Config::load(&config).unwrap();
+    let store = coffer::store::open(&config.store).unwrap();
+    assert!(
+        store
+            .list(&format!("snapshots/{second}/"))
+            .unwrap()
+            .is_empty()
+    );
+    assert!(!store.list(&format!("snapshots/{id}/")).unwrap().is_empty());
+    // A batch with a key that is not there is fine; the others are gone.
+    let keys: Vec<String> = (0..3).map(|i| format!("scratch/o{i}")).collect();
+    for k in &keys[..2] {
+        coffer::store::put_bytes(store.as_ref(), k, b"x").unwrap();
+    }
+    store.delete_many(&keys).unwrap();
+    assert!(store.list("scratch/").unwrap().is_empty());
 }
 
 #[test]
@@ -263,14 +281,23 @@ fn cut_uploads_and_injected_errors_are_retried_and_the_restore_is_identical() {
         return;
     };
     let g = Garage::start(&bin);
-    // Every third connection is cut 1 MiB into its request (mid-piece); others get 503
-    // SlowDown or 500 InternalError from the proxy itself.
-    let proxy = FaultProxy::start(g.s3_port, |n| match n % 6 {
-        1 => Fault::Cut(1 << 20),
-        3 => Fault::Answer(503, "SlowDown"),
-        4 => Fault::Cut(200),
-        5 => Fault::Answer(500, "InternalError"),
-        _ => Fault::None,
+    // The first six connections each get a fault (however the client pools its connections,
+    // every one of them is used up: a faulty connection is closed, and coffer retries on a
+    // new one): cut 1 MiB into a request (mid-piece), 503 SlowDown and 500 InternalError from
+    // the proxy itself, cut right in the request head. After them, every fourth connection is
+    // cut mid-piece again.
+    let first = [
+        Fault::Cut(1 << 20),
+        Fault::Answer(503, "SlowDown"),
+        Fault::Cut(200),
+        Fault::Answer(500, "InternalError"),
+        Fault::Cut(1 << 20),
+        Fault::Answer(503, "SlowDown"),
+    ];
+    let proxy = FaultProxy::start(g.s3_port, move |n| match first.get(n) {
+        Some(f) => *f,
+        None if n % 4 == 2 => Fault::Cut(1 << 20),
+        None => Fault::None,
     });
     let env = Env::new();
     let site = env.path("site");
@@ -293,7 +320,7 @@ fn cut_uploads_and_injected_errors_are_retried_and_the_restore_is_identical() {
     assert_same_tree(&site, &to);
     env.ok(&config, &["verify", &id]);
     assert!(
-        proxy.faults() >= 4,
+        proxy.faults() >= 6,
         "only {} faults were injected",
         proxy.faults()
     );

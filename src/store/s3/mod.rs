@@ -349,6 +349,53 @@ impl Store for S3Store {
         Ok(swept)
     }
 
+    fn delete_many(&self, keys: &[String]) -> Result<(), StoreError> {
+        for batch in keys.chunks(1000) {
+            for k in batch {
+                super::validate_key(k)?;
+            }
+            let mut body = String::from("<Delete><Quiet>true</Quiet>");
+            for k in batch {
+                body.push_str(&format!(
+                    "<Object><Key>{}</Key></Object>",
+                    xml::escape(&self.full_key(k))
+                ));
+            }
+            body.push_str("</Delete>");
+            let first = batch.first().map_or("", String::as_str);
+            // Content-MD5 (which every request with a body carries) is what S3 requires here.
+            let call = Call::new(Method::POST, None)
+                .query("delete", "")
+                .header("content-type", "application/xml")
+                .body(Bytes::from(body));
+            let answer = self
+                .rt
+                .block_on(self.client.call(call))
+                .map_err(|e| io_err(&self.label, "deleting", first, e))?;
+            let text = String::from_utf8_lossy(&answer.body);
+            // Quiet mode lists only the failures; a missing key is not one.
+            if let Some(e) = xml::blocks(&text, "Error")
+                .find(|e| xml::first(e, "Code").as_deref() != Some("NoSuchKey"))
+            {
+                let key = xml::first(e, "Key").unwrap_or_default();
+                return Err(io_err(
+                    &self.label,
+                    "deleting",
+                    key.get(self.client.cfg.prefix.len()..).unwrap_or(&key),
+                    io::Error::new(
+                        io::ErrorKind::PermissionDenied,
+                        format!(
+                            "{}: {}",
+                            xml::first(e, "Code").unwrap_or_default(),
+                            xml::first(e, "Message").unwrap_or_default()
+                        ),
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     fn delete(&self, key: &str) -> Result<(), StoreError> {
         super::validate_key(key)?;
         let full = self.full_key(key);
