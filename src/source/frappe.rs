@@ -255,11 +255,11 @@ fn app_record(app: String, dir: &Path) -> AppRecord {
         record.note = Some("not a git checkout: no remote or commit recorded".into());
         return record;
     };
-    let common = std::fs::read_to_string(git.join("commondir"))
+    let common = read_small(&git.join("commondir"))
         .ok()
         .map(|c| git.join(c.trim()))
         .unwrap_or_else(|| git.clone());
-    match std::fs::read_to_string(git.join("HEAD")) {
+    match read_small(&git.join("HEAD")) {
         Ok(head) => {
             let head = head.trim();
             if let Some(reference) = head.strip_prefix("ref: ") {
@@ -281,13 +281,32 @@ fn app_record(app: String, dir: &Path) -> AppRecord {
     record
 }
 
+/// A small text file of a bench's apps (a git `HEAD`, `config`, `packed-refs`, a package's
+/// `__init__.py`): only a regular file, and at most 8 MiB of it — whoever can write in `apps/`
+/// must not make the backup read `/dev/zero` or wait on a FIFO.
+fn read_small(path: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    const LIMIT: u64 = 8 << 20;
+    if !std::fs::metadata(path)?.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    let mut text = String::new();
+    std::fs::File::open(path)?
+        .take(LIMIT + 1)
+        .read_to_string(&mut text)?;
+    if text.len() as u64 > LIMIT {
+        return Err(std::io::Error::other("larger than 8 MiB"));
+    }
+    Ok(text)
+}
+
 /// The git folder of a checkout: `.git`, or where a `.git` file (`gitdir: …`) points.
 fn git_dir(dir: &Path) -> Option<PathBuf> {
     let dot = dir.join(".git");
     if dot.is_dir() {
         return Some(dot);
     }
-    let text = std::fs::read_to_string(&dot).ok()?;
+    let text = read_small(&dot).ok()?;
     let target = PathBuf::from(text.strip_prefix("gitdir:")?.trim());
     Some(if target.is_absolute() {
         target
@@ -306,12 +325,12 @@ fn resolve_ref(git: &Path, common: &Path, reference: &str) -> Option<String> {
         return None;
     }
     for base in [git, common] {
-        if let Ok(text) = std::fs::read_to_string(base.join(reference)) {
+        if let Ok(text) = read_small(&base.join(reference)) {
             let sha = text.trim();
             return is_sha(sha).then(|| sha.to_string());
         }
     }
-    let packed = std::fs::read_to_string(common.join("packed-refs")).ok()?;
+    let packed = read_small(&common.join("packed-refs")).ok()?;
     packed.lines().find_map(|line| {
         let (sha, name) = line.split_once(' ')?;
         (name == reference && is_sha(sha)).then(|| sha.to_string())
@@ -320,7 +339,7 @@ fn resolve_ref(git: &Path, common: &Path, reference: &str) -> Option<String> {
 
 /// The remote an app came from: `upstream`, else `origin`, else the first in `config`.
 fn remote(git: &Path) -> Option<(String, String)> {
-    let text = std::fs::read_to_string(git.join("config")).ok()?;
+    let text = read_small(&git.join("config")).ok()?;
     let mut remotes: Vec<(String, String)> = Vec::new();
     let mut section: Option<String> = None;
     for line in text.lines() {
@@ -360,7 +379,7 @@ fn without_credentials(url: &str) -> String {
 
 /// `__version__ = "15.2.0"` of an app's package.
 fn python_version(init: &Path) -> Option<String> {
-    let text = std::fs::read_to_string(init).ok()?;
+    let text = read_small(init).ok()?;
     text.lines().find_map(|line| {
         let rest = line.trim().strip_prefix("__version__")?.trim_start();
         let value = rest.strip_prefix('=')?.trim();
@@ -556,5 +575,9 @@ mod tests {
         let git = t.path().join("repo/.git");
         std::fs::create_dir_all(&git).unwrap();
         assert_eq!(resolve_ref(&git, &git, "refs/../../../secret"), None);
+        // Whoever writes in apps/ cannot make the backup read without end.
+        assert!(read_small(Path::new("/dev/zero")).is_err());
+        std::os::unix::fs::symlink("/dev/zero", git.join("HEAD")).unwrap();
+        assert!(read_small(&git.join("HEAD")).is_err());
     }
 }

@@ -253,6 +253,23 @@ pub fn validate_key(key: &str) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// The connector of the network stores: rustls with ring (installed as the process's
+/// provider, so no other provider a dependency enables can be picked), the system's CA
+/// certificates, HTTP/1.1; plain http for the loopback servers a config may name.
+///
+/// # Errors
+/// When the system's CA certificates cannot be loaded.
+pub(crate) fn https_connector()
+-> std::io::Result<hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>>
+{
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    Ok(hyper_rustls::HttpsConnectorBuilder::new()
+        .with_native_roots()?
+        .https_or_http()
+        .enable_http1()
+        .build())
+}
+
 /// Exponential backoff with full jitter for a network store's retries: up to 0.25 s ×
 /// 2^attempt, at most 16 s.
 pub(crate) fn backoff(attempt: u32) -> std::time::Duration {

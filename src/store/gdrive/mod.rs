@@ -206,18 +206,13 @@ impl DriveStore {
                     .into(),
             ));
         }
-        let _ = rustls::crypto::ring::default_provider().install_default();
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()
             .map_err(|e| fail("starting", e.to_string()))?;
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_native_roots()
-            .map_err(|e| fail("loading the system's CA certificates", e.to_string()))?
-            .https_or_http()
-            .enable_http1()
-            .build();
+        let connector = super::https_connector()
+            .map_err(|e| fail("loading the system's CA certificates", e.to_string()))?;
         let auth = rt.block_on(async {
             match &config.auth {
                 DriveAuth::ServiceAccount { key_file, subject } => {

@@ -156,10 +156,16 @@ impl Client {
             .body(Full::new(call.body.clone()))
             .map_err(|e| Failure::Fatal(format!("building the request: {e}")))?;
         let timeout = self.cfg.request_timeout;
+        // No answer coffer asks for is larger than a piece (a listing page is well under a
+        // MiB): a server that sends more is not believed, and never fills the memory.
+        let limit = self.cfg.chunk_size + (1 << 20);
         let sent = tokio::time::timeout(timeout, async {
             let resp = self.http.request(req).await?;
             let (parts, body) = resp.into_parts();
-            let body = body.collect().await?.to_bytes();
+            let body = http_body_util::Limited::new(body, limit)
+                .collect()
+                .await?
+                .to_bytes();
             Ok::<_, Box<dyn std::error::Error + Send + Sync>>((parts, body))
         })
         .await;

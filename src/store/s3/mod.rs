@@ -142,12 +142,8 @@ impl S3Store {
             .enable_all()
             .build()
             .map_err(|e| fail("starting the network runtime", e.to_string()))?;
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_native_roots()
-            .map_err(|e| fail("loading the system's CA certificates", e.to_string()))?
-            .https_or_http()
-            .enable_http1()
-            .build();
+        let connector = super::https_connector()
+            .map_err(|e| fail("loading the system's CA certificates", e.to_string()))?;
         let http =
             hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
                 .build(connector);
