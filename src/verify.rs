@@ -22,7 +22,7 @@ pub struct StreamReport {
     pub extra_objects: Vec<String>,
     /// With `deep`: what reading the whole stream found (`Err` holds the failure).
     pub deep: Option<Result<restore::TarSummary, String>>,
-    /// The parts were judged by the sizes and sha256 the store itself reports (Google Drive),
+    /// The parts were judged by what the store reports (Drive's sha256, an S3 ETag),
     /// without downloading them.
     pub by_store_checksums: bool,
     /// This is the full stream a differential builds on, in that other snapshot.
@@ -133,8 +133,12 @@ fn verify_streams(
     Ok(reports)
 }
 
-/// Judges every part of a stream by the size and sha256 the store's listing reports; `None`
-/// when the store does not report a sha256 for every part (then the parts must be read).
+/// Which part record holds a given checksum (to name a part moved in place of another).
+type Holder = fn(&PartRecord) -> Option<&str>;
+
+/// Judges every part of a stream by what the store's listing reports: its size, and the
+/// sha256 the store computed (Drive) or the ETag it keeps (S3) against the one recorded at
+/// upload. `None` when that cannot be done for every part (then the parts must be read).
 pub fn check_listed(
     prefix: &str,
     source: &SourceRecord,
@@ -155,12 +159,26 @@ pub fn check_listed(
             });
             continue;
         };
-        let got = meta.sha256.as_deref()?.to_ascii_lowercase();
-        if got == part.sha256 && meta.size == part.size {
+        // The store's own sha256, else its ETag where the manifest recorded one.
+        let (got, expected, holder): (String, &str, Holder) =
+            match (&meta.sha256, &meta.etag, &part.etag) {
+                (Some(sha), _, _) => (sha.to_ascii_lowercase(), &part.sha256, |p| {
+                    Some(p.sha256.as_str())
+                }),
+                (None, Some(tag), Some(recorded)) => {
+                    (tag.to_ascii_lowercase(), recorded, |p| p.etag.as_deref())
+                }
+                _ => return None,
+            };
+        if got == expected.to_ascii_lowercase() && meta.size == part.size {
             continue;
         }
         report.problems.push(
-            if let Some(other) = source.parts.iter().find(|p| p.sha256 == got) {
+            if let Some(other) = source
+                .parts
+                .iter()
+                .find(|p| holder(p).is_some_and(|h| h.eq_ignore_ascii_case(&got)))
+            {
                 PartProblem::Misplaced {
                     part: part.name.clone(),
                     holds: other.name.clone(),
@@ -176,11 +194,17 @@ pub fn check_listed(
                     part: part.name.clone(),
                     expected: part.size,
                 }
-            } else {
+            } else if meta.sha256.is_some() {
                 PartProblem::Corrupted {
                     part: part.name.clone(),
                     got,
                     expected: part.sha256.clone(),
+                }
+            } else {
+                PartProblem::Changed {
+                    part: part.name.clone(),
+                    got,
+                    expected: expected.to_string(),
                 }
             },
         );

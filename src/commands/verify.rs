@@ -187,7 +187,9 @@ fn print_reports(m: &Manifest, reports: &[StreamReport]) {
             _ => String::new(),
         };
         let checked = if r.by_store_checksums {
-            "sizes and sha256 as the store reports them".to_string()
+            "sizes and checksums (sha256, or the ETag recorded at upload) as the store \
+             reports them"
+                .to_string()
         } else {
             human_bytes(r.bytes_checked)
         };

@@ -612,14 +612,15 @@ mod tests {
         let bad = format!(
             "{head}[store]\ntype = \"s3\"\nendpoint = \"http://minio.example.org:9000\"\n\
              bucket = \"Bad_Bucket\"\nchunk_size = \"1MiB\"\nfolder = \"x\"\n\
-             access_key_id_file = \"a\"\naccess_key_id_env = \"B\"\n"
+             access_key_id_file = \"a\"\naccess_key_id_env = \"B\"\nchecksum = \"crc32\"\n"
         );
         let err = Config::parse(&bad, Path::new("c.toml")).unwrap_err();
         let ConfigError::Invalid { problems, .. } = err else {
             panic!("{err}")
         };
         let all = problems.join("\n");
-        assert_eq!(problems.len(), 5, "{all}");
+        assert_eq!(problems.len(), 6, "{all}");
+        assert!(all.contains("store.checksum 'crc32'"), "{all}");
         assert!(all.contains("http:// sends the signed requests"), "{all}");
         assert!(all.contains("store.bucket 'Bad_Bucket'"), "{all}");
         assert!(all.contains("between 5MiB"), "{all}");
@@ -635,6 +636,32 @@ mod tests {
             panic!("{:?}", c.store.kind)
         };
         assert!(s.path_style);
+        assert!(!s.checksum_sha256);
+        let c = Config::parse(
+            &format!("{good}checksum = \"sha256\"\n"),
+            Path::new("c.toml"),
+        )
+        .unwrap();
+        assert!(matches!(&c.store.kind, StoreKind::S3(s) if s.checksum_sha256));
+        // An S3 setting on another store is a mistake, not silently ignored.
+        let err = Config::parse(
+            &format!(
+                "{head}[store]\ntype = \"local\"\npath = \"/srv/b\"\nbucket = \"b\"\n\
+                 checksum = \"sha256\"\n"
+            ),
+            Path::new("c.toml"),
+        )
+        .unwrap_err();
+        let ConfigError::Invalid { problems, .. } = err else {
+            panic!("{err}")
+        };
+        assert_eq!(
+            problems,
+            [
+                "store.bucket applies to an s3 store, not a local one",
+                "store.checksum applies to an s3 store, not a local one"
+            ]
+        );
     }
 
     #[test]

@@ -187,6 +187,7 @@ pub(super) struct RawStore {
     pub(super) secret_access_key_file: Option<PathBuf>,
     pub(super) secret_access_key_env: Option<String>,
     pub(super) storage_class: Option<String>,
+    pub(super) checksum: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -129,6 +129,28 @@ pub(super) fn parse_store(
             Err(why) => problems.push(format!("store.orphan_grace: {why}")),
         }
     }
+    if s.kind != "s3" {
+        for (key, set) in [
+            ("endpoint", s.endpoint.is_some()),
+            ("region", s.region.is_some()),
+            ("bucket", s.bucket.is_some()),
+            ("prefix", s.prefix.is_some()),
+            ("path_style", s.path_style.is_some()),
+            ("access_key_id_file", s.access_key_id_file.is_some()),
+            ("access_key_id_env", s.access_key_id_env.is_some()),
+            ("secret_access_key_file", s.secret_access_key_file.is_some()),
+            ("secret_access_key_env", s.secret_access_key_env.is_some()),
+            ("storage_class", s.storage_class.is_some()),
+            ("checksum", s.checksum.is_some()),
+        ] {
+            if set {
+                problems.push(format!(
+                    "store.{key} applies to an s3 store, not a {} one",
+                    s.kind
+                ));
+            }
+        }
+    }
     let kind = match s.kind.as_str() {
         "local" => local_store(s, resolve, problems),
         "gdrive" => gdrive_store(s, part_size, state_dir, resolve, problems),
@@ -192,7 +214,7 @@ fn local_store(
 }
 
 /// `type = "gdrive"`: the account, the folder, the chunks and the pacing of a Drive store;
-/// a part held in memory while it uploads is at most `MAX_PART_SIZE`.
+/// a part is at most `MAX_PART_SIZE`.
 fn gdrive_store(
     s: RawStore,
     part_size: u64,
@@ -202,8 +224,9 @@ fn gdrive_store(
 ) -> StoreKind {
     if part_size > crate::store::gdrive::MAX_PART_SIZE {
         problems.push(format!(
-            "store.part_size is {} for a gdrive store; at most 512MiB (each part is \
-             held in memory until Drive confirms its checksum)",
+            "store.part_size is {} for a gdrive store; at most 512MiB (a part whose \
+             upload session is lost, or whose checksum Drive reports wrong, fails the backup: \
+             larger parts make that costlier and gain nothing)",
             s.part_size.as_deref().unwrap_or("")
         ));
     }
@@ -302,6 +325,18 @@ fn s3_store(
             "store.prefix '{prefix}' must be relative, without '.' or '..' (e.g. \"coffer/\")"
         ));
     }
+    let checksum_sha256 = match s.checksum.as_deref() {
+        None | Some("md5") => false,
+        Some("sha256") => true,
+        Some(other) => {
+            problems.push(format!(
+                "store.checksum '{other}' is not one of \"md5\" (the default: Content-MD5 on \
+                 every request, which every S3-compatible server checks) or \"sha256\" \
+                 (x-amz-checksum-sha256 as well, for servers that support it)"
+            ));
+            false
+        }
+    };
     let mut chunk_size = DEFAULT_CHUNK;
     if let Some(c) = &s.chunk_size {
         match parse_size(c) {
@@ -370,6 +405,7 @@ fn s3_store(
         path_style: s.path_style.unwrap_or(!aws),
         credentials,
         storage_class: s.storage_class.clone(),
+        checksum_sha256,
         chunk_size,
         parallel_uploads: s.parallel_uploads.unwrap_or(2).clamp(1, 16),
         request_timeout: crate::store::s3::REQUEST_TIMEOUT,

@@ -1,6 +1,9 @@
 //! Splitting the encrypted stream into parts on the way out, and reading them back verified.
 
+use std::collections::VecDeque;
 use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use sha2::{Digest, Sha256};
@@ -74,6 +77,7 @@ impl<'a> PartSplitter<'a> {
             name,
             size: written,
             sha256,
+            etag: meta.etag,
         });
         Ok(())
     }
@@ -149,6 +153,15 @@ pub enum PartProblem {
         got: String,
         expected: String,
     },
+    #[error(
+        "part {part} was changed in the store: its ETag is {got}, it was {expected} when \
+         uploaded"
+    )]
+    Changed {
+        part: String,
+        got: String,
+        expected: String,
+    },
     #[error("part {part} holds the content of part {holds}: parts were renamed or reordered")]
     Misplaced { part: String, holds: String },
     #[error("the stream's sha256 is {got}, the manifest says {expected}")]
@@ -171,6 +184,7 @@ impl PartProblem {
             | PartProblem::Truncated { part, .. }
             | PartProblem::TooLong { part, .. }
             | PartProblem::Corrupted { part, .. }
+            | PartProblem::Changed { part, .. }
             | PartProblem::Misplaced { part, .. }
             | PartProblem::Unreadable { part, .. } => Some(part),
             PartProblem::StreamCorrupted { .. } => None,
@@ -200,34 +214,64 @@ impl PartCursor {
     }
 }
 
-/// Parts up to this size are checked in memory; larger ones in an unnamed temporary file.
-const VERIFY_IN_MEMORY: u64 = 64 * 1024 * 1024;
+/// Parts up to this size are checked in memory; larger ones (the default `part_size` is
+/// 64 MiB) in an unnamed temporary file, so a restore's memory does not grow with parts.
+const VERIFY_IN_MEMORY: u64 = 8 * 1024 * 1024;
+
+/// How many parts are downloaded and checked ahead of the one being served: one, so the
+/// network (or disk) and the decryption, decompression and extraction run side by side.
+const PARTS_AHEAD: usize = 1;
 
 /// Reads a stream's parts in order as one byte stream. Each part is read whole (never more
 /// than its recorded size plus one byte) and checked — size and sha256 — BEFORE any of its
 /// bytes is handed on: the manifest's signature authenticates the part hashes, so nothing a
 /// store writer swapped in is ever decrypted, extracted or loaded into a database. Any
-/// mismatch is an `io::Error` wrapping a `PartProblem` that names the part. A part is held in
-/// memory up to `VERIFY_IN_MEMORY` (the default `part_size`), in an unnamed 0600 temporary
-/// file above. (When every part matches, so does the whole stream: its separate sha256 is for
-/// `verify` and for tools outside coffer, and is not hashed a second time here.)
+/// mismatch is an `io::Error` wrapping a `PartProblem` that names the part.
+///
+/// While one part is served, the next is downloaded and checked on a thread of its own
+/// (`PARTS_AHEAD`). A part is held in memory up to `VERIFY_IN_MEMORY`, in an unnamed 0600
+/// temporary file above (`spool_dir`): memory stays at a few MiB whatever the part size, and
+/// the temporary space is at most `PARTS_AHEAD + 1` parts. (When every part matches, so does
+/// the whole stream: its separate sha256 is for `verify` and for tools outside coffer, and is
+/// not hashed a second time here.)
 pub struct PartsReader<'a> {
     store: &'a dyn Store,
     prefix: String,
     parts: &'a [PartRecord],
-    /// The next part to fetch.
+    /// The next part to start fetching.
     index: usize,
+    /// Fetches started, in part order: (part name, its outcome).
+    ahead: VecDeque<(String, Fetch)>,
     /// The verified part being served.
     current: Option<Verified>,
-    /// A buffer kept from part to part.
-    spare: Vec<u8>,
     cursor: PartCursor,
+    /// Set when the reader is dropped: a fetch still running stops at its next block.
+    cancel: Arc<AtomicBool>,
+}
+
+/// A part's fetch: failed before it started, or running on its thread.
+enum Fetch {
+    Failed(io::Error),
+    Running(std::thread::JoinHandle<io::Result<Verified>>),
 }
 
 /// A part whose size and sha256 matched, being served.
 enum Verified {
     Memory(io::Cursor<Vec<u8>>),
     File(io::BufReader<std::fs::File>),
+}
+
+/// Where parts too large for memory are checked: `TMPDIR` when set, else `/var/tmp` (on disk
+/// on Debian, where `/tmp` is a tmpfs in memory), else the system's temporary folder.
+pub fn spool_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("TMPDIR").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir);
+    }
+    let var_tmp = Path::new("/var/tmp");
+    if var_tmp.is_dir() {
+        return var_tmp.to_path_buf();
+    }
+    std::env::temp_dir()
 }
 
 impl<'a> PartsReader<'a> {
@@ -237,9 +281,10 @@ impl<'a> PartsReader<'a> {
             prefix: prefix.to_string(),
             parts,
             index: 0,
+            ahead: VecDeque::new(),
             current: None,
-            spare: Vec::new(),
             cursor: PartCursor::default(),
+            cancel: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -251,84 +296,58 @@ impl<'a> PartsReader<'a> {
         io::Error::new(io::ErrorKind::InvalidData, problem)
     }
 
-    /// Fetches part `index` whole, checks it, and makes it the one being served.
-    fn fetch(&mut self) -> io::Result<()> {
-        let part = &self.parts[self.index];
-        self.cursor.0.lock().expect("cursor lock").current = Some(part.name.clone());
-        let key = format!("{}{}", self.prefix, part.name);
-        let unreadable = |why: String| {
-            Self::fail(PartProblem::Unreadable {
-                part: part.name.clone(),
-                why,
-            })
-        };
-        let reader = match self.store.get(&key) {
-            Ok(r) => r,
-            Err(e) if e.is_not_found() => {
-                return Err(Self::fail(PartProblem::Missing {
-                    part: part.name.clone(),
-                }));
-            }
-            Err(e) => return Err(unreadable(e.to_string())),
-        };
-        // Never more than one byte past the recorded size: a "part" of terabytes is named
-        // too long after size + 1 bytes, not read to its end.
-        let mut limited = reader.take(part.size.saturating_add(1));
-        let mut hashing = HashingWriter {
-            hasher: Sha256::new(),
-            bytes: 0,
-        };
-        let verified = if part.size <= VERIFY_IN_MEMORY {
-            let mut buf = std::mem::take(&mut self.spare);
-            buf.clear();
-            buf.reserve(part.size as usize + 1);
-            copy_retrying(&mut limited, &mut buf).map_err(|e| unreadable(e.to_string()))?;
-            hashing.write_all(&buf)?;
-            Verified::Memory(io::Cursor::new(buf))
-        } else {
-            let mut file = tempfile::tempfile().map_err(|e| {
-                io::Error::new(
-                    e.kind(),
-                    format!(
-                        "creating a temporary file to check part {} in ({e}); set TMPDIR to a \
-                         folder with {} free",
-                        part.name, part.size
-                    ),
-                )
-            })?;
-            {
-                let mut tee = TeeWriter {
-                    a: &mut hashing,
-                    b: &mut file,
-                };
-                copy_retrying(&mut limited, &mut tee).map_err(|e| unreadable(e.to_string()))?;
-            }
-            io::Seek::rewind(&mut file)?;
-            Verified::File(io::BufReader::with_capacity(256 * 1024, file))
-        };
-        if hashing.bytes < part.size {
-            return Err(Self::fail(PartProblem::Truncated {
-                part: part.name.clone(),
-                got: hashing.bytes,
-                expected: part.size,
-            }));
-        }
-        if hashing.bytes > part.size {
-            return Err(Self::fail(PartProblem::TooLong {
-                part: part.name.clone(),
-                expected: part.size,
-            }));
-        }
-        let got = hex::encode(hashing.hasher.finalize());
-        if got != part.sha256 {
-            return Err(Self::fail(PartProblem::Corrupted {
-                part: part.name.clone(),
-                got,
-                expected: part.sha256.clone(),
-            }));
-        }
-        self.current = Some(verified);
+    /// Starts fetching the next part: opened here, downloaded and checked on a thread.
+    fn start_next(&mut self) {
+        let part = self.parts[self.index].clone();
+        let name = part.name.clone();
         self.index += 1;
+        let key = format!("{}{}", self.prefix, part.name);
+        let fetch = match self.store.get(&key) {
+            Ok(reader) => {
+                let cancel = self.cancel.clone();
+                match std::thread::Builder::new()
+                    .name("coffer-part".into())
+                    .spawn(move || download(reader, &part, &cancel))
+                {
+                    Ok(handle) => Fetch::Running(handle),
+                    Err(e) => Fetch::Failed(io::Error::new(
+                        e.kind(),
+                        format!("starting the download of part {name}: {e}"),
+                    )),
+                }
+            }
+            Err(e) if e.is_not_found() => {
+                Fetch::Failed(Self::fail(PartProblem::Missing { part: name.clone() }))
+            }
+            Err(e) => Fetch::Failed(Self::fail(PartProblem::Unreadable {
+                part: name.clone(),
+                why: e.to_string(),
+            })),
+        };
+        self.ahead.push_back((name, fetch));
+    }
+
+    /// Waits for the next part, checked, and makes it the one being served; starts the
+    /// fetches ahead of it.
+    fn next_part(&mut self) -> io::Result<()> {
+        if self.ahead.is_empty() {
+            self.start_next();
+        }
+        let (name, fetch) = self.ahead.pop_front().expect("a fetch was started");
+        self.cursor.0.lock().expect("cursor lock").current = Some(name.clone());
+        while self.ahead.len() < PARTS_AHEAD && self.index < self.parts.len() {
+            self.start_next();
+        }
+        let verified = match fetch {
+            Fetch::Failed(e) => return Err(e),
+            Fetch::Running(handle) => handle.join().map_err(|_| {
+                Self::fail(PartProblem::Unreadable {
+                    part: name,
+                    why: "its download thread panicked".into(),
+                })
+            })??,
+        };
+        self.current = Some(verified);
         Ok(())
     }
 
@@ -338,6 +357,85 @@ impl<'a> PartsReader<'a> {
         state.done = true;
         state.current = None;
     }
+}
+
+impl Drop for PartsReader<'_> {
+    fn drop(&mut self) {
+        self.cancel.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Downloads one part whole, never more than its size plus one byte (a "part" of terabytes
+/// is named too long after size + 1 bytes, not read to its end), and checks its size and
+/// sha256.
+fn download(
+    reader: Box<dyn Read + Send>,
+    part: &PartRecord,
+    cancel: &AtomicBool,
+) -> io::Result<Verified> {
+    let fail = PartsReader::fail;
+    let unreadable = |why: String| {
+        fail(PartProblem::Unreadable {
+            part: part.name.clone(),
+            why,
+        })
+    };
+    let mut limited = reader.take(part.size.saturating_add(1));
+    let mut hashing = HashingWriter {
+        hasher: Sha256::new(),
+        bytes: 0,
+    };
+    let verified = if part.size <= VERIFY_IN_MEMORY {
+        let mut buf = Vec::with_capacity(part.size as usize + 1);
+        copy_retrying(&mut limited, &mut buf, cancel).map_err(|e| unreadable(e.to_string()))?;
+        hashing.write_all(&buf)?;
+        Verified::Memory(io::Cursor::new(buf))
+    } else {
+        let dir = spool_dir();
+        let mut file = tempfile::tempfile_in(&dir).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!(
+                    "creating a temporary file in {} to check part {} in ({e}); set TMPDIR \
+                     to a folder with {} bytes free",
+                    dir.display(),
+                    part.name,
+                    part.size.saturating_mul(PARTS_AHEAD as u64 + 1)
+                ),
+            )
+        })?;
+        {
+            let mut tee = TeeWriter {
+                a: &mut hashing,
+                b: &mut file,
+            };
+            copy_retrying(&mut limited, &mut tee, cancel).map_err(|e| unreadable(e.to_string()))?;
+        }
+        io::Seek::rewind(&mut file)?;
+        Verified::File(io::BufReader::with_capacity(256 * 1024, file))
+    };
+    if hashing.bytes < part.size {
+        return Err(fail(PartProblem::Truncated {
+            part: part.name.clone(),
+            got: hashing.bytes,
+            expected: part.size,
+        }));
+    }
+    if hashing.bytes > part.size {
+        return Err(fail(PartProblem::TooLong {
+            part: part.name.clone(),
+            expected: part.size,
+        }));
+    }
+    let got = hex::encode(hashing.hasher.finalize());
+    if got != part.sha256 {
+        return Err(fail(PartProblem::Corrupted {
+            part: part.name.clone(),
+            got,
+            expected: part.sha256.clone(),
+        }));
+    }
+    Ok(verified)
 }
 
 /// Hashes and counts what is written to it.
@@ -374,11 +472,14 @@ impl Write for TeeWriter<'_> {
     }
 }
 
-/// `io::copy` that retries reads interrupted by a signal.
-fn copy_retrying(r: &mut dyn Read, w: &mut dyn Write) -> io::Result<u64> {
+/// `io::copy` that retries reads interrupted by a signal, and stops when `cancel` is set.
+fn copy_retrying(r: &mut dyn Read, w: &mut dyn Write, cancel: &AtomicBool) -> io::Result<u64> {
     let mut buf = vec![0u8; 256 * 1024];
     let mut total = 0u64;
     loop {
+        if cancel.load(Ordering::Relaxed) {
+            return Err(io::Error::other("the read was abandoned"));
+        }
         let n = match r.read(&mut buf) {
             Ok(0) => return Ok(total),
             Ok(n) => n,
@@ -404,18 +505,15 @@ impl Read for PartsReader<'_> {
                 if n > 0 {
                     return Ok(n);
                 }
-                // Served whole: keep its buffer for the next part.
-                if let Some(Verified::Memory(c)) = self.current.take() {
-                    self.spare = c.into_inner();
-                }
+                self.current = None;
             }
-            if self.index == self.parts.len() {
+            if self.index == self.parts.len() && self.ahead.is_empty() {
                 if !self.cursor.done() {
                     self.finish_stream();
                 }
                 return Ok(0);
             }
-            self.fetch()?;
+            self.next_part()?;
         }
     }
 }
@@ -530,6 +628,46 @@ mod tests {
         let err = r.read_to_end(&mut got).unwrap_err();
         assert!(find_part_problem(&err).is_some());
         assert_eq!(got, &data[..100]);
+    }
+
+    #[test]
+    fn parts_above_the_memory_bound_are_checked_in_temporary_files_one_ahead() {
+        // Parts of 9 MiB (above VERIFY_IN_MEMORY: spooled) and a short last one (in memory).
+        let part = VERIFY_IN_MEMORY + (1 << 20);
+        let data: Vec<u8> = (0..2 * part as usize + 12_345)
+            .map(|i| (i * 7 % 253) as u8)
+            .collect();
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(dir.path());
+        let mut s = PartSplitter::new(&store, "p/", "s.age", part);
+        s.write_all(&data).unwrap();
+        let out = s.finish().unwrap();
+        assert_eq!(out.parts.len(), 3);
+        assert_eq!(read_back(&store, &out).unwrap(), data);
+        // The second (spooled) part damaged: the first is served whole, nothing of the second.
+        let p2 = dir.path().join("p/s.age.00002");
+        let mut bytes = std::fs::read(&p2).unwrap();
+        bytes[part as usize - 1] ^= 1;
+        std::fs::write(&p2, bytes).unwrap();
+        let mut r = PartsReader::new(&store, "p/", &out.parts);
+        let mut got = Vec::new();
+        let err = r.read_to_end(&mut got).unwrap_err();
+        assert!(matches!(
+            find_part_problem(&err),
+            Some(PartProblem::Corrupted { part, .. }) if part == "s.age.00002"
+        ));
+        assert_eq!(got.len() as u64, part);
+        assert_eq!(r.cursor().current().as_deref(), Some("s.age.00002"));
+        // A part missing after others: reported when its turn comes, not before.
+        std::fs::remove_file(&p2).unwrap();
+        let mut r = PartsReader::new(&store, "p/", &out.parts);
+        let mut got = Vec::new();
+        let err = r.read_to_end(&mut got).unwrap_err();
+        assert!(matches!(
+            find_part_problem(&err),
+            Some(PartProblem::Missing { part }) if part == "s.age.00002"
+        ));
+        assert_eq!(got, &data[..part as usize]);
     }
 
     #[test]

@@ -232,6 +232,11 @@ pub struct PartRecord {
     pub name: String,
     pub size: u64,
     pub sha256: String,
+    /// The store's tag of the part as uploaded (an S3 ETag), where the store keeps one: a
+    /// quick verify compares it with the listing instead of reading the part. Optional, so
+    /// older readers ignore it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etag: Option<String>,
 }
 
 /// Entries in a directory stream's tar.

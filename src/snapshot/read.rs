@@ -483,6 +483,7 @@ mod tests {
             name: "files.tar.gz.age.00001".into(),
             size: 1,
             sha256: "00".into(),
+            etag: None,
         };
         let source = SourceRecord {
             name: "files".into(),

@@ -323,6 +323,7 @@ impl ObjectWriter for LocalWriter {
                 size: meta.len(),
                 modified: meta.modified().ok(),
                 sha256: None,
+                etag: None,
             })
         };
         match commit() {
@@ -566,6 +567,7 @@ impl Store for LocalStore {
                         size: size(&st),
                         modified: modified(&st),
                         sha256: None,
+                        etag: None,
                     }),
                     FileType::RegularFile => {}
                     _ if key.starts_with(prefix) => self.skipped(key.as_bytes(), kind),

@@ -28,6 +28,9 @@ pub struct ObjectMeta {
     pub modified: Option<SystemTime>,
     /// Hex sha256 of the content, where the backend computes one itself (Drive does).
     pub sha256: Option<String>,
+    /// The backend's tag of the content, where it keeps one (an S3 ETag, without quotes):
+    /// recorded in the manifest at upload, so a quick verify can compare it without reading.
+    pub etag: Option<String>,
 }
 
 /// Errors of a store operation. `retryable` tells whether the trouble may pass (a network fault,

@@ -542,7 +542,6 @@ impl Inner {
         parent: &str,
         name: &str,
         key: &str,
-        sha256: &str,
     ) -> io::Result<String> {
         let url = format!(
             "{}/upload/drive/v3/files?uploadType=resumable&supportsAllDrives=true\
@@ -550,7 +549,7 @@ impl Inner {
             self.upload_base()
         );
         // Tags (at most 124 bytes per key and value): what the file is without its name.
-        let mut props = json!({"coffer": "1", "sha256": &sha256[..16.min(sha256.len())]});
+        let mut props = json!({"coffer": "1"});
         if key.len() <= 100 {
             props["key"] = json!(key);
         }

@@ -24,6 +24,8 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use md5::Md5;
+use sha2::{Digest, Sha256};
 
 use super::{ObjectMeta, ObjectWriter, Store, StoreError};
 
@@ -49,10 +51,9 @@ const MAX_ATTEMPTS: u32 = 8;
 /// How long one request (a chunk, a listing page) may take before it counts as lost, unless
 /// `DriveConfig::request_timeout` says otherwise.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
-/// The largest part a Drive store accepts (a part is held in memory while it uploads).
+/// The largest part a Drive store accepts: a part whose session is lost past its window, or
+/// whose checksum Drive reports wrong, fails the backup, and larger parts gain nothing.
 pub const MAX_PART_SIZE: u64 = 512 << 20;
-/// Uploads of one part whose checksum Drive reports wrong, before giving up.
-const MAX_REUPLOADS: u32 = 3;
 
 type Body = google_drive3::common::Body;
 type Connector = HttpsConnector<HttpConnector>;
@@ -96,7 +97,7 @@ pub(super) struct Slot {
     pub(super) uploads: Arc<Uploads>,
     pub(super) key: String,
     pub(super) label: String,
-    pub(super) result: Option<Result<ObjectMeta, StoreError>>,
+    pub(super) result: Option<Result<(), StoreError>>,
 }
 
 impl Drop for Slot {
@@ -138,7 +139,7 @@ impl Uploads {
         s.in_flight += 1;
     }
 
-    pub(super) fn release(&self, result: Result<ObjectMeta, StoreError>) {
+    pub(super) fn release(&self, result: Result<(), StoreError>) {
         let mut s = self.state.lock().unwrap();
         s.in_flight -= 1;
         if let Err(e) = result {
@@ -342,7 +343,9 @@ impl Store for DriveStore {
             .ok_or_else(|| self.err("creating the folder for", key, io_other("no folder"), true))?;
         // A replaced object: the old file goes once the new one is complete (Store contract:
         // visible only after finish). Drive keeps both until then.
-        Ok(Box::new(DriveWriter {
+        // At most `parallel_uploads` objects stream at once: wait for a slot.
+        self.uploads.acquire();
+        let upload = DriveUpload {
             rt: self.rt.clone(),
             inner: self.inner.clone(),
             label: self.label.clone(),
@@ -350,11 +353,14 @@ impl Store for DriveStore {
             parent,
             name: name.to_string(),
             data: Vec::new(),
+            base: 0,
             session: None,
             committed: 0,
-            uploads: self.uploads.clone(),
-            sha256: String::new(),
-        }))
+            closed: false,
+            sha256: Sha256::new(),
+            md5: Md5::new(),
+        };
+        Ok(Box::new(upload::start(upload, self.uploads.clone())?))
     }
 
     fn get(&self, key: &str) -> Result<Box<dyn Read + Send>, StoreError> {
@@ -419,6 +425,7 @@ impl Store for DriveStore {
                             size: f.size,
                             modified: f.modified,
                             sha256: f.sha256.clone(),
+                            etag: None,
                         });
                     }
                 }

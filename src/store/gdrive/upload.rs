@@ -1,9 +1,16 @@
 //! Resumable uploads, spoken by coffer itself: chunks of `chunk_size`, a status query after
-//! any doubt, resume from the offset Drive reports, a new session after 404/410, and the
-//! part's md5/sha256 compared with what Drive computed.
+//! any doubt, resume from the offset Drive reports, a new session after 404/410 (while the
+//! part's start is still in memory), and the part's md5/sha256 compared with what Drive
+//! computed.
+//!
+//! A part streams: its writer hands the bytes, a piece at a time, to the part's upload
+//! thread, which keeps a window of at most `WINDOW_CHUNKS` chunks of what Drive has not yet
+//! confirmed. So memory holds about `parallel_uploads × (WINDOW_CHUNKS + 1) × chunk_size`,
+//! whatever `part_size` is.
 
 use std::io::{self, Write};
-use std::sync::Arc;
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -24,25 +31,81 @@ pub(super) enum Standing {
     Gone,
 }
 
-/// Streaming upload of one object: the bytes go up in chunks as they come; the whole object
-/// stays in memory until Drive has confirmed its checksum, so it can be sent again.
+/// How many chunks of a part its upload keeps in memory: what Drive has not confirmed yet,
+/// and (while there is room) the confirmed start, so a lost session of a part that fits can
+/// start again from byte 0.
+pub(super) const WINDOW_CHUNKS: usize = 2;
+
+/// The largest piece a writer hands its upload thread (at most a chunk).
+const FEED: usize = 1 << 20;
+
+/// What a part's writer hands its upload thread.
+pub(super) enum Feed {
+    Data(Vec<u8>),
+    /// The part is complete.
+    End,
+}
+
+/// The writing end of one object: its bytes go to the object's upload thread as they come,
+/// in pieces of `FEED` bytes through a channel of one piece (the upload's pace holds the
+/// writer back).
 pub(super) struct DriveWriter {
+    pub(super) label: String,
+    pub(super) key: String,
+    pub(super) pending: Vec<u8>,
+    pub(super) feed: Option<SyncSender<Feed>>,
+    pub(super) size: u64,
+    /// The size of the pieces handed over: `FEED`, or the chunk size when smaller.
+    pub(super) piece: usize,
+    /// Why the upload thread stopped, when it failed: set before it drops its end.
+    pub(super) failure: Arc<Mutex<Option<String>>>,
+}
+
+impl DriveWriter {
+    fn stopped(&self) -> io::Error {
+        let why = self
+            .failure
+            .lock()
+            .expect("failure lock")
+            .clone()
+            .unwrap_or_else(|| "its upload stopped".into());
+        io_other(format!("uploading {}: {why}", self.key))
+    }
+
+    fn send(&mut self, feed: Feed) -> io::Result<()> {
+        let Some(tx) = &self.feed else {
+            return Err(self.stopped());
+        };
+        if tx.send(feed).is_err() {
+            self.feed = None;
+            return Err(self.stopped());
+        }
+        Ok(())
+    }
+}
+
+/// One object's upload, on its own thread: receives the bytes from its `DriveWriter` and
+/// sends them up a chunk a request as they come.
+pub(super) struct DriveUpload {
     pub(super) rt: Arc<tokio::runtime::Runtime>,
     pub(super) inner: Arc<Inner>,
     pub(super) label: String,
     pub(super) key: String,
     pub(super) parent: String,
     pub(super) name: String,
+    /// The part's bytes from offset `base` on, as far as they were received.
     pub(super) data: Vec<u8>,
+    pub(super) base: usize,
     pub(super) session: Option<String>,
     /// Bytes Drive has committed in the current session.
     pub(super) committed: usize,
-    pub(super) uploads: Arc<Uploads>,
-    /// Hex sha256 of `data`, once complete (set by `finish`).
-    pub(super) sha256: String,
+    /// The whole part was received.
+    pub(super) closed: bool,
+    pub(super) sha256: Sha256,
+    pub(super) md5: Md5,
 }
 
-impl DriveWriter {
+impl DriveUpload {
     pub(super) fn err(&self, e: io::Error) -> StoreError {
         let retryable = e.kind() != io::ErrorKind::PermissionDenied;
         StoreError::Io {
@@ -148,9 +211,17 @@ impl DriveWriter {
     /// The current upload session; a new one, from byte 0, when there is none.
     async fn session(&mut self) -> io::Result<String> {
         if self.session.is_none() {
+            if self.base > 0 {
+                return Err(io_other(format!(
+                    "the upload session was lost after Drive had confirmed {} bytes, and the \
+                     part's start is no longer in memory to send again: the backup fails, and \
+                     the next one uploads it afresh",
+                    self.base
+                )));
+            }
             let s = self
                 .inner
-                .start_session(&self.parent, &self.name, &self.key, &self.sha256)
+                .start_session(&self.parent, &self.name, &self.key)
                 .await?;
             self.session = Some(s);
             self.committed = 0;
@@ -166,11 +237,12 @@ impl DriveWriter {
         // At most one chunk per request, even after a session restarted at byte 0. Every
         // chunk but the last is a multiple of 256 KiB, even after Drive kept an odd
         // amount: what does not fit waits for the next request.
-        let final_request = last && self.data.len() - first <= chunk;
+        let len = self.end();
+        let final_request = last && len - first <= chunk;
         let end = if final_request {
-            self.data.len()
+            len
         } else {
-            let limit = if last { self.data.len() } else { upto };
+            let limit = if last { len } else { upto };
             first + limit.saturating_sub(first).min(chunk) / CHUNK_ALIGN * CHUNK_ALIGN
         };
         if !last && end <= first {
@@ -179,7 +251,7 @@ impl DriveWriter {
         Some(Span {
             first,
             end,
-            total: final_request.then_some(self.data.len()),
+            total: final_request.then_some(len),
         })
     }
 
@@ -218,9 +290,9 @@ impl DriveWriter {
     /// The `PUT` that carries `span`; an empty span asks for the end (`bytes */TOTAL`).
     async fn chunk_request(&self, session: &str, span: Span) -> io::Result<hyper::Request<Body>> {
         let Span { first, end, total } = span;
-        let body = Bytes::copy_from_slice(&self.data[first..end]);
+        let body = Bytes::copy_from_slice(&self.data[first - self.base..end - self.base]);
         let range = if body.is_empty() {
-            format!("bytes */{}", self.data.len())
+            format!("bytes */{}", self.end())
         } else {
             format!(
                 "bytes {first}-{}/{}",
@@ -248,8 +320,9 @@ impl DriveWriter {
     /// `span` went up).
     fn kept(&mut self, said: usize, span: Span, before: usize, upto: usize, last: bool) -> Sent {
         let Span { first, end, .. } = span;
-        if said > end {
-            // More than was ever sent: the session is not ours to trust.
+        if said > end || said < self.base {
+            // More than was ever sent, or less than it had confirmed: the session is not ours
+            // to trust.
             self.session = None;
             return Sent::Doubt(Some((
                 format!("Drive reports {said} bytes of {end} sent"),
@@ -331,7 +404,7 @@ impl DriveWriter {
                     self.key
                 )));
             }
-            Standing::At(n) if n <= self.data.len() => self.committed = n,
+            Standing::At(n) if n <= self.end() && n >= self.base => self.committed = n,
             Standing::At(_) | Standing::Gone => self.session = None,
         }
         Ok(None)
@@ -374,10 +447,17 @@ pub(super) fn committed_from(headers: &hyper::HeaderMap) -> usize {
 
 impl Write for DriveWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        // The part is gathered here and uploaded, chunk by chunk, by `finish` (in the
-        // background, beside the next parts' compression).
-        self.data.extend_from_slice(buf);
-        Ok(buf.len())
+        let n = buf.len().min(self.piece - self.pending.len());
+        if self.pending.capacity() == 0 {
+            self.pending.reserve_exact(self.piece);
+        }
+        self.pending.extend_from_slice(&buf[..n]);
+        self.size += n as u64;
+        if self.pending.len() == self.piece {
+            let piece = std::mem::replace(&mut self.pending, Vec::with_capacity(self.piece));
+            self.send(Feed::Data(piece))?;
+        }
+        Ok(n)
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -386,118 +466,156 @@ impl Write for DriveWriter {
 }
 
 impl ObjectWriter for DriveWriter {
-    /// Hands the part to a background upload (at most `parallel_uploads` at once) and
-    /// returns what was written; the upload's outcome is reported by `Store::sync` (the
-    /// backup calls it before committing the manifest) or by the next `put`.
+    /// Hands the rest of the part to its upload and returns what was written; the upload's
+    /// outcome is reported by `Store::sync` (the backup calls it before committing the
+    /// manifest) or by the next `put`.
     fn finish(mut self: Box<Self>) -> Result<ObjectMeta, StoreError> {
-        self.sha256 = hex::encode(Sha256::digest(&self.data));
-        let meta = ObjectMeta {
-            key: self.key.clone(),
-            size: self.data.len() as u64,
-            modified: None,
-            sha256: Some(self.sha256.clone()),
-        };
-        let uploads = self.uploads.clone();
-        uploads.acquire();
-        let slot = Slot {
-            uploads: uploads.clone(),
-            key: meta.key.clone(),
-            label: self.label.clone(),
-            result: None,
-        };
-        let label = self.label.clone();
-        std::thread::Builder::new()
-            .name("coffer-drive-upload".into())
-            .spawn(move || {
-                let mut slot = slot;
-                slot.result = Some((*self).upload());
-            })
-            .map_err(|e| StoreError::Io {
-                store: label,
-                op: "starting an upload of",
-                key: meta.key.clone(),
-                retryable: false,
+        let rest = std::mem::take(&mut self.pending);
+        let sent = if rest.is_empty() {
+            Ok(())
+        } else {
+            self.send(Feed::Data(rest))
+        }
+        .and_then(|()| self.send(Feed::End));
+        self.feed = None;
+        if let Err(e) = sent {
+            return Err(StoreError::Io {
+                store: self.label.clone(),
+                op: "uploading",
+                key: self.key.clone(),
+                retryable: true,
                 source: e,
-            })?;
-        Ok(meta)
+            });
+        }
+        Ok(ObjectMeta {
+            key: self.key.clone(),
+            size: self.size,
+            modified: None,
+            sha256: None,
+            etag: None,
+        })
     }
 }
 
-impl DriveWriter {
-    /// Sends the whole part in chunks of `chunk_size`; the last request carries the rest and
-    /// the total. Returns the file resource.
-    pub(super) fn send_all(&mut self) -> io::Result<Option<Value>> {
-        let chunk = self.inner.config.chunk_size;
-        while self.data.len().saturating_sub(self.committed) > chunk {
-            let upto = self.committed + chunk;
-            self.push(upto, false)?;
-        }
-        let len = self.data.len();
-        self.push(len, true)
+/// What became of an upload whose writer went away.
+pub(super) enum Outcome {
+    Stored,
+    /// The writer was dropped before the part was complete (its backup failed elsewhere):
+    /// nothing was stored, and nothing is to report.
+    Abandoned,
+}
+
+impl DriveUpload {
+    /// The part's bytes received so far (the offset after the last).
+    fn end(&self) -> usize {
+        self.base + self.data.len()
     }
 
-    /// Uploads the part, confirms Drive's checksum (uploading again on a mismatch) and
-    /// removes duplicates.
-    pub(super) fn upload(mut self) -> Result<ObjectMeta, StoreError> {
-        let sha = self.sha256.clone();
-        let md5 = hex::encode(Md5::digest(&self.data));
-        let mut attempt = 0;
-        let id = loop {
-            attempt += 1;
-            let len = self.data.len();
-            let mut file = match self.send_all() {
-                Ok(Some(f)) => f,
-                Ok(None) => return Err(self.err(io_other("the upload did not complete"))),
-                Err(e) => return Err(self.err(e)),
-            };
-            let id = file["id"].as_str().unwrap_or("").to_string();
-            if id.is_empty() {
-                return Err(self.err(io_other("Drive completed the upload without a file id")));
+    /// Waits for the writer until more than a chunk is unsent or the part is complete.
+    /// `Ok(false)`: the writer went away without completing the part.
+    fn gather(&mut self, rx: &Receiver<Feed>) -> bool {
+        let chunk = self.inner.config.chunk_size;
+        while !self.closed && self.end() - self.committed <= chunk {
+            match rx.recv() {
+                Ok(Feed::Data(bytes)) => {
+                    self.sha256.update(&bytes);
+                    self.md5.update(&bytes);
+                    self.data.extend_from_slice(&bytes);
+                }
+                Ok(Feed::End) => self.closed = true,
+                Err(_) => return false,
             }
-            // The final answer should carry the checksums (the session asked for them); if it
-            // does not, ask for the file.
-            if file["sha256Checksum"].is_null() && file["md5Checksum"].is_null() {
-                let inner = self.inner.clone();
-                let rt = self.rt.clone();
-                file = rt
-                    .block_on(async { inner.file_meta(&id).await })
-                    .map_err(|e| self.err(e))?;
+        }
+        true
+    }
+
+    /// Lets go of confirmed bytes once the window is full.
+    fn trim(&mut self) {
+        let window = WINDOW_CHUNKS * self.inner.config.chunk_size;
+        if self.data.len() > window && self.committed > self.base {
+            self.data.drain(..self.committed - self.base);
+            self.base = self.committed;
+        }
+    }
+
+    /// Sends the part in chunks of `chunk_size` as it arrives; the last request carries the
+    /// rest and the total. Returns the file resource, or `None` when the writer went away.
+    fn send_all(&mut self, rx: &Receiver<Feed>) -> io::Result<Option<Value>> {
+        let chunk = self.inner.config.chunk_size;
+        loop {
+            if !self.gather(rx) {
+                return Ok(None);
             }
-            let size = file["size"]
-                .as_str()
-                .and_then(|s| s.parse::<u64>().ok())
-                .or_else(|| file["size"].as_u64());
-            let their_sha = file["sha256Checksum"].as_str();
-            let their_md5 = file["md5Checksum"].as_str();
-            let ok = size == Some(len as u64)
-                && match (their_sha, their_md5) {
-                    (Some(s), _) => s.eq_ignore_ascii_case(&sha),
-                    (None, Some(m)) => m.eq_ignore_ascii_case(&md5),
-                    (None, None) => false,
+            if self.closed && self.end() - self.committed <= chunk {
+                let len = self.end();
+                return match self.push(len, true)? {
+                    Some(file) => Ok(Some(file)),
+                    None => Err(io_other("the upload did not complete")),
                 };
-            if ok {
-                break id;
             }
-            tracing::warn!(
-                key = self.key,
-                "Drive reports {:?} bytes with sha256 {:?} / md5 {:?} for what was {len} bytes \
-                 with sha256 {sha}: deleting it and uploading again",
-                size,
-                their_sha,
-                their_md5
-            );
+            let upto = self.committed + chunk;
+            self.push(upto, false)?;
+            self.trim();
+        }
+    }
+
+    /// Uploads the part as its writer hands it over, confirms Drive's checksum and removes
+    /// duplicates. A checksum that does not match fails the part (the file is deleted): its
+    /// bytes are no longer in memory to send again, and the next backup uploads afresh.
+    pub(super) fn run(mut self, rx: &Receiver<Feed>) -> Result<Outcome, StoreError> {
+        let mut file = match self.send_all(rx) {
+            Ok(Some(f)) => f,
+            Ok(None) => return Ok(Outcome::Abandoned),
+            Err(e) => return Err(self.err(e)),
+        };
+        let len = self.end();
+        let sha = hex::encode(std::mem::take(&mut self.sha256).finalize());
+        let md5 = hex::encode(std::mem::take(&mut self.md5).finalize());
+        let id = file["id"].as_str().unwrap_or("").to_string();
+        if id.is_empty() {
+            return Err(self.err(io_other("Drive completed the upload without a file id")));
+        }
+        // The final answer should carry the checksums (the session asked for them); if it
+        // does not, ask for the file.
+        if file["sha256Checksum"].is_null() && file["md5Checksum"].is_null() {
             let inner = self.inner.clone();
             let rt = self.rt.clone();
-            rt.block_on(async { inner.delete_id(&id).await })
+            file = rt
+                .block_on(async { inner.file_meta(&id).await })
                 .map_err(|e| self.err(e))?;
-            if attempt >= MAX_REUPLOADS {
-                return Err(self.err(io_other(format!(
-                    "Drive stored other bytes than were sent, {attempt} times in a row"
-                ))));
-            }
-            self.session = None;
-            self.committed = 0;
-        };
+        }
+        let size = file["size"]
+            .as_str()
+            .and_then(|s| s.parse::<u64>().ok())
+            .or_else(|| file["size"].as_u64());
+        let their_sha = file["sha256Checksum"].as_str();
+        let their_md5 = file["md5Checksum"].as_str();
+        let ok = size == Some(len as u64)
+            && match (their_sha, their_md5) {
+                (Some(s), _) => s.eq_ignore_ascii_case(&sha),
+                (None, Some(m)) => m.eq_ignore_ascii_case(&md5),
+                (None, None) => false,
+            };
+        if !ok {
+            let inner = self.inner.clone();
+            let rt = self.rt.clone();
+            let deleted = match rt.block_on(async { inner.delete_id(&id).await }) {
+                Ok(()) => "it was deleted".to_string(),
+                Err(e) => format!("deleting it failed too ({e}); the orphan sweep removes it"),
+            };
+            return Err(self.err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "Drive reports {} bytes with sha256 {} / md5 {} for what was {len} bytes \
+                     with sha256 {sha}: {deleted}. The backup fails, and the next one uploads \
+                     again; if this repeats, something between this host and Drive changes \
+                     the bytes",
+                    size.map_or_else(|| "no size".to_string(), |s| s.to_string()),
+                    their_sha.unwrap_or("(none)"),
+                    their_md5.unwrap_or("(none)"),
+                ),
+            )));
+        }
         // A create retried behind our back can leave a second copy: remove other files of
         // exactly this name that coffer made with these very bytes (judged as the upload
         // was: by sha256, else by md5). Anything else of that name (another writer's) is
@@ -526,11 +644,52 @@ impl DriveWriter {
         if let Err(e) = cleaned {
             tracing::warn!(key = self.key, "could not look for duplicates: {e}");
         }
-        Ok(ObjectMeta {
-            key: self.key.clone(),
-            size: self.data.len() as u64,
-            modified: None,
-            sha256: Some(sha),
-        })
+        Ok(Outcome::Stored)
     }
+}
+
+/// Starts the upload thread of `upload` and returns its writer. The caller has taken a slot
+/// in `uploads`; the thread gives it back with the outcome.
+pub(super) fn start(
+    upload: DriveUpload,
+    uploads: Arc<super::Uploads>,
+) -> Result<DriveWriter, StoreError> {
+    let (tx, rx) = sync_channel(1);
+    let failure = Arc::new(Mutex::new(None));
+    let slot = Slot {
+        uploads,
+        key: upload.key.clone(),
+        label: upload.label.clone(),
+        result: None,
+    };
+    let writer = DriveWriter {
+        label: upload.label.clone(),
+        key: upload.key.clone(),
+        pending: Vec::new(),
+        feed: Some(tx),
+        size: 0,
+        piece: FEED.min(upload.inner.config.chunk_size),
+        failure: failure.clone(),
+    };
+    let (label, key) = (upload.label.clone(), upload.key.clone());
+    std::thread::Builder::new()
+        .name("coffer-drive-upload".into())
+        .spawn(move || {
+            let mut slot = slot;
+            let result = upload.run(&rx).map(|_| ());
+            if let Err(e) = &result {
+                *failure.lock().expect("failure lock") = Some(e.to_string());
+            }
+            // The writer sees the failure once its channel is gone.
+            drop(rx);
+            slot.result = Some(result);
+        })
+        .map_err(|e| StoreError::Io {
+            store: label,
+            op: "starting an upload of",
+            key,
+            retryable: false,
+            source: e,
+        })?;
+    Ok(writer)
 }

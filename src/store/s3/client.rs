@@ -34,6 +34,8 @@ pub(super) struct Call<'a> {
     pub query: Vec<(String, String)>,
     pub headers: Vec<(String, String)>,
     pub body: Bytes,
+    /// Carry `x-amz-checksum-sha256` of the body (`checksum = "sha256"`).
+    pub checksum_sha256: bool,
 }
 
 impl<'a> Call<'a> {
@@ -44,7 +46,15 @@ impl<'a> Call<'a> {
             query: Vec::new(),
             headers: Vec::new(),
             body: Bytes::new(),
+            checksum_sha256: false,
         }
+    }
+
+    /// Adds `x-amz-checksum-sha256` of the body (the server refuses the request if the body
+    /// does not match it, and keeps it with the object).
+    pub fn checksum_sha256(mut self, on: bool) -> Self {
+        self.checksum_sha256 = on;
+        self
     }
 
     pub fn query(mut self, k: &str, v: &str) -> Self {
@@ -126,11 +136,14 @@ impl Client {
                 base64::engine::general_purpose::STANDARD.encode(md5),
             ));
         }
-        let payload = if call.body.is_empty() {
-            sigv4::EMPTY_SHA256.to_string()
-        } else {
-            hex::encode(Sha256::digest(&call.body))
-        };
+        let digest: [u8; 32] = Sha256::digest(&call.body).into();
+        if call.checksum_sha256 {
+            headers.push((
+                "x-amz-checksum-sha256".into(),
+                base64::engine::general_purpose::STANDARD.encode(digest),
+            ));
+        }
+        let payload = hex::encode(digest);
         let signed = sigv4::sign(
             &sigv4::Request {
                 method: call.method.as_str(),
@@ -333,6 +346,7 @@ mod tests {
                 secret_access_key: crate::secret::SecretRef::Env("Y".into()),
             },
             storage_class: None,
+            checksum_sha256: false,
             chunk_size: super::super::DEFAULT_CHUNK,
             parallel_uploads: 2,
             request_timeout: Duration::from_secs(5),

@@ -21,9 +21,11 @@ use std::io::{self, Read, Write};
 use std::sync::Arc;
 use std::time::Duration;
 
+use base64::Engine as _;
 use bytes::Bytes;
 use hyper::Method;
 use md5::Digest as _;
+use sha2::Sha256;
 
 use super::{ObjectMeta, ObjectWriter, Store, StoreError};
 use client::{Call, Client};
@@ -49,6 +51,9 @@ pub struct S3Config {
     pub path_style: bool,
     pub credentials: CredentialSource,
     pub storage_class: Option<String>,
+    /// `checksum = "sha256"`: every upload also carries `x-amz-checksum-sha256` (the server
+    /// checks it and keeps it), beside the `Content-MD5` every request with a body carries.
+    pub checksum_sha256: bool,
     pub chunk_size: usize,
     pub parallel_uploads: usize,
     pub request_timeout: Duration,
@@ -195,6 +200,7 @@ impl Store for S3Store {
                 self.client.cfg.parallel_uploads.max(1),
             )),
             finished: false,
+            stored_etag: None,
         }))
     }
 
@@ -256,6 +262,7 @@ impl Store for S3Store {
                         .unwrap_or(0),
                     modified,
                     sha256: None,
+                    etag: xml::first(c, "ETag").map(|t| etag(&t)),
                 });
             }
             token = (xml::first(&text, "IsTruncated").as_deref() == Some("true"))
@@ -406,8 +413,11 @@ impl Store for S3Store {
     }
 }
 
-/// A piece uploading: its number, and (once done) its ETag and MD5.
-type Piece = tokio::task::JoinHandle<io::Result<(u32, String, [u8; 16])>>;
+/// A piece uploaded: its number, ETag, MD5, and base64 sha256 (with `checksum = "sha256"`).
+type PieceDone = (u32, String, [u8; 16], Option<String>);
+
+/// A piece uploading.
+type Piece = tokio::task::JoinHandle<io::Result<PieceDone>>;
 
 /// One object being written: pieces of `chunk_size`, uploaded as they fill.
 struct S3Writer {
@@ -423,6 +433,8 @@ struct S3Writer {
     pieces: Vec<Piece>,
     permits: Arc<tokio::sync::Semaphore>,
     finished: bool,
+    /// The object's ETag once stored (checked against what was sent).
+    stored_etag: Option<String>,
 }
 
 impl S3Writer {
@@ -433,6 +445,9 @@ impl S3Writer {
     /// Starts the multipart upload.
     fn start(&mut self) -> io::Result<String> {
         let mut call = Call::new(Method::POST, Some(&self.full)).query("uploads", "");
+        if self.client.cfg.checksum_sha256 {
+            call = call.header("x-amz-checksum-algorithm", "SHA256");
+        }
         if let Some(class) = &self.client.cfg.storage_class {
             call = call.header("x-amz-storage-class", class);
         }
@@ -486,9 +501,14 @@ impl S3Writer {
         self.pieces.push(self.rt.spawn(async move {
             let _permit = permit;
             let md5: [u8; 16] = md5::Md5::digest(&body).into();
+            let sha256 = client
+                .cfg
+                .checksum_sha256
+                .then(|| base64::engine::general_purpose::STANDARD.encode(Sha256::digest(&body)));
             let call = Call::new(Method::PUT, Some(&full))
                 .query("partNumber", &number.to_string())
                 .query("uploadId", &upload)
+                .checksum_sha256(sha256.is_some())
                 .body(body);
             let answer = client.call(call).await?;
             let tag = answer.header("etag").map(etag).unwrap_or_default();
@@ -502,7 +522,7 @@ impl S3Writer {
                     ),
                 ));
             }
-            Ok((number, tag, md5))
+            Ok((number, tag, md5, sha256))
         }));
         Ok(())
     }
@@ -516,9 +536,13 @@ impl S3Writer {
         }
         let mut body = String::from("<CompleteMultipartUpload>");
         let mut md5s = Vec::new();
-        for (number, tag, md5) in &done {
+        for (number, tag, md5, sha256) in &done {
+            let checksum = sha256
+                .as_ref()
+                .map(|s| format!("<ChecksumSHA256>{s}</ChecksumSHA256>"))
+                .unwrap_or_default();
             body.push_str(&format!(
-                "<Part><PartNumber>{number}</PartNumber><ETag>\"{}\"</ETag></Part>",
+                "<Part><PartNumber>{number}</PartNumber><ETag>\"{}\"</ETag>{checksum}</Part>",
                 xml::escape(tag)
             ));
             md5s.extend_from_slice(md5);
@@ -547,6 +571,7 @@ impl S3Writer {
                 format!("the object was stored with ETag {got}, not {want} as uploaded"),
             ));
         }
+        self.stored_etag = Some(got);
         self.upload = None;
         Ok(())
     }
@@ -602,13 +627,16 @@ impl ObjectWriter for S3Writer {
             // One piece: a single PUT, its ETag the MD5 of the body.
             let body = Bytes::from(std::mem::take(&mut self.buf));
             let md5 = hex::encode(md5::Md5::digest(&body));
-            let mut call = Call::new(Method::PUT, Some(&self.full)).body(body);
+            let mut call = Call::new(Method::PUT, Some(&self.full))
+                .checksum_sha256(self.client.cfg.checksum_sha256)
+                .body(body);
             if let Some(class) = &self.client.cfg.storage_class {
                 call = call.header("x-amz-storage-class", class);
             }
             self.rt.block_on(self.client.call(call)).and_then(|answer| {
                 let tag = answer.header("etag").map(etag).unwrap_or_default();
                 if tag == md5 {
+                    self.stored_etag = Some(tag);
                     Ok(())
                 } else {
                     Err(io::Error::new(
@@ -634,6 +662,7 @@ impl ObjectWriter for S3Writer {
             size: self.size,
             modified: None,
             sha256: None,
+            etag: self.stored_etag.take(),
         })
     }
 }
