@@ -354,6 +354,24 @@ fn cut_uploads_and_injected_errors_are_retried_and_the_restore_is_identical() {
         "only {} faults were injected",
         proxy.faults()
     );
+    // Downloads broken off mid-body: the first three connections of a restore are cut once
+    // 2 MiB of answers went through them; each download resumes from the byte it reached.
+    let cutting = FaultProxy::start(g.s3_port, |n| {
+        if n < 3 {
+            Fault::CutAnswer(2 << 20)
+        } else {
+            Fault::None
+        }
+    });
+    let text = fs::read_to_string(&config).unwrap().replace(
+        &format!("http://127.0.0.1:{}", proxy.port),
+        &format!("http://127.0.0.1:{}", cutting.port),
+    );
+    fs::write(&config, text).unwrap();
+    let to = env.path("restored-through-cuts");
+    env.ok(&config, &["restore", &id, "--to", to.to_str().unwrap()]);
+    assert_same_tree(&site, &to);
+    assert_eq!(cutting.cut_answers(), 3, "downloads cut mid-body");
     // Nothing stray: no unfinished upload is left behind the retried pieces.
     let direct = s3_config(&env, &g, &site, "", "");
     let direct = coffer::config::Config::load(&direct).unwrap();

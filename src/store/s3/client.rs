@@ -11,6 +11,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
 use hyper::{HeaderMap, Method, StatusCode};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client as HyperClient;
@@ -118,8 +119,8 @@ impl Client {
         }
     }
 
-    /// Sends `call` once.
-    async fn once(&self, call: &Call<'_>) -> Result<Answer, Failure> {
+    /// The signed request of `call` (signed now: a retry is signed afresh).
+    fn request(&self, call: &Call<'_>) -> Result<hyper::Request<Full<Bytes>>, Failure> {
         let (url, host, path) = self.address(call.key);
         let query = sigv4::canonical_query(&call.query);
         let uri = if query.is_empty() {
@@ -164,34 +165,48 @@ impl Client {
                 req = req.header(k.as_str(), v.as_str());
             }
         }
-        let req = req
-            .header("content-length", call.body.len())
+        req.header("content-length", call.body.len())
             .body(Full::new(call.body.clone()))
-            .map_err(|e| Failure::Fatal(format!("building the request: {e}")))?;
+            .map_err(|e| Failure::Fatal(format!("building the request: {e}")))
+    }
+
+    /// Sends `call` once and waits for the head of the answer (within the request timeout).
+    async fn send(&self, call: &Call<'_>) -> Result<hyper::Response<Incoming>, Failure> {
+        let req = self.request(call)?;
         let timeout = self.cfg.request_timeout;
-        // No answer coffer asks for is larger than a piece (a listing page is well under a
-        // MiB): a server that sends more is not believed, and never fills the memory.
-        let limit = self.cfg.chunk_size + (1 << 20);
-        let sent = tokio::time::timeout(timeout, async {
-            let resp = self.http.request(req).await?;
-            let (parts, body) = resp.into_parts();
-            let body = http_body_util::Limited::new(body, limit)
-                .collect()
-                .await?
-                .to_bytes();
-            Ok::<_, Box<dyn std::error::Error + Send + Sync>>((parts, body))
-        })
-        .await;
-        let (parts, body) = match sent {
-            Err(_) => {
-                return Err(Failure::Retry(
-                    format!("no answer within {} s", timeout.as_secs()),
-                    None,
-                ));
-            }
-            Ok(Err(e)) => return Err(Failure::Retry(error_chain(&*e), None)),
-            Ok(Ok(r)) => r,
-        };
+        match tokio::time::timeout(timeout, self.http.request(req)).await {
+            Err(_) => Err(Failure::Retry(
+                format!("no answer within {} s", timeout.as_secs()),
+                None,
+            )),
+            Ok(Err(e)) => Err(Failure::Retry(error_chain(&e), None)),
+            Ok(Ok(resp)) => Ok(resp),
+        }
+    }
+
+    /// Reads a whole body, up to `limit` bytes (within the request timeout).
+    async fn read_body(&self, body: Incoming, limit: usize) -> Result<Bytes, Failure> {
+        let timeout = self.cfg.request_timeout;
+        match tokio::time::timeout(timeout, http_body_util::Limited::new(body, limit).collect())
+            .await
+        {
+            Err(_) => Err(Failure::Retry(
+                format!("no answer within {} s", timeout.as_secs()),
+                None,
+            )),
+            Ok(Err(e)) => Err(Failure::Retry(error_chain(&*e), None)),
+            Ok(Ok(c)) => Ok(c.to_bytes()),
+        }
+    }
+
+    /// Sends `call` once and reads its answer whole.
+    async fn once(&self, call: &Call<'_>) -> Result<Answer, Failure> {
+        let (parts, body) = self.send(call).await?.into_parts();
+        // No answer coffer reads whole is larger than a piece (a listing page is well under
+        // a MiB): a server that sends more is not believed, and never fills the memory.
+        let body = self
+            .read_body(body, self.cfg.chunk_size + (1 << 20))
+            .await?;
         if parts.status.is_success() {
             return Ok(Answer {
                 headers: parts.headers,
@@ -201,15 +216,70 @@ impl Client {
         Err(classify(&self.cfg, parts.status, &parts.headers, &body))
     }
 
+    /// Sends `call` once; a 2xx answer's body is left to be read as it comes.
+    async fn open_once(&self, call: &Call<'_>) -> Result<(HeaderMap, Incoming), Failure> {
+        let (parts, body) = self.send(call).await?.into_parts();
+        if parts.status.is_success() {
+            return Ok((parts.headers, body));
+        }
+        let body = self.read_body(body, 1 << 20).await?;
+        Err(classify(&self.cfg, parts.status, &parts.headers, &body))
+    }
+
     /// Sends `call`, retrying what may pass.
     ///
     /// # Errors
     /// `NotFound` for a missing object; `PermissionDenied` with what to do for what waiting
     /// cannot fix; `TimedOut` once the retries are spent.
     pub(super) async fn call(&self, call: Call<'_>) -> io::Result<Answer> {
+        self.retrying(&call.method, || self.once(&call)).await
+    }
+
+    /// As `call`, for a download: the answer's headers, and its body to be read as it comes
+    /// (`read_frame`).
+    ///
+    /// # Errors
+    /// As `call`.
+    pub(super) async fn open(&self, call: Call<'_>) -> io::Result<(HeaderMap, Incoming)> {
+        self.retrying(&call.method, || self.open_once(&call)).await
+    }
+
+    /// The next piece of a download's body (`None` at its end), within the request timeout.
+    ///
+    /// # Errors
+    /// A broken connection or a timeout (the download resumes from where it stopped).
+    pub(super) async fn read_frame(&self, body: &mut Incoming) -> io::Result<Option<Bytes>> {
+        let timeout = self.cfg.request_timeout;
+        loop {
+            let frame = tokio::time::timeout(timeout, body.frame())
+                .await
+                .map_err(|_| {
+                    io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!("no data within {} s", timeout.as_secs()),
+                    )
+                })?;
+            match frame {
+                None => return Ok(None),
+                Some(Err(e)) => return Err(io::Error::other(error_chain(&e))),
+                Some(Ok(f)) => {
+                    if let Ok(data) = f.into_data() {
+                        return Ok(Some(data));
+                    }
+                    // Trailers: nothing to read.
+                }
+            }
+        }
+    }
+
+    async fn retrying<T, F, Fut>(&self, method: &Method, attempt_once: F) -> io::Result<T>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<T, Failure>>,
+    {
         let mut attempt = 0;
         loop {
-            match self.once(&call).await {
+            match attempt_once().await {
                 Ok(a) => return Ok(a),
                 Err(Failure::NotFound(why)) => {
                     return Err(io::Error::new(io::ErrorKind::NotFound, why));
@@ -228,11 +298,7 @@ impl Client {
                     let pause = after
                         .unwrap_or_else(|| backoff(attempt))
                         .min(Duration::from_secs(60));
-                    tracing::debug!(
-                        attempt,
-                        "S3 {} failed, again in {pause:?}: {why}",
-                        call.method
-                    );
+                    tracing::debug!(attempt, "S3 {method} failed, again in {pause:?}: {why}");
                     tokio::time::sleep(pause).await;
                 }
             }

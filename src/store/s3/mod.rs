@@ -224,7 +224,9 @@ impl Store for S3Store {
             etag: head.header("etag").map(etag),
             size,
             offset: 0,
+            body: None,
             buf: Bytes::new(),
+            breaks: 0,
         }))
     }
 
@@ -675,7 +677,12 @@ impl Drop for S3Writer {
     }
 }
 
-/// An object read in ranged GETs of `chunk_size`, each retried on its own.
+/// Breaks in a row (a dropped connection, a stalled or short body) before a download gives up.
+const MAX_BREAKS: u32 = 8;
+
+/// An object read as one ranged GET whose body is handed on as it arrives (no more than the
+/// server's frames in memory); a download that breaks resumes with a ranged GET from the
+/// byte it stopped at, of the same object (`If-Match` its ETag).
 struct S3Reader {
     rt: Arc<tokio::runtime::Runtime>,
     client: Arc<Client>,
@@ -685,47 +692,87 @@ struct S3Reader {
     /// The object read: a range of another object of the same name is refused.
     etag: Option<String>,
     size: u64,
+    /// The next byte to receive.
     offset: u64,
+    /// The download under way, from `offset` on.
+    body: Option<hyper::body::Incoming>,
     buf: Bytes,
+    /// Breaks since the last byte received.
+    breaks: u32,
+}
+
+impl S3Reader {
+    fn here(&self, kind: io::ErrorKind, why: impl std::fmt::Display) -> io::Error {
+        io::Error::new(
+            kind,
+            format!(
+                "{} '{}' at byte {}: {why}",
+                self.label, self.key, self.offset
+            ),
+        )
+    }
 }
 
 impl Read for S3Reader {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        if self.buf.is_empty() {
+        loop {
+            if !self.buf.is_empty() {
+                let n = out.len().min(self.buf.len());
+                out[..n].copy_from_slice(&self.buf[..n]);
+                self.buf = self.buf.slice(n..);
+                return Ok(n);
+            }
             if self.offset >= self.size {
                 return Ok(0);
             }
-            let end = (self.offset + self.client.cfg.chunk_size as u64).min(self.size) - 1;
-            let mut call = Call::new(Method::GET, Some(&self.full))
-                .header("range", &format!("bytes={}-{end}", self.offset));
-            if let Some(tag) = &self.etag {
-                call = call.header("if-match", &format!("\"{tag}\""));
+            if self.body.is_none() {
+                let mut call = Call::new(Method::GET, Some(&self.full))
+                    .header("range", &format!("bytes={}-{}", self.offset, self.size - 1));
+                if let Some(tag) = &self.etag {
+                    call = call.header("if-match", &format!("\"{tag}\""));
+                }
+                let (_, body) = self
+                    .rt
+                    .block_on(self.client.open(call))
+                    .map_err(|e| self.here(e.kind(), e))?;
+                self.body = Some(body);
             }
-            let answer = self.rt.block_on(self.client.call(call)).map_err(|e| {
-                io::Error::new(
-                    e.kind(),
-                    format!("{} '{}' at byte {}: {e}", self.label, self.key, self.offset),
-                )
-            })?;
-            let want = end + 1 - self.offset;
-            if answer.body.len() as u64 != want {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    format!(
-                        "{} '{}': asked for {want} bytes at {}, got {}",
-                        self.label,
-                        self.key,
-                        self.offset,
-                        answer.body.len()
-                    ),
+            let body = self.body.as_mut().expect("opened above");
+            let why = match self.rt.block_on(self.client.read_frame(body)) {
+                Ok(Some(data)) => {
+                    if data.len() as u64 > self.size - self.offset {
+                        return Err(self.here(
+                            io::ErrorKind::InvalidData,
+                            format!(
+                                "the server sent more than the {} bytes the object has",
+                                self.size
+                            ),
+                        ));
+                    }
+                    self.offset += data.len() as u64;
+                    self.buf = data;
+                    self.breaks = 0;
+                    continue;
+                }
+                Ok(None) => "the answer ended early".to_string(),
+                Err(e) => e.to_string(),
+            };
+            // Broken off: ask again from here.
+            self.body = None;
+            self.breaks += 1;
+            if self.breaks >= MAX_BREAKS {
+                return Err(self.here(
+                    io::ErrorKind::TimedOut,
+                    format!("{why} ({} times in a row)", self.breaks),
                 ));
             }
-            self.offset += want;
-            self.buf = answer.body;
+            let pause = crate::store::backoff(self.breaks).min(Duration::from_secs(30));
+            tracing::debug!(
+                "reading {} broke at byte {}: {why}; resuming in {pause:?}",
+                self.key,
+                self.offset
+            );
+            std::thread::sleep(pause);
         }
-        let n = out.len().min(self.buf.len());
-        out[..n].copy_from_slice(&self.buf[..n]);
-        self.buf = self.buf.slice(n..);
-        Ok(n)
     }
 }

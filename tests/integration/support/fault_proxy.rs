@@ -16,11 +16,16 @@ pub enum Fault {
     Cut(usize),
     /// Answers with this status and S3 error code itself, then closes.
     Answer(u16, &'static str),
+    /// Passes the requests through, and this many bytes of the answers back, then cuts both
+    /// sides (a download broken off mid-body).
+    CutAnswer(usize),
 }
 
 pub struct FaultProxy {
     pub port: u16,
     faults: Arc<AtomicUsize>,
+    /// Answers actually cut (`CutAnswer`).
+    cut_answers: Arc<AtomicUsize>,
 }
 
 impl FaultProxy {
@@ -33,7 +38,9 @@ impl FaultProxy {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let faults = Arc::new(AtomicUsize::new(0));
+        let cut_answers = Arc::new(AtomicUsize::new(0));
         let counted = faults.clone();
+        let cuts = cut_answers.clone();
         std::thread::spawn(move || {
             for (n, client) in listener.incoming().enumerate() {
                 let Ok(client) = client else { continue };
@@ -41,10 +48,20 @@ impl FaultProxy {
                 if !matches!(fault, Fault::None) {
                     counted.fetch_add(1, Ordering::SeqCst);
                 }
-                std::thread::spawn(move || serve(client, upstream, fault));
+                let cuts = cuts.clone();
+                std::thread::spawn(move || serve(client, upstream, fault, &cuts));
             }
         });
-        FaultProxy { port, faults }
+        FaultProxy {
+            port,
+            faults,
+            cut_answers,
+        }
+    }
+
+    /// How many answers were cut mid-way.
+    pub fn cut_answers(&self) -> usize {
+        self.cut_answers.load(Ordering::SeqCst)
     }
 
     /// How many connections got a fault.
@@ -53,7 +70,7 @@ impl FaultProxy {
     }
 }
 
-fn serve(mut client: TcpStream, upstream: u16, fault: Fault) {
+fn serve(mut client: TcpStream, upstream: u16, fault: Fault, cuts: &Arc<AtomicUsize>) {
     match fault {
         Fault::Answer(status, code) => {
             // Read the request's head (and whatever came with it), then answer.
@@ -68,7 +85,7 @@ fn serve(mut client: TcpStream, upstream: u16, fault: Fault) {
             );
             let _ = client.shutdown(Shutdown::Both);
         }
-        Fault::None | Fault::Cut(_) => {
+        Fault::None | Fault::Cut(_) | Fault::CutAnswer(_) => {
             let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else {
                 return;
             };
@@ -77,8 +94,38 @@ fn serve(mut client: TcpStream, upstream: u16, fault: Fault) {
                 _ => None,
             };
             let (mut c2, mut s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+            let answer_limit = match fault {
+                Fault::CutAnswer(n) => Some(n),
+                _ => None,
+            };
+            let cuts = cuts.clone();
             let back = std::thread::spawn(move || {
-                let _ = std::io::copy(&mut s2, &mut c2);
+                match answer_limit {
+                    None => {
+                        let _ = std::io::copy(&mut s2, &mut c2);
+                    }
+                    Some(limit) => {
+                        let mut passed = 0usize;
+                        let mut buf = [0u8; 64 << 10];
+                        loop {
+                            let n = match s2.read(&mut buf) {
+                                Ok(0) | Err(_) => break,
+                                Ok(n) => n,
+                            };
+                            if passed + n >= limit {
+                                let _ = c2.write_all(&buf[..limit - passed]);
+                                cuts.fetch_add(1, Ordering::SeqCst);
+                                let _ = s2.shutdown(Shutdown::Both);
+                                let _ = c2.shutdown(Shutdown::Both);
+                                return;
+                            }
+                            if c2.write_all(&buf[..n]).is_err() {
+                                break;
+                            }
+                            passed += n;
+                        }
+                    }
+                }
                 let _ = c2.shutdown(Shutdown::Write);
             });
             let mut client = client;
