@@ -225,7 +225,7 @@ impl Store for S3Store {
             size,
             offset: 0,
             body: None,
-            buf: Bytes::new(),
+            buf: std::collections::VecDeque::new(),
             breaks: 0,
         }))
     }
@@ -680,6 +680,9 @@ impl Drop for S3Writer {
 /// Breaks in a row (a dropped connection, a stalled or short body) before a download gives up.
 const MAX_BREAKS: u32 = 8;
 
+/// How much of a download's body is received at a time.
+const GATHER: usize = 1 << 20;
+
 /// An object read as one ranged GET whose body is handed on as it arrives (no more than the
 /// server's frames in memory); a download that breaks resumes with a ranged GET from the
 /// byte it stopped at, of the same object (`If-Match` its ETag).
@@ -696,7 +699,8 @@ struct S3Reader {
     offset: u64,
     /// The download under way, from `offset` on.
     body: Option<hyper::body::Incoming>,
-    buf: Bytes,
+    /// Frames received, not yet handed on.
+    buf: std::collections::VecDeque<Bytes>,
     /// Breaks since the last byte received.
     breaks: u32,
 }
@@ -716,10 +720,13 @@ impl S3Reader {
 impl Read for S3Reader {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
         loop {
-            if !self.buf.is_empty() {
-                let n = out.len().min(self.buf.len());
-                out[..n].copy_from_slice(&self.buf[..n]);
-                self.buf = self.buf.slice(n..);
+            if let Some(front) = self.buf.front_mut() {
+                let n = out.len().min(front.len());
+                out[..n].copy_from_slice(&front[..n]);
+                *front = front.slice(n..);
+                if front.is_empty() {
+                    self.buf.pop_front();
+                }
                 return Ok(n);
             }
             if self.offset >= self.size {
@@ -737,26 +744,48 @@ impl Read for S3Reader {
                     .map_err(|e| self.here(e.kind(), e))?;
                 self.body = Some(body);
             }
+            // Up to GATHER bytes of frames at a time: one wait on the runtime per MiB, not per
+            // frame of a few KiB.
             let body = self.body.as_mut().expect("opened above");
-            let why = match self.rt.block_on(self.client.read_frame(body)) {
-                Ok(Some(data)) => {
-                    if data.len() as u64 > self.size - self.offset {
-                        return Err(self.here(
-                            io::ErrorKind::InvalidData,
-                            format!(
-                                "the server sent more than the {} bytes the object has",
-                                self.size
-                            ),
-                        ));
+            let client = &self.client;
+            let (frames, ended) = self.rt.block_on(async {
+                let mut frames = Vec::new();
+                let mut total = 0;
+                loop {
+                    match client.read_frame(body).await {
+                        Ok(Some(data)) => {
+                            total += data.len();
+                            frames.push(data);
+                            if total >= GATHER {
+                                return (frames, None);
+                            }
+                        }
+                        Ok(None) => return (frames, Some("the answer ended early".to_string())),
+                        Err(e) => return (frames, Some(e.to_string())),
                     }
-                    self.offset += data.len() as u64;
-                    self.buf = data;
-                    self.breaks = 0;
-                    continue;
                 }
-                Ok(None) => "the answer ended early".to_string(),
-                Err(e) => e.to_string(),
+            });
+            for data in frames {
+                if data.len() as u64 > self.size - self.offset {
+                    return Err(self.here(
+                        io::ErrorKind::InvalidData,
+                        format!(
+                            "the server sent more than the {} bytes the object has",
+                            self.size
+                        ),
+                    ));
+                }
+                self.offset += data.len() as u64;
+                self.breaks = 0;
+                self.buf.push_back(data);
+            }
+            let Some(why) = ended else {
+                continue;
             };
+            if self.offset == self.size {
+                self.body = None;
+                continue;
+            }
             // Broken off: ask again from here.
             self.body = None;
             self.breaks += 1;
