@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Benchmark the Google Drive store's memory and speed against the fake Drive v3 server of the
 # tests (tests/integration/support/fake_drive.rs: resumable uploads, ranged downloads, over
-# loopback HTTP): a first backup of a site with the store's defaults (part_size 64MiB,
+# loopback HTTP): a full backup of a site with the store's defaults (part_size 64MiB,
 # chunk_size 8MiB, parallel_uploads 2), then its restore; wall time and peak RSS of coffer
 # (GNU time -v), the median of BENCH_REPS runs. The fake runs in the test harness's process,
 # so its memory is not coffer's. (No other tool speaks to the fake: the side-by-side figures

@@ -1157,7 +1157,7 @@ fn a_differential_in_drive_restores_over_its_full_and_verify_checks_both() {
 
 /// Not a test: the harness of scripts/bench-drive.sh, which runs it with `--ignored`. Backs
 /// `BENCH_SITE` up to the fake Drive with the store's defaults (part_size 64MiB, chunk_size
-/// 8MiB, parallel_uploads 2) and restores it, `BENCH_REPS` times, each run of `COFFER_BIN`
+/// 8MiB, parallel_uploads 2) in a full backup and restores it, `BENCH_REPS` times, each run of `COFFER_BIN`
 /// under GNU time; writes "name seconds max_rss_kib" lines to `BENCH_OUT`.
 #[test]
 #[ignore = "a benchmark harness, run by scripts/bench-drive.sh"]
@@ -1210,7 +1210,8 @@ fn bench_drive_backup_and_restore() {
         lines.push_str(&format!("{name} {wall:.2} {rss}\n"));
     };
     for rep in 1..=reps {
-        timed(format!("drive-backup-{rep}"), &["backup"]);
+        // Each a full (a second backup would be a differential of nothing).
+        timed(format!("drive-backup-{rep}"), &["backup", "--full"]);
         let to = env.path(&format!("restored-{rep}"));
         timed(
             format!("drive-restore-{rep}"),

@@ -4,9 +4,9 @@
 //! computed.
 //!
 //! A part streams: its writer hands the bytes, a piece at a time, to the part's upload
-//! thread, which keeps a window of at most `WINDOW_CHUNKS` chunks of what Drive has not yet
-//! confirmed. So memory holds about `parallel_uploads × (WINDOW_CHUNKS + 1) × chunk_size`,
-//! whatever `part_size` is.
+//! thread, which keeps a window of a chunk and a piece (`window`) of what Drive has not yet
+//! confirmed. So memory holds about `parallel_uploads × 2 × chunk_size` (the window, and the
+//! request being sent), whatever `part_size` is.
 
 use std::io::{self, Write};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
@@ -31,13 +31,15 @@ pub(super) enum Standing {
     Gone,
 }
 
-/// How many chunks of a part its upload keeps in memory: what Drive has not confirmed yet,
-/// and (while there is room) the confirmed start, so a lost session of a part that fits can
-/// start again from byte 0.
-pub(super) const WINDOW_CHUNKS: usize = 2;
-
 /// The largest piece a writer hands its upload thread (at most a chunk).
 const FEED: usize = 1 << 20;
+
+/// How much of a part its upload keeps in memory: a chunk and a piece. That is what Drive has
+/// not confirmed yet, and (while there is room) the confirmed start, so a lost session of a
+/// part that fits can start again from byte 0.
+fn window(chunk: usize) -> usize {
+    chunk + FEED.min(chunk)
+}
 
 /// What a part's writer hands its upload thread.
 pub(super) enum Feed {
@@ -515,11 +517,16 @@ impl DriveUpload {
     /// `Ok(false)`: the writer went away without completing the part.
     fn gather(&mut self, rx: &Receiver<Feed>) -> bool {
         let chunk = self.inner.config.chunk_size;
+        if self.data.capacity() == 0 {
+            // Never grown (`make_room`), so never more than this resident.
+            self.data.reserve_exact(window(chunk));
+        }
         while !self.closed && self.end() - self.committed <= chunk {
             match rx.recv() {
                 Ok(Feed::Data(bytes)) => {
                     self.sha256.update(&bytes);
                     self.md5.update(&bytes);
+                    self.make_room(bytes.len());
                     self.data.extend_from_slice(&bytes);
                 }
                 Ok(Feed::End) => self.closed = true,
@@ -529,10 +536,10 @@ impl DriveUpload {
         true
     }
 
-    /// Lets go of confirmed bytes once the window is full.
-    fn trim(&mut self) {
-        let window = WINDOW_CHUNKS * self.inner.config.chunk_size;
-        if self.data.len() > window && self.committed > self.base {
+    /// Lets go of confirmed bytes when `extra` more would not fit the window.
+    fn make_room(&mut self, extra: usize) {
+        let window = window(self.inner.config.chunk_size);
+        if self.data.len() + extra > window && self.committed > self.base {
             self.data.drain(..self.committed - self.base);
             self.base = self.committed;
         }
@@ -555,7 +562,6 @@ impl DriveUpload {
             }
             let upto = self.committed + chunk;
             self.push(upto, false)?;
-            self.trim();
         }
     }
 
