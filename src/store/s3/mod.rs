@@ -738,10 +738,28 @@ impl Read for S3Reader {
                 if let Some(tag) = &self.etag {
                     call = call.header("if-match", &format!("\"{tag}\""));
                 }
-                let (_, body) = self
+                let (headers, body) = self
                     .rt
                     .block_on(self.client.open(call))
                     .map_err(|e| self.here(e.kind(), e))?;
+                // A server that ignored the range would send the object from its first byte:
+                // never spliced in after the bytes already read.
+                let range = headers
+                    .get("content-range")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("");
+                let as_asked = range.starts_with(&format!("bytes {}-", self.offset))
+                    || (self.offset == 0 && range.is_empty());
+                if !as_asked {
+                    return Err(self.here(
+                        io::ErrorKind::InvalidData,
+                        format!(
+                            "asked for the bytes from {}, the server answered with range \
+                             '{range}'",
+                            self.offset
+                        ),
+                    ));
+                }
                 self.body = Some(body);
             }
             // Up to GATHER bytes of frames at a time: one wait on the runtime per MiB, not per
