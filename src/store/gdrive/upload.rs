@@ -499,14 +499,6 @@ impl ObjectWriter for DriveWriter {
     }
 }
 
-/// What became of an upload whose writer went away.
-pub(super) enum Outcome {
-    Stored,
-    /// The writer was dropped before the part was complete (its backup failed elsewhere):
-    /// nothing was stored, and nothing is to report.
-    Abandoned,
-}
-
 impl DriveUpload {
     /// The part's bytes received so far (the offset after the last).
     fn end(&self) -> usize {
@@ -567,11 +559,13 @@ impl DriveUpload {
 
     /// Uploads the part as its writer hands it over, confirms Drive's checksum and removes
     /// duplicates. A checksum that does not match fails the part (the file is deleted): its
-    /// bytes are no longer in memory to send again, and the next backup uploads afresh.
-    pub(super) fn run(mut self, rx: &Receiver<Feed>) -> Result<Outcome, StoreError> {
+    /// bytes are no longer in memory to send again, and the next backup uploads afresh. A
+    /// writer that went away before the part was complete (its backup failed elsewhere)
+    /// leaves nothing stored and nothing to report.
+    pub(super) fn run(mut self, rx: &Receiver<Feed>) -> Result<(), StoreError> {
         let mut file = match self.send_all(rx) {
             Ok(Some(f)) => f,
-            Ok(None) => return Ok(Outcome::Abandoned),
+            Ok(None) => return Ok(()),
             Err(e) => return Err(self.err(e)),
         };
         let len = self.end();
@@ -650,7 +644,7 @@ impl DriveUpload {
         if let Err(e) = cleaned {
             tracing::warn!(key = self.key, "could not look for duplicates: {e}");
         }
-        Ok(Outcome::Stored)
+        Ok(())
     }
 }
 
@@ -682,7 +676,7 @@ pub(super) fn start(
         .name("coffer-drive-upload".into())
         .spawn(move || {
             let mut slot = slot;
-            let result = upload.run(&rx).map(|_| ());
+            let result = upload.run(&rx);
             if let Err(e) = &result {
                 *failure.lock().expect("failure lock") = Some(e.to_string());
             }

@@ -100,59 +100,42 @@ fn serve(mut client: TcpStream, upstream: u16, fault: Fault, cuts: &Arc<AtomicUs
             };
             let cuts = cuts.clone();
             let back = std::thread::spawn(move || {
-                match answer_limit {
-                    None => {
-                        let _ = std::io::copy(&mut s2, &mut c2);
-                    }
-                    Some(limit) => {
-                        let mut passed = 0usize;
-                        let mut buf = [0u8; 64 << 10];
-                        loop {
-                            let n = match s2.read(&mut buf) {
-                                Ok(0) | Err(_) => break,
-                                Ok(n) => n,
-                            };
-                            if passed + n >= limit {
-                                let _ = c2.write_all(&buf[..limit - passed]);
-                                cuts.fetch_add(1, Ordering::SeqCst);
-                                let _ = s2.shutdown(Shutdown::Both);
-                                let _ = c2.shutdown(Shutdown::Both);
-                                return;
-                            }
-                            if c2.write_all(&buf[..n]).is_err() {
-                                break;
-                            }
-                            passed += n;
-                        }
-                    }
+                if pass(&mut s2, &mut c2, answer_limit) {
+                    cuts.fetch_add(1, Ordering::SeqCst);
+                } else {
+                    let _ = c2.shutdown(Shutdown::Write);
                 }
-                let _ = c2.shutdown(Shutdown::Write);
             });
-            let mut client = client;
-            let mut server = server;
-            let mut passed = 0usize;
-            let mut buf = [0u8; 64 << 10];
-            loop {
-                let n = match client.read(&mut buf) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => n,
-                };
-                let n = match limit {
-                    Some(l) if passed + n >= l => {
-                        let _ = server.write_all(&buf[..l - passed]);
-                        let _ = server.shutdown(Shutdown::Both);
-                        let _ = client.shutdown(Shutdown::Both);
-                        break;
-                    }
-                    _ => n,
-                };
-                if server.write_all(&buf[..n]).is_err() {
-                    break;
-                }
-                passed += n;
+            let (mut client, mut server) = (client, server);
+            if !pass(&mut client, &mut server, limit) {
+                let _ = server.shutdown(Shutdown::Write);
             }
-            let _ = server.shutdown(Shutdown::Write);
             let _ = back.join();
         }
+    }
+}
+
+/// Copies `from` to `to` until `from` ends, or until `limit` bytes went through: then cuts
+/// both connections and returns true.
+fn pass(from: &mut TcpStream, to: &mut TcpStream, limit: Option<usize>) -> bool {
+    let mut passed = 0usize;
+    let mut buf = [0u8; 64 << 10];
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => n,
+        };
+        if let Some(l) = limit
+            && passed + n >= l
+        {
+            let _ = to.write_all(&buf[..l - passed]);
+            let _ = from.shutdown(Shutdown::Both);
+            let _ = to.shutdown(Shutdown::Both);
+            return true;
+        }
+        if to.write_all(&buf[..n]).is_err() {
+            return false;
+        }
+        passed += n;
     }
 }
